@@ -1,0 +1,221 @@
+//! The HPA a ScaledObject should have, as a pure function of the ScaledObject and its
+//! triggers' metric specs. The activator writes what this returns.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::autoscaling::v2::{
+    CrossVersionObjectReference, ExternalMetricSource, HorizontalPodAutoscaler,
+    HorizontalPodAutoscalerSpec, MetricIdentifier, MetricSpec as HpaMetricSpec, MetricTarget,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use kube::Resource;
+
+use crate::scaled_object::ScaledObject;
+use crate::scalers::{MetricSpec, MetricTargetType};
+use crate::SCALED_OBJECT_NAME_LABEL;
+
+/// The field manager and `app.kubernetes.io/managed-by` value of what eventscale writes.
+pub const MANAGER: &str = "eventscale";
+
+/// Longest label value, and so longest ScaledObject and HPA name.
+pub const MAX_NAME_LENGTH: usize = 63;
+
+/// Why no HPA can be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HpaError {
+    /// The ScaledObject has no uid yet (it was never stored).
+    #[error("ScaledObject {0} has no metadata.uid; it must come from the API server")]
+    MissingUid(String),
+    /// A name does not fit in a label value.
+    #[error("{field} {value:?} is longer than {MAX_NAME_LENGTH} characters")]
+    NameTooLong {
+        /// Which name.
+        field: &'static str,
+        /// The name.
+        value: String,
+    },
+    /// Two triggers produce the same metric name.
+    #[error("metricName {metric} defined multiple times in ScaledObject {so}")]
+    DuplicateMetric {
+        /// The metric.
+        metric: String,
+        /// The ScaledObject's name.
+        so: String,
+    },
+}
+
+/// The HPA's name: `advanced.horizontalPodAutoscalerConfig.name` or `keda-hpa-<name>`.
+pub fn hpa_name(so: &ScaledObject) -> String {
+    match so.spec.custom_hpa_name() {
+        Some(n) => n.to_string(),
+        None => format!("keda-hpa-{}", so.metadata.name.as_deref().unwrap_or_default()),
+    }
+}
+
+/// The desired HPA (in autoscaling/v2 shape; v2beta2 has the same fields for what is set).
+pub fn desired_hpa(
+    so: &ScaledObject,
+    metrics: &[MetricSpec],
+) -> Result<HorizontalPodAutoscaler, HpaError> {
+    let so_name = so.metadata.name.clone().unwrap_or_default();
+    if so_name.len() > MAX_NAME_LENGTH {
+        return Err(HpaError::NameTooLong { field: "metadata.name", value: so_name });
+    }
+    let name = hpa_name(so);
+    if name.len() > MAX_NAME_LENGTH {
+        return Err(HpaError::NameTooLong {
+            field: "spec.advanced.horizontalPodAutoscalerConfig.name",
+            value: name,
+        });
+    }
+    let owner = so
+        .controller_owner_ref(&())
+        .ok_or_else(|| HpaError::MissingUid(so_name.clone()))?;
+
+    let mut seen = std::collections::BTreeSet::new();
+    for m in metrics {
+        if !seen.insert(m.name.to_ascii_lowercase()) {
+            return Err(HpaError::DuplicateMetric { metric: m.name.clone(), so: so_name });
+        }
+    }
+
+    let mut labels: BTreeMap<String, String> = so.metadata.labels.clone().unwrap_or_default();
+    labels.insert("app.kubernetes.io/name".into(), name.clone());
+    labels.insert("app.kubernetes.io/version".into(), env!("CARGO_PKG_VERSION").into());
+    labels.insert("app.kubernetes.io/part-of".into(), so_name.clone());
+    labels.insert("app.kubernetes.io/managed-by".into(), MANAGER.into());
+
+    let selector = LabelSelector {
+        match_labels: Some(BTreeMap::from([(SCALED_OBJECT_NAME_LABEL.to_string(), so_name.clone())])),
+        ..Default::default()
+    };
+    let hpa_metrics = metrics
+        .iter()
+        .map(|m| {
+            let q = Some(Quantity(m.target.clone()));
+            let target = match m.target_type {
+                MetricTargetType::AverageValue => MetricTarget {
+                    type_: "AverageValue".into(),
+                    average_value: q,
+                    ..Default::default()
+                },
+                MetricTargetType::Value => {
+                    MetricTarget { type_: "Value".into(), value: q, ..Default::default() }
+                }
+            };
+            HpaMetricSpec {
+                type_: "External".into(),
+                external: Some(ExternalMetricSource {
+                    metric: MetricIdentifier { name: m.name.clone(), selector: Some(selector.clone()) },
+                    target,
+                }),
+                ..Default::default()
+            }
+        })
+        .collect();
+
+    let target = &so.spec.scale_target_ref;
+    Ok(HorizontalPodAutoscaler {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: so.metadata.namespace.clone(),
+            labels: Some(labels),
+            annotations: so.metadata.annotations.clone().filter(|a| !a.is_empty()),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        spec: Some(HorizontalPodAutoscalerSpec {
+            scale_target_ref: CrossVersionObjectReference {
+                api_version: Some(target.api_version_or_default().to_string()),
+                kind: target.kind_or_default().to_string(),
+                name: target.name.clone(),
+            },
+            min_replicas: Some(so.spec.hpa_min_replicas()),
+            max_replicas: so.spec.max_replicas(),
+            metrics: Some(hpa_metrics),
+            behavior: so
+                .spec
+                .advanced
+                .as_ref()
+                .and_then(|a| a.horizontal_pod_autoscaler_config.as_ref())
+                .and_then(|c| c.behavior.clone()),
+        }),
+        status: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn so(extra: &str) -> ScaledObject {
+        let yaml = format!(
+            r#"
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata: {{name: web, namespace: ns1, uid: 1234, labels: {{team: a}}}}
+spec:
+  scaleTargetRef: {{name: web-deploy}}
+  {extra}
+  triggers: [{{type: cron, metadata: {{}}}}]
+"#
+        );
+        serde_yaml::from_str(&yaml).expect("valid")
+    }
+
+    fn spec(name: &str) -> MetricSpec {
+        MetricSpec { name: name.into(), target_type: MetricTargetType::AverageValue, target: "1".into() }
+    }
+
+    #[test]
+    fn builds_kedas_hpa() {
+        let hpa = desired_hpa(&so("minReplicaCount: 1"), &[spec("s0-cron-UTC-x")]).expect("hpa");
+        assert_eq!(hpa.metadata.name.as_deref(), Some("keda-hpa-web"));
+        let labels = hpa.metadata.labels.as_ref().expect("labels");
+        assert_eq!(labels["app.kubernetes.io/part-of"], "web");
+        assert_eq!(labels["app.kubernetes.io/managed-by"], "eventscale");
+        assert_eq!(labels["team"], "a");
+        let owner = &hpa.metadata.owner_references.as_ref().expect("owner")[0];
+        assert_eq!((owner.kind.as_str(), owner.controller), ("ScaledObject", Some(true)));
+        let spec_ = hpa.spec.as_ref().expect("spec");
+        assert_eq!((spec_.min_replicas, spec_.max_replicas), (Some(1), 100));
+        assert_eq!(spec_.scale_target_ref.kind, "Deployment");
+        assert_eq!(spec_.scale_target_ref.api_version.as_deref(), Some("apps/v1"));
+        let ext = spec_.metrics.as_ref().expect("metrics")[0].external.as_ref().expect("external");
+        assert_eq!(ext.metric.name, "s0-cron-UTC-x");
+        assert_eq!(
+            ext.metric.selector.as_ref().and_then(|s| s.match_labels.as_ref()).map(|m| m[SCALED_OBJECT_NAME_LABEL].as_str()),
+            Some("web")
+        );
+        assert_eq!(ext.target.type_, "AverageValue");
+        assert_eq!(ext.target.average_value, Some(Quantity("1".into())));
+    }
+
+    #[test]
+    fn min_zero_or_unset_is_one_and_custom_name_is_used() {
+        for extra in ["", "minReplicaCount: 0"] {
+            let hpa = desired_hpa(&so(extra), &[]).expect("hpa");
+            assert_eq!(hpa.spec.and_then(|s| s.min_replicas), Some(1), "{extra:?}");
+        }
+        let hpa = desired_hpa(
+            &so("advanced: {horizontalPodAutoscalerConfig: {name: mine}}\n  maxReplicaCount: 7"),
+            &[],
+        )
+        .expect("hpa");
+        assert_eq!(hpa.metadata.name.as_deref(), Some("mine"));
+        assert_eq!(hpa.spec.map(|s| s.max_replicas), Some(7));
+    }
+
+    #[test]
+    fn rejects_duplicates_long_names_and_unsaved_objects() {
+        let err = desired_hpa(&so(""), &[spec("s0-a"), spec("S0-A")]).expect_err("dup");
+        assert_eq!(err.to_string(), "metricName S0-A defined multiple times in ScaledObject web");
+        let mut long = so("");
+        long.metadata.name = Some("x".repeat(64));
+        assert!(matches!(desired_hpa(&long, &[]), Err(HpaError::NameTooLong { .. })));
+        let mut unsaved = so("");
+        unsaved.metadata.uid = None;
+        assert!(matches!(desired_hpa(&unsaved, &[]), Err(HpaError::MissingUid(_))));
+    }
+}

@@ -1,0 +1,21 @@
+//! scaler-core: eventscale's model and brains.
+//!
+//! KEDA's `keda.sh/v1alpha1` types, trigger parsing into typed scalers, KEDA's metric naming
+//! and quantity formatting, label selectors, and the desired HPA as a pure function of a
+//! ScaledObject. Nothing here speaks HTTP or writes to a cluster.
+
+pub mod hpa;
+pub mod label_selector;
+pub mod linux_cron;
+pub mod metric_name;
+pub mod metrics;
+pub mod quantity;
+pub mod scaled_object;
+pub mod scalers;
+
+pub use metrics::{evaluate_metric, MetricError, MetricSample};
+pub use scaled_object::{ScaledObject, ScaledObjectSpec, ScaledObjectStatus};
+pub use scalers::{build_scalers, MetricSpec, MetricTargetType, Scaler, ScalerError, TriggerError};
+
+/// The label the HPA's metric selector carries and the adapter reads back.
+pub const SCALED_OBJECT_NAME_LABEL: &str = "scaledobject.keda.sh/name";

@@ -1,0 +1,132 @@
+//! Answering "what is metric M of ScaledObject S now?" — the seam the adapter calls.
+
+use crate::scaled_object::ScaledObject;
+use crate::scalers::{build_scalers, ScalerError, TriggerError};
+
+/// One metric's current value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricSample {
+    /// The metric's name as the HPA spells it (`s0-cron-...`).
+    pub metric_name: String,
+    /// The value.
+    pub value: f64,
+    /// Whether the trigger is active.
+    pub active: bool,
+}
+
+/// Why a metric could not be answered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MetricError {
+    /// No trigger of the ScaledObject serves that metric.
+    #[error("no metric {metric:?} on ScaledObject {namespace}/{name}")]
+    UnknownMetric {
+        /// Namespace of the ScaledObject.
+        namespace: String,
+        /// Name of the ScaledObject.
+        name: String,
+        /// The metric asked for.
+        metric: String,
+    },
+    /// A trigger's configuration is invalid, so its metric cannot be computed.
+    #[error("ScaledObject {namespace}/{name}: {source}")]
+    InvalidTrigger {
+        /// Namespace of the ScaledObject.
+        namespace: String,
+        /// Name of the ScaledObject.
+        name: String,
+        /// The first invalid trigger.
+        #[source]
+        source: TriggerError,
+    },
+    /// The event source failed.
+    #[error("ScaledObject {namespace}/{name} metric {metric:?}: {source}")]
+    Query {
+        /// Namespace of the ScaledObject.
+        namespace: String,
+        /// Name of the ScaledObject.
+        name: String,
+        /// The metric asked for.
+        metric: String,
+        /// What the scaler said.
+        #[source]
+        source: ScalerError,
+    },
+}
+
+/// Compute `metric` (matched case-insensitively) of `so` by querying its trigger.
+///
+/// When no valid trigger serves the metric and some trigger is invalid, the invalid
+/// trigger's error is returned: its metric may be the one asked for, and the HPA's event
+/// then names the real problem rather than "not found".
+pub async fn evaluate_metric(so: &ScaledObject, metric: &str) -> Result<MetricSample, MetricError> {
+    let namespace = so.metadata.namespace.clone().unwrap_or_default();
+    let name = so.metadata.name.clone().unwrap_or_default();
+    let mut first_error = None;
+    for built in build_scalers(so) {
+        match built {
+            Ok(scaler) if scaler.metric_spec().name.eq_ignore_ascii_case(metric) => {
+                let sample = scaler.sample().await.map_err(|source| MetricError::Query {
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                    metric: metric.to_string(),
+                    source,
+                })?;
+                return Ok(MetricSample {
+                    metric_name: scaler.metric_spec().name.clone(),
+                    value: sample.value,
+                    active: sample.active,
+                });
+            }
+            Ok(_) => {}
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(match first_error {
+        Some(source) => MetricError::InvalidTrigger { namespace, name, source },
+        None => MetricError::UnknownMetric { namespace, name, metric: metric.to_string() },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn so(yaml: &str) -> ScaledObject {
+        serde_yaml::from_str(yaml).expect("valid ScaledObject")
+    }
+
+    const ALWAYS: &str = r#"
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata: {name: web, namespace: ns1}
+spec:
+  scaleTargetRef: {name: web}
+  triggers:
+  - type: cron
+    metadata: {timezone: UTC, start: "0 0 1 1 *", end: "* * * * *", desiredReplicas: "4"}
+"#;
+
+    #[tokio::test]
+    async fn finds_the_metric_case_insensitively() {
+        // start fires once a year, end every minute: the next end always comes first, so
+        // "now" is always inside the window.
+        let got = evaluate_metric(&so(ALWAYS), "S0-CRON-UTC-0011X-XXXXX").await.expect("metric");
+        assert_eq!(got.metric_name, "s0-cron-UTC-0011x-xxxxx");
+        assert_eq!(got.value, 4.0);
+        assert!(got.active);
+    }
+
+    #[tokio::test]
+    async fn unknown_metric_and_invalid_trigger() {
+        let err = evaluate_metric(&so(ALWAYS), "s1-cron-nope").await.expect_err("unknown");
+        assert!(matches!(err, MetricError::UnknownMetric { .. }), "{err}");
+        let bad = ALWAYS.replace("timezone: UTC", "timezone: Not/AZone");
+        let err = evaluate_metric(&so(&bad), "s0-cron-x").await.expect_err("invalid");
+        assert_eq!(
+            err.to_string(),
+            "ScaledObject ns1/web: spec.triggers[0].metadata.timezone (cron): unable to load timezone. Error: unknown time zone Not/AZone"
+        );
+    }
+}

@@ -1,0 +1,65 @@
+//! Kubernetes quantities as KEDA writes them: milli-units, canonical decimal-SI form.
+
+/// The milli-value KEDA sends for `v`: `int64(v * 1000)`; NaN, infinities and negatives are 0.
+pub fn milli(v: f64) -> i64 {
+    if !v.is_finite() || v <= 0.0 {
+        return 0;
+    }
+    let m = v * 1000.0;
+    if m >= i64::MAX as f64 {
+        i64::MAX
+    } else {
+        // Go's int64() truncates toward zero; so does `as`.
+        m as i64
+    }
+}
+
+/// Canonical decimal-SI form of a milli-value, as `resource.NewMilliQuantity(m).String()`:
+/// `2500m`, `4`, `1k`, `0`.
+pub fn format_milli(m: i64) -> String {
+    if m == 0 {
+        return "0".to_string();
+    }
+    if m % 1000 != 0 {
+        return format!("{m}m");
+    }
+    let mut v = m / 1000;
+    const SUFFIXES: [&str; 7] = ["", "k", "M", "G", "T", "P", "E"];
+    let mut i = 0;
+    while v % 1000 == 0 && i + 1 < SUFFIXES.len() {
+        v /= 1000;
+        i += 1;
+    }
+    format!("{v}{}", SUFFIXES[i])
+}
+
+/// `format_milli(milli(v))`: the quantity string for a metric value or target.
+pub fn quantity_string(v: f64) -> String {
+    format_milli(milli(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_like_kubernetes() {
+        let cases = [
+            (2.5, "2500m"),
+            (4.0, "4"),
+            (100.0, "100"),
+            (0.0, "0"),
+            (-3.0, "0"),
+            (f64::NAN, "0"),
+            (f64::INFINITY, "0"),
+            (0.0015, "1m"),
+            (1000.0, "1k"),
+            (1500.0, "1500"),
+            (2_000_000.0, "2M"),
+            (12.345, "12345m"),
+        ];
+        for (v, want) in cases {
+            assert_eq!(quantity_string(v), want, "value {v}");
+        }
+    }
+}

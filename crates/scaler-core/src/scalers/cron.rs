@@ -1,0 +1,233 @@
+//! The `cron` trigger: `desiredReplicas` inside the window from `start` to `end`, 0 outside.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+
+use super::{MetricSpec, Sample, Scaler, ScalerError, TriggerContext};
+use crate::linux_cron::LinuxCron;
+
+/// Parsed `cron` trigger metadata.
+#[derive(Debug, Clone)]
+pub struct CronMetadata {
+    /// IANA time zone the schedules are read in.
+    pub timezone: Tz,
+    /// Start of the window.
+    pub start: LinuxCron,
+    /// End of the window.
+    pub end: LinuxCron,
+    /// Replicas inside the window.
+    pub desired_replicas: i64,
+}
+
+/// The cron scaler.
+#[derive(Debug, Clone)]
+pub struct CronScaler {
+    metadata: CronMetadata,
+    spec: MetricSpec,
+}
+
+/// KEDA's metric-name form of a schedule: spaces removed, `*`→`x`, `/`→`Sl`, `?`→`Qm`, `,`→`Cm`.
+fn schedule_name(s: &str) -> String {
+    s.replace(' ', "")
+        .replace('*', "x")
+        .replace('/', "Sl")
+        .replace('?', "Qm")
+        .replace(',', "Cm")
+}
+
+impl CronScaler {
+    /// Parse and validate the trigger.
+    pub fn new(ctx: TriggerContext<'_>) -> Result<Self, ScalerError> {
+        let tz_name = ctx.required("timezone")?;
+        let start_expr = ctx.required("start")?;
+        let end_expr = ctx.required("end")?;
+        let replicas = ctx.required("desiredReplicas")?;
+        let timezone: Tz = tz_name.parse().map_err(|_| {
+            ScalerError::invalid(
+                "timezone",
+                format!("unable to load timezone. Error: unknown time zone {tz_name}"),
+            )
+        })?;
+        let start: LinuxCron = start_expr.parse().map_err(|e| {
+            ScalerError::invalid("start", format!("error parsing start schedule: {e}"))
+        })?;
+        let end: LinuxCron = end_expr
+            .parse()
+            .map_err(|e| ScalerError::invalid("end", format!("error parsing end schedule: {e}")))?;
+        if start_expr == end_expr {
+            return Err(ScalerError::invalid(
+                "end",
+                "start and end can not have exactly same time input",
+            ));
+        }
+        let desired_replicas: i64 = replicas.parse().map_err(|_| {
+            ScalerError::invalid(
+                "desiredReplicas",
+                format!("error parsing desiredReplicas: {replicas:?} is not an integer"),
+            )
+        })?;
+        if desired_replicas == 0 {
+            return Err(ScalerError::invalid("desiredReplicas", "no DesiredReplicas specified"));
+        }
+        let name = format!(
+            "cron-{tz_name}-{}-{}",
+            schedule_name(start_expr),
+            schedule_name(end_expr)
+        );
+        let spec = MetricSpec {
+            name: ctx.metric_name(&name),
+            target_type: ctx.target_type()?,
+            target: "1".to_string(),
+        };
+        Ok(CronScaler {
+            metadata: CronMetadata { timezone, start, end, desired_replicas },
+            spec,
+        })
+    }
+
+    /// Whether `now` is inside the window: the next end comes no later than the next start.
+    pub fn in_window(&self, now: DateTime<Utc>) -> Result<bool, ScalerError> {
+        let local = now.with_timezone(&self.metadata.timezone);
+        let next_start = self.metadata.start.next_after(&local);
+        let next_end = self.metadata.end.next_after(&local);
+        match (next_start, next_end) {
+            (Some(s), Some(e)) => Ok(e.timestamp() <= s.timestamp()),
+            // A schedule that never fires again (only possible in theory: cron repeats
+            // yearly) leaves the window closed rather than open forever.
+            (None, _) | (_, None) => Ok(false),
+        }
+    }
+
+    /// The sample at `now`.
+    pub fn sample_at(&self, now: DateTime<Utc>) -> Result<Sample, ScalerError> {
+        let active = self.in_window(now)?;
+        let value = if active { self.metadata.desired_replicas as f64 } else { 0.0 };
+        Ok(Sample { value, active })
+    }
+}
+
+#[async_trait]
+impl Scaler for CronScaler {
+    fn metric_spec(&self) -> &MetricSpec {
+        &self.spec
+    }
+
+    async fn sample(&self) -> Result<Sample, ScalerError> {
+        self.sample_at(Utc::now())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scaled_object::ScaleTriggers;
+
+    fn trigger(pairs: &[(&str, &str)]) -> ScaleTriggers {
+        ScaleTriggers {
+            type_: "cron".into(),
+            metadata: pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn build(index: usize, pairs: &[(&str, &str)]) -> Result<CronScaler, ScalerError> {
+        CronScaler::new(TriggerContext { index, trigger: &trigger(pairs) })
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).expect("valid").with_timezone(&Utc)
+    }
+
+    const BUSINESS: [(&str, &str); 4] = [
+        ("timezone", "Europe/Paris"),
+        ("start", "00 08 * * 1-5"),
+        ("end", "00 18 * * 1-5"),
+        ("desiredReplicas", "2"),
+    ];
+
+    #[test]
+    fn metric_names_match_keda() {
+        let s = build(
+            0,
+            &[("timezone", "Etc/UTC"), ("start", "0 0 * * Thu"), ("end", "59 23 * * Thu"), ("desiredReplicas", "1")],
+        )
+        .expect("valid");
+        assert_eq!(s.metric_spec().name, "s0-cron-Etc-UTC-00xxThu-5923xxThu");
+        let s = build(
+            1,
+            &[("timezone", "Asia/Shanghai"), ("start", "0 * * * *"), ("end", "15 * * * *"), ("desiredReplicas", "5")],
+        )
+        .expect("valid");
+        assert_eq!(s.metric_spec().name, "s1-cron-Asia-Shanghai-0xxxx-15xxxx");
+        let s = build(
+            2,
+            &[("timezone", "UTC"), ("start", "*/5 1,2 ? * *"), ("end", "3 4 * * *"), ("desiredReplicas", "5")],
+        )
+        .expect("valid");
+        assert_eq!(s.metric_spec().name, "s2-cron-UTC-xSl51Cm2Qmxx-34xxx");
+        assert_eq!(s.metric_spec().target, "1");
+    }
+
+    #[test]
+    fn window_table() {
+        let s = build(0, &BUSINESS).expect("valid");
+        // Paris is UTC+1 in November. 2026-11-23 is a Monday.
+        let cases = [
+            ("2026-11-23T06:59:00Z", false, 0.0), // 07:59 Paris, Monday
+            ("2026-11-23T07:00:00Z", true, 2.0),  // 08:00 exactly: start is inclusive
+            ("2026-11-23T12:00:00Z", true, 2.0),
+            ("2026-11-23T16:59:59Z", true, 2.0),
+            ("2026-11-23T17:00:00Z", false, 0.0), // 18:00 exactly: end is exclusive
+            ("2026-11-22T12:00:00Z", false, 0.0), // Sunday
+            ("2026-11-28T12:00:00Z", false, 0.0), // Saturday
+            ("2026-11-27T12:00:00Z", true, 2.0),  // Friday
+        ];
+        for (now, active, value) in cases {
+            let got = s.sample_at(at(now)).expect("sample");
+            assert_eq!((got.active, got.value), (active, value), "{now}");
+        }
+    }
+
+    #[test]
+    fn hourly_window() {
+        let s = build(
+            0,
+            &[("timezone", "Asia/Shanghai"), ("start", "0 * * * *"), ("end", "15 * * * *"), ("desiredReplicas", "5")],
+        )
+        .expect("valid");
+        assert_eq!(s.sample_at(at("2026-11-22T10:14:00Z")).expect("ok").value, 5.0);
+        assert_eq!(s.sample_at(at("2026-11-22T10:15:00Z")).expect("ok").value, 0.0);
+        assert_eq!(s.sample_at(at("2026-11-22T10:59:59Z")).expect("ok").value, 0.0);
+        assert_eq!(s.sample_at(at("2026-11-22T11:00:00Z")).expect("ok").value, 5.0);
+    }
+
+    #[test]
+    fn parse_errors_match_keda() {
+        let base: Vec<(&str, &str)> = BUSINESS.to_vec();
+        let with = |k: &str, v: &'static str| -> Vec<(&str, &str)> {
+            base.iter().map(|(bk, bv)| if *bk == k { (*bk, v) } else { (*bk, *bv) }).collect()
+        };
+        let without = |k: &str| -> Vec<(&str, &str)> {
+            base.iter().filter(|(bk, _)| *bk != k).copied().collect()
+        };
+        let cases: Vec<(Vec<(&str, &str)>, &str, &str)> = vec![
+            (without("timezone"), "timezone", "missing required parameter \"timezone\""),
+            (without("start"), "start", "missing required parameter \"start\""),
+            (without("end"), "end", "missing required parameter \"end\""),
+            (without("desiredReplicas"), "desiredReplicas", "missing required parameter \"desiredReplicas\""),
+            (with("timezone", "  "), "timezone", "missing required parameter \"timezone\""),
+            (with("timezone", "Mars/Olympus"), "timezone", "unable to load timezone"),
+            (with("start", "0 8 * *"), "start", "error parsing start schedule: expected exactly 5 fields"),
+            (with("end", "61 * * * *"), "end", "error parsing end schedule"),
+            (with("end", "00 08 * * 1-5"), "end", "start and end can not have exactly same time input"),
+            (with("desiredReplicas", "two"), "desiredReplicas", "error parsing desiredReplicas"),
+            (with("desiredReplicas", "0"), "desiredReplicas", "no DesiredReplicas specified"),
+        ];
+        for (meta, param, want) in cases {
+            let err = build(0, &meta).expect_err(want);
+            assert_eq!(err.param(), Some(param), "{want}");
+            assert!(err.to_string().contains(want), "{err} should contain {want}");
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! The scalers: one module per trigger type behind the [`Scaler`] trait.
+//!
+//! Building a scaler parses and validates its trigger's metadata once, into a typed struct;
+//! querying it never looks at the raw strings again.
+
+pub mod cron;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use async_trait::async_trait;
+
+use crate::metric_name;
+use crate::scaled_object::{ScaleTriggers, ScaledObject};
+
+/// How the HPA compares a metric with its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricTargetType {
+    /// Value divided by the number of pods (KEDA's default).
+    AverageValue,
+    /// The value as it is.
+    Value,
+}
+
+impl MetricTargetType {
+    /// The HPA's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricTargetType::AverageValue => "AverageValue",
+            MetricTargetType::Value => "Value",
+        }
+    }
+}
+
+/// The External metric a trigger puts on the HPA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricSpec {
+    /// `s<index>-<scaler name>`.
+    pub name: String,
+    /// AverageValue or Value.
+    pub target_type: MetricTargetType,
+    /// The target as a quantity string (`1`, `2500m`).
+    pub target: String,
+}
+
+/// What one query of an event source says.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    /// The metric value.
+    pub value: f64,
+    /// Whether the trigger is active (value above its activation threshold).
+    pub active: bool,
+}
+
+/// A trigger's metadata or query failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScalerError {
+    /// A required parameter is absent or empty.
+    #[error("missing required parameter \"{0}\"")]
+    MissingParameter(String),
+    /// A parameter has a value the scaler cannot use.
+    #[error("{message}")]
+    InvalidParameter {
+        /// The metadata key.
+        param: String,
+        /// KEDA's wording of the problem.
+        message: String,
+    },
+    /// `metricType` is not one the trigger supports.
+    #[error("metricType {0:?} is not supported for external metrics: use AverageValue or Value")]
+    UnsupportedMetricType(String),
+    /// No scaler of that type exists (yet).
+    #[error("no scaler for trigger type {0:?}")]
+    UnsupportedTrigger(String),
+    /// The event source could not be queried.
+    #[error("{0}")]
+    Query(String),
+}
+
+impl ScalerError {
+    /// The metadata key at fault, when there is one.
+    pub fn param(&self) -> Option<&str> {
+        match self {
+            ScalerError::MissingParameter(p) => Some(p),
+            ScalerError::InvalidParameter { param, .. } => Some(param),
+            _ => None,
+        }
+    }
+
+    fn invalid(param: &str, message: impl Into<String>) -> Self {
+        ScalerError::InvalidParameter { param: param.to_string(), message: message.into() }
+    }
+}
+
+/// A [`ScalerError`] with the trigger it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct TriggerError {
+    /// Index in `spec.triggers`.
+    pub index: usize,
+    /// The trigger's `type`.
+    pub trigger_type: String,
+    /// What went wrong.
+    #[source]
+    pub source: ScalerError,
+}
+
+impl fmt::Display for TriggerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "spec.triggers[{}]", self.index)?;
+        match &self.source {
+            ScalerError::MissingParameter(_) | ScalerError::InvalidParameter { .. } => {
+                if let Some(p) = self.source.param() {
+                    write!(f, ".metadata.{p}")?;
+                }
+            }
+            ScalerError::UnsupportedMetricType(_) => f.write_str(".metricType")?,
+            ScalerError::UnsupportedTrigger(_) => f.write_str(".type")?,
+            ScalerError::Query(_) => {}
+        }
+        write!(f, " ({}): {}", self.trigger_type, self.source)
+    }
+}
+
+/// One trigger's scaler.
+#[async_trait]
+pub trait Scaler: Send + Sync + fmt::Debug {
+    /// The External metric this trigger contributes.
+    fn metric_spec(&self) -> &MetricSpec;
+
+    /// Query the event source.
+    async fn sample(&self) -> Result<Sample, ScalerError>;
+}
+
+/// What a scaler is built from.
+#[derive(Debug, Clone, Copy)]
+pub struct TriggerContext<'a> {
+    /// Index in `spec.triggers`.
+    pub index: usize,
+    /// The trigger.
+    pub trigger: &'a ScaleTriggers,
+}
+
+impl TriggerContext<'_> {
+    /// `s<index>-<name>`, normalized as KEDA does.
+    pub fn metric_name(&self, name: &str) -> String {
+        metric_name::with_index(self.index, name)
+    }
+
+    /// The trigger's target type: "" → AverageValue, Value → Value, anything else an error.
+    pub fn target_type(&self) -> Result<MetricTargetType, ScalerError> {
+        match self.trigger.metric_type.as_deref().unwrap_or("") {
+            "" | "AverageValue" => Ok(MetricTargetType::AverageValue),
+            "Value" => Ok(MetricTargetType::Value),
+            other => Err(ScalerError::UnsupportedMetricType(other.to_string())),
+        }
+    }
+
+    /// The trimmed value of a metadata key; empty counts as absent.
+    pub fn param(&self, key: &str) -> Option<&str> {
+        self.trigger
+            .metadata
+            .get(key)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// A required metadata value.
+    pub fn required(&self, key: &str) -> Result<&str, ScalerError> {
+        self.param(key)
+            .ok_or_else(|| ScalerError::MissingParameter(key.to_string()))
+    }
+
+    /// All metadata, for scalers that forward unknown keys.
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.trigger.metadata
+    }
+}
+
+/// Build the scaler for one trigger.
+pub fn build_scaler(ctx: TriggerContext<'_>) -> Result<Box<dyn Scaler>, ScalerError> {
+    match ctx.trigger.type_.as_str() {
+        "cron" => Ok(Box::new(cron::CronScaler::new(ctx)?)),
+        other => Err(ScalerError::UnsupportedTrigger(other.to_string())),
+    }
+}
+
+/// Build every trigger's scaler, each result kept apart so one bad trigger does not hide
+/// the others.
+pub fn build_scalers(so: &ScaledObject) -> Vec<Result<Box<dyn Scaler>, TriggerError>> {
+    so.spec
+        .triggers
+        .iter()
+        .enumerate()
+        .map(|(index, trigger)| {
+            build_scaler(TriggerContext { index, trigger }).map_err(|source| TriggerError {
+                index,
+                trigger_type: trigger.type_.clone(),
+                source,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trigger_errors_name_the_field() {
+        let e = TriggerError {
+            index: 1,
+            trigger_type: "cron".into(),
+            source: ScalerError::invalid("start", "error parsing start schedule: x"),
+        };
+        assert_eq!(e.to_string(), "spec.triggers[1].metadata.start (cron): error parsing start schedule: x");
+        let e = TriggerError {
+            index: 0,
+            trigger_type: "nats".into(),
+            source: ScalerError::UnsupportedTrigger("nats".into()),
+        };
+        assert_eq!(e.to_string(), "spec.triggers[0].type (nats): no scaler for trigger type \"nats\"");
+    }
+
+    #[test]
+    fn metric_type_follows_keda() {
+        let mut t = ScaleTriggers { type_: "cron".into(), ..Default::default() };
+        let ctx = |t: &ScaleTriggers| TriggerContext { index: 0, trigger: t }.target_type();
+        assert_eq!(ctx(&t), Ok(MetricTargetType::AverageValue));
+        t.metric_type = Some("Value".into());
+        assert_eq!(ctx(&t), Ok(MetricTargetType::Value));
+        t.metric_type = Some("Utilization".into());
+        assert!(ctx(&t).is_err());
+    }
+}

@@ -1,0 +1,421 @@
+#!/usr/bin/env bash
+# A real local Kubernetes control plane for eventscale, on loopback.
+#
+#   e2e/cluster.sh up      install what is missing, build/cache Kubernetes v1.20.2, start
+#                          etcd, kube-apiserver, kube-controller-manager, install eventscale
+#                          into the cluster and start it; idempotent
+#   e2e/cluster.sh down    stop what `up` started (by PID file); keeps the cache and state
+#                          (`down --purge` also deletes the state directory)
+#   e2e/cluster.sh env     print `export KUBECONFIG=...` and friends, for `eval`
+#   e2e/cluster.sh status  one line per component
+#   e2e/cluster.sh logs [component]   print the logs (all, or one component)
+#   e2e/cluster.sh deps    only install packages and build/cache the Kubernetes binaries
+#
+# Environment: EVENTSCALE_CACHE_DIR (default ~/.cache/eventscale), EVENTSCALE_STATE_DIR
+# (default <repo>/.state/cluster), EVENTSCALE_CARGO_PROFILE (dev or release; default dev).
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=../certs/pki.sh
+source "$REPO/certs/pki.sh"
+
+K8S_VERSION=1.20.2
+K8S_DEB_VERSION=1.20.5+really1.20.2-1.1+deb12u1
+CACHE_DIR=${EVENTSCALE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/eventscale}
+K8S_DIR=$CACHE_DIR/k8s-v$K8S_VERSION
+K8S_BIN=$K8S_DIR/bin
+STATE_DIR=${EVENTSCALE_STATE_DIR:-$REPO/.state/cluster}
+PKI=$STATE_DIR/pki
+LOGS=$STATE_DIR/logs
+PIDS=$STATE_DIR/pids
+KUBECONFIG_FILE=$STATE_DIR/admin.kubeconfig
+KUBECTL=$K8S_BIN/kubectl
+
+ETCD_PORT=12379
+ETCD_PEER_PORT=12380
+APISERVER_PORT=16443
+KCM_PORT=20257
+ADAPTER_PORT=16444
+ADAPTER_NAMESPACE=eventscale
+ADAPTER_SERVICE=eventscale-metrics-apiserver
+CARGO_PROFILE=${EVENTSCALE_CARGO_PROFILE:-dev}
+
+log() { printf '[cluster] %s\n' "$*" >&2; }
+die() {
+  printf '[cluster] ERROR: %s\n' "$*" >&2
+  exit 1
+}
+
+as_root() {
+  if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi
+}
+
+# --- packages and the Kubernetes build --------------------------------------------------
+
+APT_UPDATED=0
+apt_update_once() {
+  if [[ $APT_UPDATED -eq 0 ]]; then
+    log "apt-get update"
+    as_root apt-get update -qq >/dev/null || die "apt-get update failed"
+    APT_UPDATED=1
+  fi
+}
+
+# ensure_pkg COMMAND PACKAGE: install PACKAGE from Debian when COMMAND is missing.
+ensure_pkg() {
+  local cmd=$1 pkg=$2
+  if ! command -v "$cmd" >/dev/null 2>&1 && [[ ! -x "$cmd" ]]; then
+    apt_update_once
+    log "installing $pkg (for $cmd)"
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$pkg" >/dev/null ||
+      die "apt-get install $pkg failed"
+  fi
+}
+
+ensure_deb_src() {
+  local f=/etc/apt/sources.list.d/eventscale-deb-src.sources
+  [[ -f $f ]] && return 0
+  [[ -f /etc/apt/sources.list.d/debian.sources ]] ||
+    die "no /etc/apt/sources.list.d/debian.sources to derive a deb-src entry from"
+  log "adding a deb-src entry for Debian's kubernetes source package"
+  sed 's/^Types: deb$/Types: deb-src/' /etc/apt/sources.list.d/debian.sources | as_root tee "$f" >/dev/null
+  APT_UPDATED=0
+}
+
+build_k8s() {
+  if [[ -x $K8S_BIN/kube-apiserver && -x $K8S_BIN/kube-controller-manager ]]; then
+    return 0
+  fi
+  ensure_pkg go golang-go
+  ensure_pkg make make
+  ensure_pkg rsync rsync
+  ensure_deb_src
+  apt_update_once
+  local work=$CACHE_DIR/build
+  mkdir -p "$work" "$K8S_BIN"
+  if [[ ! -d $work/kubernetes-$K8S_VERSION ]]; then
+    log "downloading Debian's kubernetes source package ($K8S_DEB_VERSION)"
+    (cd "$work" && apt-get source --download-only "kubernetes=$K8S_DEB_VERSION" >/dev/null 2>&1) ||
+      die "apt-get source kubernetes=$K8S_DEB_VERSION failed"
+    local orig
+    orig=$(ls "$work"/kubernetes_*.orig.tar.gz 2>/dev/null | head -n1)
+    [[ -n $orig ]] || die "no kubernetes .orig.tar.gz in $work"
+    tar -xzf "$orig" -C "$work"
+    [[ -d $work/kubernetes-$K8S_VERSION ]] || die "the source tarball did not unpack into kubernetes-$K8S_VERSION"
+  fi
+  local src=$work/kubernetes-$K8S_VERSION
+  log "building kube-apiserver and kube-controller-manager v$K8S_VERSION (about 10 minutes on 2 cores; log: $work/build.log)"
+  mkdir -p "$src/.go/src/k8s.io" "$work/home"
+  ln -sfn ../../.. "$src/.go/src/k8s.io/kubernetes"
+  (
+    cd "$src"
+    GOPATH=$src/.go CGO_ENABLED=0 HOME=$work/home GOFLAGS= GO111MODULE=off \
+      make WHAT="cmd/kube-apiserver cmd/kube-controller-manager"
+  ) >"$work/build.log" 2>&1 || die "building Kubernetes failed; read $work/build.log"
+  cp "$src/_output/bin/kube-apiserver" "$src/_output/bin/kube-controller-manager" "$K8S_BIN/"
+  log "cached the Kubernetes binaries in $K8S_BIN"
+  # The source tree is 1+ GB once built; the binaries are all we keep.
+  rm -rf "$src"
+}
+
+# kubectl v1.20 from Debian's kubernetes-client, unpacked into the cache rather than
+# installed, so it matches the apiserver and never replaces a kubectl the machine has.
+ensure_kubectl() {
+  [[ -x $KUBECTL ]] && return 0
+  apt_update_once
+  local tmp
+  tmp=$(mktemp -d)
+  log "fetching kubectl v$K8S_VERSION (Debian kubernetes-client)"
+  (cd "$tmp" && apt-get download "kubernetes-client=$K8S_DEB_VERSION" >/dev/null 2>&1) ||
+    die "apt-get download kubernetes-client failed"
+  dpkg-deb -x "$tmp"/kubernetes-client_*.deb "$tmp/x"
+  mkdir -p "$K8S_BIN"
+  cp "$tmp/x/usr/bin/kubectl" "$KUBECTL"
+  rm -rf "$tmp"
+}
+
+deps() {
+  ensure_pkg openssl openssl
+  ensure_pkg curl curl
+  ensure_pkg etcd etcd-server
+  ensure_kubectl
+  build_k8s
+}
+
+# --- processes ---------------------------------------------------------------------------
+
+# running NAME: true when the process recorded in NAME's PID file is alive and is ours.
+running() {
+  local pidfile=$PIDS/$1.pid pid
+  [[ -s $pidfile ]] || return 1
+  pid=$(cat "$pidfile")
+  kill -0 "$pid" 2>/dev/null || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$(cat "$PIDS/$1.cmd" 2>/dev/null || echo "$1")"
+}
+
+# start_bg NAME BINARY ARGS...: start in the background with its log in $LOGS/NAME.log.
+start_bg() {
+  local name=$1
+  shift
+  mkdir -p "$LOGS" "$PIDS"
+  log "starting $name (log: $LOGS/$name.log)"
+  nohup "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
+  echo $! >"$PIDS/$name.pid"
+  basename "$1" >"$PIDS/$name.cmd"
+}
+
+stop_one() {
+  local name=$1 pidfile=$PIDS/$1.pid pid i
+  if running "$name"; then
+    pid=$(cat "$pidfile")
+    log "stopping $name (pid $pid)"
+    kill "$pid" 2>/dev/null || true
+    for i in $(seq 1 50); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$pidfile" "$PIDS/$name.cmd"
+}
+
+# port_free PORT: nothing listens on 127.0.0.1:PORT.
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# wait_for NAME SECONDS COMMAND...: poll COMMAND until it succeeds or fail naming NAME.
+wait_for() {
+  local name=$1 secs=$2 i
+  shift 2
+  for ((i = 0; i < secs * 5; i++)); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    if [[ -f $PIDS/$name.pid ]] && ! running "$name"; then
+      die "$name exited during start-up; read $LOGS/$name.log"
+    fi
+    sleep 0.2
+  done
+  die "$name did not come up within ${secs}s; read $LOGS/$name.log"
+}
+
+k() { "$KUBECTL" --kubeconfig "$KUBECONFIG_FILE" "$@"; }
+
+# --- the control plane ---------------------------------------------------------------------
+
+write_kubeconfig() {
+  local file=$1 user_block=$2
+  cat >"$file" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: eventscale-local
+  cluster:
+    server: https://127.0.0.1:$APISERVER_PORT
+    certificate-authority-data: $(base64 -w0 <"$PKI/ca.crt")
+users:
+- name: user
+  user:
+$user_block
+contexts:
+- name: eventscale-local
+  context: {cluster: eventscale-local, user: user}
+current-context: eventscale-local
+EOF
+  chmod 600 "$file"
+}
+
+cert_user_block() {
+  printf '    client-certificate-data: %s\n    client-key-data: %s\n' \
+    "$(base64 -w0 <"$PKI/$1.crt")" "$(base64 -w0 <"$PKI/$1.key")"
+}
+
+start_etcd() {
+  running etcd && return 0
+  port_free "$ETCD_PORT" || die "port $ETCD_PORT (etcd) is taken by a process this script did not start"
+  start_bg etcd "$(command -v etcd)" --name eventscale --data-dir "$STATE_DIR/etcd" \
+    --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+    --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster "eventscale=http://127.0.0.1:$ETCD_PEER_PORT" --quota-backend-bytes 1073741824
+  wait_for etcd 30 curl -fsS "http://127.0.0.1:$ETCD_PORT/health"
+}
+
+start_apiserver() {
+  running kube-apiserver && return 0
+  port_free "$APISERVER_PORT" || die "port $APISERVER_PORT (kube-apiserver) is taken by a process this script did not start"
+  start_bg kube-apiserver "$K8S_BIN/kube-apiserver" \
+    --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
+    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$APISERVER_PORT" --insecure-port 0 \
+    --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
+    --client-ca-file "$PKI/ca.crt" \
+    --kubelet-client-certificate "$PKI/apiserver-kubelet-client.crt" --kubelet-client-key "$PKI/apiserver-kubelet-client.key" \
+    --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
+    --service-account-issuer https://kubernetes.default.svc.cluster.local \
+    --authorization-mode Node,RBAC --service-cluster-ip-range 10.96.0.0/12 \
+    --requestheader-client-ca-file "$PKI/front-proxy-ca.crt" --requestheader-allowed-names front-proxy-client \
+    --requestheader-username-headers X-Remote-User --requestheader-group-headers X-Remote-Group \
+    --requestheader-extra-headers-prefix X-Remote-Extra- \
+    --proxy-client-cert-file "$PKI/front-proxy-client.crt" --proxy-client-key-file "$PKI/front-proxy-client.key" \
+    --enable-aggregator-routing=false --allow-privileged=true --v 1
+  wait_for kube-apiserver 90 k get --raw /readyz
+}
+
+start_controller_manager() {
+  running kube-controller-manager && return 0
+  port_free "$KCM_PORT" || die "port $KCM_PORT (kube-controller-manager) is taken by a process this script did not start"
+  local kc=$STATE_DIR/controller-manager.kubeconfig
+  [[ -s $kc ]] || write_kubeconfig "$kc" "$(cert_user_block controller-manager)"
+  start_bg kube-controller-manager "$K8S_BIN/kube-controller-manager" \
+    --kubeconfig "$kc" --authentication-kubeconfig "$kc" --authorization-kubeconfig "$kc" \
+    --bind-address 127.0.0.1 --secure-port "$KCM_PORT" --port 0 \
+    --use-service-account-credentials --service-account-private-key-file "$PKI/sa.key" \
+    --root-ca-file "$PKI/ca.crt" --leader-elect=false \
+    --controllers '*,-nodeipam,-nodelifecycle,-attachdetach,-persistentvolume-binder,-ttl' \
+    --horizontal-pod-autoscaler-sync-period 2s --v 1
+  # The token controller creating the default ServiceAccount shows the manager is working.
+  wait_for kube-controller-manager 60 k -n default get serviceaccount default
+}
+
+# --- eventscale, installed the way a user would ----------------------------------------------
+
+eventscale_bin() {
+  local dir=debug
+  [[ $CARGO_PROFILE == release ]] && dir=release
+  echo "${CARGO_TARGET_DIR:-$REPO/target}/$dir/eventscale"
+}
+
+build_eventscale() {
+  log "building eventscale (cargo, profile $CARGO_PROFILE)"
+  (cd "$REPO" && cargo build --profile "$CARGO_PROFILE" -p metrics-adapter --bin eventscale) \
+    >"$STATE_DIR/logs/cargo-build.log" 2>&1 ||
+    die "building eventscale failed; read $STATE_DIR/logs/cargo-build.log"
+}
+
+install_eventscale() {
+  local bin=$1 certs=$STATE_DIR/eventscale-certs
+  k apply -f "$REPO/apiservice/namespace.yaml" >/dev/null
+  "$bin" crds | k apply -f - >/dev/null || die "applying the CRDs printed by '$bin crds' failed"
+  k apply -f "$REPO/apiservice/rbac.yaml" >/dev/null || die "applying apiservice/rbac.yaml failed"
+  # Locally the adapter is reached through an ExternalName Service pointing at localhost:
+  # an Endpoints object may not point into 127.0.0.0/8. In a cluster, apiservice/service.yaml.
+  k apply -f "$REPO/e2e/manifests/service-local.yaml" >/dev/null || die "applying the local Service failed"
+  "$bin" certs --dir "$certs" --service "$ADAPTER_SERVICE" --namespace "$ADAPTER_NAMESPACE" >/dev/null ||
+    die "'eventscale certs' failed"
+  sed -e "s|caBundle: .*|caBundle: $(base64 -w0 <"$certs/ca.crt")|" \
+    -e "s|port: 443|port: $ADAPTER_PORT|" "$REPO/apiservice/apiservice.yaml" | k apply -f - >/dev/null ||
+    die "applying the APIService failed"
+  # eventscale runs under its own ServiceAccount's token, so its RBAC is exercised as in a cluster.
+  local token="" i
+  for i in $(seq 1 100); do
+    token=$(k -n "$ADAPTER_NAMESPACE" get secret -o json |
+      jq -r '.items[] | select(.type=="kubernetes.io/service-account-token" and .metadata.annotations["kubernetes.io/service-account.name"]=="eventscale") | .data.token' |
+      head -n1)
+    [[ -n $token ]] && break
+    sleep 0.2
+  done
+  [[ -n $token ]] || die "no token for ServiceAccount $ADAPTER_NAMESPACE/eventscale; read $LOGS/kube-controller-manager.log"
+  write_kubeconfig "$STATE_DIR/eventscale.kubeconfig" "    token: $(base64 -d <<<"$token")"
+}
+
+start_eventscale() {
+  local bin=$1 sum
+  sum=$(sha256sum "$bin" | cut -d' ' -f1)
+  if running eventscale && [[ $(cat "$PIDS/eventscale.sum" 2>/dev/null) == "$sum" ]]; then
+    return 0
+  fi
+  stop_one eventscale
+  port_free "$ADAPTER_PORT" || die "port $ADAPTER_PORT (eventscale) is taken by a process this script did not start"
+  start_bg eventscale "$bin" run --kubeconfig "$STATE_DIR/eventscale.kubeconfig" \
+    --secure-port "$ADAPTER_PORT" --bind-address 127.0.0.1 --cert-dir "$STATE_DIR/eventscale-certs"
+  echo "$sum" >"$PIDS/eventscale.sum"
+  wait_for eventscale 30 curl -fsSk "https://127.0.0.1:$ADAPTER_PORT/readyz"
+}
+
+apiservice_available() {
+  [[ $(k get apiservice v1beta1.external.metrics.k8s.io \
+    -o 'jsonpath={.status.conditions[?(@.type=="Available")].status}') == True ]]
+}
+
+up() {
+  mkdir -p "$STATE_DIR" "$LOGS" "$PIDS"
+  deps
+  pki_cluster "$PKI"
+  [[ -s $KUBECONFIG_FILE ]] || write_kubeconfig "$KUBECONFIG_FILE" "$(cert_user_block admin)"
+  start_etcd
+  start_apiserver
+  start_controller_manager
+  build_eventscale
+  local bin
+  bin=$(eventscale_bin)
+  install_eventscale "$bin"
+  start_eventscale "$bin"
+  local i
+  for i in $(seq 1 150); do
+    apiservice_available && break
+    sleep 0.4
+  done
+  apiservice_available || die "APIService v1beta1.external.metrics.k8s.io is not Available: $(k get apiservice v1beta1.external.metrics.k8s.io -o 'jsonpath={.status.conditions[0].message}'); read $LOGS/eventscale.log and $LOGS/kube-apiserver.log"
+  log "up: APIService v1beta1.external.metrics.k8s.io is Available; run: eval \"\$($0 env)\""
+}
+
+down() {
+  stop_one eventscale
+  stop_one kube-controller-manager
+  stop_one kube-apiserver
+  stop_one etcd
+  if [[ ${1:-} == --purge ]]; then
+    log "deleting $STATE_DIR"
+    rm -rf "$STATE_DIR"
+  fi
+}
+
+env_cmd() {
+  echo "export KUBECONFIG=$KUBECONFIG_FILE"
+  echo "export EVENTSCALE_KUBECTL=$KUBECTL"
+  echo "export EVENTSCALE_STATE_DIR=$STATE_DIR"
+  echo "export EVENTSCALE_ADAPTER_URL=https://127.0.0.1:$ADAPTER_PORT"
+  echo "export PATH=$K8S_BIN:\$PATH"
+}
+
+status() {
+  local name rc=0
+  for name in etcd kube-apiserver kube-controller-manager eventscale; do
+    if running "$name"; then
+      printf '%-24s running (pid %s)\n' "$name" "$(cat "$PIDS/$name.pid")"
+    else
+      printf '%-24s stopped\n' "$name"
+      rc=1
+    fi
+  done
+  if [[ -s $KUBECONFIG_FILE ]] && apiservice_available 2>/dev/null; then
+    printf '%-24s Available\n' apiservice
+  else
+    printf '%-24s not available\n' apiservice
+    rc=1
+  fi
+  return $rc
+}
+
+logs() {
+  local name
+  if [[ -n ${1:-} ]]; then
+    [[ -f $LOGS/$1.log ]] || die "no log for '$1' in $LOGS"
+    cat "$LOGS/$1.log"
+    return
+  fi
+  for name in etcd kube-apiserver kube-controller-manager eventscale; do
+    [[ -f $LOGS/$name.log ]] || continue
+    echo "==> $LOGS/$name.log <=="
+    tail -n 50 "$LOGS/$name.log"
+  done
+}
+
+case ${1:-} in
+  up) up ;;
+  down) down "${2:-}" ;;
+  env) env_cmd ;;
+  status) status ;;
+  logs) logs "${2:-}" ;;
+  deps) deps ;;
+  *)
+    echo "usage: $0 up|down [--purge]|env|status|logs [component]|deps" >&2
+    exit 2
+    ;;
+esac
