@@ -12,7 +12,9 @@
 #   e2e/cluster.sh deps    only install packages and build/cache the Kubernetes binaries
 #
 # Environment: EVENTSCALE_CACHE_DIR (default ~/.cache/eventscale), EVENTSCALE_STATE_DIR
-# (default <repo>/.state/cluster), EVENTSCALE_CARGO_PROFILE (dev or release; default dev).
+# (default <repo>/.state/cluster), EVENTSCALE_CARGO_PROFILE (dev or release; default dev),
+# EVENTSCALE_BIN (an already built eventscale binary to run instead of building one; the
+# end-to-end tests pass the binary cargo built for them).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -22,7 +24,8 @@ source "$REPO/certs/pki.sh"
 K8S_VERSION=1.20.2
 K8S_DEB_VERSION=1.20.5+really1.20.2-1.1+deb12u1
 CACHE_DIR=${EVENTSCALE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/eventscale}
-K8S_DIR=$CACHE_DIR/k8s-v$K8S_VERSION
+# The suffix names the vendor fix below: binaries cached without it crash, so never reuse them.
+K8S_DIR=$CACHE_DIR/k8s-v$K8S_VERSION-reflect2-1.0.2
 K8S_BIN=$K8S_DIR/bin
 STATE_DIR=${EVENTSCALE_STATE_DIR:-$REPO/.state/cluster}
 PKI=$STATE_DIR/pki
@@ -104,6 +107,20 @@ build_k8s() {
     [[ -d $work/kubernetes-$K8S_VERSION ]] || die "the source tarball did not unpack into kubernetes-$K8S_VERSION"
   fi
   local src=$work/kubernetes-$K8S_VERSION
+  # v1.20.2 vendors modern-go/reflect2 v1.0.1, whose map iteration crashes binaries built
+  # with Go >= 1.18 ("fatal error: fault" in reflect2.UnsafeIterate, seen on the first
+  # custom resource written). reflect2 v1.0.2 is the fixed, API-compatible release and
+  # Debian packages its source; it replaces the vendored copy before the build.
+  if ! dpkg -s golang-github-modern-go-reflect2-dev >/dev/null 2>&1; then
+    apt_update_once
+    log "installing golang-github-modern-go-reflect2-dev (reflect2 v1.0.2 source)"
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq golang-github-modern-go-reflect2-dev >/dev/null ||
+      die "apt-get install golang-github-modern-go-reflect2-dev failed"
+  fi
+  local reflect2=/usr/share/gocode/src/github.com/modern-go/reflect2
+  [[ -f $reflect2/go_above_118.go ]] || die "$reflect2 is not reflect2 v1.0.2 (no go_above_118.go)"
+  rm -rf "$src/vendor/github.com/modern-go/reflect2"
+  cp -r "$reflect2" "$src/vendor/github.com/modern-go/reflect2"
   log "building kube-apiserver and kube-controller-manager v$K8S_VERSION (about 10 minutes on 2 cores; log: $work/build.log)"
   mkdir -p "$src/.go/src/k8s.io" "$work/home"
   ln -sfn ../../.. "$src/.go/src/k8s.io/kubernetes"
@@ -341,9 +358,12 @@ up() {
   start_etcd
   start_apiserver
   start_controller_manager
-  build_eventscale
-  local bin
-  bin=$(eventscale_bin)
+  local bin=${EVENTSCALE_BIN:-}
+  if [[ -z $bin ]]; then
+    build_eventscale
+    bin=$(eventscale_bin)
+  fi
+  [[ -x $bin ]] || die "eventscale binary $bin is missing or not executable"
   install_eventscale "$bin"
   start_eventscale "$bin"
   local i

@@ -1,1 +1,175 @@
-fn main() {}
+//! `eventscale`: a KEDA-compatible event-driven autoscaler for Kubernetes.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use futures::StreamExt;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::{reflector, watcher, WatchStreamExt};
+use kube::{Api, Client, Config, CustomResourceExt};
+use metrics_adapter::certs::{self, CertOptions};
+use metrics_adapter::provider::ScaledObjectProvider;
+use metrics_adapter::{routes, server};
+use scaler_core::ScaledObject;
+use tracing::{error, info, warn};
+
+#[derive(Parser)]
+#[command(name = "eventscale", version, about = "KEDA-compatible event-driven autoscaler for Kubernetes")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the external metrics API server and the HPA controller.
+    Run(RunArgs),
+    /// Generate the CA and serving certificate the APIService trusts.
+    Certs(CertsArgs),
+    /// Print the CustomResourceDefinitions as YAML.
+    Crds,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// kubeconfig to use; in-cluster configuration when unset.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Port of the TLS API server.
+    #[arg(long, env = "EVENTSCALE_SECURE_PORT", default_value_t = 6443)]
+    secure_port: u16,
+    /// Address to listen on.
+    #[arg(long, env = "EVENTSCALE_BIND_ADDRESS", default_value = "0.0.0.0")]
+    bind_address: IpAddr,
+    /// Directory holding tls.crt and tls.key.
+    #[arg(long, env = "EVENTSCALE_CERT_DIR", default_value = "/apiserver.local.config/certificates")]
+    cert_dir: PathBuf,
+    /// Log filter: a level (info, debug) or tracing directives.
+    #[arg(long, env = "EVENTSCALE_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    /// Log format.
+    #[arg(long, env = "EVENTSCALE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(clap::Args)]
+struct CertsArgs {
+    /// Directory to write ca.crt, ca.key, tls.crt and tls.key into.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Service name of the adapter.
+    #[arg(long, default_value = "eventscale-metrics-apiserver")]
+    service: String,
+    /// Namespace of the Service.
+    #[arg(long, default_value = "eventscale")]
+    namespace: String,
+    /// CA lifetime in days.
+    #[arg(long, default_value_t = 3650)]
+    ca_days: i64,
+    /// Serving certificate lifetime in days.
+    #[arg(long, default_value_t = 365)]
+    leaf_days: i64,
+    /// Replace existing files.
+    #[arg(long)]
+    force: bool,
+}
+
+fn init_tracing(filter: &str, format: LogFormat) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .with_context(|| format!("invalid --log-level {filter:?}"))?;
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
+}
+
+async fn kube_client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = Kubeconfig::read_from(path).with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("loading kubeconfig {}", path.display()))?
+        }
+        None => Config::infer().await.context("no kubeconfig given and no in-cluster configuration")?,
+    };
+    Client::try_from(config).context("building the Kubernetes client")
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    init_tracing(&args.log_level, args.log_format)?;
+    let tls = server::tls_config(&args.cert_dir.join("tls.crt"), &args.cert_dir.join("tls.key"))?;
+    let client = kube_client(args.kubeconfig.as_ref()).await?;
+
+    let (store, writer) = reflector::store::<ScaledObject>();
+    let sos: Api<ScaledObject> = Api::all(client.clone());
+    let reflect = reflector(writer, watcher(sos, watcher::Config::default()))
+        .default_backoff()
+        .applied_objects()
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                warn!(error = %e, "watching ScaledObjects failed; retrying");
+            }
+        });
+    tokio::spawn(reflect);
+
+    let controller_client = client.clone();
+    tokio::spawn(async move {
+        if let Err(e) = activator::run(controller_client).await {
+            error!(error = %e, "the HPA controller stopped");
+        }
+    });
+
+    let provider = Arc::new(ScaledObjectProvider::new(store));
+    let app = routes::router(provider);
+    let addr = SocketAddr::new(args.bind_address, args.secure_port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+        info!("shutting down");
+    };
+    server::serve(listener, tls, app, shutdown).await
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => run(args).await,
+        Command::Certs(a) => {
+            let written = certs::ensure(&CertOptions {
+                dir: a.dir.clone(),
+                service: a.service,
+                namespace: a.namespace,
+                ca_days: a.ca_days,
+                leaf_days: a.leaf_days,
+                force: a.force,
+            })?;
+            let verb = if written { "wrote" } else { "kept existing" };
+            println!("{verb} ca.crt, ca.key, tls.crt, tls.key in {}", a.dir.display());
+            Ok(())
+        }
+        Command::Crds => {
+            print!("{}", serde_yaml::to_string(&ScaledObject::crd()).context("serializing the CRD")?);
+            Ok(())
+        }
+    }
+}

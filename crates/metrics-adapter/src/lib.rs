@@ -1,0 +1,11 @@
+//! metrics-adapter: the `external.metrics.k8s.io/v1beta1` API server and the `eventscale`
+//! binary's subcommands.
+//!
+//! The HTTP layer (routes, Status errors, TLS) knows nothing of scalers: it asks a
+//! [`provider::MetricsProvider`] for "metric M in namespace N for selector S".
+
+pub mod certs;
+pub mod provider;
+pub mod routes;
+pub mod server;
+pub mod status;

@@ -1,0 +1,110 @@
+//! The provider seam: what the HTTP layer asks, answered from the ScaledObjects in the
+//! cluster and scaler-core.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{SecondsFormat, Utc};
+use kube::runtime::reflector::{ObjectRef, Store};
+use scaler_core::label_selector::Selector;
+use scaler_core::quantity::quantity_string;
+use scaler_core::{evaluate_metric, MetricError, ScaledObject, SCALED_OBJECT_NAME_LABEL};
+use serde::Serialize;
+use tracing::warn;
+
+use crate::status::ApiError;
+
+/// One item of an `ExternalMetricValueList`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalMetricValue {
+    /// The metric's name.
+    pub metric_name: String,
+    /// Labels of the series (KEDA sends none).
+    pub metric_labels: std::collections::BTreeMap<String, String>,
+    /// RFC 3339 time of the sample.
+    pub timestamp: String,
+    /// The value as a Kubernetes quantity.
+    pub value: String,
+}
+
+/// Answers metric reads.
+#[async_trait]
+pub trait MetricsProvider: Send + Sync {
+    /// The values of `metric` in `namespace` for the ScaledObject the selector names.
+    async fn external_metric(
+        &self,
+        namespace: &str,
+        metric: &str,
+        selector: &Selector,
+    ) -> Result<Vec<ExternalMetricValue>, ApiError>;
+
+    /// Whether the provider has what it needs to answer (its caches are filled).
+    fn ready(&self) -> bool;
+}
+
+/// The provider backed by a reflector store of ScaledObjects.
+#[derive(Clone)]
+pub struct ScaledObjectProvider {
+    store: Store<ScaledObject>,
+    synced: Arc<AtomicBool>,
+}
+
+impl ScaledObjectProvider {
+    /// A provider over `store`; it reports ready once the store's first list arrived.
+    /// Must be called inside a Tokio runtime.
+    pub fn new(store: Store<ScaledObject>) -> Self {
+        let synced = Arc::new(AtomicBool::new(false));
+        let (s, flag) = (store.clone(), synced.clone());
+        tokio::spawn(async move {
+            if s.wait_until_ready().await.is_ok() {
+                flag.store(true, Ordering::Release);
+            }
+        });
+        Self { store, synced }
+    }
+}
+
+fn metric_error(e: MetricError) -> ApiError {
+    match e {
+        MetricError::UnknownMetric { .. } => ApiError::not_found(e.to_string()),
+        MetricError::InvalidTrigger { .. } | MetricError::Query { .. } => {
+            warn!(error = %e, "metric request failed");
+            ApiError::internal(e.to_string())
+        }
+    }
+}
+
+#[async_trait]
+impl MetricsProvider for ScaledObjectProvider {
+    async fn external_metric(
+        &self,
+        namespace: &str,
+        metric: &str,
+        selector: &Selector,
+    ) -> Result<Vec<ExternalMetricValue>, ApiError> {
+        let name = selector.exact_value(SCALED_OBJECT_NAME_LABEL).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "scaledObject name is not specified: the labelSelector must contain {SCALED_OBJECT_NAME_LABEL}=<name>"
+            ))
+        })?;
+        let so = self
+            .store
+            .get(&ObjectRef::new(name).within(namespace))
+            .ok_or_else(|| {
+                ApiError::not_found(format!("scaledobjects.keda.sh \"{name}\" not found in namespace \"{namespace}\""))
+            })?;
+        let sample = evaluate_metric(&so, metric).await.map_err(metric_error)?;
+        Ok(vec![ExternalMetricValue {
+            metric_name: sample.metric_name,
+            metric_labels: Default::default(),
+            timestamp: Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
+            value: quantity_string(sample.value),
+        }])
+    }
+
+    fn ready(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+}

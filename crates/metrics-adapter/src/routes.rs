@@ -1,0 +1,193 @@
+//! The routes of the external metrics API.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use scaler_core::label_selector::Selector;
+use serde_json::{json, Value};
+use tracing::Instrument;
+
+use crate::provider::MetricsProvider;
+use crate::status::ApiError;
+
+/// The API group served.
+pub const GROUP: &str = "external.metrics.k8s.io";
+/// The version served.
+pub const VERSION: &str = "v1beta1";
+const GROUP_VERSION: &str = "external.metrics.k8s.io/v1beta1";
+
+/// Shared state of the handlers.
+pub type SharedProvider = Arc<dyn MetricsProvider>;
+
+/// The router over `provider`.
+pub fn router(provider: SharedProvider) -> Router {
+    Router::new()
+        .route("/healthz", get(ok))
+        .route("/livez", get(ok))
+        .route("/readyz", get(readyz))
+        .route("/apis", get(api_group_list))
+        .route("/apis/external.metrics.k8s.io", get(api_group))
+        .route("/apis/external.metrics.k8s.io/v1beta1", get(api_resource_list))
+        .route(
+            "/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{metric}",
+            get(external_metric),
+        )
+        .fallback(not_found)
+        .with_state(provider)
+}
+
+async fn ok() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(p): State<SharedProvider>) -> Result<&'static str, ApiError> {
+    if p.ready() {
+        Ok("ok")
+    } else {
+        Err(ApiError::unavailable("the ScaledObject cache has not synced yet"))
+    }
+}
+
+fn group_json() -> Value {
+    let gv = json!({"groupVersion": GROUP_VERSION, "version": VERSION});
+    json!({"name": GROUP, "versions": [gv], "preferredVersion": gv})
+}
+
+async fn api_group_list() -> Json<Value> {
+    Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [group_json()]}))
+}
+
+async fn api_group() -> Json<Value> {
+    let mut g = group_json();
+    g["kind"] = "APIGroup".into();
+    g["apiVersion"] = "v1".into();
+    Json(g)
+}
+
+/// One fixed placeholder resource: a per-metric list over thousands of ScaledObjects is
+/// what timed out discovery elsewhere, and an empty list makes kubectl warn.
+async fn api_resource_list() -> Json<Value> {
+    Json(json!({
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": GROUP_VERSION,
+        "resources": [{
+            "name": "externalmetrics",
+            "singularName": "",
+            "namespaced": true,
+            "kind": "ExternalMetricValueList",
+            "verbs": ["get"],
+        }],
+    }))
+}
+
+async fn external_metric(
+    State(p): State<SharedProvider>,
+    Path((namespace, metric)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let selector: Selector = query
+        .get("labelSelector")
+        .map(String::as_str)
+        .unwrap_or("")
+        .parse()
+        .map_err(|e: scaler_core::label_selector::SelectorError| ApiError::bad_request(e.to_string()))?;
+    let items = p
+        .external_metric(&namespace, &metric, &selector)
+        .instrument(tracing::info_span!("external_metric", %namespace, %metric))
+        .await?;
+    Ok(Json(json!({
+        "kind": "ExternalMetricValueList",
+        "apiVersion": GROUP_VERSION,
+        "metadata": {},
+        "items": items,
+    })))
+}
+
+async fn not_found(uri: axum::http::Uri) -> impl IntoResponse {
+    let e = ApiError::not_found(format!("the server could not find the requested resource {}", uri.path()));
+    (StatusCode::NOT_FOUND, Json(e.body()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::ExternalMetricValue;
+    use axum::body::{to_bytes, Body};
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    /// Answers one metric of ScaledObject `so` in `ns`; 404 for everything else.
+    struct Fake;
+
+    #[async_trait::async_trait]
+    impl MetricsProvider for Fake {
+        async fn external_metric(
+            &self,
+            namespace: &str,
+            metric: &str,
+            selector: &Selector,
+        ) -> Result<Vec<ExternalMetricValue>, ApiError> {
+            match (namespace, metric, selector.exact_value("scaledobject.keda.sh/name")) {
+                ("ns", "s0-m", Some("so")) => Ok(vec![ExternalMetricValue {
+                    metric_name: "s0-m".into(),
+                    metric_labels: Default::default(),
+                    timestamp: "2026-11-22T00:00:00Z".into(),
+                    value: "2500m".into(),
+                }]),
+                _ => Err(ApiError::not_found("nope")),
+            }
+        }
+
+        fn ready(&self) -> bool {
+            false
+        }
+    }
+
+    async fn get(path: &str) -> (StatusCode, Value) {
+        let resp = router(Arc::new(Fake))
+            .oneshot(Request::get(path).body(Body::empty()).expect("request"))
+            .await
+            .expect("response");
+        let status = resp.status();
+        let bytes = to_bytes(resp.into_body(), 1 << 20).await.expect("body");
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    #[tokio::test]
+    async fn serves_values_and_status_errors() {
+        let (code, body) = get("/apis/external.metrics.k8s.io/v1beta1/namespaces/ns/s0-m?labelSelector=scaledobject.keda.sh%2Fname%3Dso").await;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(body["kind"], "ExternalMetricValueList");
+        assert_eq!(body["items"][0]["value"], "2500m");
+
+        let (code, body) = get("/apis/external.metrics.k8s.io/v1beta1/namespaces/ns/s0-m?labelSelector=a%20in%20(").await;
+        assert_eq!(code, StatusCode::BAD_REQUEST);
+        assert_eq!((body["kind"].as_str(), body["reason"].as_str(), body["code"].as_u64()), (Some("Status"), Some("BadRequest"), Some(400)));
+
+        let (code, body) = get("/apis/external.metrics.k8s.io/v1beta1/namespaces/ns/other?labelSelector=scaledobject.keda.sh%2Fname%3Dso").await;
+        assert_eq!((code, body["reason"].as_str()), (StatusCode::NOT_FOUND, Some("NotFound")));
+
+        let (code, body) = get("/no/such/path").await;
+        assert_eq!((code, body["kind"].as_str()), (StatusCode::NOT_FOUND, Some("Status")));
+
+        let (code, body) = get("/readyz").await;
+        assert_eq!((code, body["reason"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("ServiceUnavailable")));
+    }
+
+    #[tokio::test]
+    async fn discovery_documents() {
+        let (code, body) = get("/apis/external.metrics.k8s.io/v1beta1").await;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(body["resources"].as_array().map(Vec::len), Some(1));
+        let (_, body) = get("/apis").await;
+        assert_eq!(body["groups"][0]["name"], GROUP);
+        let (_, body) = get("/apis/external.metrics.k8s.io").await;
+        assert_eq!(body["preferredVersion"]["groupVersion"], GROUP_VERSION);
+    }
+}

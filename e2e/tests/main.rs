@@ -1,0 +1,144 @@
+//! End-to-end tests on the real local cluster of `e2e/cluster.sh`: kube-apiserver and
+//! kube-controller-manager v1.20.2 (with its HPA controller), the aggregator calling
+//! eventscale over TLS, and `kubectl`. Nothing here is faked.
+//!
+//! The first test to run brings the cluster up with `e2e/cluster.sh up` (idempotent; on a
+//! cold cache this builds Kubernetes, about 10 minutes) using the eventscale binary cargo
+//! built for this test run.
+
+mod cron;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+/// Paths the cluster's `env` printed.
+pub struct Cluster {
+    /// Admin kubeconfig.
+    pub kubeconfig: PathBuf,
+    /// kubectl matching the apiserver.
+    pub kubectl: PathBuf,
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Bring the cluster up once per test process and read its environment.
+pub fn cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        let script = repo_root().join("e2e/cluster.sh");
+        let status = Command::new("bash")
+            .arg(&script)
+            .arg("up")
+            .env("EVENTSCALE_BIN", env!("CARGO_BIN_EXE_eventscale"))
+            .status()
+            .expect("running e2e/cluster.sh up");
+        assert!(status.success(), "e2e/cluster.sh up failed; see its message above");
+        let out = Command::new("bash").arg(&script).arg("env").output().expect("cluster.sh env");
+        let env = String::from_utf8_lossy(&out.stdout).to_string();
+        let get = |name: &str| -> PathBuf {
+            env.lines()
+                .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+                .map(PathBuf::from)
+                .unwrap_or_else(|| panic!("cluster.sh env printed no {name}: {env}"))
+        };
+        Cluster { kubeconfig: get("KUBECONFIG"), kubectl: get("EVENTSCALE_KUBECTL") }
+    })
+}
+
+/// An admin client for the cluster.
+pub async fn client() -> Client {
+    let c = cluster();
+    let kc = Kubeconfig::read_from(&c.kubeconfig).expect("admin kubeconfig");
+    let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig loads");
+    Client::try_from(cfg).expect("client")
+}
+
+/// Run kubectl; returns (success, stdout, stderr).
+pub fn kubectl(args: &[&str]) -> (bool, String, String) {
+    kubectl_stdin(args, None)
+}
+
+/// Run kubectl with `stdin` piped in.
+pub fn kubectl_stdin(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    use std::io::Write;
+    let c = cluster();
+    let mut cmd = Command::new(&c.kubectl);
+    cmd.arg("--kubeconfig").arg(&c.kubeconfig).args(args);
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("kubectl runs");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+    }
+    let out = child.wait_with_output().expect("kubectl finishes");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// `kubectl apply -f -` of `yaml` in `namespace`, asserting success.
+pub fn apply(namespace: &str, yaml: &str) {
+    let (ok, out, err) = kubectl_stdin(&["-n", namespace, "apply", "-f", "-"], Some(yaml));
+    assert!(ok, "kubectl apply failed: {out}{err}\n{yaml}");
+}
+
+/// A fresh namespace, deleted when dropped.
+pub struct Namespace(pub String);
+
+impl Namespace {
+    /// Create `<prefix>-<pid>`.
+    pub fn create(prefix: &str) -> Self {
+        let name = format!("{prefix}-{}", std::process::id());
+        let _ = kubectl(&["delete", "namespace", &name, "--wait=false"]);
+        // A namespace still terminating from an earlier run with the same pid: wait it out.
+        for _ in 0..60 {
+            let (ok, _, _) = kubectl(&["create", "namespace", &name]);
+            if ok {
+                return Namespace(name);
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        panic!("could not create namespace {name}");
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = kubectl(&["delete", "namespace", &self.0, "--wait=false"]);
+    }
+}
+
+/// Poll `f` every 500 ms until it returns Some or `timeout` passes.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
