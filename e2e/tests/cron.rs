@@ -21,7 +21,10 @@ fn local_now() -> DateTime<Tz> {
 
 /// A daily schedule at `t`'s hour and minute, and its metric-name form.
 fn daily(t: DateTime<Tz>) -> (String, String) {
-    (format!("{} {} * * *", t.minute(), t.hour()), format!("{}{}xxx", t.minute(), t.hour()))
+    (
+        format!("{} {} * * *", t.minute(), t.hour()),
+        format!("{}{}xxx", t.minute(), t.hour()),
+    )
 }
 
 fn manifests(start: &str, end: &str, tz: &str) -> String {
@@ -58,7 +61,11 @@ spec:
 fn hpa_api(client: kube::Client, ns: &str) -> Api<DynamicObject> {
     // v1.20 serves autoscaling/v2beta2 only; eventscale chose it by discovery.
     let gvk = GroupVersionKind::gvk("autoscaling", "v2beta2", "HorizontalPodAutoscaler");
-    Api::namespaced_with(client, ns, &ApiResource::from_gvk_with_plural(&gvk, "horizontalpodautoscalers"))
+    Api::namespaced_with(
+        client,
+        ns,
+        &ApiResource::from_gvk_with_plural(&gvk, "horizontalpodautoscalers"),
+    )
 }
 
 fn metric_path(ns: &str, metric: &str, so: &str) -> String {
@@ -92,11 +99,21 @@ fn assert_hpa_spec(hpa: &DynamicObject, metric: &str) {
     assert_eq!(metrics[0]["type"], "External");
     let ext = &metrics[0]["external"];
     assert_eq!(ext["metric"]["name"], metric);
-    assert_eq!(ext["metric"]["selector"]["matchLabels"]["scaledobject.keda.sh/name"], "web");
+    assert_eq!(
+        ext["metric"]["selector"]["matchLabels"]["scaledobject.keda.sh/name"],
+        "web"
+    );
     assert_eq!(ext["target"]["type"], "AverageValue");
     assert_eq!(ext["target"]["averageValue"], "1");
-    let owner = &hpa.metadata.owner_references.as_ref().expect("ownerReferences")[0];
-    assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("ScaledObject", "web"));
+    let owner = &hpa
+        .metadata
+        .owner_references
+        .as_ref()
+        .expect("ownerReferences")[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("ScaledObject", "web")
+    );
 }
 
 #[tokio::test]
@@ -122,10 +139,14 @@ async fn window_including_now_scales_the_deployment_to_desired_replicas() {
 
     // The real HPA controller reads the metric through the aggregator and scales.
     let deployments: Api<Deployment> = Api::namespaced(client, &ns.0);
-    eventually(Duration::from_secs(90), "Deployment web at 4 replicas", || async {
-        let d = deployments.get("web").await.ok()?;
-        (d.spec?.replicas == Some(4)).then_some(())
-    })
+    eventually(
+        Duration::from_secs(90),
+        "Deployment web at 4 replicas",
+        || async {
+            let d = deployments.get("web").await.ok()?;
+            (d.spec?.replicas == Some(4)).then_some(())
+        },
+    )
     .await;
 }
 
@@ -147,57 +168,90 @@ async fn window_not_including_now_reports_zero() {
     assert_eq!(list["items"][0]["value"], "0", "{list}");
 
     // The HPA controller read the 0 (so it did run) and kept minReplicas.
-    eventually(Duration::from_secs(60), "the HPA to observe the metric", || async {
-        let h = hpas.get("keda-hpa-web").await.ok()?;
-        let current = &h.data["status"]["currentMetrics"][0]["external"]["current"]["averageValue"];
-        (current == "0").then_some(())
-    })
+    eventually(
+        Duration::from_secs(60),
+        "the HPA to observe the metric",
+        || async {
+            let h = hpas.get("keda-hpa-web").await.ok()?;
+            let current =
+                &h.data["status"]["currentMetrics"][0]["external"]["current"]["averageValue"];
+            (current == "0").then_some(())
+        },
+    )
     .await;
-    let d: Deployment = Api::namespaced(client, &ns.0).get("web").await.expect("deployment");
+    let d: Deployment = Api::namespaced(client, &ns.0)
+        .get("web")
+        .await
+        .expect("deployment");
     assert_eq!(d.spec.and_then(|s| s.replicas), Some(1));
 }
 
 #[tokio::test]
 async fn invalid_time_zone_is_reported_and_served_as_a_status_error() {
     let ns = Namespace::create("e2e-cron-bad");
-    apply(&ns.0, &manifests("0 8 * * *", "0 18 * * *", "Mars/Olympus_Mons"));
+    apply(
+        &ns.0,
+        &manifests("0 8 * * *", "0 18 * * *", "Mars/Olympus_Mons"),
+    );
 
     // The ScaledObject says what is wrong, naming the field.
-    let message = eventually(Duration::from_secs(60), "Ready=False on the ScaledObject", || async {
-        let (ok, out, _) = kubectl(&["-n", &ns.0, "get", "scaledobject", "web", "-o", "json"]);
-        let so: Value = serde_json::from_str(&out).ok().filter(|_| ok)?;
-        let ready = so["status"]["conditions"]
-            .as_array()?
-            .iter()
-            .find(|c| c["type"] == "Ready" && c["status"] == "False")?
-            .clone();
-        assert_eq!(ready["reason"], "ScaledObjectCheckFailed");
-        ready["message"].as_str().map(str::to_string)
-    })
+    let message = eventually(
+        Duration::from_secs(60),
+        "Ready=False on the ScaledObject",
+        || async {
+            let (ok, out, _) = kubectl(&["-n", &ns.0, "get", "scaledobject", "web", "-o", "json"]);
+            let so: Value = serde_json::from_str(&out).ok().filter(|_| ok)?;
+            let ready = so["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "Ready" && c["status"] == "False")?
+                .clone();
+            assert_eq!(ready["reason"], "ScaledObjectCheckFailed");
+            ready["message"].as_str().map(str::to_string)
+        },
+    )
     .await;
-    assert!(message.contains("spec.triggers[0].metadata.timezone"), "{message}");
+    assert!(
+        message.contains("spec.triggers[0].metadata.timezone"),
+        "{message}"
+    );
     assert!(message.contains("Mars/Olympus_Mons"), "{message}");
 
     // A Warning Event says it too.
-    eventually(Duration::from_secs(30), "a ScaledObjectCheckFailed Warning event", || async {
-        let (_, out, _) = kubectl(&["-n", &ns.0, "get", "events", "-o", "json"]);
-        let events: Value = serde_json::from_str(&out).ok()?;
-        events["items"]
-            .as_array()?
-            .iter()
-            .any(|e| e["reason"] == "ScaledObjectCheckFailed" && e["type"] == "Warning")
-            .then_some(())
-    })
+    eventually(
+        Duration::from_secs(30),
+        "a ScaledObjectCheckFailed Warning event",
+        || async {
+            let (_, out, _) = kubectl(&["-n", &ns.0, "get", "events", "-o", "json"]);
+            let events: Value = serde_json::from_str(&out).ok()?;
+            events["items"]
+                .as_array()?
+                .iter()
+                .any(|e| e["reason"] == "ScaledObjectCheckFailed" && e["type"] == "Warning")
+                .then_some(())
+        },
+    )
     .await;
 
     // No HPA is created for an invalid object.
     let client = client().await;
-    assert!(hpa_api(client, &ns.0).get_opt("keda-hpa-web").await.expect("get").is_none());
+    assert!(hpa_api(client, &ns.0)
+        .get_opt("keda-hpa-web")
+        .await
+        .expect("get")
+        .is_none());
 
     // A metric read answers with a Status error that names the problem.
-    let (ok, _, err) = kubectl(&["get", "--raw", &metric_path(&ns.0, "s0-cron-whatever", "web")]);
+    let (ok, _, err) = kubectl(&[
+        "get",
+        "--raw",
+        &metric_path(&ns.0, "s0-cron-whatever", "web"),
+    ]);
     assert!(!ok);
-    assert!(err.contains("InternalError") && err.contains("unknown time zone Mars/Olympus_Mons"), "{err}");
+    assert!(
+        err.contains("InternalError") && err.contains("unknown time zone Mars/Olympus_Mons"),
+        "{err}"
+    );
 
     // An unknown ScaledObject is a 404 Status.
     let (ok, _, err) = kubectl(&["get", "--raw", &metric_path(&ns.0, "s0-cron-x", "missing")]);
@@ -208,10 +262,16 @@ async fn invalid_time_zone_is_reported_and_served_as_a_status_error() {
     let (ok, _, err) = kubectl(&[
         "get",
         "--raw",
-        &format!("/apis/external.metrics.k8s.io/v1beta1/namespaces/{}/s0-cron-x?labelSelector=app%3Dweb", ns.0),
+        &format!(
+            "/apis/external.metrics.k8s.io/v1beta1/namespaces/{}/s0-cron-x?labelSelector=app%3Dweb",
+            ns.0
+        ),
     ]);
     assert!(!ok);
-    assert!(err.contains("BadRequest") && err.contains("scaledObject name is not specified"), "{err}");
+    assert!(
+        err.contains("BadRequest") && err.contains("scaledObject name is not specified"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

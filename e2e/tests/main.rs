@@ -39,8 +39,15 @@ pub fn cluster() -> &'static Cluster {
             .env("EVENTSCALE_BIN", env!("CARGO_BIN_EXE_eventscale"))
             .status()
             .expect("running e2e/cluster.sh up");
-        assert!(status.success(), "e2e/cluster.sh up failed; see its message above");
-        let out = Command::new("bash").arg(&script).arg("env").output().expect("cluster.sh env");
+        assert!(
+            status.success(),
+            "e2e/cluster.sh up failed; see its message above"
+        );
+        let out = Command::new("bash")
+            .arg(&script)
+            .arg("env")
+            .output()
+            .expect("cluster.sh env");
         let env = String::from_utf8_lossy(&out.stdout).to_string();
         let get = |name: &str| -> PathBuf {
             env.lines()
@@ -48,7 +55,10 @@ pub fn cluster() -> &'static Cluster {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| panic!("cluster.sh env printed no {name}: {env}"))
         };
-        Cluster { kubeconfig: get("KUBECONFIG"), kubectl: get("EVENTSCALE_KUBECTL") }
+        Cluster {
+            kubeconfig: get("KUBECONFIG"),
+            kubectl: get("EVENTSCALE_KUBECTL"),
+        }
     })
 }
 

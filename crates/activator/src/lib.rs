@@ -13,13 +13,13 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use scaler_core::hpa::{desired_hpa, HpaError, MANAGER};
 use scaler_core::{build_scalers, ScaledObject, TriggerError};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// Why a reconcile failed.
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +52,10 @@ pub async fn discover_hpa_resource(client: &Client) -> Result<ApiResource, Error
     for version in ["v2", "v2beta2"] {
         if versions.iter().any(|v| v == version) {
             let gvk = GroupVersionKind::gvk("autoscaling", version, "HorizontalPodAutoscaler");
-            return Ok(ApiResource::from_gvk_with_plural(&gvk, "horizontalpodautoscalers"));
+            return Ok(ApiResource::from_gvk_with_plural(
+                &gvk,
+                "horizontalpodautoscalers",
+            ));
         }
     }
     Err(Error::NoHpaVersion)
@@ -63,7 +66,11 @@ pub async fn run(client: Client) -> Result<(), Error> {
     let hpa = discover_hpa_resource(&client).await?;
     info!(api_version = %hpa.api_version, "HPAs will be written with this API version");
     let recorder = Recorder::new(client.clone(), Reporter::from(MANAGER.to_string()));
-    let ctx = Arc::new(Context { client: client.clone(), hpa: hpa.clone(), recorder });
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        hpa: hpa.clone(),
+        recorder,
+    });
     let sos: Api<ScaledObject> = Api::all(client.clone());
     let hpas: Api<DynamicObject> = Api::all_with(client, &hpa);
     Controller::new(sos, watcher::Config::default())
@@ -71,8 +78,15 @@ pub async fn run(client: Client) -> Result<(), Error> {
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
-            if let Err(e) = res {
-                warn!(error = %e, "reconcile failed");
+            match res {
+                Ok(_) => {}
+                // error_policy has logged these already.
+                Err(controller::Error::ReconcilerFailed(..)) => {}
+                // A deletion raced the queue: nothing to do.
+                Err(controller::Error::ObjectNotFound(obj)) => {
+                    debug!(%obj, "object gone before its reconcile")
+                }
+                Err(e) => warn!(error = %e, "controller error"),
             }
         })
         .await;
@@ -131,14 +145,30 @@ pub async fn reconcile(so: Arc<ScaledObject>, ctx: Arc<Context>) -> Result<Actio
         // Nothing is applied for an invalid object; the user learns why from the status,
         // an Event and the log, each naming the field.
         warn!(error = %problem, "ScaledObject is invalid; its HPA is left as it is");
-        let changed = status::report(&ctx.client, &so, None, &metric_names, Some(&problem.to_string())).await?;
+        let changed = status::report(
+            &ctx.client,
+            &so,
+            None,
+            &metric_names,
+            Some(&problem.to_string()),
+        )
+        .await?;
         if changed {
-            publish(&ctx, &so, EventType::Warning, "ScaledObjectCheckFailed", problem.to_string()).await;
+            publish(
+                &ctx,
+                &so,
+                EventType::Warning,
+                "ScaledObjectCheckFailed",
+                problem.to_string(),
+            )
+            .await;
         }
         return Ok(Action::requeue(Duration::from_secs(300)));
     }
 
-    let Some(hpa) = hpa else { return Ok(Action::requeue(Duration::from_secs(300))) };
+    let Some(hpa) = hpa else {
+        return Ok(Action::requeue(Duration::from_secs(300)));
+    };
     let hpa_name = hpa.metadata.name.clone().unwrap_or_default();
     let mut value = serde_json::to_value(&hpa)?;
     if let Some(obj) = value.as_object_mut() {
@@ -146,14 +176,34 @@ pub async fn reconcile(so: Arc<ScaledObject>, ctx: Arc<Context>) -> Result<Actio
         obj.insert("kind".into(), "HorizontalPodAutoscaler".into());
     }
     let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &ns, &ctx.hpa);
-    api.patch(&hpa_name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&value))
-        .await?;
+    let params = PatchParams::apply(MANAGER).force();
+    match api.patch(&hpa_name, &params, &Patch::Apply(&value)).await {
+        Ok(_) => {}
+        // The namespace is being deleted, and the ScaledObject with it.
+        Err(e) if namespace_terminating(&e) => {
+            debug!("namespace is terminating; not recreating the HPA");
+            return Ok(Action::await_change());
+        }
+        Err(e) => return Err(e.into()),
+    }
     let changed = status::report(&ctx.client, &so, Some(&hpa_name), &metric_names, None).await?;
     if changed {
         info!(hpa = %hpa_name, metrics = ?metric_names, "HPA applied");
-        publish(&ctx, &so, EventType::Normal, "ScaledObjectReady", format!("HPA {hpa_name} is in sync")).await;
+        publish(
+            &ctx,
+            &so,
+            EventType::Normal,
+            "ScaledObjectReady",
+            format!("HPA {hpa_name} is in sync"),
+        )
+        .await;
     }
     Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+fn namespace_terminating(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 403
+        && s.details.as_ref().is_some_and(|d| d.causes.iter().any(|c| c.reason == "NamespaceTerminating")))
 }
 
 async fn publish(ctx: &Context, so: &ScaledObject, type_: EventType, reason: &str, note: String) {

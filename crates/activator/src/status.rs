@@ -23,9 +23,19 @@ pub(crate) fn next_status(
 ) -> ScaledObjectStatus {
     let mut status = current.clone();
     let mut conditions = status.conditions.take().unwrap_or_default();
-    for (t, s) in [("Ready", "Unknown"), ("Active", "Unknown"), ("Fallback", "Unknown"), ("Paused", "False")] {
+    for (t, s) in [
+        ("Ready", "Unknown"),
+        ("Active", "Unknown"),
+        ("Fallback", "Unknown"),
+        ("Paused", "False"),
+    ] {
         if !conditions.iter().any(|c| c.type_ == t) {
-            conditions.push(Condition { type_: t.into(), status: s.into(), reason: None, message: None });
+            conditions.push(Condition {
+                type_: t.into(),
+                status: s.into(),
+                reason: None,
+                message: None,
+            });
         }
     }
     let ready = match problem {
@@ -66,10 +76,18 @@ pub(crate) async fn report(
     if next == current {
         return Ok(false);
     }
-    let api: Api<ScaledObject> = Api::namespaced(client.clone(), &so.namespace().unwrap_or_default());
+    let api: Api<ScaledObject> =
+        Api::namespaced(client.clone(), &so.namespace().unwrap_or_default());
     let patch = serde_json::json!({ "status": next });
-    api.patch_status(&so.name_any(), &PatchParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &Patch::Merge(&patch))
-        .await?;
+    api.patch_status(
+        &so.name_any(),
+        &PatchParams {
+            field_manager: Some(MANAGER.into()),
+            ..Default::default()
+        },
+        &Patch::Merge(&patch),
+    )
+    .await?;
     Ok(true)
 }
 
@@ -80,17 +98,38 @@ mod tests {
     #[test]
     fn ready_follows_the_outcome_and_steady_state_is_unchanged() {
         let names = vec!["s0-cron-x".to_string()];
-        let first = next_status(&ScaledObjectStatus::default(), Some("keda-hpa-a"), &names, None);
-        let ready = first.conditions.as_ref().and_then(|c| c.iter().find(|c| c.type_ == "Ready")).cloned();
+        let first = next_status(
+            &ScaledObjectStatus::default(),
+            Some("keda-hpa-a"),
+            &names,
+            None,
+        );
+        let ready = first
+            .conditions
+            .as_ref()
+            .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+            .cloned();
         assert_eq!(ready.map(|c| c.status), Some("True".to_string()));
         assert_eq!(first.hpa_name.as_deref(), Some("keda-hpa-a"));
         assert_eq!(first.external_metric_names, Some(names.clone()));
         // Reconciling again with the same outcome changes nothing, so nothing is written.
         assert_eq!(next_status(&first, Some("keda-hpa-a"), &names, None), first);
-        let failed = next_status(&first, None, &[], Some("spec.triggers[0].metadata.start (cron): bad"));
-        let ready = failed.conditions.as_ref().and_then(|c| c.iter().find(|c| c.type_ == "Ready")).cloned();
+        let failed = next_status(
+            &first,
+            None,
+            &[],
+            Some("spec.triggers[0].metadata.start (cron): bad"),
+        );
+        let ready = failed
+            .conditions
+            .as_ref()
+            .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+            .cloned();
         assert_eq!(ready.as_ref().map(|c| c.status.as_str()), Some("False"));
-        assert_eq!(ready.and_then(|c| c.reason), Some("ScaledObjectCheckFailed".to_string()));
+        assert_eq!(
+            ready.and_then(|c| c.reason),
+            Some("ScaledObjectCheckFailed".to_string())
+        );
         assert_eq!(failed.conditions.as_ref().map(Vec::len), Some(4));
     }
 }

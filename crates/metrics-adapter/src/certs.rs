@@ -54,14 +54,22 @@ pub fn ensure(opts: &CertOptions) -> anyhow::Result<bool> {
     if !opts.force && files.iter().all(|f| f.is_file()) {
         return Ok(false);
     }
-    std::fs::create_dir_all(&opts.dir).with_context(|| format!("creating {}", opts.dir.display()))?;
+    std::fs::create_dir_all(&opts.dir)
+        .with_context(|| format!("creating {}", opts.dir.display()))?;
     let now = OffsetDateTime::now_utc();
 
     let ca_key = KeyPair::generate().context("generating the CA key")?;
     let mut ca = CertificateParams::default();
-    ca.distinguished_name.push(DnType::CommonName, format!("eventscale-ca@{}", now.unix_timestamp()));
+    ca.distinguished_name.push(
+        DnType::CommonName,
+        format!("eventscale-ca@{}", now.unix_timestamp()),
+    );
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     ca.not_before = now - Duration::hours(1);
     ca.not_after = now + Duration::days(opts.ca_days);
     let ca_cert = ca.self_signed(&ca_key).context("signing the CA")?;
@@ -69,17 +77,27 @@ pub fn ensure(opts: &CertOptions) -> anyhow::Result<bool> {
     let issuer = Issuer::new(ca, ca_key);
 
     let names = service_dns_names(&opts.service, &opts.namespace);
-    let mut leaf = CertificateParams::new(names.clone()).context("building the serving certificate")?;
-    leaf.distinguished_name.push(DnType::CommonName, names[2].clone());
+    let mut leaf =
+        CertificateParams::new(names.clone()).context("building the serving certificate")?;
+    leaf.distinguished_name
+        .push(DnType::CommonName, names[2].clone());
     // Loopback names let local probes (`curl https://127.0.0.1:...`) verify too.
-    leaf.subject_alt_names.push(SanType::DnsName("localhost".try_into().context("localhost SAN")?));
-    leaf.subject_alt_names.push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
-    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    leaf.subject_alt_names.push(SanType::DnsName(
+        "localhost".try_into().context("localhost SAN")?,
+    ));
+    leaf.subject_alt_names
+        .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+    leaf.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     leaf.not_before = now - Duration::hours(1);
     leaf.not_after = now + Duration::days(opts.leaf_days);
     let leaf_key = KeyPair::generate().context("generating the serving key")?;
-    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).context("signing the serving certificate")?;
+    let leaf_cert = leaf
+        .signed_by(&leaf_key, &issuer)
+        .context("signing the serving certificate")?;
 
     write(&files[0], &ca_cert.pem(), false)?;
     write(&files[1], &ca_key_pem, true)?;
@@ -94,7 +112,8 @@ mod tests {
 
     #[test]
     fn generates_once_and_the_pair_loads() {
-        let dir = std::env::temp_dir().join(format!("eventscale-certs-test-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("eventscale-certs-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let opts = CertOptions {
             dir: dir.clone(),

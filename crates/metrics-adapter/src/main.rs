@@ -17,7 +17,11 @@ use scaler_core::ScaledObject;
 use tracing::{error, info, warn};
 
 #[derive(Parser)]
-#[command(name = "eventscale", version, about = "KEDA-compatible event-driven autoscaler for Kubernetes")]
+#[command(
+    name = "eventscale",
+    version,
+    about = "KEDA-compatible event-driven autoscaler for Kubernetes"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -51,7 +55,11 @@ struct RunArgs {
     #[arg(long, env = "EVENTSCALE_BIND_ADDRESS", default_value = "0.0.0.0")]
     bind_address: IpAddr,
     /// Directory holding tls.crt and tls.key.
-    #[arg(long, env = "EVENTSCALE_CERT_DIR", default_value = "/apiserver.local.config/certificates")]
+    #[arg(
+        long,
+        env = "EVENTSCALE_CERT_DIR",
+        default_value = "/apiserver.local.config/certificates"
+    )]
     cert_dir: PathBuf,
     /// Log filter: a level (info, debug) or tracing directives.
     #[arg(long, env = "EVENTSCALE_LOG_LEVEL", default_value = "info")]
@@ -101,19 +109,25 @@ fn init_tracing(filter: &str, format: LogFormat) -> anyhow::Result<()> {
 async fn kube_client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
     let config = match kubeconfig {
         Some(path) => {
-            let kc = Kubeconfig::read_from(path).with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            let kc = Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
             Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
                 .await
                 .with_context(|| format!("loading kubeconfig {}", path.display()))?
         }
-        None => Config::infer().await.context("no kubeconfig given and no in-cluster configuration")?,
+        None => Config::infer()
+            .await
+            .context("no kubeconfig given and no in-cluster configuration")?,
     };
     Client::try_from(config).context("building the Kubernetes client")
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_tracing(&args.log_level, args.log_format)?;
-    let tls = server::tls_config(&args.cert_dir.join("tls.crt"), &args.cert_dir.join("tls.key"))?;
+    let tls = server::tls_config(
+        &args.cert_dir.join("tls.crt"),
+        &args.cert_dir.join("tls.key"),
+    )?;
     let client = kube_client(args.kubeconfig.as_ref()).await?;
 
     let (store, writer) = reflector::store::<ScaledObject>();
@@ -164,11 +178,17 @@ async fn main() -> anyhow::Result<()> {
                 force: a.force,
             })?;
             let verb = if written { "wrote" } else { "kept existing" };
-            println!("{verb} ca.crt, ca.key, tls.crt, tls.key in {}", a.dir.display());
+            println!(
+                "{verb} ca.crt, ca.key, tls.crt, tls.key in {}",
+                a.dir.display()
+            );
             Ok(())
         }
         Command::Crds => {
-            print!("{}", serde_yaml::to_string(&ScaledObject::crd()).context("serializing the CRD")?);
+            print!(
+                "{}",
+                serde_yaml::to_string(&ScaledObject::crd()).context("serializing the CRD")?
+            );
             Ok(())
         }
     }

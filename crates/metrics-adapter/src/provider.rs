@@ -93,7 +93,9 @@ impl MetricsProvider for ScaledObjectProvider {
             .store
             .get(&ObjectRef::new(name).within(namespace))
             .ok_or_else(|| {
-                ApiError::not_found(format!("scaledobjects.keda.sh \"{name}\" not found in namespace \"{namespace}\""))
+                ApiError::not_found(format!(
+                    "scaledobjects.keda.sh \"{name}\" not found in namespace \"{namespace}\""
+                ))
             })?;
         let sample = evaluate_metric(&so, metric).await.map_err(metric_error)?;
         Ok(vec![ExternalMetricValue {

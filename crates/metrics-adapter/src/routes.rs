@@ -32,7 +32,10 @@ pub fn router(provider: SharedProvider) -> Router {
         .route("/readyz", get(readyz))
         .route("/apis", get(api_group_list))
         .route("/apis/external.metrics.k8s.io", get(api_group))
-        .route("/apis/external.metrics.k8s.io/v1beta1", get(api_resource_list))
+        .route(
+            "/apis/external.metrics.k8s.io/v1beta1",
+            get(api_resource_list),
+        )
         .route(
             "/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{metric}",
             get(external_metric),
@@ -49,7 +52,9 @@ async fn readyz(State(p): State<SharedProvider>) -> Result<&'static str, ApiErro
     if p.ready() {
         Ok("ok")
     } else {
-        Err(ApiError::unavailable("the ScaledObject cache has not synced yet"))
+        Err(ApiError::unavailable(
+            "the ScaledObject cache has not synced yet",
+        ))
     }
 }
 
@@ -96,7 +101,9 @@ async fn external_metric(
         .map(String::as_str)
         .unwrap_or("")
         .parse()
-        .map_err(|e: scaler_core::label_selector::SelectorError| ApiError::bad_request(e.to_string()))?;
+        .map_err(|e: scaler_core::label_selector::SelectorError| {
+            ApiError::bad_request(e.to_string())
+        })?;
     let items = p
         .external_metric(&namespace, &metric, &selector)
         .instrument(tracing::info_span!("external_metric", %namespace, %metric))
@@ -110,7 +117,10 @@ async fn external_metric(
 }
 
 async fn not_found(uri: axum::http::Uri) -> impl IntoResponse {
-    let e = ApiError::not_found(format!("the server could not find the requested resource {}", uri.path()));
+    let e = ApiError::not_found(format!(
+        "the server could not find the requested resource {}",
+        uri.path()
+    ));
     (StatusCode::NOT_FOUND, Json(e.body()))
 }
 
@@ -133,7 +143,11 @@ mod tests {
             metric: &str,
             selector: &Selector,
         ) -> Result<Vec<ExternalMetricValue>, ApiError> {
-            match (namespace, metric, selector.exact_value("scaledobject.keda.sh/name")) {
+            match (
+                namespace,
+                metric,
+                selector.exact_value("scaledobject.keda.sh/name"),
+            ) {
                 ("ns", "s0-m", Some("so")) => Ok(vec![ExternalMetricValue {
                     metric_name: "s0-m".into(),
                     metric_labels: Default::default(),
@@ -156,7 +170,10 @@ mod tests {
             .expect("response");
         let status = resp.status();
         let bytes = to_bytes(resp.into_body(), 1 << 20).await.expect("body");
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
     #[tokio::test]
@@ -166,18 +183,37 @@ mod tests {
         assert_eq!(body["kind"], "ExternalMetricValueList");
         assert_eq!(body["items"][0]["value"], "2500m");
 
-        let (code, body) = get("/apis/external.metrics.k8s.io/v1beta1/namespaces/ns/s0-m?labelSelector=a%20in%20(").await;
+        let (code, body) = get(
+            "/apis/external.metrics.k8s.io/v1beta1/namespaces/ns/s0-m?labelSelector=a%20in%20(",
+        )
+        .await;
         assert_eq!(code, StatusCode::BAD_REQUEST);
-        assert_eq!((body["kind"].as_str(), body["reason"].as_str(), body["code"].as_u64()), (Some("Status"), Some("BadRequest"), Some(400)));
+        assert_eq!(
+            (
+                body["kind"].as_str(),
+                body["reason"].as_str(),
+                body["code"].as_u64()
+            ),
+            (Some("Status"), Some("BadRequest"), Some(400))
+        );
 
         let (code, body) = get("/apis/external.metrics.k8s.io/v1beta1/namespaces/ns/other?labelSelector=scaledobject.keda.sh%2Fname%3Dso").await;
-        assert_eq!((code, body["reason"].as_str()), (StatusCode::NOT_FOUND, Some("NotFound")));
+        assert_eq!(
+            (code, body["reason"].as_str()),
+            (StatusCode::NOT_FOUND, Some("NotFound"))
+        );
 
         let (code, body) = get("/no/such/path").await;
-        assert_eq!((code, body["kind"].as_str()), (StatusCode::NOT_FOUND, Some("Status")));
+        assert_eq!(
+            (code, body["kind"].as_str()),
+            (StatusCode::NOT_FOUND, Some("Status"))
+        );
 
         let (code, body) = get("/readyz").await;
-        assert_eq!((code, body["reason"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("ServiceUnavailable")));
+        assert_eq!(
+            (code, body["reason"].as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, Some("ServiceUnavailable"))
+        );
     }
 
     #[tokio::test]

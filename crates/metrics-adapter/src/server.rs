@@ -19,9 +19,14 @@ use tracing::{debug, info};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Read a PEM certificate chain and private key.
-pub fn load_pem(cert: &Path, key: &Path) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
-    let cert_pem = std::fs::read(cert).with_context(|| format!("reading serving certificate {}", cert.display()))?;
-    let key_pem = std::fs::read(key).with_context(|| format!("reading serving key {}", key.display()))?;
+pub fn load_pem(
+    cert: &Path,
+    key: &Path,
+) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+    let cert_pem = std::fs::read(cert)
+        .with_context(|| format!("reading serving certificate {}", cert.display()))?;
+    let key_pem =
+        std::fs::read(key).with_context(|| format!("reading serving key {}", key.display()))?;
     let chain = rustls_pemfile::certs(&mut cert_pem.as_slice())
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("parsing {}", cert.display()))?;
@@ -82,7 +87,10 @@ pub async fn serve(
             };
             let mut builder = auto::Builder::new(TokioExecutor::new());
             // Bounded streams per connection and pending resets (Rapid Reset, CVE-2023-44487).
-            builder.http2().max_concurrent_streams(250).max_pending_accept_reset_streams(20);
+            builder
+                .http2()
+                .max_concurrent_streams(250)
+                .max_pending_accept_reset_streams(20);
             let service = TowerToHyperService::new(app);
             if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
                 // Clients going away mid-request is normal for the aggregator; not an error.

@@ -49,7 +49,10 @@ pub enum HpaError {
 pub fn hpa_name(so: &ScaledObject) -> String {
     match so.spec.custom_hpa_name() {
         Some(n) => n.to_string(),
-        None => format!("keda-hpa-{}", so.metadata.name.as_deref().unwrap_or_default()),
+        None => format!(
+            "keda-hpa-{}",
+            so.metadata.name.as_deref().unwrap_or_default()
+        ),
     }
 }
 
@@ -60,7 +63,10 @@ pub fn desired_hpa(
 ) -> Result<HorizontalPodAutoscaler, HpaError> {
     let so_name = so.metadata.name.clone().unwrap_or_default();
     if so_name.len() > MAX_NAME_LENGTH {
-        return Err(HpaError::NameTooLong { field: "metadata.name", value: so_name });
+        return Err(HpaError::NameTooLong {
+            field: "metadata.name",
+            value: so_name,
+        });
     }
     let name = hpa_name(so);
     if name.len() > MAX_NAME_LENGTH {
@@ -76,18 +82,27 @@ pub fn desired_hpa(
     let mut seen = std::collections::BTreeSet::new();
     for m in metrics {
         if !seen.insert(m.name.to_ascii_lowercase()) {
-            return Err(HpaError::DuplicateMetric { metric: m.name.clone(), so: so_name });
+            return Err(HpaError::DuplicateMetric {
+                metric: m.name.clone(),
+                so: so_name,
+            });
         }
     }
 
     let mut labels: BTreeMap<String, String> = so.metadata.labels.clone().unwrap_or_default();
     labels.insert("app.kubernetes.io/name".into(), name.clone());
-    labels.insert("app.kubernetes.io/version".into(), env!("CARGO_PKG_VERSION").into());
+    labels.insert(
+        "app.kubernetes.io/version".into(),
+        env!("CARGO_PKG_VERSION").into(),
+    );
     labels.insert("app.kubernetes.io/part-of".into(), so_name.clone());
     labels.insert("app.kubernetes.io/managed-by".into(), MANAGER.into());
 
     let selector = LabelSelector {
-        match_labels: Some(BTreeMap::from([(SCALED_OBJECT_NAME_LABEL.to_string(), so_name.clone())])),
+        match_labels: Some(BTreeMap::from([(
+            SCALED_OBJECT_NAME_LABEL.to_string(),
+            so_name.clone(),
+        )])),
         ..Default::default()
     };
     let hpa_metrics = metrics
@@ -100,14 +115,19 @@ pub fn desired_hpa(
                     average_value: q,
                     ..Default::default()
                 },
-                MetricTargetType::Value => {
-                    MetricTarget { type_: "Value".into(), value: q, ..Default::default() }
-                }
+                MetricTargetType::Value => MetricTarget {
+                    type_: "Value".into(),
+                    value: q,
+                    ..Default::default()
+                },
             };
             HpaMetricSpec {
                 type_: "External".into(),
                 external: Some(ExternalMetricSource {
-                    metric: MetricIdentifier { name: m.name.clone(), selector: Some(selector.clone()) },
+                    metric: MetricIdentifier {
+                        name: m.name.clone(),
+                        selector: Some(selector.clone()),
+                    },
                     target,
                 }),
                 ..Default::default()
@@ -165,7 +185,11 @@ spec:
     }
 
     fn spec(name: &str) -> MetricSpec {
-        MetricSpec { name: name.into(), target_type: MetricTargetType::AverageValue, target: "1".into() }
+        MetricSpec {
+            name: name.into(),
+            target_type: MetricTargetType::AverageValue,
+            target: "1".into(),
+        }
     }
 
     #[test]
@@ -177,15 +201,28 @@ spec:
         assert_eq!(labels["app.kubernetes.io/managed-by"], "eventscale");
         assert_eq!(labels["team"], "a");
         let owner = &hpa.metadata.owner_references.as_ref().expect("owner")[0];
-        assert_eq!((owner.kind.as_str(), owner.controller), ("ScaledObject", Some(true)));
+        assert_eq!(
+            (owner.kind.as_str(), owner.controller),
+            ("ScaledObject", Some(true))
+        );
         let spec_ = hpa.spec.as_ref().expect("spec");
         assert_eq!((spec_.min_replicas, spec_.max_replicas), (Some(1), 100));
         assert_eq!(spec_.scale_target_ref.kind, "Deployment");
-        assert_eq!(spec_.scale_target_ref.api_version.as_deref(), Some("apps/v1"));
-        let ext = spec_.metrics.as_ref().expect("metrics")[0].external.as_ref().expect("external");
+        assert_eq!(
+            spec_.scale_target_ref.api_version.as_deref(),
+            Some("apps/v1")
+        );
+        let ext = spec_.metrics.as_ref().expect("metrics")[0]
+            .external
+            .as_ref()
+            .expect("external");
         assert_eq!(ext.metric.name, "s0-cron-UTC-x");
         assert_eq!(
-            ext.metric.selector.as_ref().and_then(|s| s.match_labels.as_ref()).map(|m| m[SCALED_OBJECT_NAME_LABEL].as_str()),
+            ext.metric
+                .selector
+                .as_ref()
+                .and_then(|s| s.match_labels.as_ref())
+                .map(|m| m[SCALED_OBJECT_NAME_LABEL].as_str()),
             Some("web")
         );
         assert_eq!(ext.target.type_, "AverageValue");
@@ -210,12 +247,21 @@ spec:
     #[test]
     fn rejects_duplicates_long_names_and_unsaved_objects() {
         let err = desired_hpa(&so(""), &[spec("s0-a"), spec("S0-A")]).expect_err("dup");
-        assert_eq!(err.to_string(), "metricName S0-A defined multiple times in ScaledObject web");
+        assert_eq!(
+            err.to_string(),
+            "metricName S0-A defined multiple times in ScaledObject web"
+        );
         let mut long = so("");
         long.metadata.name = Some("x".repeat(64));
-        assert!(matches!(desired_hpa(&long, &[]), Err(HpaError::NameTooLong { .. })));
+        assert!(matches!(
+            desired_hpa(&long, &[]),
+            Err(HpaError::NameTooLong { .. })
+        ));
         let mut unsaved = so("");
         unsaved.metadata.uid = None;
-        assert!(matches!(desired_hpa(&unsaved, &[]), Err(HpaError::MissingUid(_))));
+        assert!(matches!(
+            desired_hpa(&unsaved, &[]),
+            Err(HpaError::MissingUid(_))
+        ));
     }
 }

@@ -138,7 +138,8 @@ fn lex(s: &str) -> Result<Vec<Token>, String> {
 fn is_name_segment(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         && s.starts_with(|c: char| c.is_ascii_alphanumeric())
         && s.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
@@ -154,7 +155,8 @@ fn validate_key(key: &str) -> Result<(), String> {
             && p.split('.').all(|l| {
                 !l.is_empty()
                     && l.len() <= 63
-                    && l.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                    && l.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
                     && !l.starts_with('-')
                     && !l.ends_with('-')
             });
@@ -209,13 +211,21 @@ impl Parser {
             self.next();
             let key = self.word("a key after '!'")?;
             validate_key(&key)?;
-            return Ok(Requirement { key, op: Operator::DoesNotExist, values: vec![] });
+            return Ok(Requirement {
+                key,
+                op: Operator::DoesNotExist,
+                values: vec![],
+            });
         }
         let key = self.word("a key")?;
         validate_key(&key)?;
         let op = match self.peek() {
             None | Some(Token::Comma) => {
-                return Ok(Requirement { key, op: Operator::Exists, values: vec![] })
+                return Ok(Requirement {
+                    key,
+                    op: Operator::Exists,
+                    values: vec![],
+                })
             }
             Some(Token::Eq) | Some(Token::DoubleEq) => Operator::Equals,
             Some(Token::NotEq) => Operator::NotEquals,
@@ -278,7 +288,10 @@ impl FromStr for Selector {
     type Err = SelectorError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = |reason: String| SelectorError { selector: s.to_string(), reason };
+        let err = |reason: String| SelectorError {
+            selector: s.to_string(),
+            reason,
+        };
         let tokens = lex(s).map_err(err)?;
         let mut p = Parser { tokens, pos: 0 };
         let mut requirements = Vec::new();
@@ -318,10 +331,12 @@ impl Selector {
 
     /// The single value `key` must have: from `key=v`, `key==v` or `key in (v)`.
     pub fn exact_value(&self, key: &str) -> Option<&str> {
-        self.requirements.iter().find_map(|r| match (r.op, r.values.as_slice()) {
-            (Operator::Equals | Operator::In, [v]) if r.key == key => Some(v.as_str()),
-            _ => None,
-        })
+        self.requirements
+            .iter()
+            .find_map(|r| match (r.op, r.values.as_slice()) {
+                (Operator::Equals | Operator::In, [v]) if r.key == key => Some(v.as_str()),
+                _ => None,
+            })
     }
 }
 
@@ -330,12 +345,19 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn parses_and_matches_every_operator() {
-        let l = labels(&[("app", "web"), ("tier", "front"), ("scaledobject.keda.sh/name", "so1")]);
+        let l = labels(&[
+            ("app", "web"),
+            ("tier", "front"),
+            ("scaledobject.keda.sh/name", "so1"),
+        ]);
         let cases = [
             ("", true),
             ("app=web", true),
@@ -384,7 +406,9 @@ mod tests {
 
     #[test]
     fn finds_the_exact_value() {
-        let sel: Selector = "a!=x,scaledobject.keda.sh/name in (so1)".parse().expect("valid");
+        let sel: Selector = "a!=x,scaledobject.keda.sh/name in (so1)"
+            .parse()
+            .expect("valid");
         assert_eq!(sel.exact_value("scaledobject.keda.sh/name"), Some("so1"));
         let sel: Selector = "scaledobject.keda.sh/name in (a,b)".parse().expect("valid");
         assert_eq!(sel.exact_value("scaledobject.keda.sh/name"), None);

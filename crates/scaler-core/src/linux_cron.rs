@@ -29,14 +29,34 @@ struct Bounds {
     names_base: u32,
 }
 
-const MINUTE: Bounds = Bounds { min: 0, max: 59, value_max: 59, names: &[], names_base: 0 };
-const HOUR: Bounds = Bounds { min: 0, max: 23, value_max: 23, names: &[], names_base: 0 };
-const DOM: Bounds = Bounds { min: 1, max: 31, value_max: 31, names: &[], names_base: 0 };
+const MINUTE: Bounds = Bounds {
+    min: 0,
+    max: 59,
+    value_max: 59,
+    names: &[],
+    names_base: 0,
+};
+const HOUR: Bounds = Bounds {
+    min: 0,
+    max: 23,
+    value_max: 23,
+    names: &[],
+    names_base: 0,
+};
+const DOM: Bounds = Bounds {
+    min: 1,
+    max: 31,
+    value_max: 31,
+    names: &[],
+    names_base: 0,
+};
 const MONTH: Bounds = Bounds {
     min: 1,
     max: 12,
     value_max: 12,
-    names: &["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"],
+    names: &[
+        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+    ],
     names_base: 1,
 };
 const DOW: Bounds = Bounds {
@@ -59,7 +79,10 @@ impl Field {
     }
 
     fn list(&self) -> String {
-        self.values().map(|v| v.to_string()).collect::<Vec<_>>().join(",")
+        self.values()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 
@@ -97,7 +120,9 @@ fn parse_range(part: &str, b: &Bounds) -> Result<(u64, bool), String> {
     let step = match range_and_step.get(1) {
         None => 1,
         Some(s) => {
-            let step: u32 = s.parse().map_err(|_| format!("failed to parse int from {s}"))?;
+            let step: u32 = s
+                .parse()
+                .map_err(|_| format!("failed to parse int from {s}"))?;
             if step == 0 {
                 return Err(format!("step of range should be a positive number: {part}"));
             }
@@ -112,13 +137,21 @@ fn parse_range(part: &str, b: &Bounds) -> Result<(u64, bool), String> {
         }
     };
     if start < b.min {
-        return Err(format!("beginning of range ({start}) below minimum ({}): {part}", b.min));
+        return Err(format!(
+            "beginning of range ({start}) below minimum ({}): {part}",
+            b.min
+        ));
     }
     if end > b.value_max {
-        return Err(format!("end of range ({end}) above maximum ({}): {part}", b.value_max));
+        return Err(format!(
+            "end of range ({end}) above maximum ({}): {part}",
+            b.value_max
+        ));
     }
     if start > end {
-        return Err(format!("beginning of range ({start}) beyond end of range ({end}): {part}"));
+        return Err(format!(
+            "beginning of range ({start}) beyond end of range ({end}): {part}"
+        ));
     }
     let mut bits = 0u64;
     let mut v = start;
@@ -130,7 +163,10 @@ fn parse_range(part: &str, b: &Bounds) -> Result<(u64, bool), String> {
 }
 
 fn parse_field(field: &str, b: &Bounds) -> Result<Field, String> {
-    let mut out = Field { bits: 0, star: false };
+    let mut out = Field {
+        bits: 0,
+        star: false,
+    };
     for part in field.split(',') {
         let (bits, star) = parse_range(part, b)?;
         out.bits |= bits;
@@ -149,7 +185,11 @@ impl FromStr for LinuxCron {
         }
         let fields: Vec<&str> = spec.split_whitespace().collect();
         if fields.len() != 5 {
-            return Err(format!("expected exactly 5 fields, found {}: [{}]", fields.len(), fields.join(" ")));
+            return Err(format!(
+                "expected exactly 5 fields, found {}: [{}]",
+                fields.len(),
+                fields.join(" ")
+            ));
         }
         let minute = parse_field(fields[0], &MINUTE)?;
         let hour = parse_field(fields[1], &HOUR)?;
@@ -167,7 +207,12 @@ impl FromStr for LinuxCron {
             .collect::<Vec<_>>()
             .join(",");
         let build = |dom: &str, dow: &str| {
-            let expr = format!("0 {} {} {dom} {} {dow}", minute.list(), hour.list(), month.list());
+            let expr = format!(
+                "0 {} {} {dom} {} {dow}",
+                minute.list(),
+                hour.list(),
+                month.list()
+            );
             cron::Schedule::from_str(&expr).map_err(|e| format!("{spec}: {e}"))
         };
         let schedules = if dom.star || dow.star {
@@ -182,7 +227,10 @@ impl FromStr for LinuxCron {
 impl LinuxCron {
     /// The first time strictly after `t` that the schedule fires, in `t`'s time zone.
     pub fn next_after<Tz: TimeZone>(&self, t: &DateTime<Tz>) -> Option<DateTime<Tz>> {
-        self.schedules.iter().filter_map(|s| s.after(t).next()).min()
+        self.schedules
+            .iter()
+            .filter_map(|s| s.after(t).next())
+            .min()
     }
 }
 
@@ -192,7 +240,9 @@ mod tests {
     use chrono::{Datelike, Timelike, Utc, Weekday};
 
     fn at(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).expect("valid time").with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(s)
+            .expect("valid time")
+            .with_timezone(&Utc)
     }
 
     fn next(spec: &str, from: &str) -> DateTime<Utc> {
@@ -212,29 +262,62 @@ mod tests {
         assert_eq!(next("0 0 * * Thu", from).weekday(), Weekday::Thu);
         assert_eq!(next("0 0 * * MON-FRI", from).weekday(), Weekday::Mon);
         // 1-5 from a Monday evening is Tuesday.
-        assert_eq!(next("0 8 * * 1-5", "2026-11-23T19:00:00Z"), at("2026-11-24T08:00:00Z"));
+        assert_eq!(
+            next("0 8 * * 1-5", "2026-11-23T19:00:00Z"),
+            at("2026-11-24T08:00:00Z")
+        );
         // Sunday's 0 and 7 never make Saturday.
-        assert_eq!(next("0 8 * * 6,7", "2026-11-23T19:00:00Z"), at("2026-11-28T08:00:00Z"));
+        assert_eq!(
+            next("0 8 * * 6,7", "2026-11-23T19:00:00Z"),
+            at("2026-11-28T08:00:00Z")
+        );
     }
 
     #[test]
     fn fields_steps_and_ranges() {
-        assert_eq!(next("*/15 * * * *", "2026-11-22T12:07:00Z"), at("2026-11-22T12:15:00Z"));
-        assert_eq!(next("5/20 * * * *", "2026-11-22T12:26:00Z"), at("2026-11-22T12:45:00Z"));
-        assert_eq!(next("0 9-17/4 * * *", "2026-11-22T14:00:00Z"), at("2026-11-22T17:00:00Z"));
-        assert_eq!(next("30 2 1 jan *", "2026-11-22T14:00:00Z"), at("2027-01-01T02:30:00Z"));
-        assert_eq!(next("0 0 29 2 *", "2026-11-22T14:00:00Z"), at("2028-02-29T00:00:00Z"));
+        assert_eq!(
+            next("*/15 * * * *", "2026-11-22T12:07:00Z"),
+            at("2026-11-22T12:15:00Z")
+        );
+        assert_eq!(
+            next("5/20 * * * *", "2026-11-22T12:26:00Z"),
+            at("2026-11-22T12:45:00Z")
+        );
+        assert_eq!(
+            next("0 9-17/4 * * *", "2026-11-22T14:00:00Z"),
+            at("2026-11-22T17:00:00Z")
+        );
+        assert_eq!(
+            next("30 2 1 jan *", "2026-11-22T14:00:00Z"),
+            at("2027-01-01T02:30:00Z")
+        );
+        assert_eq!(
+            next("0 0 29 2 *", "2026-11-22T14:00:00Z"),
+            at("2028-02-29T00:00:00Z")
+        );
         // Strictly after: at exactly 12:15 the next quarter is 12:30.
-        assert_eq!(next("*/15 * * * *", "2026-11-22T12:15:00Z"), at("2026-11-22T12:30:00Z"));
+        assert_eq!(
+            next("*/15 * * * *", "2026-11-22T12:15:00Z"),
+            at("2026-11-22T12:30:00Z")
+        );
     }
 
     #[test]
     fn restricted_dom_and_dow_are_ored() {
         // The 1st of the month or a Monday, whichever comes first.
-        assert_eq!(next("0 0 1 * 1", "2026-11-22T12:00:00Z"), at("2026-11-23T00:00:00Z"));
-        assert_eq!(next("0 0 1 * 1", "2026-11-30T12:00:00Z"), at("2026-12-01T00:00:00Z"));
+        assert_eq!(
+            next("0 0 1 * 1", "2026-11-22T12:00:00Z"),
+            at("2026-11-23T00:00:00Z")
+        );
+        assert_eq!(
+            next("0 0 1 * 1", "2026-11-30T12:00:00Z"),
+            at("2026-12-01T00:00:00Z")
+        );
         // With a wildcard day-of-week, both must hold (every day of month 1).
-        assert_eq!(next("0 0 1 * *", "2026-11-22T12:00:00Z"), at("2026-12-01T00:00:00Z"));
+        assert_eq!(
+            next("0 0 1 * *", "2026-11-22T12:00:00Z"),
+            at("2026-12-01T00:00:00Z")
+        );
         // */2 in day-of-week is a restriction, so OR applies with dom 1.
         let t = next("0 0 1 * */2", "2026-11-22T12:00:00Z");
         assert_eq!(t, at("2026-11-24T00:00:00Z"));
@@ -244,7 +327,9 @@ mod tests {
     fn time_zones_shift_the_hour() {
         let c: LinuxCron = "00 08 * * 1-5".parse().expect("valid");
         let tz: chrono_tz::Tz = "Europe/Paris".parse().expect("tz");
-        let t = c.next_after(&at("2026-11-23T06:00:00Z").with_timezone(&tz)).expect("next");
+        let t = c
+            .next_after(&at("2026-11-23T06:00:00Z").with_timezone(&tz))
+            .expect("next");
         assert_eq!(t.hour(), 8);
         assert_eq!(t.with_timezone(&Utc), at("2026-11-23T07:00:00Z"));
     }

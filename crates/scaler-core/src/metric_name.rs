@@ -21,7 +21,10 @@ mod tests {
 
     #[test]
     fn normalizes_like_keda() {
-        assert_eq!(normalize("cron-Etc/UTC-a.b:c%d(e)"), "cron-Etc-UTC-a-b-c-d-e-");
+        assert_eq!(
+            normalize("cron-Etc/UTC-a.b:c%d(e)"),
+            "cron-Etc-UTC-a-b-c-d-e-"
+        );
         assert_eq!(with_index(3, "prometheus"), "s3-prometheus");
     }
 }

@@ -84,8 +84,16 @@ pub async fn evaluate_metric(so: &ScaledObject, metric: &str) -> Result<MetricSa
         }
     }
     Err(match first_error {
-        Some(source) => MetricError::InvalidTrigger { namespace, name, source },
-        None => MetricError::UnknownMetric { namespace, name, metric: metric.to_string() },
+        Some(source) => MetricError::InvalidTrigger {
+            namespace,
+            name,
+            source,
+        },
+        None => MetricError::UnknownMetric {
+            namespace,
+            name,
+            metric: metric.to_string(),
+        },
     })
 }
 
@@ -112,7 +120,9 @@ spec:
     async fn finds_the_metric_case_insensitively() {
         // start fires once a year, end every minute: the next end always comes first, so
         // "now" is always inside the window.
-        let got = evaluate_metric(&so(ALWAYS), "S0-CRON-UTC-0011X-XXXXX").await.expect("metric");
+        let got = evaluate_metric(&so(ALWAYS), "S0-CRON-UTC-0011X-XXXXX")
+            .await
+            .expect("metric");
         assert_eq!(got.metric_name, "s0-cron-UTC-0011x-xxxxx");
         assert_eq!(got.value, 4.0);
         assert!(got.active);
@@ -120,10 +130,14 @@ spec:
 
     #[tokio::test]
     async fn unknown_metric_and_invalid_trigger() {
-        let err = evaluate_metric(&so(ALWAYS), "s1-cron-nope").await.expect_err("unknown");
+        let err = evaluate_metric(&so(ALWAYS), "s1-cron-nope")
+            .await
+            .expect_err("unknown");
         assert!(matches!(err, MetricError::UnknownMetric { .. }), "{err}");
         let bad = ALWAYS.replace("timezone: UTC", "timezone: Not/AZone");
-        let err = evaluate_metric(&so(&bad), "s0-cron-x").await.expect_err("invalid");
+        let err = evaluate_metric(&so(&bad), "s0-cron-x")
+            .await
+            .expect_err("invalid");
         assert_eq!(
             err.to_string(),
             "ScaledObject ns1/web: spec.triggers[0].metadata.timezone (cron): unable to load timezone. Error: unknown time zone Not/AZone"

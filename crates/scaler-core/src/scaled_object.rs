@@ -95,12 +95,18 @@ pub struct ScaleTarget {
 impl ScaleTarget {
     /// apiVersion with KEDA's default.
     pub fn api_version_or_default(&self) -> &str {
-        self.api_version.as_deref().filter(|v| !v.is_empty()).unwrap_or("apps/v1")
+        self.api_version
+            .as_deref()
+            .filter(|v| !v.is_empty())
+            .unwrap_or("apps/v1")
     }
 
     /// kind with KEDA's default.
     pub fn kind_or_default(&self) -> &str {
-        self.kind.as_deref().filter(|k| !k.is_empty()).unwrap_or("Deployment")
+        self.kind
+            .as_deref()
+            .filter(|k| !k.is_empty())
+            .unwrap_or("Deployment")
     }
 }
 
@@ -207,7 +213,11 @@ pub struct ScaledObjectStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_target_kind: Option<String>,
     /// Group, version, kind and resource of the target.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "scaleTargetGVKR")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "scaleTargetGVKR"
+    )]
     pub scale_target_gvkr: Option<GroupVersionKindResource>,
     /// Replicas the target had before the first reconcile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -330,7 +340,11 @@ mod tests {
         assert_eq!(crd.spec.names.short_names, Some(vec!["so".to_string()]));
         let v = &crd.spec.versions[0];
         assert_eq!(v.name, "v1alpha1");
-        assert!(v.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some());
+        assert!(v
+            .subresources
+            .as_ref()
+            .and_then(|s| s.status.as_ref())
+            .is_some());
         let cols: Vec<_> = v
             .additional_printer_columns
             .iter()

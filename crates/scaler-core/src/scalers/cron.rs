@@ -68,7 +68,10 @@ impl CronScaler {
             )
         })?;
         if desired_replicas == 0 {
-            return Err(ScalerError::invalid("desiredReplicas", "no DesiredReplicas specified"));
+            return Err(ScalerError::invalid(
+                "desiredReplicas",
+                "no DesiredReplicas specified",
+            ));
         }
         let name = format!(
             "cron-{tz_name}-{}-{}",
@@ -81,7 +84,12 @@ impl CronScaler {
             target: "1".to_string(),
         };
         Ok(CronScaler {
-            metadata: CronMetadata { timezone, start, end, desired_replicas },
+            metadata: CronMetadata {
+                timezone,
+                start,
+                end,
+                desired_replicas,
+            },
             spec,
         })
     }
@@ -102,7 +110,11 @@ impl CronScaler {
     /// The sample at `now`.
     pub fn sample_at(&self, now: DateTime<Utc>) -> Result<Sample, ScalerError> {
         let active = self.in_window(now)?;
-        let value = if active { self.metadata.desired_replicas as f64 } else { 0.0 };
+        let value = if active {
+            self.metadata.desired_replicas as f64
+        } else {
+            0.0
+        };
         Ok(Sample { value, active })
     }
 }
@@ -126,17 +138,25 @@ mod tests {
     fn trigger(pairs: &[(&str, &str)]) -> ScaleTriggers {
         ScaleTriggers {
             type_: "cron".into(),
-            metadata: pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            metadata: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             ..Default::default()
         }
     }
 
     fn build(index: usize, pairs: &[(&str, &str)]) -> Result<CronScaler, ScalerError> {
-        CronScaler::new(TriggerContext { index, trigger: &trigger(pairs) })
+        CronScaler::new(TriggerContext {
+            index,
+            trigger: &trigger(pairs),
+        })
     }
 
     fn at(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).expect("valid").with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(s)
+            .expect("valid")
+            .with_timezone(&Utc)
     }
 
     const BUSINESS: [(&str, &str); 4] = [
@@ -150,19 +170,34 @@ mod tests {
     fn metric_names_match_keda() {
         let s = build(
             0,
-            &[("timezone", "Etc/UTC"), ("start", "0 0 * * Thu"), ("end", "59 23 * * Thu"), ("desiredReplicas", "1")],
+            &[
+                ("timezone", "Etc/UTC"),
+                ("start", "0 0 * * Thu"),
+                ("end", "59 23 * * Thu"),
+                ("desiredReplicas", "1"),
+            ],
         )
         .expect("valid");
         assert_eq!(s.metric_spec().name, "s0-cron-Etc-UTC-00xxThu-5923xxThu");
         let s = build(
             1,
-            &[("timezone", "Asia/Shanghai"), ("start", "0 * * * *"), ("end", "15 * * * *"), ("desiredReplicas", "5")],
+            &[
+                ("timezone", "Asia/Shanghai"),
+                ("start", "0 * * * *"),
+                ("end", "15 * * * *"),
+                ("desiredReplicas", "5"),
+            ],
         )
         .expect("valid");
         assert_eq!(s.metric_spec().name, "s1-cron-Asia-Shanghai-0xxxx-15xxxx");
         let s = build(
             2,
-            &[("timezone", "UTC"), ("start", "*/5 1,2 ? * *"), ("end", "3 4 * * *"), ("desiredReplicas", "5")],
+            &[
+                ("timezone", "UTC"),
+                ("start", "*/5 1,2 ? * *"),
+                ("end", "3 4 * * *"),
+                ("desiredReplicas", "5"),
+            ],
         )
         .expect("valid");
         assert_eq!(s.metric_spec().name, "s2-cron-UTC-xSl51Cm2Qmxx-34xxx");
@@ -193,41 +228,105 @@ mod tests {
     fn hourly_window() {
         let s = build(
             0,
-            &[("timezone", "Asia/Shanghai"), ("start", "0 * * * *"), ("end", "15 * * * *"), ("desiredReplicas", "5")],
+            &[
+                ("timezone", "Asia/Shanghai"),
+                ("start", "0 * * * *"),
+                ("end", "15 * * * *"),
+                ("desiredReplicas", "5"),
+            ],
         )
         .expect("valid");
-        assert_eq!(s.sample_at(at("2026-11-22T10:14:00Z")).expect("ok").value, 5.0);
-        assert_eq!(s.sample_at(at("2026-11-22T10:15:00Z")).expect("ok").value, 0.0);
-        assert_eq!(s.sample_at(at("2026-11-22T10:59:59Z")).expect("ok").value, 0.0);
-        assert_eq!(s.sample_at(at("2026-11-22T11:00:00Z")).expect("ok").value, 5.0);
+        assert_eq!(
+            s.sample_at(at("2026-11-22T10:14:00Z")).expect("ok").value,
+            5.0
+        );
+        assert_eq!(
+            s.sample_at(at("2026-11-22T10:15:00Z")).expect("ok").value,
+            0.0
+        );
+        assert_eq!(
+            s.sample_at(at("2026-11-22T10:59:59Z")).expect("ok").value,
+            0.0
+        );
+        assert_eq!(
+            s.sample_at(at("2026-11-22T11:00:00Z")).expect("ok").value,
+            5.0
+        );
     }
+
+    type Metadata<'a> = Vec<(&'a str, &'a str)>;
 
     #[test]
     fn parse_errors_match_keda() {
         let base: Vec<(&str, &str)> = BUSINESS.to_vec();
         let with = |k: &str, v: &'static str| -> Vec<(&str, &str)> {
-            base.iter().map(|(bk, bv)| if *bk == k { (*bk, v) } else { (*bk, *bv) }).collect()
+            base.iter()
+                .map(|(bk, bv)| if *bk == k { (*bk, v) } else { (*bk, *bv) })
+                .collect()
         };
         let without = |k: &str| -> Vec<(&str, &str)> {
             base.iter().filter(|(bk, _)| *bk != k).copied().collect()
         };
-        let cases: Vec<(Vec<(&str, &str)>, &str, &str)> = vec![
-            (without("timezone"), "timezone", "missing required parameter \"timezone\""),
-            (without("start"), "start", "missing required parameter \"start\""),
+        let cases: Vec<(Metadata, &str, &str)> = vec![
+            (
+                without("timezone"),
+                "timezone",
+                "missing required parameter \"timezone\"",
+            ),
+            (
+                without("start"),
+                "start",
+                "missing required parameter \"start\"",
+            ),
             (without("end"), "end", "missing required parameter \"end\""),
-            (without("desiredReplicas"), "desiredReplicas", "missing required parameter \"desiredReplicas\""),
-            (with("timezone", "  "), "timezone", "missing required parameter \"timezone\""),
-            (with("timezone", "Mars/Olympus"), "timezone", "unable to load timezone"),
-            (with("start", "0 8 * *"), "start", "error parsing start schedule: expected exactly 5 fields"),
-            (with("end", "61 * * * *"), "end", "error parsing end schedule"),
-            (with("end", "00 08 * * 1-5"), "end", "start and end can not have exactly same time input"),
-            (with("desiredReplicas", "two"), "desiredReplicas", "error parsing desiredReplicas"),
-            (with("desiredReplicas", "0"), "desiredReplicas", "no DesiredReplicas specified"),
+            (
+                without("desiredReplicas"),
+                "desiredReplicas",
+                "missing required parameter \"desiredReplicas\"",
+            ),
+            (
+                with("timezone", "  "),
+                "timezone",
+                "missing required parameter \"timezone\"",
+            ),
+            (
+                with("timezone", "Mars/Olympus"),
+                "timezone",
+                "unable to load timezone",
+            ),
+            (
+                with("start", "0 8 * *"),
+                "start",
+                "error parsing start schedule: expected exactly 5 fields",
+            ),
+            (
+                with("end", "61 * * * *"),
+                "end",
+                "error parsing end schedule",
+            ),
+            (
+                with("end", "00 08 * * 1-5"),
+                "end",
+                "start and end can not have exactly same time input",
+            ),
+            (
+                with("desiredReplicas", "two"),
+                "desiredReplicas",
+                "error parsing desiredReplicas",
+            ),
+            (
+                with("desiredReplicas", "0"),
+                "desiredReplicas",
+                "no DesiredReplicas specified",
+            ),
         ];
         for (meta, param, want) in cases {
             let err = build(0, &meta).expect_err(want);
             assert_eq!(err.param(), Some(param), "{want}");
-            assert!(err.to_string().contains(want), "{err} should contain {want}");
+            assert!(
+                err.to_string().contains(want),
+                "{err} should contain {want}"
+            );
         }
     }
 }

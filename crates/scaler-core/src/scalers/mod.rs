@@ -88,7 +88,10 @@ impl ScalerError {
     }
 
     fn invalid(param: &str, message: impl Into<String>) -> Self {
-        ScalerError::InvalidParameter { param: param.to_string(), message: message.into() }
+        ScalerError::InvalidParameter {
+            param: param.to_string(),
+            message: message.into(),
+        }
     }
 }
 
@@ -212,19 +215,34 @@ mod tests {
             trigger_type: "cron".into(),
             source: ScalerError::invalid("start", "error parsing start schedule: x"),
         };
-        assert_eq!(e.to_string(), "spec.triggers[1].metadata.start (cron): error parsing start schedule: x");
+        assert_eq!(
+            e.to_string(),
+            "spec.triggers[1].metadata.start (cron): error parsing start schedule: x"
+        );
         let e = TriggerError {
             index: 0,
             trigger_type: "nats".into(),
             source: ScalerError::UnsupportedTrigger("nats".into()),
         };
-        assert_eq!(e.to_string(), "spec.triggers[0].type (nats): no scaler for trigger type \"nats\"");
+        assert_eq!(
+            e.to_string(),
+            "spec.triggers[0].type (nats): no scaler for trigger type \"nats\""
+        );
     }
 
     #[test]
     fn metric_type_follows_keda() {
-        let mut t = ScaleTriggers { type_: "cron".into(), ..Default::default() };
-        let ctx = |t: &ScaleTriggers| TriggerContext { index: 0, trigger: t }.target_type();
+        let mut t = ScaleTriggers {
+            type_: "cron".into(),
+            ..Default::default()
+        };
+        let ctx = |t: &ScaleTriggers| {
+            TriggerContext {
+                index: 0,
+                trigger: t,
+            }
+            .target_type()
+        };
         assert_eq!(ctx(&t), Ok(MetricTargetType::AverageValue));
         t.metric_type = Some("Value".into());
         assert_eq!(ctx(&t), Ok(MetricTargetType::Value));
