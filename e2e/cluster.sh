@@ -154,6 +154,7 @@ ensure_kubectl() {
 deps() {
   ensure_pkg openssl openssl
   ensure_pkg curl curl
+  ensure_pkg jq jq
   ensure_pkg etcd etcd-server
   ensure_kubectl
   build_k8s

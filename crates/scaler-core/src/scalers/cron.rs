@@ -168,40 +168,40 @@ mod tests {
 
     #[test]
     fn metric_names_match_keda() {
-        let s = build(
-            0,
-            &[
-                ("timezone", "Etc/UTC"),
-                ("start", "0 0 * * Thu"),
-                ("end", "59 23 * * Thu"),
-                ("desiredReplicas", "1"),
-            ],
-        )
-        .expect("valid");
-        assert_eq!(s.metric_spec().name, "s0-cron-Etc-UTC-00xxThu-5923xxThu");
-        let s = build(
-            1,
-            &[
-                ("timezone", "Asia/Shanghai"),
-                ("start", "0 * * * *"),
-                ("end", "15 * * * *"),
+        let cases = [
+            (
+                0,
+                "Etc/UTC",
+                "0 0 * * Thu",
+                "59 23 * * Thu",
+                "s0-cron-Etc-UTC-00xxThu-5923xxThu",
+            ),
+            (
+                1,
+                "Asia/Shanghai",
+                "0 * * * *",
+                "15 * * * *",
+                "s1-cron-Asia-Shanghai-0xxxx-15xxxx",
+            ),
+            (
+                2,
+                "UTC",
+                "*/5 1,2 ? * *",
+                "3 4 * * *",
+                "s2-cron-UTC-xSl51Cm2Qmxx-34xxx",
+            ),
+        ];
+        for (index, tz, start, end, want) in cases {
+            let meta = [
+                ("timezone", tz),
+                ("start", start),
+                ("end", end),
                 ("desiredReplicas", "5"),
-            ],
-        )
-        .expect("valid");
-        assert_eq!(s.metric_spec().name, "s1-cron-Asia-Shanghai-0xxxx-15xxxx");
-        let s = build(
-            2,
-            &[
-                ("timezone", "UTC"),
-                ("start", "*/5 1,2 ? * *"),
-                ("end", "3 4 * * *"),
-                ("desiredReplicas", "5"),
-            ],
-        )
-        .expect("valid");
-        assert_eq!(s.metric_spec().name, "s2-cron-UTC-xSl51Cm2Qmxx-34xxx");
-        assert_eq!(s.metric_spec().target, "1");
+            ];
+            let s = build(index, &meta).expect("valid");
+            assert_eq!(s.metric_spec().name, want);
+            assert_eq!(s.metric_spec().target, "1");
+        }
     }
 
     #[test]
