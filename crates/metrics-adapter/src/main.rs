@@ -10,6 +10,7 @@ use futures::StreamExt;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::{Api, Client, Config, CustomResourceExt};
+use metrics_adapter::auth::{self, authn::ConfigHolder, Auth, KubeReviews};
 use metrics_adapter::certs::{self, CertOptions};
 use metrics_adapter::provider::ScaledObjectProvider;
 use metrics_adapter::{routes, server};
@@ -67,6 +68,20 @@ struct RunArgs {
     /// Log format.
     #[arg(long, env = "EVENTSCALE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Serve metrics only: no HPA management and no activation, for clusters where an
+    /// existing KEDA operator owns the HPAs.
+    #[arg(long, env = "EVENTSCALE_METRICS_ONLY")]
+    metrics_only: bool,
+    /// Offer only HTTP/1.1 on the TLS port (no HTTP/2 by ALPN).
+    #[arg(long, env = "EVENTSCALE_DISABLE_HTTP2")]
+    disable_http2: bool,
+    /// Let requests without credentials reach authorization as system:anonymous
+    /// (false: answer them 401).
+    #[arg(long, env = "EVENTSCALE_ANONYMOUS_AUTH", default_value_t = true, action = clap::ArgAction::Set)]
+    anonymous_auth: bool,
+    /// How often the serving certificate files are checked for a new pair, in seconds.
+    #[arg(long, env = "EVENTSCALE_CERT_RELOAD_SECONDS", default_value_t = 10)]
+    cert_reload_seconds: u64,
 }
 
 #[derive(clap::Args)]
@@ -130,6 +145,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     )?;
     let client = kube_client(args.kubeconfig.as_ref()).await?;
 
+    let auth_config = Arc::new(ConfigHolder::default());
+    tokio::spawn(auth::watch_config(client.clone(), auth_config.clone()));
+    let auth = Arc::new(Auth::new(
+        auth_config,
+        Arc::new(KubeReviews::new(client.clone())),
+        args.anonymous_auth,
+    ));
+
     let (store, writer) = reflector::store::<ScaledObject>();
     let sos: Api<ScaledObject> = Api::all(client.clone());
     let reflect = reflector(writer, watcher(sos, watcher::Config::default()))
@@ -142,15 +165,22 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         });
     tokio::spawn(reflect);
 
-    let controller_client = client.clone();
-    tokio::spawn(async move {
-        if let Err(e) = activator::run(controller_client).await {
-            error!(error = %e, "the HPA controller stopped");
-        }
-    });
+    if args.metrics_only {
+        info!(
+            "metrics-only mode: serving metrics; HPAs and activation are left to another operator"
+        );
+    } else {
+        let controller_client = client.clone();
+        tokio::spawn(async move {
+            if let Err(e) = activator::run(controller_client).await {
+                error!(error = %e, "the HPA controller stopped");
+            }
+        });
+    }
 
     let provider = Arc::new(ScaledObjectProvider::new(store));
-    let app = routes::router(provider);
+    let app =
+        routes::router(provider).layer(axum::middleware::from_fn_with_state(auth, auth::layer));
     let addr = SocketAddr::new(args.bind_address, args.secure_port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await

@@ -10,10 +10,19 @@ use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt as _;
 use tracing::{debug, info};
+
+use crate::auth::authn::PeerCerts;
 
 /// How long a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,24 +46,113 @@ pub fn load_pem(
     Ok((chain, key))
 }
 
-/// The TLS server configuration: the serving pair, ALPN h2 and http/1.1.
+/// The TLS server configuration for a fixed serving pair (tests and tools).
 pub fn tls_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let (chain, key) = load_pem(cert, key)?;
-    let mut cfg = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
+    let key = rustls::crypto::ring::sign::any_supported_type(&key)
+        .context("the serving key is not a supported type")?;
+    let certified = Arc::new(CertifiedKey::new(chain, key));
+    certified
+        .keys_match()
         .context("the serving certificate and key do not form a usable pair")?;
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    server_config(Arc::new(FixedCert(certified)), true)
+}
+
+/// One serving pair, for ever.
+#[derive(Debug)]
+struct FixedCert(Arc<CertifiedKey>);
+
+impl ResolvesServerCert for FixedCert {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+/// Accepts any client certificate whose key signed the handshake, leaving the question of
+/// who signed the certificate to authentication, which knows the CA bundles of the moment
+/// (`client-ca-file`, `requestheader-client-ca-file`) and treats them differently.
+#[derive(Debug)]
+struct AnyClientCert {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ClientCertVerifier for AnyClientCert {
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        // No hints: some clients send their certificate only when a hint matches.
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// The TLS server configuration: certificates from `certs` (which may rotate them), client
+/// certificates requested but not required, ALPN h2 (when `http2`) and http/1.1.
+pub fn server_config(
+    certs: Arc<dyn ResolvesServerCert>,
+    http2: bool,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = Arc::new(AnyClientCert {
+        algorithms: provider.signature_verification_algorithms,
+    });
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(certs);
+    cfg.alpn_protocols = if http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
     Ok(Arc::new(cfg))
 }
 
 /// Accept TLS connections on `listener` and serve `app` until `shutdown` resolves.
+///
+/// Each request carries the connection's client certificates as an `Arc<PeerCerts>`
+/// extension (empty when none were sent). HTTP/2 is served when the TLS configuration
+/// offers it by ALPN.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     app: Router,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let http2 = tls.alpn_protocols.iter().any(|p| p == b"h2");
     let acceptor = TlsAcceptor::from(tls);
     info!(addr = %listener.local_addr()?, "serving external.metrics.k8s.io over TLS");
     tokio::pin!(shutdown);
@@ -85,13 +183,28 @@ pub async fn serve(
                     return;
                 }
             };
+            let peer_certs = Arc::new(PeerCerts::new(
+                tls.get_ref()
+                    .1
+                    .peer_certificates()
+                    .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+                    .unwrap_or_default(),
+            ));
             let mut builder = auto::Builder::new(TokioExecutor::new());
+            if !http2 {
+                builder = builder.http1_only();
+            }
             // Bounded streams per connection and pending resets (Rapid Reset, CVE-2023-44487).
             builder
                 .http2()
                 .max_concurrent_streams(250)
                 .max_pending_accept_reset_streams(20);
-            let service = TowerToHyperService::new(app);
+            let service = TowerToHyperService::new(app.map_request(
+                move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(peer_certs.clone());
+                    req
+                },
+            ));
             if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
                 // Clients going away mid-request is normal for the aggregator; not an error.
                 debug!(%peer, error = %e, "connection closed");

@@ -26,6 +26,24 @@ impl ApiError {
         }
     }
 
+    /// 401 Unauthorized.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self {
+            code: StatusCode::UNAUTHORIZED,
+            reason: "Unauthorized",
+            message: message.into(),
+        }
+    }
+
+    /// 403 Forbidden.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self {
+            code: StatusCode::FORBIDDEN,
+            reason: "Forbidden",
+            message: message.into(),
+        }
+    }
+
     /// 404 NotFound.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self {
