@@ -6,6 +6,7 @@
 //! cold cache this builds Kubernetes, about 10 minutes) using the eventscale binary cargo
 //! built for this test run.
 
+mod auth;
 mod cron;
 
 use std::path::{Path, PathBuf};
@@ -22,6 +23,10 @@ pub struct Cluster {
     pub kubeconfig: PathBuf,
     /// kubectl matching the apiserver.
     pub kubectl: PathBuf,
+    /// The cluster's state directory (PKI, certificates, logs).
+    pub state_dir: PathBuf,
+    /// eventscale's own TLS endpoint, reached directly.
+    pub adapter_url: String,
 }
 
 fn repo_root() -> PathBuf {
@@ -58,6 +63,8 @@ pub fn cluster() -> &'static Cluster {
         Cluster {
             kubeconfig: get("KUBECONFIG"),
             kubectl: get("EVENTSCALE_KUBECTL"),
+            state_dir: get("EVENTSCALE_STATE_DIR"),
+            adapter_url: get("EVENTSCALE_ADAPTER_URL").to_string_lossy().into_owned(),
         }
     })
 }

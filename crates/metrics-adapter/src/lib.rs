@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod certs;
 pub mod provider;
+pub mod request;
 pub mod routes;
 pub mod server;
 pub mod status;

@@ -179,8 +179,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
 
     let provider = Arc::new(ScaledObjectProvider::new(store));
-    let app =
-        routes::router(provider).layer(axum::middleware::from_fn_with_state(auth, auth::layer));
+    let app = routes::app(provider, auth);
     let addr = SocketAddr::new(args.bind_address, args.secure_port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await

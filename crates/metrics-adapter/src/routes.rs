@@ -1,18 +1,18 @@
 //! The routes of the external metrics API.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use scaler_core::label_selector::Selector;
 use serde_json::{json, Value};
 use tracing::Instrument;
 
+use crate::auth::{self, Auth};
 use crate::provider::MetricsProvider;
+use crate::request::MetricRequest;
 use crate::status::ApiError;
 
 /// The API group served.
@@ -24,7 +24,12 @@ const GROUP_VERSION: &str = "external.metrics.k8s.io/v1beta1";
 /// Shared state of the handlers.
 pub type SharedProvider = Arc<dyn MetricsProvider>;
 
-/// The router over `provider`.
+/// The whole application: the routes behind authentication and authorization.
+pub fn app(provider: SharedProvider, auth: Arc<Auth>) -> Router {
+    router(provider).layer(axum::middleware::from_fn_with_state(auth, auth::layer))
+}
+
+/// The routes over `provider`, without authentication (see [`app`]).
 pub fn router(provider: SharedProvider) -> Router {
     Router::new()
         .route("/healthz", get(ok))
@@ -40,7 +45,14 @@ pub fn router(provider: SharedProvider) -> Router {
             "/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{metric}",
             get(external_metric),
         )
+        .route("/openapi/v2", get(openapi_v2))
+        .route("/openapi/v3", get(openapi_v3))
+        .route(
+            "/openapi/v3/apis/external.metrics.k8s.io/v1beta1",
+            get(openapi_v3_group_version),
+        )
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(provider)
 }
 
@@ -91,19 +103,43 @@ async fn api_resource_list() -> Json<Value> {
     }))
 }
 
+/// A minimal valid Swagger 2.0 document: the aggregator fetches it every minute and older
+/// apiservers log a warning on each 404.
+async fn openapi_v2() -> Json<Value> {
+    Json(json!({
+        "swagger": "2.0",
+        "info": {"title": "eventscale external metrics", "version": VERSION},
+        "paths": {},
+    }))
+}
+
+/// The OpenAPI v3 discovery document: one group-version.
+async fn openapi_v3() -> Json<Value> {
+    Json(json!({"paths": {
+        "apis/external.metrics.k8s.io/v1beta1": {
+            "serverRelativeURL": "/openapi/v3/apis/external.metrics.k8s.io/v1beta1",
+        },
+    }}))
+}
+
+async fn openapi_v3_group_version() -> Json<Value> {
+    Json(json!({
+        "openapi": "3.0.0",
+        "info": {"title": "eventscale external metrics", "version": VERSION},
+        "paths": {},
+        "components": {},
+    }))
+}
+
 async fn external_metric(
     State(p): State<SharedProvider>,
-    Path((namespace, metric)): Path<(String, String)>,
-    Query(query): Query<HashMap<String, String>>,
+    uri: axum::http::Uri,
 ) -> Result<Json<Value>, ApiError> {
-    let selector: Selector = query
-        .get("labelSelector")
-        .map(String::as_str)
-        .unwrap_or("")
-        .parse()
-        .map_err(|e: scaler_core::label_selector::SelectorError| {
-            ApiError::bad_request(e.to_string())
-        })?;
+    let MetricRequest {
+        namespace,
+        metric,
+        selector,
+    } = MetricRequest::parse(uri.path(), uri.query())?;
     let items = p
         .external_metric(&namespace, &metric, &selector)
         .instrument(tracing::info_span!("external_metric", %namespace, %metric))
@@ -114,6 +150,16 @@ async fn external_metric(
         "metadata": {},
         "items": items,
     })))
+}
+
+async fn method_not_allowed(method: axum::http::Method) -> ApiError {
+    ApiError {
+        code: StatusCode::METHOD_NOT_ALLOWED,
+        reason: "MethodNotAllowed",
+        message: format!(
+            "the server does not allow this method on the requested resource: {method}"
+        ),
+    }
 }
 
 async fn not_found(uri: axum::http::Uri) -> impl IntoResponse {
@@ -130,6 +176,7 @@ mod tests {
     use crate::provider::ExternalMetricValue;
     use axum::body::{to_bytes, Body};
     use axum::http::Request;
+    use scaler_core::label_selector::Selector;
     use tower::ServiceExt;
 
     /// Answers one metric of ScaledObject `so` in `ns`; 404 for everything else.
@@ -164,8 +211,18 @@ mod tests {
     }
 
     async fn get(path: &str) -> (StatusCode, Value) {
-        let resp = router(Arc::new(Fake))
-            .oneshot(Request::get(path).body(Body::empty()).expect("request"))
+        call(router(Arc::new(Fake)), "GET", path).await
+    }
+
+    async fn call(app: Router, method: &str, path: &str) -> (StatusCode, Value) {
+        let resp = app
+            .oneshot(
+                Request::builder()
+                    .method(method)
+                    .uri(path)
+                    .body(Body::empty())
+                    .expect("request"),
+            )
             .await
             .expect("response");
         let status = resp.status();
@@ -225,5 +282,69 @@ mod tests {
         assert_eq!(body["groups"][0]["name"], GROUP);
         let (_, body) = get("/apis/external.metrics.k8s.io").await;
         assert_eq!(body["preferredVersion"]["groupVersion"], GROUP_VERSION);
+    }
+
+    #[tokio::test]
+    async fn openapi_and_method_errors_are_json() {
+        let (code, body) = get("/openapi/v2").await;
+        assert_eq!(
+            (code, body["swagger"].as_str()),
+            (StatusCode::OK, Some("2.0"))
+        );
+        let (_, body) = get("/openapi/v3").await;
+        let url = body["paths"]["apis/external.metrics.k8s.io/v1beta1"]["serverRelativeURL"]
+            .as_str()
+            .expect("v3 discovery names the group-version")
+            .to_string();
+        let (code, body) = get(&url).await;
+        assert_eq!(
+            (code, body["openapi"].as_str()),
+            (StatusCode::OK, Some("3.0.0"))
+        );
+
+        let app = router(Arc::new(Fake));
+        let (code, body) = call(app, "POST", "/apis/external.metrics.k8s.io/v1beta1").await;
+        assert_eq!(
+            (code, body["kind"].as_str(), body["reason"].as_str()),
+            (
+                StatusCode::METHOD_NOT_ALLOWED,
+                Some("Status"),
+                Some("MethodNotAllowed")
+            )
+        );
+        let (code, body) = get("/apis/external.metrics.k8s.io/v1beta1/namespaces/ns/%2E%2E").await;
+        assert_eq!(
+            (code, body["reason"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("BadRequest"))
+        );
+    }
+
+    #[tokio::test]
+    async fn the_app_authorizes_before_answering() {
+        use crate::auth::authn::ConfigHolder;
+        use crate::auth::config::AuthnConfig;
+        let holder = Arc::new(ConfigHolder::default());
+        holder.set(AuthnConfig::default());
+        let reviews = Arc::new(crate::auth::tests::FakeReviews::default());
+        let auth = Arc::new(Auth::new(holder, reviews, true));
+        let app = app(Arc::new(Fake), auth);
+        let (code, body) = call(
+            app.clone(),
+            "GET",
+            "/apis/external.metrics.k8s.io/v1beta1/namespaces/ns/s0-m?labelSelector=scaledobject.keda.sh%2Fname%3Dso",
+        )
+        .await;
+        assert_eq!(
+            (code, body["reason"].as_str()),
+            (StatusCode::FORBIDDEN, Some("Forbidden")),
+            "{body}"
+        );
+        assert!(
+            body["message"].as_str().is_some_and(
+                |m| m.contains("User \"system:anonymous\" cannot list resource \"s0-m\"")
+            )
+        );
+        let (code, _) = call(app, "GET", "/livez").await;
+        assert_eq!(code, StatusCode::OK, "health needs no credentials");
     }
 }
