@@ -7,7 +7,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::{apply, cluster, kubectl, Namespace};
+use crate::{apply, cluster, curl, kubectl, service_account_token, Namespace};
 
 /// A metric path whose ScaledObject does not exist: a caller who gets past authentication
 /// and authorization receives 404 NotFound, anyone else 401 or 403.
@@ -15,29 +15,6 @@ fn probe_path(ns: &str) -> String {
     format!(
         "/apis/external.metrics.k8s.io/v1beta1/namespaces/{ns}/s0-cron-x?labelSelector=scaledobject.keda.sh%2Fname%3Dabsent"
     )
-}
-
-/// GET `path` on eventscale directly with curl and `extra` arguments; (HTTP code, body).
-fn curl(path: &str, extra: &[&str]) -> (u16, Value) {
-    let c = cluster();
-    let ca = c.state_dir.join("eventscale-certs/ca.crt");
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "10", "--cacert"])
-        .arg(&ca)
-        .args(extra)
-        .args(["-w", "\n%{http_code}"])
-        .arg(format!("{}{path}", c.adapter_url))
-        .output()
-        .expect("curl runs");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
-    let code = code.trim().parse().unwrap_or_else(|_| {
-        panic!(
-            "curl printed no status: {text} {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (code, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
 fn cert_args(dir: &Path, name: &str) -> Vec<String> {
@@ -85,38 +62,6 @@ fn assert_status(got: &(u16, Value), code: u16, reason: &str, what: &str) {
     assert_eq!(got.1["kind"], "Status", "{what}: {}", got.1);
     assert_eq!(got.1["reason"], reason, "{what}: {}", got.1);
     assert_eq!(got.1["code"], code, "{what}: {}", got.1);
-}
-
-/// The token of ServiceAccount `sa` in `ns` (v1.20 still makes token Secrets).
-fn service_account_token(ns: &str, sa: &str) -> String {
-    for _ in 0..50 {
-        let (_, out, _) = kubectl(&["-n", ns, "get", "secrets", "-o", "json"]);
-        let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
-        let token = v["items"].as_array().and_then(|items| {
-            items.iter().find_map(|s| {
-                (s["type"] == "kubernetes.io/service-account-token"
-                    && s["metadata"]["annotations"]["kubernetes.io/service-account.name"] == sa)
-                    .then(|| s["data"]["token"].as_str().map(str::to_string))
-                    .flatten()
-            })
-        });
-        if let Some(t) = token {
-            let out = Command::new("base64")
-                .args(["-d"])
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-                .and_then(|mut child| {
-                    use std::io::Write;
-                    child.stdin.take().expect("stdin").write_all(t.as_bytes())?;
-                    child.wait_with_output()
-                })
-                .expect("base64 -d");
-            return String::from_utf8_lossy(&out.stdout).to_string();
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    panic!("no token Secret for ServiceAccount {ns}/{sa}");
 }
 
 #[tokio::test]

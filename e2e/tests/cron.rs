@@ -13,21 +13,21 @@ use serde_json::Value;
 use crate::{apply, client, eventually, kubectl, Namespace};
 
 /// A zone away from UTC with a half-hour offset, so a wrong zone shows.
-const TZ: &str = "Asia/Kolkata";
+pub(crate) const TZ: &str = "Asia/Kolkata";
 
-fn local_now() -> DateTime<Tz> {
+pub(crate) fn local_now() -> DateTime<Tz> {
     Utc::now().with_timezone(&TZ.parse::<Tz>().expect("known zone"))
 }
 
 /// A daily schedule at `t`'s hour and minute, and its metric-name form.
-fn daily(t: DateTime<Tz>) -> (String, String) {
+pub(crate) fn daily(t: DateTime<Tz>) -> (String, String) {
     (
         format!("{} {} * * *", t.minute(), t.hour()),
         format!("{}{}xxx", t.minute(), t.hour()),
     )
 }
 
-fn manifests(start: &str, end: &str, tz: &str) -> String {
+pub(crate) fn manifests(start: &str, end: &str, tz: &str) -> String {
     format!(
         r#"
 apiVersion: apps/v1

@@ -8,6 +8,7 @@
 
 mod auth;
 mod cron;
+mod metrics_only;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
+use serde_json::Value;
 
 /// Paths the cluster's `env` printed.
 pub struct Cluster {
@@ -158,4 +160,64 @@ where
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// GET `path` on eventscale directly with curl and `extra` arguments; (HTTP code, body).
+pub fn curl(path: &str, extra: &[&str]) -> (u16, Value) {
+    curl_at(&cluster().adapter_url, path, extra)
+}
+
+/// GET `base` + `path` with curl, trusting eventscale's CA; (HTTP code, body).
+pub fn curl_at(base: &str, path: &str, extra: &[&str]) -> (u16, Value) {
+    let c = cluster();
+    let ca = c.state_dir.join("eventscale-certs/ca.crt");
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--cacert"])
+        .arg(&ca)
+        .args(extra)
+        .args(["-w", "\n%{http_code}"])
+        .arg(format!("{base}{path}"))
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
+    let code = code.trim().parse().unwrap_or_else(|_| {
+        panic!(
+            "curl printed no status: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (code, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// The token of ServiceAccount `sa` in `ns` (v1.20 still makes token Secrets).
+pub fn service_account_token(ns: &str, sa: &str) -> String {
+    for _ in 0..50 {
+        let (_, out, _) = kubectl(&["-n", ns, "get", "secrets", "-o", "json"]);
+        let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+        let token = v["items"].as_array().and_then(|items| {
+            items.iter().find_map(|s| {
+                (s["type"] == "kubernetes.io/service-account-token"
+                    && s["metadata"]["annotations"]["kubernetes.io/service-account.name"] == sa)
+                    .then(|| s["data"]["token"].as_str().map(str::to_string))
+                    .flatten()
+            })
+        });
+        if let Some(t) = token {
+            let out = Command::new("base64")
+                .args(["-d"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .and_then(|mut child| {
+                    use std::io::Write;
+                    child.stdin.take().expect("stdin").write_all(t.as_bytes())?;
+                    child.wait_with_output()
+                })
+                .expect("base64 -d");
+            return String::from_utf8_lossy(&out.stdout).to_string();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    panic!("no token Secret for ServiceAccount {ns}/{sa}");
 }
