@@ -341,7 +341,8 @@ start_eventscale() {
   stop_one eventscale
   port_free "$ADAPTER_PORT" || die "port $ADAPTER_PORT (eventscale) is taken by a process this script did not start"
   start_bg eventscale "$bin" run --kubeconfig "$STATE_DIR/eventscale.kubeconfig" \
-    --secure-port "$ADAPTER_PORT" --bind-address 127.0.0.1 --cert-dir "$STATE_DIR/eventscale-certs"
+    --secure-port "$ADAPTER_PORT" --bind-address 127.0.0.1 --cert-dir "$STATE_DIR/eventscale-certs" \
+    --cert-reload-seconds 2
   echo "$sum" >"$PIDS/eventscale.sum"
   wait_for eventscale 30 curl -fsSk "https://127.0.0.1:$ADAPTER_PORT/readyz"
 }

@@ -58,7 +58,7 @@ spec:
     )
 }
 
-fn hpa_api(client: kube::Client, ns: &str) -> Api<DynamicObject> {
+pub(crate) fn hpa_api(client: kube::Client, ns: &str) -> Api<DynamicObject> {
     // v1.20 serves autoscaling/v2beta2 only; eventscale chose it by discovery.
     let gvk = GroupVersionKind::gvk("autoscaling", "v2beta2", "HorizontalPodAutoscaler");
     Api::namespaced_with(
@@ -81,7 +81,7 @@ fn raw_metric(ns: &str, metric: &str, so: &str) -> Value {
     serde_json::from_str(&out).expect("JSON")
 }
 
-async fn wait_for_hpa(hpas: &Api<DynamicObject>) -> DynamicObject {
+pub(crate) async fn wait_for_hpa(hpas: &Api<DynamicObject>) -> DynamicObject {
     eventually(Duration::from_secs(60), "HPA keda-hpa-web", || async {
         hpas.get_opt("keda-hpa-web").await.ok().flatten()
     })

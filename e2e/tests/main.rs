@@ -9,6 +9,7 @@
 mod auth;
 mod cron;
 mod metrics_only;
+mod rotation;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

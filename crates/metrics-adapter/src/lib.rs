@@ -5,6 +5,7 @@
 //! [`provider::MetricsProvider`] for "metric M in namespace N for selector S".
 
 pub mod auth;
+pub mod cert_reload;
 pub mod certs;
 pub mod provider;
 pub mod request;

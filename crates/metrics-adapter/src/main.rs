@@ -11,6 +11,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::{Api, Client, Config, CustomResourceExt};
 use metrics_adapter::auth::{self, authn::ConfigHolder, Auth, KubeReviews};
+use metrics_adapter::cert_reload::ReloadingCert;
 use metrics_adapter::certs::{self, CertOptions};
 use metrics_adapter::provider::ScaledObjectProvider;
 use metrics_adapter::{routes, server};
@@ -82,18 +83,50 @@ struct RunArgs {
     /// How often the serving certificate files are checked for a new pair, in seconds.
     #[arg(long, env = "EVENTSCALE_CERT_RELOAD_SECONDS", default_value_t = 10)]
     cert_reload_seconds: u64,
+    /// Keep the certificates in --cert-dir valid: make them when missing and renew the
+    /// serving certificate before expiry under the same CA, checking hourly.
+    #[arg(long, env = "EVENTSCALE_RENEW_CERTS")]
+    renew_certs: bool,
+    /// With --renew-certs: also keep this APIService's caBundle set to the CA.
+    #[arg(long, env = "EVENTSCALE_PATCH_APISERVICE")]
+    patch_apiservice: Option<String>,
+    #[command(flatten)]
+    cert: CertFlags,
 }
 
 #[derive(clap::Args)]
 struct CertsArgs {
-    /// Directory to write ca.crt, ca.key, tls.crt and tls.key into.
+    /// Directory to keep ca.crt, ca.key, tls.crt and tls.key in.
+    #[arg(long, conflicts_with = "secret", required_unless_present = "secret")]
+    dir: Option<PathBuf>,
+    /// Secret `namespace/name` to keep them in instead (type kubernetes.io/tls).
     #[arg(long)]
-    dir: PathBuf,
+    secret: Option<String>,
+    #[command(flatten)]
+    cert: CertFlags,
+    /// Also set this APIService's caBundle to the CA (e.g. v1beta1.external.metrics.k8s.io).
+    #[arg(long)]
+    patch_apiservice: Option<String>,
+    /// kubeconfig for --secret and --patch-apiservice; in-cluster configuration when unset.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Replace everything, the CA included.
+    #[arg(long)]
+    force: bool,
+}
+
+/// What the serving certificate is for and how long it lives.
+#[derive(clap::Args)]
+struct CertFlags {
     /// Service name of the adapter.
-    #[arg(long, default_value = "eventscale-metrics-apiserver")]
+    #[arg(
+        long,
+        env = "EVENTSCALE_SERVICE",
+        default_value = "eventscale-metrics-apiserver"
+    )]
     service: String,
     /// Namespace of the Service.
-    #[arg(long, default_value = "eventscale")]
+    #[arg(long, env = "EVENTSCALE_NAMESPACE", default_value = "eventscale")]
     namespace: String,
     /// CA lifetime in days.
     #[arg(long, default_value_t = 3650)]
@@ -101,9 +134,63 @@ struct CertsArgs {
     /// Serving certificate lifetime in days.
     #[arg(long, default_value_t = 365)]
     leaf_days: i64,
-    /// Replace existing files.
-    #[arg(long)]
-    force: bool,
+    /// Renew a certificate that expires within this many days (the CA stays while valid).
+    #[arg(long, default_value_t = 90)]
+    renew_before_days: i64,
+}
+
+impl CertFlags {
+    fn options(&self, force: bool) -> CertOptions {
+        CertOptions {
+            service: self.service.clone(),
+            namespace: self.namespace.clone(),
+            ca_days: self.ca_days,
+            leaf_days: self.leaf_days,
+            renew_before_days: self.renew_before_days,
+            force,
+        }
+    }
+}
+
+fn cert_store(dir: Option<PathBuf>, secret: Option<&str>) -> anyhow::Result<certs::Store> {
+    match (dir, secret) {
+        (Some(dir), _) => Ok(certs::Store::Dir(dir)),
+        (None, Some(s)) => {
+            let (namespace, name) = s
+                .split_once('/')
+                .filter(|(ns, n)| !ns.is_empty() && !n.is_empty())
+                .with_context(|| format!("--secret {s:?}: expected namespace/name"))?;
+            Ok(certs::Store::Secret {
+                namespace: namespace.into(),
+                name: name.into(),
+            })
+        }
+        (None, None) => anyhow::bail!("give --dir or --secret"),
+    }
+}
+
+async fn certs_command(a: CertsArgs) -> anyhow::Result<()> {
+    let store = cert_store(a.dir, a.secret.as_deref())?;
+    let needs_client = matches!(store, certs::Store::Secret { .. }) || a.patch_apiservice.is_some();
+    let client = if needs_client {
+        Some(kube_client(a.kubeconfig.as_ref()).await?)
+    } else {
+        None
+    };
+    let outcome = certs::renew_once(
+        &store,
+        &a.cert.options(a.force),
+        client.as_ref(),
+        a.patch_apiservice.as_deref(),
+    )
+    .await?;
+    let what = match (outcome.ca_created, outcome.leaf_issued) {
+        (true, _) => "made a new CA and serving certificate",
+        (false, true) => "issued a new serving certificate under the existing CA",
+        (false, false) => "kept the existing certificates",
+    };
+    println!("{what} in {store:?} ({})", outcome.reason);
+    Ok(())
 }
 
 fn init_tracing(filter: &str, format: LogFormat) -> anyhow::Result<()> {
@@ -139,11 +226,35 @@ async fn kube_client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_tracing(&args.log_level, args.log_format)?;
-    let tls = server::tls_config(
+    let client = kube_client(args.kubeconfig.as_ref()).await?;
+    if args.renew_certs {
+        let store = certs::Store::Dir(args.cert_dir.clone());
+        let opts = args.cert.options(false);
+        let client = args.patch_apiservice.as_ref().map(|_| client.clone());
+        // The first pass before serving, so a fresh install starts with certificates.
+        certs::renew_once(
+            &store,
+            &opts,
+            client.as_ref(),
+            args.patch_apiservice.as_deref(),
+        )
+        .await?;
+        tokio::spawn(certs::renew_loop(
+            store,
+            opts,
+            client,
+            args.patch_apiservice.clone(),
+            std::time::Duration::from_secs(3600),
+        ));
+    }
+    let serving = ReloadingCert::load(
         &args.cert_dir.join("tls.crt"),
         &args.cert_dir.join("tls.key"),
     )?;
-    let client = kube_client(args.kubeconfig.as_ref()).await?;
+    serving.spawn_watch(std::time::Duration::from_secs(
+        args.cert_reload_seconds.max(1),
+    ));
+    let tls = server::server_config(serving, !args.disable_http2)?;
 
     let auth_config = Arc::new(ConfigHolder::default());
     tokio::spawn(auth::watch_config(client.clone(), auth_config.clone()));
@@ -197,22 +308,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run(args).await,
-        Command::Certs(a) => {
-            let written = certs::ensure(&CertOptions {
-                dir: a.dir.clone(),
-                service: a.service,
-                namespace: a.namespace,
-                ca_days: a.ca_days,
-                leaf_days: a.leaf_days,
-                force: a.force,
-            })?;
-            let verb = if written { "wrote" } else { "kept existing" };
-            println!(
-                "{verb} ca.crt, ca.key, tls.crt, tls.key in {}",
-                a.dir.display()
-            );
-            Ok(())
-        }
+        Command::Certs(a) => certs_command(a).await,
         Command::Crds => {
             print!(
                 "{}",
