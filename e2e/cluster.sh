@@ -39,6 +39,7 @@ ETCD_PEER_PORT=12380
 APISERVER_PORT=16443
 KCM_PORT=20257
 ADAPTER_PORT=16444
+ADAPTER_METRICS_PORT=16445
 ADAPTER_NAMESPACE=eventscale
 ADAPTER_SERVICE=eventscale-metrics-apiserver
 CARGO_PROFILE=${EVENTSCALE_CARGO_PROFILE:-dev}
@@ -342,7 +343,7 @@ start_eventscale() {
   port_free "$ADAPTER_PORT" || die "port $ADAPTER_PORT (eventscale) is taken by a process this script did not start"
   start_bg eventscale "$bin" run --kubeconfig "$STATE_DIR/eventscale.kubeconfig" \
     --secure-port "$ADAPTER_PORT" --bind-address 127.0.0.1 --cert-dir "$STATE_DIR/eventscale-certs" \
-    --cert-reload-seconds 2
+    --cert-reload-seconds 2 --metrics-port "$ADAPTER_METRICS_PORT" --metrics-bind-address 127.0.0.1
   echo "$sum" >"$PIDS/eventscale.sum"
   wait_for eventscale 30 curl -fsSk "https://127.0.0.1:$ADAPTER_PORT/readyz"
 }
@@ -393,6 +394,7 @@ env_cmd() {
   echo "export EVENTSCALE_KUBECTL=$KUBECTL"
   echo "export EVENTSCALE_STATE_DIR=$STATE_DIR"
   echo "export EVENTSCALE_ADAPTER_URL=https://127.0.0.1:$ADAPTER_PORT"
+  echo "export EVENTSCALE_METRICS_URL=http://127.0.0.1:$ADAPTER_METRICS_PORT/metrics"
   echo "export PATH=$K8S_BIN:\$PATH"
 }
 

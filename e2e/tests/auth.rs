@@ -211,5 +211,29 @@ subjects:
         "nobody: {err}"
     );
 
+    // eventscale's own metrics saw it: 401s and 403s on the metric route, the ways callers
+    // were authenticated, denials, and SubjectAccessReviews that were not yet cached.
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", &c.metrics_url])
+        .output()
+        .expect("curl /metrics");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    for series in [
+        "eventscale_apiserver_requests_total{route=\"Metric\",code=\"401\"}",
+        "eventscale_apiserver_requests_total{route=\"Metric\",code=\"403\"}",
+        "eventscale_authentication_total{method=\"Requestheader\"}",
+        "eventscale_authentication_total{method=\"Token\"}",
+        "eventscale_authorization_total{result=\"Denied\"}",
+        "eventscale_authorization_cache_total{result=\"Miss\"}",
+    ] {
+        assert!(value(series) >= 1.0, "{series} missing from:\n{text}");
+    }
+
     let _ = std::fs::remove_dir_all(&extra);
 }

@@ -30,6 +30,8 @@ pub struct Cluster {
     pub state_dir: PathBuf,
     /// eventscale's own TLS endpoint, reached directly.
     pub adapter_url: String,
+    /// eventscale's own Prometheus metrics.
+    pub metrics_url: String,
 }
 
 fn repo_root() -> PathBuf {
@@ -68,6 +70,7 @@ pub fn cluster() -> &'static Cluster {
             kubectl: get("EVENTSCALE_KUBECTL"),
             state_dir: get("EVENTSCALE_STATE_DIR"),
             adapter_url: get("EVENTSCALE_ADAPTER_URL").to_string_lossy().into_owned(),
+            metrics_url: get("EVENTSCALE_METRICS_URL").to_string_lossy().into_owned(),
         }
     })
 }

@@ -93,7 +93,14 @@ async fn metrics_only_serves_values_and_writes_nothing() {
     let port = free_port();
     let _adapter = Process(
         Command::new(env!("CARGO_BIN_EXE_eventscale"))
-            .args(["run", "--metrics-only", "--bind-address", "127.0.0.1"])
+            .args([
+                "run",
+                "--metrics-only",
+                "--bind-address",
+                "127.0.0.1",
+                "--metrics-port",
+                "0",
+            ])
             .arg("--secure-port")
             .arg(port.to_string())
             .arg("--kubeconfig")

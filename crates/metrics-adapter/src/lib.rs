@@ -12,3 +12,4 @@ pub mod request;
 pub mod routes;
 pub mod server;
 pub mod status;
+pub mod telemetry;

@@ -14,6 +14,7 @@ use metrics_adapter::auth::{self, authn::ConfigHolder, Auth, KubeReviews};
 use metrics_adapter::cert_reload::ReloadingCert;
 use metrics_adapter::certs::{self, CertOptions};
 use metrics_adapter::provider::ScaledObjectProvider;
+use metrics_adapter::telemetry::Telemetry;
 use metrics_adapter::{routes, server};
 use scaler_core::ScaledObject;
 use tracing::{error, info, warn};
@@ -80,6 +81,17 @@ struct RunArgs {
     /// (false: answer them 401).
     #[arg(long, env = "EVENTSCALE_ANONYMOUS_AUTH", default_value_t = true, action = clap::ArgAction::Set)]
     anonymous_auth: bool,
+    /// Port of the plain-HTTP `/metrics` endpoint with eventscale's own metrics; 0 turns
+    /// it off.
+    #[arg(long, env = "EVENTSCALE_METRICS_PORT", default_value_t = 8080)]
+    metrics_port: u16,
+    /// Address the `/metrics` endpoint listens on.
+    #[arg(
+        long,
+        env = "EVENTSCALE_METRICS_BIND_ADDRESS",
+        default_value = "0.0.0.0"
+    )]
+    metrics_bind_address: IpAddr,
     /// How often the serving certificate files are checked for a new pair, in seconds.
     #[arg(long, env = "EVENTSCALE_CERT_RELOAD_SECONDS", default_value_t = 10)]
     cert_reload_seconds: u64,
@@ -256,12 +268,26 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     ));
     let tls = server::server_config(serving, !args.disable_http2)?;
 
+    let telemetry = Telemetry::new();
+    if args.metrics_port != 0 {
+        let addr = SocketAddr::new(args.metrics_bind_address, args.metrics_port);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the metrics port {addr}"))?;
+        let t = telemetry.clone();
+        tokio::spawn(async move {
+            if let Err(e) = t.serve(listener, std::future::pending()).await {
+                error!(error = %e, "the /metrics endpoint stopped");
+            }
+        });
+    }
     let auth_config = Arc::new(ConfigHolder::default());
     tokio::spawn(auth::watch_config(client.clone(), auth_config.clone()));
     let auth = Arc::new(Auth::new(
         auth_config,
         Arc::new(KubeReviews::new(client.clone())),
         args.anonymous_auth,
+        telemetry.clone(),
     ));
 
     let (store, writer) = reflector::store::<ScaledObject>();
@@ -289,8 +315,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         });
     }
 
-    let provider = Arc::new(ScaledObjectProvider::new(store));
-    let app = routes::app(provider, auth);
+    let provider = Arc::new(ScaledObjectProvider::new(store, telemetry.clone()));
+    let app = routes::app(provider, auth, telemetry);
     let addr = SocketAddr::new(args.bind_address, args.secure_port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await

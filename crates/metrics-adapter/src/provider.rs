@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
 use chrono::{SecondsFormat, Utc};
@@ -14,6 +15,7 @@ use serde::Serialize;
 use tracing::warn;
 
 use crate::status::ApiError;
+use crate::telemetry::Telemetry;
 
 /// One item of an `ExternalMetricValueList`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -49,12 +51,13 @@ pub trait MetricsProvider: Send + Sync {
 pub struct ScaledObjectProvider {
     store: Store<ScaledObject>,
     synced: Arc<AtomicBool>,
+    telemetry: Arc<Telemetry>,
 }
 
 impl ScaledObjectProvider {
     /// A provider over `store`; it reports ready once the store's first list arrived.
     /// Must be called inside a Tokio runtime.
-    pub fn new(store: Store<ScaledObject>) -> Self {
+    pub fn new(store: Store<ScaledObject>, telemetry: Arc<Telemetry>) -> Self {
         let synced = Arc::new(AtomicBool::new(false));
         let (s, flag) = (store.clone(), synced.clone());
         tokio::spawn(async move {
@@ -62,7 +65,11 @@ impl ScaledObjectProvider {
                 flag.store(true, Ordering::Release);
             }
         });
-        Self { store, synced }
+        Self {
+            store,
+            synced,
+            telemetry,
+        }
     }
 }
 
@@ -97,7 +104,21 @@ impl MetricsProvider for ScaledObjectProvider {
                     "scaledobjects.keda.sh \"{name}\" not found in namespace \"{namespace}\""
                 ))
             })?;
-        let sample = evaluate_metric(&so, metric).await.map_err(metric_error)?;
+        // Every read queries the source live until the polling cache exists.
+        self.telemetry.metric_cache(false);
+        let started = Instant::now();
+        let result = evaluate_metric(&so, metric).await;
+        match &result {
+            Ok(s) => self
+                .telemetry
+                .scaler_query(s.scaler_type, started.elapsed(), true),
+            Err(MetricError::Query { scaler_type, .. }) => {
+                self.telemetry
+                    .scaler_query(scaler_type, started.elapsed(), false)
+            }
+            Err(_) => {}
+        }
+        let sample = result.map_err(metric_error)?;
         Ok(vec![ExternalMetricValue {
             metric_name: sample.metric_name,
             metric_labels: Default::default(),

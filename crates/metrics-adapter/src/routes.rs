@@ -14,6 +14,7 @@ use crate::auth::{self, Auth};
 use crate::provider::MetricsProvider;
 use crate::request::MetricRequest;
 use crate::status::ApiError;
+use crate::telemetry::Telemetry;
 
 /// The API group served.
 pub const GROUP: &str = "external.metrics.k8s.io";
@@ -24,9 +25,15 @@ const GROUP_VERSION: &str = "external.metrics.k8s.io/v1beta1";
 /// Shared state of the handlers.
 pub type SharedProvider = Arc<dyn MetricsProvider>;
 
-/// The whole application: the routes behind authentication and authorization.
-pub fn app(provider: SharedProvider, auth: Arc<Auth>) -> Router {
-    router(provider).layer(axum::middleware::from_fn_with_state(auth, auth::layer))
+/// The whole application: the routes behind authentication and authorization, every
+/// request counted by `telemetry` (outermost, so 401s and 403s are counted too).
+pub fn app(provider: SharedProvider, auth: Arc<Auth>, telemetry: Arc<Telemetry>) -> Router {
+    router(provider)
+        .layer(axum::middleware::from_fn_with_state(auth, auth::layer))
+        .layer(axum::middleware::from_fn_with_state(
+            telemetry,
+            crate::telemetry::track,
+        ))
 }
 
 /// The routes over `provider`, without authentication (see [`app`]).
@@ -326,8 +333,9 @@ mod tests {
         let holder = Arc::new(ConfigHolder::default());
         holder.set(AuthnConfig::default());
         let reviews = Arc::new(crate::auth::tests::FakeReviews::default());
-        let auth = Arc::new(Auth::new(holder, reviews, true));
-        let app = app(Arc::new(Fake), auth);
+        let telemetry = Telemetry::new();
+        let auth = Arc::new(Auth::new(holder, reviews, true, telemetry.clone()));
+        let app = app(Arc::new(Fake), auth, telemetry.clone());
         let (code, body) = call(
             app.clone(),
             "GET",
@@ -346,5 +354,22 @@ mod tests {
         );
         let (code, _) = call(app, "GET", "/livez").await;
         assert_eq!(code, StatusCode::OK, "health needs no credentials");
+        let text = telemetry.encode();
+        let count = |series: &str| crate::telemetry::tests::sample(&text, series);
+        assert_eq!(
+            count("eventscale_apiserver_requests_total{route=\"Metric\",code=\"403\"}"),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(
+            count("eventscale_authentication_total{method=\"Anonymous\"}"),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(
+            count("eventscale_authorization_total{result=\"Denied\"}"),
+            Some(1.0),
+            "{text}"
+        );
     }
 }

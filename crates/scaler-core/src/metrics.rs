@@ -12,6 +12,8 @@ pub struct MetricSample {
     pub value: f64,
     /// Whether the trigger is active.
     pub active: bool,
+    /// The trigger type that produced it.
+    pub scaler_type: &'static str,
 }
 
 /// Why a metric could not be answered.
@@ -47,6 +49,8 @@ pub enum MetricError {
         name: String,
         /// The metric asked for.
         metric: String,
+        /// The trigger type queried.
+        scaler_type: &'static str,
         /// What the scaler said.
         #[source]
         source: ScalerError,
@@ -69,12 +73,14 @@ pub async fn evaluate_metric(so: &ScaledObject, metric: &str) -> Result<MetricSa
                     namespace: namespace.clone(),
                     name: name.clone(),
                     metric: metric.to_string(),
+                    scaler_type: scaler.scaler_type(),
                     source,
                 })?;
                 return Ok(MetricSample {
                     metric_name: scaler.metric_spec().name.clone(),
                     value: sample.value,
                     active: sample.active,
+                    scaler_type: scaler.scaler_type(),
                 });
             }
             Ok(_) => {}

@@ -13,6 +13,7 @@ use super::cache::TtlCache;
 use super::config::{subject, AuthnConfig};
 use super::{percent_decode, Reviews, User};
 use crate::status::ApiError;
+use crate::telemetry::{AuthnMethod, Telemetry};
 
 /// The group every authenticated user belongs to.
 pub const AUTHENTICATED: &str = "system:authenticated";
@@ -120,6 +121,16 @@ pub enum Authenticated {
 }
 
 impl Authenticated {
+    /// How the user was established, for metrics.
+    pub fn method(&self) -> AuthnMethod {
+        match self {
+            Self::RequestHeader(_) => AuthnMethod::Requestheader,
+            Self::ClientCert(_) => AuthnMethod::ClientCert,
+            Self::Token(_) => AuthnMethod::Token,
+            Self::Anonymous(_) => AuthnMethod::Anonymous,
+        }
+    }
+
     /// The user, whichever way it was established.
     pub fn user(&self) -> &User {
         match self {
@@ -134,8 +145,7 @@ pub struct Authenticator {
     reviews: Arc<dyn Reviews>,
     tokens: TtlCache<[u8; 32], Option<User>>,
     anonymous: bool,
-    /// Called with whether a token lookup was answered from the cache.
-    pub on_token_cache: Option<Box<dyn Fn(bool) + Send + Sync>>,
+    telemetry: Arc<Telemetry>,
 }
 
 fn with_authenticated(mut user: User) -> User {
@@ -157,13 +167,18 @@ fn header_values<'a>(headers: &'a HeaderMap, name: &str) -> impl Iterator<Item =
 impl Authenticator {
     /// An authenticator reading `config`, reviewing tokens with `reviews`; anonymous
     /// requests are allowed through (to authorization) when `anonymous` is set.
-    pub fn new(config: Arc<ConfigHolder>, reviews: Arc<dyn Reviews>, anonymous: bool) -> Self {
+    pub fn new(
+        config: Arc<ConfigHolder>,
+        reviews: Arc<dyn Reviews>,
+        anonymous: bool,
+        telemetry: Arc<Telemetry>,
+    ) -> Self {
         Self {
             config,
             reviews,
             tokens: TtlCache::new(TOKEN_CACHE_TTL, 10_000),
             anonymous,
-            on_token_cache: None,
+            telemetry,
         }
     }
 
@@ -230,14 +245,10 @@ impl Authenticator {
         let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
         let mut key = [0u8; 32];
         key.copy_from_slice(digest.as_ref());
-        if let Some(hit) = self.tokens.get(&key) {
-            if let Some(f) = &self.on_token_cache {
-                f(true);
-            }
+        let cached = self.tokens.get(&key);
+        self.telemetry.token_cache(cached.is_some());
+        if let Some(hit) = cached {
             return Ok(hit);
-        }
-        if let Some(f) = &self.on_token_cache {
-            f(false);
         }
         let answer = self.reviews.token_review(token).await?;
         self.tokens.insert(key, answer.clone());
@@ -322,7 +333,7 @@ mod tests {
         holder.set(cfg);
         let reviews = Arc::new(FakeReviews::default());
         (
-            Authenticator::new(holder, reviews.clone(), true),
+            Authenticator::new(holder, reviews.clone(), true, Telemetry::new()),
             vec![client_ca, fp_ca],
             reviews,
         )

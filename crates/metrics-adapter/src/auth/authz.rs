@@ -7,6 +7,7 @@ use super::cache::TtlCache;
 use super::{percent_decode, Reviews, User};
 use crate::routes::GROUP;
 use crate::status::ApiError;
+use crate::telemetry::Telemetry;
 
 /// How long a SubjectAccessReview answer (allow or deny) is reused.
 pub const DECISION_CACHE_TTL: Duration = Duration::from_secs(10);
@@ -65,33 +66,33 @@ pub struct Decision {
 pub struct Authorizer {
     reviews: Arc<dyn Reviews>,
     cache: TtlCache<(User, Attributes), Decision>,
-    /// Called with whether a decision was answered from the cache.
-    pub on_cache: Option<Box<dyn Fn(bool) + Send + Sync>>,
+    telemetry: Arc<Telemetry>,
 }
 
 impl Authorizer {
     /// An authorizer asking `reviews`.
-    pub fn new(reviews: Arc<dyn Reviews>) -> Self {
+    pub fn new(reviews: Arc<dyn Reviews>, telemetry: Arc<Telemetry>) -> Self {
         Self {
             reviews,
             cache: TtlCache::new(DECISION_CACHE_TTL, 10_000),
-            on_cache: None,
+            telemetry,
         }
     }
 
     /// Ok when `user` may do `attrs`; a 403 Status (or 500 when the review failed).
     pub async fn authorize(&self, user: &User, attrs: &Attributes) -> Result<(), ApiError> {
         if user.groups.iter().any(|g| g == MASTERS) {
+            self.telemetry.authz(true);
             return Ok(());
         }
         let key = (user.clone(), attrs.clone());
         let decision = match self.cache.get(&key) {
             Some(d) => {
-                self.count(true);
+                self.telemetry.authz_cache(true);
                 d
             }
             None => {
-                self.count(false);
+                self.telemetry.authz_cache(false);
                 let d =
                     self.reviews.access_review(user, attrs).await.map_err(|e| {
                         ApiError::internal(format!("SubjectAccessReview failed: {e}"))
@@ -100,6 +101,7 @@ impl Authorizer {
                 d
             }
         };
+        self.telemetry.authz(decision.allowed);
         if decision.allowed {
             return Ok(());
         }
@@ -118,12 +120,6 @@ impl Authorizer {
                 user.name
             ),
         }))
-    }
-
-    fn count(&self, hit: bool) {
-        if let Some(f) = &self.on_cache {
-            f(hit);
-        }
     }
 }
 
@@ -174,7 +170,7 @@ mod tests {
     #[tokio::test]
     async fn masters_skip_review_and_decisions_are_cached() {
         let reviews = Arc::new(FakeReviews::default());
-        let a = Authorizer::new(reviews.clone());
+        let a = Authorizer::new(reviews.clone(), Telemetry::new());
         let m = Attributes::of_path("/apis/external.metrics.k8s.io/v1beta1/namespaces/ns/m");
         a.authorize(&user("root", &[MASTERS]), &m)
             .await
@@ -209,7 +205,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_review_is_a_500_and_not_cached() {
         let reviews = Arc::new(FakeReviews::default());
-        let a = Authorizer::new(reviews.clone());
+        let a = Authorizer::new(reviews.clone(), Telemetry::new());
         let m = Attributes::of_path("/apis");
         for _ in 0..2 {
             let e = a.authorize(&user("error", &[]), &m).await.expect_err("500");

@@ -32,6 +32,7 @@ use tracing::{info, warn};
 
 use crate::routes::{GROUP, VERSION};
 use crate::status::ApiError;
+use crate::telemetry::{AuthnMethod, Telemetry};
 use authn::{Authenticator, ConfigHolder, PeerCerts};
 use authz::{Attributes, Authorizer, Decision};
 
@@ -179,6 +180,7 @@ pub fn percent_decode(s: &str) -> Option<String> {
 /// Authentication and authorization for the router.
 pub struct Auth {
     config: Arc<ConfigHolder>,
+    telemetry: Arc<Telemetry>,
     /// Who is calling.
     pub authn: Authenticator,
     /// Whether they may.
@@ -188,11 +190,22 @@ pub struct Auth {
 impl Auth {
     /// Auth over `config`, asking `reviews`; `anonymous` lets credential-less requests reach
     /// authorization as `system:anonymous`.
-    pub fn new(config: Arc<ConfigHolder>, reviews: Arc<dyn Reviews>, anonymous: bool) -> Self {
+    pub fn new(
+        config: Arc<ConfigHolder>,
+        reviews: Arc<dyn Reviews>,
+        anonymous: bool,
+        telemetry: Arc<Telemetry>,
+    ) -> Self {
         Self {
-            authn: Authenticator::new(config.clone(), reviews.clone(), anonymous),
-            authz: Authorizer::new(reviews),
+            authn: Authenticator::new(
+                config.clone(),
+                reviews.clone(),
+                anonymous,
+                telemetry.clone(),
+            ),
+            authz: Authorizer::new(reviews, telemetry.clone()),
             config,
+            telemetry,
         }
     }
 }
@@ -224,8 +237,12 @@ pub async fn layer(State(auth): State<Arc<Auth>>, mut req: Request, next: Next) 
         .await
     {
         Ok(who) => who,
-        Err(e) => return e.into_response(),
+        Err(e) => {
+            auth.telemetry.authn(AuthnMethod::Failed);
+            return e.into_response();
+        }
     };
+    auth.telemetry.authn(who.method());
     let attrs = Attributes::of_path(req.uri().path());
     if let Err(e) = auth.authz.authorize(who.user(), &attrs).await {
         return e.into_response();

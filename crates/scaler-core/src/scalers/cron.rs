@@ -121,6 +121,10 @@ impl CronScaler {
 
 #[async_trait]
 impl Scaler for CronScaler {
+    fn scaler_type(&self) -> &'static str {
+        "cron"
+    }
+
     fn metric_spec(&self) -> &MetricSpec {
         &self.spec
     }

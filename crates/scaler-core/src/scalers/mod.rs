@@ -127,6 +127,9 @@ impl fmt::Display for TriggerError {
 /// One trigger's scaler.
 #[async_trait]
 pub trait Scaler: Send + Sync + fmt::Debug {
+    /// The trigger type this scaler serves (`cron`, ...), for metrics and logs.
+    fn scaler_type(&self) -> &'static str;
+
     /// The External metric this trigger contributes.
     fn metric_spec(&self) -> &MetricSpec;
 
