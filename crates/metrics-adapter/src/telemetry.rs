@@ -67,12 +67,7 @@ pub fn route_of(path: &str) -> Route {
             Route::Discovery
         }
         p if p == "/openapi" || p.starts_with("/openapi/") => Route::Openapi,
-        p if ["/healthz", "/livez", "/readyz"]
-            .iter()
-            .any(|h| p == *h || p.strip_prefix(h).is_some_and(|r| r.starts_with('/'))) =>
-        {
-            Route::Health
-        }
+        p if crate::auth::is_health(p) => Route::Health,
         _ => Route::Other,
     }
 }

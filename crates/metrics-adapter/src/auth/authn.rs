@@ -299,7 +299,7 @@ fn user_from_headers(rh: &super::config::RequestHeader, headers: &HeaderMap) -> 
 
 #[cfg(test)]
 mod tests {
-    use super::super::config::tests::{client_cert, test_ca};
+    use super::super::config::tests::{client_cert, configmap_data, test_ca};
     use super::super::tests::FakeReviews;
     use super::*;
 
@@ -312,21 +312,7 @@ mod tests {
     ) {
         let (client_pem, client_ca) = test_ca("client-ca");
         let (fp_pem, fp_ca) = test_ca("front-proxy-ca");
-        let allowed = serde_json::to_string(allowed).expect("json");
-        let data: BTreeMap<String, String> = [
-            ("client-ca-file", client_pem.as_str()),
-            ("requestheader-client-ca-file", fp_pem.as_str()),
-            ("requestheader-allowed-names", allowed.as_str()),
-            ("requestheader-username-headers", r#"["X-Remote-User"]"#),
-            ("requestheader-group-headers", r#"["X-Remote-Group"]"#),
-            (
-                "requestheader-extra-headers-prefix",
-                r#"["X-Remote-Extra-"]"#,
-            ),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+        let data = configmap_data(&client_pem, &fp_pem, allowed);
         let (cfg, errors) = AuthnConfig::from_data(&data);
         assert!(errors.is_empty());
         let holder = Arc::new(ConfigHolder::default());

@@ -210,14 +210,17 @@ pub(crate) mod tests {
         vec![cert.der().clone()]
     }
 
-    #[test]
-    fn parses_the_configmap_and_reports_bad_keys() {
-        let (ca, _) = test_ca("client-ca");
-        let (fp, _) = test_ca("front-proxy-ca");
-        let data: BTreeMap<String, String> = [
-            ("client-ca-file", ca.as_str()),
-            ("requestheader-client-ca-file", fp.as_str()),
-            ("requestheader-allowed-names", r#"["front-proxy-client"]"#),
+    /// The ConfigMap's data as kube-apiserver publishes it.
+    pub(crate) fn configmap_data(
+        client_ca: &str,
+        front_proxy_ca: &str,
+        allowed_names: &[&str],
+    ) -> BTreeMap<String, String> {
+        let allowed = serde_json::to_string(allowed_names).expect("json");
+        [
+            ("client-ca-file", client_ca),
+            ("requestheader-client-ca-file", front_proxy_ca),
+            ("requestheader-allowed-names", allowed.as_str()),
             ("requestheader-username-headers", r#"["X-Remote-User"]"#),
             ("requestheader-group-headers", r#"["X-Remote-Group"]"#),
             (
@@ -227,7 +230,14 @@ pub(crate) mod tests {
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+        .collect()
+    }
+
+    #[test]
+    fn parses_the_configmap_and_reports_bad_keys() {
+        let (ca, _) = test_ca("client-ca");
+        let (fp, _) = test_ca("front-proxy-ca");
+        let data = configmap_data(&ca, &fp, &["front-proxy-client"]);
         let (cfg, errors) = AuthnConfig::from_data(&data);
         assert!(errors.is_empty(), "{errors:?}");
         assert!(cfg.client_ca.is_some());

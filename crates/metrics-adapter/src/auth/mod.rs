@@ -210,7 +210,8 @@ impl Auth {
     }
 }
 
-fn is_health(path: &str) -> bool {
+/// Whether `path` is a health endpoint (`/healthz`, `/livez`, `/readyz` or below).
+pub fn is_health(path: &str) -> bool {
     ["/healthz", "/livez", "/readyz"]
         .iter()
         .any(|p| path == *p || path.strip_prefix(p).is_some_and(|r| r.starts_with('/')))
