@@ -237,3 +237,49 @@ subjects:
 
     let _ = std::fs::remove_dir_all(&extra);
 }
+
+/// Bad input over real TLS, as an admin (so every request reaches the handler): each is a
+/// JSON `metav1.Status` with the right code, and the server keeps serving.
+#[test]
+fn bad_input_is_a_clear_status_over_tls() {
+    let c = cluster();
+    let admin = cert_args(&c.state_dir.join("pki"), "admin");
+    let mut args = strs(&admin);
+    args.push("--path-as-is");
+    let gv = "/apis/external.metrics.k8s.io/v1beta1";
+    let huge = format!("{gv}/namespaces/ns/m?labelSelector={}", "a".repeat(20_000));
+    let cases: Vec<(String, u16, &str)> = vec![
+        (format!("{gv}/namespaces/ns/%ff"), 400, "BadRequest"),
+        (format!("{gv}/namespaces/ns/.."), 400, "BadRequest"),
+        (format!("{gv}/namespaces/ns/a%25b"), 400, "BadRequest"),
+        (format!("{gv}/namespaces/Bad_NS/m"), 400, "BadRequest"),
+        (
+            format!("{gv}/namespaces/ns/m?labelSelector=a%20in%20("),
+            400,
+            "BadRequest",
+        ),
+        (
+            format!("{gv}/namespaces/ns/m?labelSelector=%ff"),
+            400,
+            "BadRequest",
+        ),
+        (huge, 400, "BadRequest"),
+        (
+            format!(
+                "{gv}/namespaces/no-such-namespace/m?labelSelector=scaledobject.keda.sh%2Fname%3Dx"
+            ),
+            404,
+            "NotFound",
+        ),
+        (format!("{gv}/namespaces/ns/m"), 400, "BadRequest"),
+        ("/no/such/path".to_string(), 404, "NotFound"),
+    ];
+    for (path, code, reason) in &cases {
+        let shown = &path[..path.len().min(100)];
+        assert_status(&curl(path, &args), *code, reason, shown);
+    }
+    let mut post = args.clone();
+    post.extend(["-X", "POST"]);
+    assert_status(&curl(gv, &post), 405, "MethodNotAllowed", "POST");
+    assert_eq!(curl("/readyz", &[]).0, 200, "still serving");
+}

@@ -195,10 +195,15 @@ pub async fn serve(
                 builder = builder.http1_only();
             }
             // Bounded streams per connection and pending resets (Rapid Reset, CVE-2023-44487).
+            // Headers up to 64 KiB reach the handlers, so an over-long URI gets a Status
+            // (request::MAX_URI_BYTES) rather than a bare 431; beyond that, and beyond
+            // HTTP/1.1's 64 KiB buffer, the protocol layer refuses the request itself.
             builder
                 .http2()
                 .max_concurrent_streams(250)
-                .max_pending_accept_reset_streams(20);
+                .max_pending_accept_reset_streams(20)
+                .max_header_list_size(64 * 1024);
+            builder.http1().max_buf_size(64 * 1024);
             let service = TowerToHyperService::new(app.map_request(
                 move |mut req: axum::http::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(peer_certs.clone());
