@@ -428,6 +428,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn anonymous_can_be_turned_off() {
+        let holder = Arc::new(ConfigHolder::default());
+        holder.set(AuthnConfig::default());
+        let a = Authenticator::new(
+            holder,
+            Arc::new(FakeReviews::default()),
+            false,
+            Telemetry::new(),
+        );
+        let err = a
+            .authenticate(&HeaderMap::new(), None)
+            .await
+            .expect_err("401");
+        assert_eq!(err.code.as_u16(), 401);
+        assert!(
+            err.message.contains("anonymous requests are disabled"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[tokio::test]
     async fn no_credentials_is_anonymous() {
         let (a, _, _) = setup(&[]);
         let got = a
