@@ -4,6 +4,7 @@
 //! and quantity formatting, label selectors, and the desired HPA as a pure function of a
 //! ScaledObject. Nothing here speaks HTTP or writes to a cluster.
 
+pub mod activation;
 pub mod hpa;
 pub mod label_selector;
 pub mod linux_cron;

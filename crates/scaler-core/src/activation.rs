@@ -1,0 +1,810 @@
+//! The activation decision: KEDA's scale executor as a pure function. Given what the
+//! triggers said and the target's replicas, what the activator must do this poll.
+//!
+//! The activator carries the decision out (GET and update of `/scale`, status writes);
+//! nothing here touches a cluster or a clock.
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+/// How the ScaledObject is paused, from its annotations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pause {
+    /// Not paused.
+    No,
+    /// `autoscaling.keda.sh/paused: "true"`: freeze at the current count.
+    Freeze,
+    /// `autoscaling.keda.sh/paused-replicas: N`: hold N.
+    Replicas(i32),
+}
+
+/// `autoscaling.keda.sh/paused`.
+pub const PAUSED: &str = "autoscaling.keda.sh/paused";
+/// `autoscaling.keda.sh/paused-replicas`.
+pub const PAUSED_REPLICAS: &str = "autoscaling.keda.sh/paused-replicas";
+/// `autoscaling.keda.sh/paused-scale-in`.
+pub const PAUSED_SCALE_IN: &str = "autoscaling.keda.sh/paused-scale-in";
+/// `autoscaling.keda.sh/paused-scale-out`.
+pub const PAUSED_SCALE_OUT: &str = "autoscaling.keda.sh/paused-scale-out";
+/// `autoscaling.keda.sh/force-activation`.
+pub const FORCE_ACTIVATION: &str = "autoscaling.keda.sh/force-activation";
+
+/// Go's `strconv.ParseBool`.
+fn go_bool(v: &str) -> Option<bool> {
+    match v {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// A boolean annotation as KEDA reads it: absent is false, and a present value that is
+/// not a valid boolean counts as true.
+pub fn annotation_flag(
+    annotations: &std::collections::BTreeMap<String, String>,
+    key: &str,
+) -> bool {
+    annotations
+        .get(key)
+        .is_some_and(|v| go_bool(v).unwrap_or(true))
+}
+
+/// The pause state from the annotations; `paused-replicas` must be an int32.
+pub fn pause_of(annotations: &std::collections::BTreeMap<String, String>) -> Result<Pause, String> {
+    if let Some(v) = annotations.get(PAUSED_REPLICAS) {
+        return v.trim().parse::<i32>().map(Pause::Replicas).map_err(|_| {
+            format!("annotation {PAUSED_REPLICAS} value {v:?} is not a valid int32 replica count")
+        });
+    }
+    Ok(if annotation_flag(annotations, PAUSED) {
+        Pause::Freeze
+    } else {
+        Pause::No
+    })
+}
+
+/// Everything the decision depends on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Input {
+    /// Pause annotations.
+    pub pause: Pause,
+    /// `paused-scale-in` annotation.
+    pub paused_scale_in: bool,
+    /// `paused-scale-out` annotation.
+    pub paused_scale_out: bool,
+    /// `force-activation` annotation: treated as active.
+    pub force_activation: bool,
+    /// Any trigger (or its fallback) active.
+    pub is_active: bool,
+    /// Any trigger errored.
+    pub is_error: bool,
+    /// A fallback with non-zero replicas is configured.
+    pub fallback: bool,
+    /// The target's current `spec.replicas`.
+    pub current: i32,
+    /// `minReplicaCount` (unset = 0).
+    pub min: i32,
+    /// `idleReplicaCount`, when set.
+    pub idle: Option<i32>,
+    /// `status.lastActiveTime`.
+    pub last_active: Option<DateTime<Utc>>,
+    /// The ScaledObject's creation time.
+    pub created: DateTime<Utc>,
+    /// `cooldownPeriod`, seconds (default 300).
+    pub cooldown_seconds: i64,
+    /// `initialCooldownPeriod`, seconds (default 0).
+    pub initial_cooldown_seconds: i64,
+    /// Now.
+    pub now: DateTime<Utc>,
+}
+
+/// Why the triggers leave the ScaledObject not Ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadyProblem {
+    /// Active, but some trigger errored: Ready Unknown `PartialTriggerError`.
+    PartialTriggerError,
+    /// Inactive because of errors and no fallback: Ready False `TriggerError`.
+    TriggerError,
+}
+
+/// What to do this poll.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Set the target's `/scale` to this many replicas.
+    pub scale_to: Option<i32>,
+    /// Set `status.lastActiveTime` to now.
+    pub touch_last_active: bool,
+    /// The HPA must not exist (paused).
+    pub delete_hpa: bool,
+    /// Paused condition True.
+    pub paused: bool,
+    /// Active condition False with reason `ScalerCooldown` (waiting to scale in).
+    pub cooling_down: bool,
+    /// A Ready problem to report.
+    pub ready_problem: Option<ReadyProblem>,
+    /// One line saying why, for logs and events.
+    pub reason: &'static str,
+}
+
+impl Decision {
+    fn none(reason: &'static str) -> Self {
+        Self {
+            scale_to: None,
+            touch_last_active: false,
+            delete_hpa: false,
+            paused: false,
+            cooling_down: false,
+            ready_problem: None,
+            reason,
+        }
+    }
+}
+
+/// Whether the cooldown before scaling in has passed.
+fn cooldown_over(i: &Input) -> bool {
+    match i.last_active {
+        None => i.created + TimeDelta::seconds(i.initial_cooldown_seconds) < i.now,
+        Some(last) => last + TimeDelta::seconds(i.cooldown_seconds) < i.now,
+    }
+}
+
+/// KEDA's executor, step for step (see `docs/compatibility.md`).
+pub fn decide(i: &Input) -> Decision {
+    match i.pause {
+        Pause::Replicas(n) => {
+            return Decision {
+                scale_to: (i.current != n).then_some(n),
+                delete_hpa: true,
+                paused: true,
+                ..Decision::none("paused at paused-replicas")
+            }
+        }
+        Pause::Freeze => {
+            return Decision {
+                delete_hpa: true,
+                paused: true,
+                ..Decision::none("paused at the current replica count")
+            }
+        }
+        Pause::No => {}
+    }
+    if i.is_active || i.force_activation {
+        if (i.idle.is_some() && i.current < i.min) || i.current == 0 {
+            return Decision {
+                scale_to: (!i.paused_scale_out).then_some(i.min.max(1)),
+                touch_last_active: true,
+                ..Decision::none(if i.paused_scale_out {
+                    "active, but scale-out is paused"
+                } else {
+                    "active: scaling from zero or idle"
+                })
+            };
+        }
+        if i.is_error {
+            return Decision {
+                ready_problem: Some(ReadyProblem::PartialTriggerError),
+                ..Decision::none("active, with some triggers failing")
+            };
+        }
+        return Decision {
+            touch_last_active: true,
+            ..Decision::none("active: the HPA scales")
+        };
+    }
+    if i.is_error {
+        return if i.fallback {
+            Decision::none("triggers failing: the HPA applies the fallback")
+        } else {
+            Decision {
+                ready_problem: Some(ReadyProblem::TriggerError),
+                ..Decision::none("triggers failing and no fallback: not scaling")
+            }
+        };
+    }
+    let above_idle = i.idle.is_some_and(|idle| i.current > idle);
+    let rest = i.idle.unwrap_or(0);
+    // `rest == current` only with idle ≥ min, which validation rejects; nothing to move.
+    if (above_idle || (i.current > 0 && i.min == 0)) && rest != i.current {
+        if i.paused_scale_in {
+            return Decision::none("inactive, but scale-in is paused");
+        }
+        if cooldown_over(i) {
+            return Decision {
+                scale_to: Some(rest),
+                ..Decision::none("inactive and cooled down: scaling to idle or zero")
+            };
+        }
+        return Decision {
+            cooling_down: true,
+            ..Decision::none("inactive: waiting for the cooldown")
+        };
+    }
+    if i.idle.is_none() && i.current < i.min {
+        return Decision {
+            scale_to: Some(i.min),
+            ..Decision::none("below minReplicaCount: scaling to it")
+        };
+    }
+    Decision::none("inactive: nothing to do")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + s, 0).expect("time")
+    }
+
+    /// An inactive, healthy ScaledObject at 1 replica, min 0, created long ago.
+    fn base() -> Input {
+        Input {
+            pause: Pause::No,
+            paused_scale_in: false,
+            paused_scale_out: false,
+            force_activation: false,
+            is_active: false,
+            is_error: false,
+            fallback: false,
+            current: 1,
+            min: 0,
+            idle: None,
+            last_active: None,
+            created: t(0),
+            cooldown_seconds: 300,
+            initial_cooldown_seconds: 0,
+            now: t(1000),
+        }
+    }
+
+    /// (what, input, scale_to, touch, delete_hpa, cooling_down, ready_problem)
+    type Row = (
+        &'static str,
+        Input,
+        Option<i32>,
+        bool,
+        bool,
+        bool,
+        Option<ReadyProblem>,
+    );
+
+    fn rows() -> Vec<Row> {
+        use ReadyProblem::*;
+        let b = base;
+        vec![
+            // Pause.
+            (
+                "paused-replicas moves to N",
+                Input {
+                    pause: Pause::Replicas(3),
+                    ..b()
+                },
+                Some(3),
+                false,
+                true,
+                false,
+                None,
+            ),
+            (
+                "paused-replicas already at N",
+                Input {
+                    pause: Pause::Replicas(1),
+                    ..b()
+                },
+                None,
+                false,
+                true,
+                false,
+                None,
+            ),
+            (
+                "paused-replicas 0 even when active",
+                Input {
+                    pause: Pause::Replicas(0),
+                    is_active: true,
+                    ..b()
+                },
+                Some(0),
+                false,
+                true,
+                false,
+                None,
+            ),
+            (
+                "paused freezes",
+                Input {
+                    pause: Pause::Freeze,
+                    is_active: true,
+                    current: 0,
+                    ..b()
+                },
+                None,
+                false,
+                true,
+                false,
+                None,
+            ),
+            // Active.
+            (
+                "active from zero to 1",
+                Input {
+                    is_active: true,
+                    current: 0,
+                    ..b()
+                },
+                Some(1),
+                true,
+                false,
+                false,
+                None,
+            ),
+            (
+                "active from zero to min",
+                Input {
+                    is_active: true,
+                    current: 0,
+                    min: 3,
+                    ..b()
+                },
+                Some(3),
+                true,
+                false,
+                false,
+                None,
+            ),
+            (
+                "active from idle to min",
+                Input {
+                    is_active: true,
+                    current: 1,
+                    min: 3,
+                    idle: Some(1),
+                    ..b()
+                },
+                Some(3),
+                true,
+                false,
+                false,
+                None,
+            ),
+            (
+                "active below min without idle: the HPA's job",
+                Input {
+                    is_active: true,
+                    current: 1,
+                    min: 3,
+                    ..b()
+                },
+                None,
+                true,
+                false,
+                false,
+                None,
+            ),
+            (
+                "active from zero with scale-out paused",
+                Input {
+                    is_active: true,
+                    current: 0,
+                    paused_scale_out: true,
+                    ..b()
+                },
+                None,
+                true,
+                false,
+                false,
+                None,
+            ),
+            (
+                "active from zero with errors still activates",
+                Input {
+                    is_active: true,
+                    is_error: true,
+                    current: 0,
+                    ..b()
+                },
+                Some(1),
+                true,
+                false,
+                false,
+                None,
+            ),
+            (
+                "active with errors",
+                Input {
+                    is_active: true,
+                    is_error: true,
+                    current: 2,
+                    ..b()
+                },
+                None,
+                false,
+                false,
+                false,
+                Some(PartialTriggerError),
+            ),
+            (
+                "active and running",
+                Input {
+                    is_active: true,
+                    current: 2,
+                    ..b()
+                },
+                None,
+                true,
+                false,
+                false,
+                None,
+            ),
+            (
+                "forced activation",
+                Input {
+                    force_activation: true,
+                    current: 0,
+                    ..b()
+                },
+                Some(1),
+                true,
+                false,
+                false,
+                None,
+            ),
+            // Inactive with errors: never to zero.
+            (
+                "errors with fallback: the HPA's fallback",
+                Input {
+                    is_error: true,
+                    fallback: true,
+                    current: 2,
+                    ..b()
+                },
+                None,
+                false,
+                false,
+                false,
+                None,
+            ),
+            (
+                "errors without fallback",
+                Input {
+                    is_error: true,
+                    current: 2,
+                    ..b()
+                },
+                None,
+                false,
+                false,
+                false,
+                Some(TriggerError),
+            ),
+            (
+                "errors without fallback, cooled down",
+                Input {
+                    is_error: true,
+                    current: 2,
+                    last_active: Some(t(0)),
+                    ..b()
+                },
+                None,
+                false,
+                false,
+                false,
+                Some(TriggerError),
+            ),
+            // Inactive, scaling in.
+            (
+                "never active, created long ago: to zero",
+                b(),
+                Some(0),
+                false,
+                false,
+                false,
+                None,
+            ),
+            (
+                "never active, inside initialCooldownPeriod",
+                Input {
+                    initial_cooldown_seconds: 2000,
+                    ..b()
+                },
+                None,
+                false,
+                false,
+                true,
+                None,
+            ),
+            (
+                "never active, initialCooldownPeriod just over",
+                Input {
+                    initial_cooldown_seconds: 999,
+                    ..b()
+                },
+                Some(0),
+                false,
+                false,
+                false,
+                None,
+            ),
+            (
+                "never active, initialCooldownPeriod exactly now",
+                Input {
+                    initial_cooldown_seconds: 1000,
+                    ..b()
+                },
+                None,
+                false,
+                false,
+                true,
+                None,
+            ),
+            (
+                "active recently: cooldown",
+                Input {
+                    last_active: Some(t(800)),
+                    ..b()
+                },
+                None,
+                false,
+                false,
+                true,
+                None,
+            ),
+            (
+                "cooldown exactly now",
+                Input {
+                    last_active: Some(t(700)),
+                    ..b()
+                },
+                None,
+                false,
+                false,
+                true,
+                None,
+            ),
+            (
+                "cooldown over",
+                Input {
+                    last_active: Some(t(699)),
+                    ..b()
+                },
+                Some(0),
+                false,
+                false,
+                false,
+                None,
+            ),
+            (
+                "cooldownPeriod 0",
+                Input {
+                    last_active: Some(t(999)),
+                    cooldown_seconds: 0,
+                    ..b()
+                },
+                Some(0),
+                false,
+                false,
+                false,
+                None,
+            ),
+            (
+                "above idle, cooled down: to idle",
+                Input {
+                    idle: Some(1),
+                    min: 2,
+                    current: 4,
+                    last_active: Some(t(0)),
+                    ..b()
+                },
+                Some(1),
+                false,
+                false,
+                false,
+                None,
+            ),
+            (
+                "above idle, cooling",
+                Input {
+                    idle: Some(1),
+                    min: 2,
+                    current: 4,
+                    last_active: Some(t(900)),
+                    ..b()
+                },
+                None,
+                false,
+                false,
+                true,
+                None,
+            ),
+            (
+                "scale-in paused",
+                Input {
+                    paused_scale_in: true,
+                    last_active: Some(t(0)),
+                    ..b()
+                },
+                None,
+                false,
+                false,
+                false,
+                None,
+            ),
+            // Inactive, resting.
+            (
+                "at zero",
+                Input { current: 0, ..b() },
+                None,
+                false,
+                false,
+                false,
+                None,
+            ),
+            (
+                "at idle",
+                Input {
+                    idle: Some(0),
+                    min: 2,
+                    current: 0,
+                    ..b()
+                },
+                None,
+                false,
+                false,
+                false,
+                None,
+            ),
+            (
+                "min > 0 and at min: the HPA holds",
+                Input {
+                    min: 2,
+                    current: 2,
+                    ..b()
+                },
+                None,
+                false,
+                false,
+                false,
+                None,
+            ),
+            (
+                "below min without idle: to min",
+                Input {
+                    min: 2,
+                    current: 0,
+                    ..b()
+                },
+                Some(2),
+                false,
+                false,
+                false,
+                None,
+            ),
+            (
+                "below min with idle at idle: stay",
+                Input {
+                    min: 2,
+                    idle: Some(0),
+                    current: 0,
+                    ..b()
+                },
+                None,
+                false,
+                false,
+                false,
+                None,
+            ),
+        ]
+    }
+
+    #[test]
+    fn annotations_read_as_keda_reads_them() {
+        let a = |pairs: &[(&str, &str)]| -> std::collections::BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(pause_of(&a(&[])), Ok(Pause::No));
+        assert_eq!(pause_of(&a(&[(PAUSED, "true")])), Ok(Pause::Freeze));
+        assert_eq!(pause_of(&a(&[(PAUSED, "false")])), Ok(Pause::No));
+        assert_eq!(
+            pause_of(&a(&[(PAUSED, "yes please")])),
+            Ok(Pause::Freeze),
+            "not a bool: true"
+        );
+        assert_eq!(
+            pause_of(&a(&[(PAUSED, "false"), (PAUSED_REPLICAS, "0")])),
+            Ok(Pause::Replicas(0))
+        );
+        assert!(pause_of(&a(&[(PAUSED_REPLICAS, "three")]))
+            .is_err_and(|e| e.contains("\"three\" is not a valid int32")));
+        assert!(annotation_flag(
+            &a(&[(FORCE_ACTIVATION, "T")]),
+            FORCE_ACTIVATION
+        ));
+        assert!(!annotation_flag(
+            &a(&[(FORCE_ACTIVATION, "0")]),
+            FORCE_ACTIVATION
+        ));
+        assert!(!annotation_flag(&a(&[]), PAUSED_SCALE_IN));
+    }
+
+    #[test]
+    fn the_executor_table() {
+        for (what, input, scale_to, touch, delete_hpa, cooling, problem) in rows() {
+            let d = decide(&input);
+            assert_eq!(
+                (
+                    d.scale_to,
+                    d.touch_last_active,
+                    d.delete_hpa,
+                    d.cooling_down,
+                    d.ready_problem
+                ),
+                (scale_to, touch, delete_hpa, cooling, problem),
+                "{what}: {d:?}"
+            );
+            assert_eq!(d.paused, delete_hpa, "{what}");
+        }
+    }
+
+    /// Over every combination of the inputs that steer the decision: errors never scale to
+    /// zero, paused scale-in never scales down, paused scale-out never scales up, and a
+    /// decision never leaves the valid range.
+    #[test]
+    fn invariants_over_all_combinations() {
+        let bools = [false, true];
+        let mut seen = 0;
+        for active in bools {
+            for error in bools {
+                for fallback in bools {
+                    for scale_in in bools {
+                        for scale_out in bools {
+                            for idle in [None, Some(0), Some(1)] {
+                                for min in [0, 1, 3] {
+                                    for current in [0, 1, 2, 5] {
+                                        for last in [None, Some(t(0)), Some(t(990))] {
+                                            let i = Input {
+                                                is_active: active,
+                                                is_error: error,
+                                                fallback,
+                                                paused_scale_in: scale_in,
+                                                paused_scale_out: scale_out,
+                                                idle,
+                                                min,
+                                                current,
+                                                last_active: last,
+                                                ..base()
+                                            };
+                                            let d = decide(&i);
+                                            seen += 1;
+                                            if let Some(n) = d.scale_to {
+                                                assert!(n >= 0, "{i:?} {d:?}");
+                                                if error && !active {
+                                                    panic!("errors scaled: {i:?} {d:?}");
+                                                }
+                                                if scale_in {
+                                                    assert!(n >= current, "{i:?} {d:?}");
+                                                }
+                                                if scale_out {
+                                                    assert!(
+                                                        n <= current || n == min,
+                                                        "{i:?} {d:?}"
+                                                    );
+                                                }
+                                                assert_ne!(n, current, "no-op scale: {i:?}");
+                                            }
+                                            if !active {
+                                                assert!(!d.touch_last_active, "{i:?}");
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(seen, 2 * 2 * 2 * 2 * 2 * 3 * 3 * 4 * 3);
+    }
+}
