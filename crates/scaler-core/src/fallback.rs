@@ -1,0 +1,176 @@
+//! Fallback: failure counting per metric, the replica count each behaviour falls back to,
+//! and the metric value that makes the HPA choose that count.
+
+use std::str::FromStr;
+
+use crate::scaled_object::{Fallback, HealthStatus};
+use crate::scalers::MetricTargetType;
+
+/// `fallback.behavior`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behavior {
+    /// `static` (default): `fallback.replicas`.
+    Static,
+    /// `currentReplicas`: keep the current count.
+    CurrentReplicas,
+    /// `currentReplicasIfHigher`: max(current, fallback.replicas).
+    CurrentReplicasIfHigher,
+    /// `currentReplicasIfLower`: min(current, fallback.replicas).
+    CurrentReplicasIfLower,
+    /// `scalingModifiers`: the composite metric falls back to `fallback.replicas` (as static).
+    ScalingModifiers,
+}
+
+const BEHAVIORS: [&str; 5] = [
+    "static",
+    "currentReplicas",
+    "currentReplicasIfHigher",
+    "currentReplicasIfLower",
+    "scalingModifiers",
+];
+
+impl FromStr for Behavior {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "" | "static" => Self::Static,
+            "currentReplicas" => Self::CurrentReplicas,
+            "currentReplicasIfHigher" => Self::CurrentReplicasIfHigher,
+            "currentReplicasIfLower" => Self::CurrentReplicasIfLower,
+            "scalingModifiers" => Self::ScalingModifiers,
+            other => {
+                return Err(format!(
+                    "spec.fallback.behavior: value {other:?} must be one of {BEHAVIORS:?}"
+                ))
+            }
+        })
+    }
+}
+
+/// Status `Happy`.
+pub const HAPPY: &str = "Happy";
+/// Status `Failing`.
+pub const FAILING: &str = "Failing";
+
+/// Count one outcome (a poll or an HPA read) into a metric's health: success resets to 0
+/// and `Happy`, failure adds one and marks `Failing`.
+pub fn record(health: &HealthStatus, ok: bool) -> HealthStatus {
+    if ok {
+        HealthStatus {
+            number_of_failures: Some(0),
+            status: Some(HAPPY.into()),
+        }
+    } else {
+        HealthStatus {
+            number_of_failures: Some(health.number_of_failures.unwrap_or(0).saturating_add(1)),
+            status: Some(FAILING.into()),
+        }
+    }
+}
+
+/// Whether `health` has crossed `fallback`'s threshold (strictly more failures).
+pub fn falling_back(fallback: &Fallback, health: &HealthStatus) -> bool {
+    health.number_of_failures.unwrap_or(0) > fallback.failure_threshold
+}
+
+/// The replica count to fall back to.
+pub fn replicas(fallback: &Fallback, behavior: Behavior, current: i32) -> i32 {
+    match behavior {
+        Behavior::Static | Behavior::ScalingModifiers => fallback.replicas,
+        Behavior::CurrentReplicas => current,
+        Behavior::CurrentReplicasIfHigher => current.max(fallback.replicas),
+        Behavior::CurrentReplicasIfLower => current.min(fallback.replicas),
+    }
+}
+
+/// The metric value that makes the HPA choose `replicas`: `target × replicas` for an
+/// AverageValue target (the HPA divides by the target); for a Value target the HPA scales
+/// the current ready pods by value/target, so the value is divided by them (at least 1).
+pub fn value(target: f64, metric_type: MetricTargetType, replicas: i32, ready_pods: i32) -> f64 {
+    let v = target * f64::from(replicas);
+    match metric_type {
+        MetricTargetType::AverageValue => v,
+        MetricTargetType::Value => v / f64::from(ready_pods.max(1)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fb(threshold: i32, replicas: i32) -> Fallback {
+        Fallback {
+            failure_threshold: threshold,
+            replicas,
+            behavior: None,
+        }
+    }
+
+    #[test]
+    fn behaviours_and_their_errors() {
+        let cases = [
+            ("", Behavior::Static, 5),
+            ("static", Behavior::Static, 5),
+            ("currentReplicas", Behavior::CurrentReplicas, 3),
+            (
+                "currentReplicasIfHigher",
+                Behavior::CurrentReplicasIfHigher,
+                5,
+            ),
+            (
+                "currentReplicasIfLower",
+                Behavior::CurrentReplicasIfLower,
+                3,
+            ),
+            ("scalingModifiers", Behavior::ScalingModifiers, 5),
+        ];
+        for (text, behavior, want) in cases {
+            assert_eq!(text.parse::<Behavior>(), Ok(behavior), "{text}");
+            assert_eq!(replicas(&fb(3, 5), behavior, 3), want, "{text} at 3");
+        }
+        assert_eq!(replicas(&fb(3, 5), Behavior::CurrentReplicasIfHigher, 8), 8);
+        assert_eq!(replicas(&fb(3, 5), Behavior::CurrentReplicasIfLower, 8), 5);
+        let err = "Static".parse::<Behavior>().expect_err("case matters");
+        assert!(
+            err.starts_with("spec.fallback.behavior: value \"Static\" must be one of"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn failures_count_up_and_reset_and_the_threshold_is_strict() {
+        let f = fb(2, 4);
+        let mut h = HealthStatus::default();
+        let mut seen = Vec::new();
+        for ok in [false, false, false, true, false] {
+            h = record(&h, ok);
+            seen.push((h.number_of_failures, falling_back(&f, &h)));
+        }
+        assert_eq!(
+            seen,
+            [
+                (Some(1), false),
+                (Some(2), false),
+                (Some(3), true),
+                (Some(0), false),
+                (Some(1), false)
+            ]
+        );
+        assert_eq!(h.status.as_deref(), Some(FAILING));
+        assert_eq!(record(&h, true).status.as_deref(), Some(HAPPY));
+    }
+
+    #[test]
+    fn values_make_the_hpa_choose_the_replicas() {
+        // AverageValue: ceil(value / target) = replicas.
+        assert_eq!(value(5.0, MetricTargetType::AverageValue, 4, 7), 20.0);
+        // Value: ceil(ready × value / target) = replicas.
+        assert_eq!(value(5.0, MetricTargetType::Value, 4, 2), 10.0);
+        assert_eq!(
+            value(5.0, MetricTargetType::Value, 4, 0),
+            20.0,
+            "no ready pods: as 1"
+        );
+    }
+}
