@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Shell helpers shared by e2e/cluster.sh and e2e/sources.sh. Sourced, not executed.
+# The sourcing script sets LOG_TAG, LOGS and PIDS first.
+
+log() { printf '[%s] %s\n' "$LOG_TAG" "$*" >&2; }
+die() {
+  printf '[%s] ERROR: %s\n' "$LOG_TAG" "$*" >&2
+  exit 1
+}
+
+as_root() {
+  if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi
+}
+
+# --- packages ---------------------------------------------------------------------------
+
+APT_UPDATED=0
+apt_update_once() {
+  if [[ $APT_UPDATED -eq 0 ]]; then
+    log "apt-get update"
+    as_root apt-get update -qq >/dev/null || die "apt-get update failed"
+    APT_UPDATED=1
+  fi
+}
+
+# ensure_pkg COMMAND PACKAGE: install PACKAGE from Debian when COMMAND is missing.
+ensure_pkg() {
+  local cmd=$1 pkg=$2
+  if ! command -v "$cmd" >/dev/null 2>&1 && [[ ! -x "$cmd" ]]; then
+    apt_update_once
+    log "installing $pkg (for $cmd)"
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$pkg" >/dev/null ||
+      die "apt-get install $pkg failed"
+  fi
+}
+
+# --- processes ---------------------------------------------------------------------------
+
+# running NAME: true when the process recorded in NAME's PID file is alive and is ours.
+running() {
+  local pidfile=$PIDS/$1.pid pid
+  [[ -s $pidfile ]] || return 1
+  pid=$(cat "$pidfile")
+  kill -0 "$pid" 2>/dev/null || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$(cat "$PIDS/$1.cmd" 2>/dev/null || echo "$1")"
+}
+
+# start_bg NAME BINARY ARGS...: start in the background with its log in $LOGS/NAME.log.
+start_bg() {
+  local name=$1
+  shift
+  mkdir -p "$LOGS" "$PIDS"
+  log "starting $name (log: $LOGS/$name.log)"
+  nohup "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
+  echo $! >"$PIDS/$name.pid"
+  basename "$1" >"$PIDS/$name.cmd"
+}
+
+stop_one() {
+  local name=$1 pidfile=$PIDS/$1.pid pid i
+  if running "$name"; then
+    pid=$(cat "$pidfile")
+    log "stopping $name (pid $pid)"
+    kill "$pid" 2>/dev/null || true
+    for i in $(seq 1 50); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$pidfile" "$PIDS/$name.cmd"
+}
+
+# port_free PORT: nothing listens on 127.0.0.1:PORT.
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# wait_for NAME SECONDS COMMAND...: poll COMMAND until it succeeds or fail naming NAME.
+wait_for() {
+  local name=$1 secs=$2 i
+  shift 2
+  for ((i = 0; i < secs * 5; i++)); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    if [[ -f $PIDS/$name.pid ]] && ! running "$name"; then
+      die "$name exited during start-up; read $LOGS/$name.log"
+    fi
+    sleep 0.2
+  done
+  die "$name did not come up within ${secs}s; read $LOGS/$name.log"
+}
+
