@@ -154,6 +154,7 @@ mod tests {
         CronScaler::new(TriggerContext {
             index,
             trigger: &trigger(pairs),
+            auth: &crate::scalers::AuthParams::new(),
         })
     }
 

@@ -4,6 +4,7 @@
 //! querying it never looks at the raw strings again.
 
 pub mod cron;
+pub mod prometheus;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -137,6 +138,9 @@ pub trait Scaler: Send + Sync + fmt::Debug {
     async fn sample(&self) -> Result<Sample, ScalerError>;
 }
 
+/// Authentication parameters resolved from a trigger's TriggerAuthentication.
+pub type AuthParams = BTreeMap<String, String>;
+
 /// What a scaler is built from.
 #[derive(Debug, Clone, Copy)]
 pub struct TriggerContext<'a> {
@@ -144,6 +148,8 @@ pub struct TriggerContext<'a> {
     pub index: usize,
     /// The trigger.
     pub trigger: &'a ScaleTriggers,
+    /// Its resolved authentication parameters (empty without `authenticationRef`).
+    pub auth: &'a AuthParams,
 }
 
 impl TriggerContext<'_> {
@@ -176,6 +182,14 @@ impl TriggerContext<'_> {
             .ok_or_else(|| ScalerError::MissingParameter(key.to_string()))
     }
 
+    /// The trimmed value of an authentication parameter; empty counts as absent.
+    pub fn auth_param(&self, key: &str) -> Option<&str> {
+        self.auth
+            .get(key)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+    }
+
     /// All metadata, for scalers that forward unknown keys.
     pub fn metadata(&self) -> &BTreeMap<String, String> {
         &self.trigger.metadata
@@ -186,6 +200,7 @@ impl TriggerContext<'_> {
 pub fn build_scaler(ctx: TriggerContext<'_>) -> Result<Box<dyn Scaler>, ScalerError> {
     match ctx.trigger.type_.as_str() {
         "cron" => Ok(Box::new(cron::CronScaler::new(ctx)?)),
+        "prometheus" => Ok(Box::new(prometheus::PrometheusScaler::new(ctx)?)),
         other => Err(ScalerError::UnsupportedTrigger(other.to_string())),
     }
 }
@@ -193,12 +208,18 @@ pub fn build_scaler(ctx: TriggerContext<'_>) -> Result<Box<dyn Scaler>, ScalerEr
 /// Build every trigger's scaler, each result kept apart so one bad trigger does not hide
 /// the others.
 pub fn build_scalers(so: &ScaledObject) -> Vec<Result<Box<dyn Scaler>, TriggerError>> {
+    let no_auth = AuthParams::new();
     so.spec
         .triggers
         .iter()
         .enumerate()
         .map(|(index, trigger)| {
-            build_scaler(TriggerContext { index, trigger }).map_err(|source| TriggerError {
+            build_scaler(TriggerContext {
+                index,
+                trigger,
+                auth: &no_auth,
+            })
+            .map_err(|source| TriggerError {
                 index,
                 trigger_type: trigger.type_.clone(),
                 source,
@@ -243,6 +264,7 @@ mod tests {
             TriggerContext {
                 index: 0,
                 trigger: t,
+                auth: &AuthParams::new(),
             }
             .target_type()
         };

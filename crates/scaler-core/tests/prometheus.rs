@@ -1,0 +1,207 @@
+//! The prometheus scaler against real Prometheus servers started by `e2e/sources.sh`
+//! (Debian's prometheus 2.42 on loopback: one plain, one behind basic auth).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use scaler_core::scaled_object::ScaleTriggers;
+use scaler_core::scalers::prometheus::PrometheusScaler;
+use scaler_core::scalers::{AuthParams, Scaler, TriggerContext};
+
+struct Servers {
+    plain: String,
+    auth: String,
+    user: String,
+    password: String,
+}
+
+fn servers() -> &'static Servers {
+    static S: OnceLock<Servers> = OnceLock::new();
+    S.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../e2e/sources.sh");
+        let up = Command::new("bash")
+            .arg(&script)
+            .args(["up", "prometheus"])
+            .status()
+            .expect("e2e/sources.sh runs");
+        assert!(
+            up.success(),
+            "e2e/sources.sh up prometheus failed; see above"
+        );
+        let out = Command::new("bash")
+            .arg(&script)
+            .arg("env")
+            .output()
+            .expect("env");
+        let env: BTreeMap<String, String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.strip_prefix("export ")?.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let get = |k: &str| {
+            env.get(k)
+                .cloned()
+                .unwrap_or_else(|| panic!("sources.sh env printed no {k}"))
+        };
+        Servers {
+            plain: get("EVENTSCALE_PROMETHEUS_URL"),
+            auth: get("EVENTSCALE_PROMETHEUS_AUTH_URL"),
+            user: get("EVENTSCALE_PROMETHEUS_USER"),
+            password: get("EVENTSCALE_PROMETHEUS_PASSWORD"),
+        }
+    })
+}
+
+fn scaler(meta: &[(&str, &str)], auth: &[(&str, &str)]) -> PrometheusScaler {
+    let trigger = ScaleTriggers {
+        type_: "prometheus".into(),
+        metadata: meta
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..Default::default()
+    };
+    let auth: AuthParams = auth
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    PrometheusScaler::new(TriggerContext {
+        index: 0,
+        trigger: &trigger,
+        auth: &auth,
+    })
+    .expect("valid trigger")
+}
+
+fn plain(query: &str, extra: &[(&str, &str)]) -> PrometheusScaler {
+    let s = servers();
+    let mut meta = vec![
+        ("serverAddress", s.plain.as_str()),
+        ("query", query),
+        ("threshold", "10"),
+    ];
+    meta.extend_from_slice(extra);
+    scaler(&meta, &[])
+}
+
+#[tokio::test]
+async fn values_activation_and_keda_edge_cases() {
+    let v = plain("vector(42)", &[]).sample().await.expect("value");
+    assert_eq!((v.value, v.active), (42.0, true));
+    let v = plain("vector(42)", &[("activationThreshold", "42")])
+        .sample()
+        .await
+        .expect("value");
+    assert_eq!(
+        (v.value, v.active),
+        (42.0, false),
+        "activation is strictly greater"
+    );
+    let v = plain("vector(0.25)", &[]).sample().await.expect("value");
+    assert_eq!((v.value, v.active), (0.25, true));
+
+    // Empty result: 0 by default, an error with ignoreNullValues=false.
+    let v = plain("vector(1) > 5", &[])
+        .sample()
+        .await
+        .expect("empty is 0");
+    assert_eq!((v.value, v.active), (0.0, false));
+    let e = plain("vector(1) > 5", &[("ignoreNullValues", "false")])
+        .sample()
+        .await
+        .expect_err("strict");
+    assert!(
+        e.to_string()
+            .contains("target may be lost, the result is empty"),
+        "{e}"
+    );
+
+    // NaN: 0, or an error.
+    let v = plain("vector(0) / 0", &[])
+        .sample()
+        .await
+        .expect("NaN is 0");
+    assert_eq!(v.value, 0.0);
+    assert!(plain("vector(0) / 0", &[("ignoreNullValues", "false")])
+        .sample()
+        .await
+        .is_err());
+
+    // Several series.
+    let two = r#"label_replace(vector(1), "a", "x", "", "") or label_replace(vector(2), "a", "y", "", "")"#;
+    let e = plain(two, &[]).sample().await.expect_err("two elements");
+    assert!(e.to_string().contains("returned multiple elements"), "{e}");
+
+    // A query Prometheus rejects: its status code in the error.
+    let e = plain("sum(", &[]).sample().await.expect_err("bad PromQL");
+    assert!(
+        e.to_string()
+            .starts_with("prometheus query api returned error. status: 400"),
+        "{e}"
+    );
+
+    // Extra parameters and headers reach the server without disturbing the query.
+    let v = plain(
+        "vector(7)",
+        &[
+            ("queryParameters", "stats=all"),
+            ("customHeaders", "X-Scope-OrgID=tenant"),
+        ],
+    )
+    .sample()
+    .await
+    .expect("value");
+    assert_eq!(v.value, 7.0);
+}
+
+#[tokio::test]
+async fn basic_auth_and_unreachable_servers() {
+    let s = servers();
+    let meta = [
+        ("serverAddress", s.auth.as_str()),
+        ("query", "vector(3)"),
+        ("threshold", "1"),
+    ];
+    let good = [
+        ("authModes", "basic"),
+        ("username", s.user.as_str()),
+        ("password", s.password.as_str()),
+    ];
+    let v = scaler(&meta, &good).sample().await.expect("authenticated");
+    assert_eq!(v.value, 3.0);
+    let wrong = [
+        ("authModes", "basic"),
+        ("username", s.user.as_str()),
+        ("password", "wrong"),
+    ];
+    let e = scaler(&meta, &wrong).sample().await.expect_err("401");
+    assert!(e.to_string().contains("status: 401"), "{e}");
+    let e = scaler(&meta, &[])
+        .sample()
+        .await
+        .expect_err("no credentials");
+    assert!(e.to_string().contains("status: 401"), "{e}");
+
+    // Nothing listens on port 1: a connection error naming the server, quickly.
+    let started = std::time::Instant::now();
+    let e = scaler(
+        &[
+            ("serverAddress", "http://127.0.0.1:1"),
+            ("query", "up"),
+            ("threshold", "1"),
+            ("timeout", "1000"),
+        ],
+        &[],
+    )
+    .sample()
+    .await
+    .expect_err("unreachable");
+    assert!(
+        e.to_string()
+            .contains("querying prometheus at http://127.0.0.1:1/"),
+        "{e}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
