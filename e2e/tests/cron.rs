@@ -75,7 +75,7 @@ fn metric_path(ns: &str, metric: &str, so: &str) -> String {
 }
 
 /// `kubectl get --raw` of a metric, parsed.
-fn raw_metric(ns: &str, metric: &str, so: &str) -> Value {
+pub(crate) fn raw_metric(ns: &str, metric: &str, so: &str) -> Value {
     let (ok, out, err) = kubectl(&["get", "--raw", &metric_path(ns, metric, so)]);
     assert!(ok, "kubectl get --raw failed: {err}");
     serde_json::from_str(&out).expect("JSON")

@@ -10,6 +10,7 @@ mod auth;
 mod certs;
 mod cron;
 mod metrics_only;
+mod prometheus;
 mod rotation;
 
 use std::path::{Path, PathBuf};
