@@ -6,12 +6,14 @@ use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::Api;
 
 use crate::cron::{hpa_api, raw_metric, wait_for_hpa};
 use crate::{apply, client, eventually, Namespace};
 
-fn prometheus_url() -> String {
+/// Start the Prometheus servers and read one variable of `sources.sh env`.
+fn source_env(name: &str) -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../e2e/sources.sh");
     let up = Command::new("bash")
         .arg(&script)
@@ -24,11 +26,16 @@ fn prometheus_url() -> String {
         .arg("env")
         .output()
         .expect("sources.sh env");
+    let prefix = format!("export {name}=");
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .find_map(|l| l.strip_prefix("export EVENTSCALE_PROMETHEUS_URL="))
+        .find_map(|l| l.strip_prefix(&prefix))
         .map(str::to_string)
-        .expect("EVENTSCALE_PROMETHEUS_URL")
+        .unwrap_or_else(|| panic!("sources.sh env printed no {name}"))
+}
+
+fn prometheus_url() -> String {
+    source_env("EVENTSCALE_PROMETHEUS_URL")
 }
 
 #[tokio::test]
@@ -82,6 +89,109 @@ spec:
         || async {
             let d = deployments.get("web").await.ok()?;
             (d.spec?.replicas == Some(7)).then_some(())
+        },
+    )
+    .await;
+}
+
+/// Basic auth from a TriggerAuthentication: missing at first (a clear error on the
+/// ScaledObject naming authenticationRef), then created with its Secret, after which the
+/// HPA appears and reads the protected server's value.
+#[tokio::test]
+async fn trigger_authentication_from_a_secret() {
+    let url = source_env("EVENTSCALE_PROMETHEUS_AUTH_URL");
+    let user = source_env("EVENTSCALE_PROMETHEUS_USER");
+    let password = source_env("EVENTSCALE_PROMETHEUS_PASSWORD");
+    let ns = Namespace::create("e2e-triggerauth");
+    apply(
+        &ns.0,
+        &format!(
+            r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec: {{containers: [{{name: web, image: registry.invalid/web:1}}]}}
+---
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata: {{name: web}}
+spec:
+  scaleTargetRef: {{name: web}}
+  minReplicaCount: 1
+  triggers:
+  - type: prometheus
+    metadata:
+      serverAddress: {url}
+      query: vector(12)
+      threshold: "4"
+      authModes: basic
+    authenticationRef: {{name: prom-auth}}
+"#
+        ),
+    );
+    let client = client().await;
+    let sos: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &ns.0,
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("keda.sh", "v1alpha1", "ScaledObject"),
+            "scaledobjects",
+        ),
+    );
+    let message = eventually(
+        Duration::from_secs(60),
+        "Ready=False naming authenticationRef",
+        || async {
+            let so = sos.get("web").await.ok()?;
+            let ready = so.data["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "Ready")?
+                .clone();
+            (ready["status"] == "False")
+                .then(|| ready["message"].as_str().unwrap_or_default().to_string())
+        },
+    )
+    .await;
+    assert!(
+        message.contains("spec.triggers[0].authenticationRef (prometheus): TriggerAuthentication \"prom-auth\" not found"),
+        "{message}"
+    );
+
+    apply(
+        &ns.0,
+        &format!(
+            r#"
+apiVersion: v1
+kind: Secret
+metadata: {{name: prom-creds}}
+stringData: {{user: {user}, password: {password}}}
+---
+apiVersion: keda.sh/v1alpha1
+kind: TriggerAuthentication
+metadata: {{name: prom-auth}}
+spec:
+  secretTargetRef:
+  - {{parameter: username, name: prom-creds, key: user}}
+  - {{parameter: password, name: prom-creds, key: password}}
+"#
+        ),
+    );
+    wait_for_hpa(&hpa_api(client.clone(), &ns.0)).await;
+    let list = raw_metric(&ns.0, "s0-prometheus", "web");
+    assert_eq!(list["items"][0]["value"], "12", "{list}");
+    let deployments: Api<Deployment> = Api::namespaced(client, &ns.0);
+    eventually(
+        Duration::from_secs(90),
+        "Deployment web at 3 replicas",
+        || async {
+            let d = deployments.get("web").await.ok()?;
+            (d.spec?.replicas == Some(3)).then_some(())
         },
     )
     .await;

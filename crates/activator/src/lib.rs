@@ -18,7 +18,8 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use scaler_core::hpa::{desired_hpa, HpaError, MANAGER};
-use scaler_core::{build_scalers, ScaledObject, TriggerError};
+use scaler_core::resolve::build_scalers_resolved;
+use scaler_core::{ScaledObject, ScalerError, TriggerError};
 use tracing::{debug, info, warn};
 
 /// Why a reconcile failed.
@@ -43,6 +44,8 @@ pub struct Context {
     pub hpa: ApiResource,
     /// Publishes Kubernetes Events about ScaledObjects.
     pub recorder: Recorder,
+    /// eventscale's namespace: where ClusterTriggerAuthentications' Secrets live.
+    pub operator_namespace: String,
 }
 
 /// The HPA API version to write: `autoscaling/v2` when served, else `autoscaling/v2beta2`.
@@ -62,7 +65,7 @@ pub async fn discover_hpa_resource(client: &Client) -> Result<ApiResource, Error
 }
 
 /// Run the controller until the stream ends.
-pub async fn run(client: Client) -> Result<(), Error> {
+pub async fn run(client: Client, operator_namespace: String) -> Result<(), Error> {
     let hpa = discover_hpa_resource(&client).await?;
     info!(api_version = %hpa.api_version, "HPAs will be written with this API version");
     let recorder = Recorder::new(client.clone(), Reporter::from(MANAGER.to_string()));
@@ -70,6 +73,7 @@ pub async fn run(client: Client) -> Result<(), Error> {
         client: client.clone(),
         hpa: hpa.clone(),
         recorder,
+        operator_namespace,
     });
     let sos: Api<ScaledObject> = Api::all(client.clone());
     let hpas: Api<DynamicObject> = Api::all_with(client, &hpa);
@@ -119,7 +123,7 @@ pub async fn reconcile(so: Arc<ScaledObject>, ctx: Arc<Context>) -> Result<Actio
     let mut metric_names = Vec::new();
     let mut specs = Vec::new();
     let mut invalid = None;
-    for built in build_scalers(&so) {
+    for built in build_scalers_resolved(&ctx.client, &so, &ctx.operator_namespace).await {
         match built {
             Ok(s) => {
                 metric_names.push(s.metric_spec().name.clone());
@@ -163,7 +167,10 @@ pub async fn reconcile(so: Arc<ScaledObject>, ctx: Arc<Context>) -> Result<Actio
             )
             .await;
         }
-        return Ok(Action::requeue(Duration::from_secs(300)));
+        // A missing TriggerAuthentication or Secret may appear at any time: look again soon.
+        let auth_problem = matches!(&invalid, Some(Invalid::Trigger(e)) if matches!(e.source, ScalerError::Authentication(_)));
+        let again = if auth_problem { 15 } else { 300 };
+        return Ok(Action::requeue(Duration::from_secs(again)));
     }
 
     let Some(hpa) = hpa else {

@@ -16,6 +16,7 @@ use metrics_adapter::certs::{self, CertOptions};
 use metrics_adapter::provider::ScaledObjectProvider;
 use metrics_adapter::telemetry::Telemetry;
 use metrics_adapter::{routes, server};
+use scaler_core::trigger_auth::{ClusterTriggerAuthentication, TriggerAuthentication};
 use scaler_core::ScaledObject;
 use tracing::{error, info, warn};
 
@@ -308,14 +309,20 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         );
     } else {
         let controller_client = client.clone();
+        let operator_namespace = args.cert.namespace.clone();
         tokio::spawn(async move {
-            if let Err(e) = activator::run(controller_client).await {
+            if let Err(e) = activator::run(controller_client, operator_namespace).await {
                 error!(error = %e, "the HPA controller stopped");
             }
         });
     }
 
-    let provider = Arc::new(ScaledObjectProvider::new(store, telemetry.clone()));
+    let provider = Arc::new(ScaledObjectProvider::new(
+        store,
+        client.clone(),
+        args.cert.namespace.clone(),
+        telemetry.clone(),
+    ));
     let app = routes::app(provider, auth, telemetry);
     let addr = SocketAddr::new(args.bind_address, args.secure_port);
     let listener = tokio::net::TcpListener::bind(addr)
@@ -338,7 +345,16 @@ async fn main() -> anyhow::Result<()> {
         Command::Crds => {
             print!(
                 "{}",
-                serde_yaml::to_string(&ScaledObject::crd()).context("serializing the CRD")?
+                [
+                    ScaledObject::crd(),
+                    TriggerAuthentication::crd(),
+                    ClusterTriggerAuthentication::crd(),
+                ]
+                .iter()
+                .map(serde_yaml::to_string)
+                .collect::<Result<Vec<_>, _>>()
+                .context("serializing the CRDs")?
+                .join("---\n")
             );
             Ok(())
         }

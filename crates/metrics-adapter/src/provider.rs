@@ -8,9 +8,12 @@ use std::time::Instant;
 use async_trait::async_trait;
 use chrono::{SecondsFormat, Utc};
 use kube::runtime::reflector::{ObjectRef, Store};
+use kube::Client;
 use scaler_core::label_selector::Selector;
+use scaler_core::metrics::evaluate_built;
 use scaler_core::quantity::quantity_string;
-use scaler_core::{evaluate_metric, MetricError, ScaledObject, SCALED_OBJECT_NAME_LABEL};
+use scaler_core::resolve::build_scalers_resolved;
+use scaler_core::{MetricError, ScaledObject, SCALED_OBJECT_NAME_LABEL};
 use serde::Serialize;
 use tracing::warn;
 
@@ -50,6 +53,8 @@ pub trait MetricsProvider: Send + Sync {
 #[derive(Clone)]
 pub struct ScaledObjectProvider {
     store: Store<ScaledObject>,
+    client: Client,
+    operator_namespace: String,
     synced: Arc<AtomicBool>,
     telemetry: Arc<Telemetry>,
 }
@@ -57,7 +62,12 @@ pub struct ScaledObjectProvider {
 impl ScaledObjectProvider {
     /// A provider over `store`; it reports ready once the store's first list arrived.
     /// Must be called inside a Tokio runtime.
-    pub fn new(store: Store<ScaledObject>, telemetry: Arc<Telemetry>) -> Self {
+    pub fn new(
+        store: Store<ScaledObject>,
+        client: Client,
+        operator_namespace: String,
+        telemetry: Arc<Telemetry>,
+    ) -> Self {
         let synced = Arc::new(AtomicBool::new(false));
         let (s, flag) = (store.clone(), synced.clone());
         tokio::spawn(async move {
@@ -67,6 +77,8 @@ impl ScaledObjectProvider {
         });
         Self {
             store,
+            client,
+            operator_namespace,
             synced,
             telemetry,
         }
@@ -107,7 +119,8 @@ impl MetricsProvider for ScaledObjectProvider {
         // Every read queries the source live until the polling cache exists.
         self.telemetry.metric_cache(false);
         let started = Instant::now();
-        let result = evaluate_metric(&so, metric).await;
+        let built = build_scalers_resolved(&self.client, &so, &self.operator_namespace).await;
+        let result = evaluate_built(&so, metric, built).await;
         match &result {
             Ok(s) => self
                 .telemetry

@@ -12,8 +12,10 @@ pub mod linux_cron;
 pub mod metric_name;
 pub mod metrics;
 pub mod quantity;
+pub mod resolve;
 pub mod scaled_object;
 pub mod scalers;
+pub mod trigger_auth;
 
 pub use metrics::{evaluate_metric, MetricError, MetricSample};
 pub use scaled_object::{ScaledObject, ScaledObjectSpec, ScaledObjectStatus};

@@ -1,7 +1,7 @@
 //! Answering "what is metric M of ScaledObject S now?" — the seam the adapter calls.
 
 use crate::scaled_object::ScaledObject;
-use crate::scalers::{build_scalers, ScalerError, TriggerError};
+use crate::scalers::{build_scalers, Scaler, ScalerError, TriggerError};
 
 /// One metric's current value.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,10 +63,20 @@ pub enum MetricError {
 /// trigger's error is returned: its metric may be the one asked for, and the HPA's event
 /// then names the real problem rather than "not found".
 pub async fn evaluate_metric(so: &ScaledObject, metric: &str) -> Result<MetricSample, MetricError> {
+    evaluate_built(so, metric, build_scalers(so)).await
+}
+
+/// [`evaluate_metric`] over scalers already built (for example with their authentication
+/// resolved by [`crate::resolve::build_scalers_resolved`]).
+pub async fn evaluate_built(
+    so: &ScaledObject,
+    metric: &str,
+    built: Vec<Result<Box<dyn Scaler>, TriggerError>>,
+) -> Result<MetricSample, MetricError> {
     let namespace = so.metadata.namespace.clone().unwrap_or_default();
     let name = so.metadata.name.clone().unwrap_or_default();
     let mut first_error = None;
-    for built in build_scalers(so) {
+    for built in built {
         match built {
             Ok(scaler) if scaler.metric_spec().name.eq_ignore_ascii_case(metric) => {
                 let sample = scaler.sample().await.map_err(|source| MetricError::Query {

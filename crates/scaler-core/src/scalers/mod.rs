@@ -76,6 +76,9 @@ pub enum ScalerError {
     /// The event source could not be queried.
     #[error("{0}")]
     Query(String),
+    /// The trigger's `authenticationRef` could not be resolved.
+    #[error("{0}")]
+    Authentication(String),
 }
 
 impl ScalerError {
@@ -119,6 +122,7 @@ impl fmt::Display for TriggerError {
             }
             ScalerError::UnsupportedMetricType(_) => f.write_str(".metricType")?,
             ScalerError::UnsupportedTrigger(_) => f.write_str(".type")?,
+            ScalerError::Authentication(_) => f.write_str(".authenticationRef")?,
             ScalerError::Query(_) => {}
         }
         write!(f, " ({}): {}", self.trigger_type, self.source)

@@ -1,0 +1,271 @@
+//! Building a ScaledObject's scalers with their authentication resolved from the cluster:
+//! TriggerAuthentication / ClusterTriggerAuthentication, their Secrets and ConfigMaps, and
+//! the scale target's container environment.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Secret};
+use kube::api::{DynamicObject, GroupVersionKind};
+use kube::{Api, Client};
+
+use crate::scaled_object::{ScaleTarget, ScaledObject};
+use crate::scalers::{build_scaler, AuthParams, Scaler, ScalerError, TriggerContext, TriggerError};
+use crate::trigger_auth::{
+    resolve, AuthError, ClusterTriggerAuthentication, Sources, TriggerAuthentication,
+};
+
+/// Every read from the apiserver made while resolving.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn timed<T>(
+    what: String,
+    f: impl std::future::Future<Output = Result<T, kube::Error>>,
+) -> Result<T, AuthError> {
+    match tokio::time::timeout(TIMEOUT, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(AuthError::Api {
+            what,
+            message: e.to_string(),
+        }),
+        Err(_) => Err(AuthError::Api {
+            what,
+            message: format!("no answer within {TIMEOUT:?}"),
+        }),
+    }
+}
+
+/// [`Sources`] read from the cluster for one ScaledObject.
+pub struct KubeSources {
+    client: Client,
+    namespace: String,
+    target: ScaleTarget,
+}
+
+impl KubeSources {
+    /// Sources for a ScaledObject in `namespace` scaling `target`.
+    pub fn new(client: Client, namespace: &str, target: &ScaleTarget) -> Self {
+        Self {
+            client,
+            namespace: namespace.to_string(),
+            target: target.clone(),
+        }
+    }
+}
+
+fn secret_data(s: Secret) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = s
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+        .collect();
+    out.extend(s.string_data.unwrap_or_default());
+    out
+}
+
+#[async_trait]
+impl Sources for KubeSources {
+    async fn secret(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, AuthError> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        Ok(
+            timed(format!("Secret {namespace}/{name}"), api.get_opt(name))
+                .await?
+                .map(secret_data),
+        )
+    }
+
+    async fn config_map(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, AuthError> {
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
+        Ok(
+            timed(format!("ConfigMap {namespace}/{name}"), api.get_opt(name))
+                .await?
+                .map(|c| c.data.unwrap_or_default()),
+        )
+    }
+
+    async fn container_env(
+        &self,
+        container: Option<&str>,
+    ) -> Result<BTreeMap<String, String>, AuthError> {
+        let (group, version) = match self
+            .target
+            .api_version
+            .as_deref()
+            .unwrap_or("apps/v1")
+            .split_once('/')
+        {
+            Some((g, v)) => (g.to_string(), v.to_string()),
+            None => (
+                String::new(),
+                self.target.api_version.clone().unwrap_or_default(),
+            ),
+        };
+        let kind = self.target.kind_or_default().to_string();
+        let gvk = GroupVersionKind::gvk(&group, &version, &kind);
+        let what = format!("{kind} {}/{}", self.namespace, self.target.name);
+        let (ar, _) = timed(
+            what.clone(),
+            kube::discovery::pinned_kind(&self.client, &gvk),
+        )
+        .await?;
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &self.namespace, &ar);
+        let obj = timed(what.clone(), api.get(&self.target.name)).await?;
+        let containers: Vec<Container> =
+            serde_json::from_value(obj.data["spec"]["template"]["spec"]["containers"].clone())
+                .unwrap_or_default();
+        let wanted = container.or(self.target.env_source_container_name.as_deref());
+        let Some(c) = (match wanted {
+            Some(n) => containers.iter().find(|c| c.name == n),
+            None => containers.first(),
+        }) else {
+            return Err(AuthError::Api {
+                what,
+                message: format!(
+                    "no container {}",
+                    wanted
+                        .map(|n| format!("{n:?}"))
+                        .unwrap_or_else(|| "at all".into())
+                ),
+            });
+        };
+        let mut env = BTreeMap::new();
+        for from in c.env_from.iter().flatten() {
+            let prefix = from.prefix.clone().unwrap_or_default();
+            let data = if let Some(s) = &from.secret_ref {
+                self.secret(&self.namespace, &s.name).await?
+            } else if let Some(m) = &from.config_map_ref {
+                self.config_map(&self.namespace, &m.name).await?
+            } else {
+                None
+            };
+            for (k, v) in data.unwrap_or_default() {
+                env.insert(format!("{prefix}{k}"), v);
+            }
+        }
+        for e in c.env.iter().flatten() {
+            let value = if let Some(v) = &e.value {
+                Some(v.clone())
+            } else if let Some(from) = &e.value_from {
+                if let Some(s) = &from.secret_key_ref {
+                    self.secret(&self.namespace, &s.name)
+                        .await?
+                        .and_then(|d| d.get(&s.key).cloned())
+                } else if let Some(m) = &from.config_map_key_ref {
+                    self.config_map(&self.namespace, &m.name)
+                        .await?
+                        .and_then(|d| d.get(&m.key).cloned())
+                } else {
+                    None
+                }
+            } else {
+                None
+            };
+            if let Some(v) = value {
+                env.insert(e.name.clone(), v);
+            }
+        }
+        Ok(env)
+    }
+}
+
+/// The authentication parameters of trigger `index` of `so`: empty without
+/// `authenticationRef`.
+pub async fn trigger_auth_params(
+    client: &Client,
+    so: &ScaledObject,
+    index: usize,
+    operator_namespace: &str,
+) -> Result<AuthParams, AuthError> {
+    let Some(trigger) = so.spec.triggers.get(index) else {
+        return Ok(AuthParams::new());
+    };
+    let Some(r) = &trigger.authentication_ref else {
+        return Ok(AuthParams::new());
+    };
+    let namespace = so.metadata.namespace.clone().unwrap_or_default();
+    let sources = KubeSources::new(client.clone(), &namespace, &so.spec.scale_target_ref);
+    match r.kind.as_deref().unwrap_or("TriggerAuthentication") {
+        "TriggerAuthentication" => {
+            let api: Api<TriggerAuthentication> = Api::namespaced(client.clone(), &namespace);
+            let ta = timed(
+                format!("TriggerAuthentication {namespace}/{}", r.name),
+                api.get_opt(&r.name),
+            )
+            .await?
+            .ok_or_else(|| AuthError::NotFound {
+                kind: "TriggerAuthentication".into(),
+                name: r.name.clone(),
+                namespace: Some(namespace.clone()),
+            })?;
+            resolve(
+                "TriggerAuthentication",
+                &r.name,
+                &ta.spec,
+                &namespace,
+                &sources,
+            )
+            .await
+        }
+        "ClusterTriggerAuthentication" => {
+            let api: Api<ClusterTriggerAuthentication> = Api::all(client.clone());
+            let cta = timed(
+                format!("ClusterTriggerAuthentication {}", r.name),
+                api.get_opt(&r.name),
+            )
+            .await?
+            .ok_or_else(|| AuthError::NotFound {
+                kind: "ClusterTriggerAuthentication".into(),
+                name: r.name.clone(),
+                namespace: None,
+            })?;
+            resolve(
+                "ClusterTriggerAuthentication",
+                &r.name,
+                &cta.spec.inner,
+                operator_namespace,
+                &sources,
+            )
+            .await
+        }
+        other => Err(AuthError::BadKind(other.to_string())),
+    }
+}
+
+/// Build every trigger's scaler with its authentication resolved from the cluster; a
+/// trigger whose authentication fails gets that error, naming `authenticationRef`.
+pub async fn build_scalers_resolved(
+    client: &Client,
+    so: &ScaledObject,
+    operator_namespace: &str,
+) -> Vec<Result<Box<dyn Scaler>, TriggerError>> {
+    let mut out = Vec::with_capacity(so.spec.triggers.len());
+    for (index, trigger) in so.spec.triggers.iter().enumerate() {
+        let error = |source| TriggerError {
+            index,
+            trigger_type: trigger.type_.clone(),
+            source,
+        };
+        let built = match trigger_auth_params(client, so, index, operator_namespace).await {
+            Ok(auth) => build_scaler(TriggerContext {
+                index,
+                trigger,
+                auth: &auth,
+            })
+            .map_err(error),
+            Err(e) => Err(error(ScalerError::Authentication(e.to_string()))),
+        };
+        out.push(built);
+    }
+    out
+}
