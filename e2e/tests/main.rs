@@ -12,6 +12,7 @@ mod cron;
 mod metrics_only;
 mod prometheus;
 mod rotation;
+mod workload;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -261,6 +261,8 @@ pub async fn build_scalers_resolved(
                 index,
                 trigger,
                 auth: &auth,
+                namespace: so.metadata.namespace.as_deref().unwrap_or(""),
+                client: Some(client),
             })
             .map_err(error),
             Err(e) => Err(error(ScalerError::Authentication(e.to_string()))),

@@ -71,6 +71,8 @@ fn scaler(meta: &[(&str, &str)], auth: &[(&str, &str)]) -> PrometheusScaler {
         index: 0,
         trigger: &trigger,
         auth: &auth,
+        namespace: "ns",
+        client: None,
     })
     .expect("valid trigger")
 }

@@ -155,6 +155,8 @@ mod tests {
             index,
             trigger: &trigger(pairs),
             auth: &crate::scalers::AuthParams::new(),
+            namespace: "ns",
+            client: None,
         })
     }
 

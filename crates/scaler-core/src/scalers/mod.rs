@@ -4,6 +4,7 @@
 //! querying it never looks at the raw strings again.
 
 pub mod cron;
+pub mod kubernetes_workload;
 pub mod prometheus;
 
 use std::collections::BTreeMap;
@@ -146,7 +147,7 @@ pub trait Scaler: Send + Sync + fmt::Debug {
 pub type AuthParams = BTreeMap<String, String>;
 
 /// What a scaler is built from.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct TriggerContext<'a> {
     /// Index in `spec.triggers`.
     pub index: usize,
@@ -154,6 +155,23 @@ pub struct TriggerContext<'a> {
     pub trigger: &'a ScaleTriggers,
     /// Its resolved authentication parameters (empty without `authenticationRef`).
     pub auth: &'a AuthParams,
+    /// The ScaledObject's namespace.
+    pub namespace: &'a str,
+    /// A client of the cluster, for triggers that read it (kubernetes-workload); `None`
+    /// outside a cluster (`eventscale eval`).
+    pub client: Option<&'a kube::Client>,
+}
+
+impl std::fmt::Debug for TriggerContext<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Authentication parameters are secrets: never printed.
+        f.debug_struct("TriggerContext")
+            .field("index", &self.index)
+            .field("type", &self.trigger.type_)
+            .field("namespace", &self.namespace)
+            .field("cluster", &self.client.is_some())
+            .finish()
+    }
 }
 
 impl TriggerContext<'_> {
@@ -205,6 +223,7 @@ pub fn build_scaler(ctx: TriggerContext<'_>) -> Result<Box<dyn Scaler>, ScalerEr
     match ctx.trigger.type_.as_str() {
         "cron" => Ok(Box::new(cron::CronScaler::new(ctx)?)),
         "prometheus" => Ok(Box::new(prometheus::PrometheusScaler::new(ctx)?)),
+        "kubernetes-workload" => Ok(Box::new(kubernetes_workload::WorkloadScaler::new(ctx)?)),
         other => Err(ScalerError::UnsupportedTrigger(other.to_string())),
     }
 }
@@ -213,6 +232,7 @@ pub fn build_scaler(ctx: TriggerContext<'_>) -> Result<Box<dyn Scaler>, ScalerEr
 /// the others.
 pub fn build_scalers(so: &ScaledObject) -> Vec<Result<Box<dyn Scaler>, TriggerError>> {
     let no_auth = AuthParams::new();
+    let namespace = so.metadata.namespace.as_deref().unwrap_or("");
     so.spec
         .triggers
         .iter()
@@ -222,6 +242,8 @@ pub fn build_scalers(so: &ScaledObject) -> Vec<Result<Box<dyn Scaler>, TriggerEr
                 index,
                 trigger,
                 auth: &no_auth,
+                namespace,
+                client: None,
             })
             .map_err(|source| TriggerError {
                 index,
@@ -269,6 +291,8 @@ mod tests {
                 index: 0,
                 trigger: t,
                 auth: &AuthParams::new(),
+                namespace: "",
+                client: None,
             }
             .target_type()
         };

@@ -449,6 +449,8 @@ mod tests {
             index: 0,
             trigger: &t,
             auth: &auth,
+            namespace: "ns",
+            client: None,
         })
     }
 
@@ -618,6 +620,8 @@ mod tests {
             index: 2,
             trigger: &t,
             auth: &auth,
+            namespace: "ns",
+            client: None,
         })
         .expect("scaler")
     }

@@ -1,0 +1,279 @@
+//! The `kubernetes-workload` trigger: the number of pods in the ScaledObject's namespace
+//! that match `podSelector` (not Succeeded or Failed), or of the nodes they run on.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::ListParams;
+use kube::{Api, Client};
+
+use super::{MetricSpec, Sample, Scaler, ScalerError, TriggerContext};
+use crate::label_selector::Selector;
+use crate::quantity::quantity_string;
+
+/// Listing pods may take this long.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Parsed `kubernetes-workload` metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkloadMetadata {
+    /// The selector as written (sent to the apiserver).
+    pub pod_selector: String,
+    /// Target per replica.
+    pub value: f64,
+    /// Active strictly above this.
+    pub activation_value: f64,
+    /// Count distinct nodes instead of pods.
+    pub group_by_node: bool,
+}
+
+impl WorkloadMetadata {
+    /// Parse with KEDA's rules: podSelector required and valid, value a number > 0.
+    pub fn parse(ctx: &TriggerContext<'_>) -> Result<Self, ScalerError> {
+        let pod_selector = ctx.required("podSelector")?.to_string();
+        pod_selector.parse::<Selector>().map_err(|e| {
+            ScalerError::invalid("podSelector", format!("invalid podSelector: {e}"))
+        })?;
+        let value = ctx
+            .required("value")?
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite() && *v > 0.0)
+            .ok_or_else(|| ScalerError::invalid("value", "value must be a float greater than 0"))?;
+        let activation_value = match ctx.param("activationValue") {
+            None => 0.0,
+            Some(v) => v
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite())
+                .ok_or_else(|| {
+                    ScalerError::invalid("activationValue", "activationValue must be a float")
+                })?,
+        };
+        let group_by_node = match ctx.param("groupByNode") {
+            None => false,
+            Some(v) => v.parse::<bool>().map_err(|_| {
+                ScalerError::invalid("groupByNode", format!("groupByNode {v:?} is not a boolean"))
+            })?,
+        };
+        Ok(Self {
+            pod_selector,
+            value,
+            activation_value,
+            group_by_node,
+        })
+    }
+}
+
+/// The kubernetes-workload scaler.
+#[derive(Clone)]
+pub struct WorkloadScaler {
+    metadata: WorkloadMetadata,
+    spec: MetricSpec,
+    namespace: String,
+    client: Option<Client>,
+}
+
+impl std::fmt::Debug for WorkloadScaler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkloadScaler")
+            .field("metadata", &self.metadata)
+            .field("namespace", &self.namespace)
+            .finish()
+    }
+}
+
+/// The value from the pods: running (not Succeeded/Failed) pods, or their distinct nodes.
+pub fn count(pods: &[Pod], group_by_node: bool) -> f64 {
+    let live = pods.iter().filter(|p| {
+        !matches!(
+            p.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded") | Some("Failed")
+        )
+    });
+    if group_by_node {
+        let nodes: BTreeSet<&str> = live
+            .filter_map(|p| p.spec.as_ref()?.node_name.as_deref())
+            .filter(|n| !n.is_empty())
+            .collect();
+        nodes.len() as f64
+    } else {
+        live.count() as f64
+    }
+}
+
+impl WorkloadScaler {
+    /// Parse and validate the trigger.
+    pub fn new(ctx: TriggerContext<'_>) -> Result<Self, ScalerError> {
+        let metadata = WorkloadMetadata::parse(&ctx)?;
+        Ok(Self {
+            spec: MetricSpec {
+                name: ctx.metric_name(&format!("workload-{}", ctx.namespace)),
+                target_type: ctx.target_type()?,
+                target: quantity_string(metadata.value),
+            },
+            metadata,
+            namespace: ctx.namespace.to_string(),
+            client: ctx.client.cloned(),
+        })
+    }
+}
+
+#[async_trait]
+impl Scaler for WorkloadScaler {
+    fn scaler_type(&self) -> &'static str {
+        "kubernetes-workload"
+    }
+
+    fn metric_spec(&self) -> &MetricSpec {
+        &self.spec
+    }
+
+    async fn sample(&self) -> Result<Sample, ScalerError> {
+        let client = self.client.clone().ok_or_else(|| {
+            ScalerError::Query("kubernetes-workload counts pods in a cluster; it needs one".into())
+        })?;
+        let api: Api<Pod> = Api::namespaced(client, &self.namespace);
+        let lp = ListParams::default().labels(&self.metadata.pod_selector);
+        let pods = match tokio::time::timeout(TIMEOUT, api.list(&lp)).await {
+            Ok(Ok(list)) => list.items,
+            Ok(Err(e)) => {
+                return Err(ScalerError::Query(format!(
+                    "listing pods in {} matching {:?}: {e}",
+                    self.namespace, self.metadata.pod_selector
+                )))
+            }
+            Err(_) => {
+                return Err(ScalerError::Query(format!(
+                    "listing pods in {}: no answer within {TIMEOUT:?}",
+                    self.namespace
+                )))
+            }
+        };
+        let value = count(&pods, self.metadata.group_by_node);
+        Ok(Sample {
+            value,
+            active: value > self.metadata.activation_value,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scaled_object::ScaleTriggers;
+    use crate::scalers::AuthParams;
+
+    fn build(meta: &[(&str, &str)]) -> Result<WorkloadScaler, ScalerError> {
+        let t = ScaleTriggers {
+            type_: "kubernetes-workload".into(),
+            metadata: meta
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        };
+        WorkloadScaler::new(TriggerContext {
+            index: 1,
+            trigger: &t,
+            auth: &AuthParams::new(),
+            namespace: "team-a",
+            client: None,
+        })
+    }
+
+    #[test]
+    fn parse_table() {
+        let ok = [
+            vec![("podSelector", "app=demo"), ("value", "1")],
+            vec![("podSelector", "app in (demo1, demo2)"), ("value", "0.5")],
+            vec![
+                ("podSelector", "app=demo,deploy notin (x)"),
+                ("value", "2"),
+                ("activationValue", "3"),
+            ],
+            vec![
+                ("podSelector", "app=demo"),
+                ("value", "1"),
+                ("groupByNode", "true"),
+            ],
+        ];
+        for meta in ok {
+            assert!(build(&meta).is_ok(), "{meta:?}: {:?}", build(&meta).err());
+        }
+        let bad = [
+            (
+                vec![("value", "1")],
+                "missing required parameter \"podSelector\"",
+            ),
+            (
+                vec![("podSelector", "app=demo")],
+                "missing required parameter \"value\"",
+            ),
+            (
+                vec![("podSelector", "app=demo"), ("value", "0")],
+                "value must be a float greater than 0",
+            ),
+            (
+                vec![("podSelector", "app=demo"), ("value", "-1")],
+                "value must be a float greater than 0",
+            ),
+            (
+                vec![("podSelector", "app=demo"), ("value", "x")],
+                "value must be a float greater than 0",
+            ),
+            (
+                vec![("podSelector", "app in (a"), ("value", "1")],
+                "invalid podSelector",
+            ),
+            (
+                vec![
+                    ("podSelector", "app=demo"),
+                    ("value", "1"),
+                    ("activationValue", "x"),
+                ],
+                "activationValue must be a float",
+            ),
+            (
+                vec![
+                    ("podSelector", "app=demo"),
+                    ("value", "1"),
+                    ("groupByNode", "maybe"),
+                ],
+                "is not a boolean",
+            ),
+        ];
+        for (meta, want) in bad {
+            let e = build(&meta).expect_err(want).to_string();
+            assert!(e.contains(want), "{meta:?}: {e}");
+        }
+        let s = build(&[("podSelector", "app=demo"), ("value", "2.5")]).expect("ok");
+        assert_eq!(s.metric_spec().name, "s1-workload-team-a");
+        assert_eq!(s.metric_spec().target, "2500m");
+    }
+
+    fn pod(phase: &str, node: &str) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": {"containers": [], "nodeName": node},
+            "status": {"phase": phase},
+        }))
+        .expect("pod")
+    }
+
+    #[test]
+    fn counts_live_pods_or_their_nodes() {
+        let pods = [
+            pod("Running", "n1"),
+            pod("Pending", ""),
+            pod("Running", "n1"),
+            pod("Succeeded", "n2"),
+            pod("Failed", "n3"),
+            pod("Running", "n4"),
+        ];
+        assert_eq!(count(&pods, false), 4.0);
+        assert_eq!(count(&pods, true), 2.0);
+    }
+}
