@@ -15,7 +15,7 @@ use metrics_adapter::cert_reload::ReloadingCert;
 use metrics_adapter::certs::{self, CertOptions};
 use metrics_adapter::provider::ScaledObjectProvider;
 use metrics_adapter::telemetry::Telemetry;
-use metrics_adapter::{routes, server};
+use metrics_adapter::{eval, routes, server};
 use scaler_core::trigger_auth::{ClusterTriggerAuthentication, TriggerAuthentication};
 use scaler_core::ScaledObject;
 use tracing::{error, info, warn};
@@ -37,6 +37,8 @@ enum Command {
     Run(RunArgs),
     /// Generate the CA and serving certificate the APIService trusts.
     Certs(CertsArgs),
+    /// Evaluate ScaledObjects' triggers against their real event sources, without a cluster.
+    Eval(EvalArgs),
     /// Print the CustomResourceDefinitions as YAML.
     Crds,
 }
@@ -105,6 +107,71 @@ struct RunArgs {
     patch_apiservice: Option<String>,
     #[command(flatten)]
     cert: CertFlags,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args)]
+struct EvalArgs {
+    /// YAML with ScaledObjects, and the TriggerAuthentications, Secrets and ConfigMaps they
+    /// use (multi-document files are fine; `-` is standard input). Repeatable.
+    #[arg(short = 'f', long = "filename", required = true)]
+    files: Vec<PathBuf>,
+    /// KEY=VALUE lines: the scale target container's environment (for `env` parameters).
+    #[arg(long)]
+    env_file: Option<PathBuf>,
+    /// Output format: text, or json (one object per ScaledObject per line).
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    /// eventscale's namespace, where ClusterTriggerAuthentications' Secrets are looked up.
+    #[arg(long, env = "EVENTSCALE_NAMESPACE", default_value = "eventscale")]
+    namespace: String,
+}
+
+async fn eval_command(a: EvalArgs) -> anyhow::Result<std::process::ExitCode> {
+    let mut inputs = eval::Inputs::default();
+    for f in &a.files {
+        inputs.add_file(f)?;
+    }
+    if let Some(env) = &a.env_file {
+        let text =
+            std::fs::read_to_string(env).with_context(|| format!("reading {}", env.display()))?;
+        inputs.add_env_file(&env.display().to_string(), &text)?;
+    }
+    anyhow::ensure!(
+        !inputs.scaled_objects.is_empty(),
+        "no ScaledObject in {:?}",
+        a.files
+    );
+    let mut evals = Vec::new();
+    for so in &inputs.scaled_objects {
+        evals.push(eval::evaluate(&inputs, so, &a.namespace).await);
+    }
+    match a.output {
+        Output::Text => print!("{}", eval::render_text(&evals)),
+        Output::Json => {
+            for e in &evals {
+                println!("{}", serde_json::to_string(e).context("serializing")?);
+            }
+        }
+    }
+    let failed = evals
+        .iter()
+        .flat_map(|e| &e.triggers)
+        .filter_map(|t| t.error.as_ref())
+        .collect::<Vec<_>>();
+    for e in &failed {
+        eprintln!("error: {e}");
+    }
+    Ok(if failed.is_empty() {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    })
 }
 
 #[derive(clap::Args)]
@@ -336,12 +403,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<std::process::ExitCode> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
-    match cli.command {
+    let done = match cli.command {
         Command::Run(args) => run(args).await,
         Command::Certs(a) => certs_command(a).await,
+        Command::Eval(a) => return eval_command(a).await,
         Command::Crds => {
             print!(
                 "{}",
@@ -358,5 +426,6 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-    }
+    };
+    done.map(|()| std::process::ExitCode::SUCCESS)
 }

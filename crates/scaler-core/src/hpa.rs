@@ -265,3 +265,126 @@ spec:
         ));
     }
 }
+
+/// One trigger's reading, for [`expected_replicas`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reading {
+    /// The metric value.
+    pub value: f64,
+    /// The metric target.
+    pub target: f64,
+    /// Whether the trigger is active.
+    pub active: bool,
+}
+
+/// The replica count eventscale and the HPA would settle on for these readings, with the
+/// target at 1 replica: inactive with `idleReplicaCount` set → it, inactive with
+/// `minReplicaCount` 0 → 0;
+/// otherwise each metric proposes ceil(value / target) (the AverageValue rule; for a Value
+/// target that is the proposal from one replica), the largest wins, clamped to the HPA's
+/// min and max. Failed triggers are left out by the caller.
+pub fn expected_replicas(spec: &crate::ScaledObjectSpec, readings: &[Reading]) -> i32 {
+    let active = readings.iter().any(|r| r.active);
+    if !active {
+        if let Some(idle) = spec.idle_replica_count {
+            return idle;
+        }
+        if spec.min_replica_count.unwrap_or(0) == 0 {
+            return 0;
+        }
+    }
+    let proposal = readings
+        .iter()
+        .filter(|r| r.target > 0.0 && r.value.is_finite())
+        .map(|r| (r.value / r.target).ceil())
+        .fold(0.0_f64, f64::max);
+    let proposal = if proposal >= f64::from(i32::MAX) {
+        i32::MAX
+    } else {
+        proposal as i32
+    };
+    proposal.clamp(
+        spec.hpa_min_replicas(),
+        spec.max_replicas().max(spec.hpa_min_replicas()),
+    )
+}
+
+#[cfg(test)]
+mod expected_tests {
+    use super::*;
+
+    fn spec(min: Option<i32>, max: Option<i32>, idle: Option<i32>) -> crate::ScaledObjectSpec {
+        crate::ScaledObjectSpec {
+            min_replica_count: min,
+            max_replica_count: max,
+            idle_replica_count: idle,
+            ..Default::default()
+        }
+    }
+
+    fn r(value: f64, target: f64, active: bool) -> Reading {
+        Reading {
+            value,
+            target,
+            active,
+        }
+    }
+
+    #[test]
+    fn replicas_table() {
+        let cases = [
+            (
+                "lag 12 / 5 → 3",
+                spec(None, None, None),
+                vec![r(12.0, 5.0, true)],
+                3,
+            ),
+            (
+                "inactive, min 0 → 0",
+                spec(None, None, None),
+                vec![r(0.0, 5.0, false)],
+                0,
+            ),
+            (
+                "inactive, idle → idle",
+                spec(Some(2), None, Some(0)),
+                vec![r(0.0, 5.0, false)],
+                0,
+            ),
+            (
+                "inactive, min 0 with idle 1",
+                spec(Some(0), None, Some(1)),
+                vec![r(0.0, 5.0, false)],
+                1,
+            ),
+            (
+                "inactive, min 2 → 2",
+                spec(Some(2), None, None),
+                vec![r(0.0, 5.0, false)],
+                2,
+            ),
+            (
+                "clamped to max",
+                spec(None, Some(10), None),
+                vec![r(1000.0, 1.0, true)],
+                10,
+            ),
+            (
+                "at least 1 when active",
+                spec(None, None, None),
+                vec![r(0.5, 100.0, true)],
+                1,
+            ),
+            (
+                "largest proposal wins",
+                spec(None, None, None),
+                vec![r(35.0, 5.0, true), r(4.0, 1.0, false)],
+                7,
+            ),
+            ("no readings, min 3", spec(Some(3), None, None), vec![], 3),
+        ];
+        for (what, s, readings, want) in cases {
+            assert_eq!(expected_replicas(&s, &readings), want, "{what}");
+        }
+    }
+}

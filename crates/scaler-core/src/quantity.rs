@@ -33,6 +33,31 @@ pub fn format_milli(m: i64) -> String {
     format!("{v}{}", SUFFIXES[i])
 }
 
+/// The value of a quantity in the forms [`format_milli`] writes (`2500m`, `4`, `1k`), and
+/// plain decimals (`2.5`); `None` for anything else.
+pub fn parse_quantity(s: &str) -> Option<f64> {
+    const SUFFIXES: [(&str, f64); 7] = [
+        ("m", 1e-3),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+        ("P", 1e15),
+        ("E", 1e18),
+    ];
+    let s = s.trim();
+    for (suffix, factor) in SUFFIXES {
+        if let Some(n) = s.strip_suffix(suffix) {
+            return n
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite())
+                .map(|v| v * factor);
+        }
+    }
+    s.parse::<f64>().ok().filter(|v| v.is_finite())
+}
+
 /// `format_milli(milli(v))`: the quantity string for a metric value or target.
 pub fn quantity_string(v: f64) -> String {
     format_milli(milli(v))
@@ -41,6 +66,16 @@ pub fn quantity_string(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_what_it_writes() {
+        for v in [0.0, 0.001, 2.5, 4.0, 1000.0, 1_500_000.0] {
+            assert_eq!(parse_quantity(&quantity_string(v)), Some(v), "{v}");
+        }
+        assert_eq!(parse_quantity("2.5"), Some(2.5));
+        assert_eq!(parse_quantity("x"), None);
+        assert_eq!(parse_quantity("1Q"), None);
+    }
 
     #[test]
     fn formats_like_kubernetes() {

@@ -100,6 +100,22 @@ impl ScalerError {
     }
 }
 
+/// An error with its causes, `outer: cause: root`, skipping causes the outer message
+/// already contains (HTTP clients tend to hide "connection refused" in the chain).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
 /// A [`ScalerError`] with the trigger it belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct TriggerError {

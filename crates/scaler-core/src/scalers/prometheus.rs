@@ -402,7 +402,11 @@ impl Scaler for PrometheusScaler {
             req = req.header(h, v);
         }
         let resp = req.send().await.map_err(|e| {
-            ScalerError::Query(format!("querying prometheus at {}: {e}", m.server_address))
+            ScalerError::Query(format!(
+                "querying prometheus at {}: {}",
+                m.server_address,
+                super::error_chain(&e)
+            ))
         })?;
         let status = resp.status().as_u16();
         let body = resp.text().await.map_err(|e| {

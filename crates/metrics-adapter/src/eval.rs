@@ -1,0 +1,468 @@
+//! `eventscale eval`: evaluate ScaledObjects' triggers against their real event sources,
+//! without a cluster, and say what the HPA would do.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use scaler_core::hpa::{expected_replicas, Reading};
+use scaler_core::quantity::parse_quantity;
+use scaler_core::scalers::{build_scaler, AuthParams, ScalerError, TriggerContext};
+use scaler_core::trigger_auth::{
+    resolve, AuthError, ClusterTriggerAuthentication, Sources, TriggerAuthentication,
+};
+use scaler_core::ScaledObject;
+use serde::Serialize;
+
+/// Everything read from the `-f` files and the `--env-file`.
+#[derive(Default)]
+pub struct Inputs {
+    /// The ScaledObjects, in file order.
+    pub scaled_objects: Vec<ScaledObject>,
+    trigger_auths: Vec<TriggerAuthentication>,
+    cluster_trigger_auths: Vec<ClusterTriggerAuthentication>,
+    secrets: BTreeMap<(String, String), BTreeMap<String, String>>,
+    config_maps: BTreeMap<(String, String), BTreeMap<String, String>>,
+    env: BTreeMap<String, String>,
+}
+
+const DEFAULT_NAMESPACE: &str = "default";
+
+fn ns_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    meta.namespace
+        .clone()
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.into())
+}
+
+impl Inputs {
+    /// Read multi-document YAML: ScaledObjects, (Cluster)TriggerAuthentications, Secrets and
+    /// ConfigMaps; other kinds are an error naming the file and document.
+    pub fn add_yaml(&mut self, file: &str, text: &str) -> anyhow::Result<()> {
+        for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+            let value = <serde_yaml::Value as serde::Deserialize>::deserialize(doc)
+                .with_context(|| format!("{file}: document {} is not YAML", i + 1))?;
+            if value.is_null() {
+                continue;
+            }
+            let kind = value
+                .get("kind")
+                .and_then(|k| k.as_str())
+                .unwrap_or("")
+                .to_string();
+            let at = || format!("{file}: document {} ({kind})", i + 1);
+            match kind.as_str() {
+                "ScaledObject" => {
+                    let mut so: ScaledObject = serde_yaml::from_value(value).with_context(at)?;
+                    so.metadata.namespace = Some(ns_of(&so.metadata));
+                    self.scaled_objects.push(so);
+                }
+                "TriggerAuthentication" => {
+                    let mut ta: TriggerAuthentication = serde_yaml::from_value(value).with_context(at)?;
+                    ta.metadata.namespace = Some(ns_of(&ta.metadata));
+                    self.trigger_auths.push(ta);
+                }
+                "ClusterTriggerAuthentication" => {
+                    self.cluster_trigger_auths.push(serde_yaml::from_value(value).with_context(at)?)
+                }
+                "Secret" => {
+                    let s: Secret = serde_yaml::from_value(value).with_context(at)?;
+                    let key = (ns_of(&s.metadata), s.metadata.name.clone().unwrap_or_default());
+                    let mut data: BTreeMap<String, String> = s
+                        .data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+                        .collect();
+                    data.extend(s.string_data.unwrap_or_default());
+                    self.secrets.insert(key, data);
+                }
+                "ConfigMap" => {
+                    let c: ConfigMap = serde_yaml::from_value(value).with_context(at)?;
+                    let key = (ns_of(&c.metadata), c.metadata.name.clone().unwrap_or_default());
+                    self.config_maps.insert(key, c.data.unwrap_or_default());
+                }
+                "" => anyhow::bail!("{file}: document {} has no kind", i + 1),
+                other => anyhow::bail!(
+                    "{file}: document {} is a {other}; eval reads ScaledObject, TriggerAuthentication, ClusterTriggerAuthentication, Secret and ConfigMap",
+                    i + 1
+                ),
+            }
+        }
+        Ok(())
+    }
+
+    /// Read `KEY=VALUE` lines (blank lines and `#` comments skipped) as the target
+    /// container's environment.
+    pub fn add_env_file(&mut self, file: &str, text: &str) -> anyhow::Result<()> {
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let line = line.strip_prefix("export ").unwrap_or(line);
+            let (k, v) = line
+                .split_once('=')
+                .with_context(|| format!("{file}:{}: expected KEY=VALUE", n + 1))?;
+            let v = v.trim();
+            let v = v
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+                .unwrap_or(v);
+            self.env.insert(k.trim().to_string(), v.to_string());
+        }
+        Ok(())
+    }
+
+    /// Read a file given with `-f` (`-` for standard input).
+    pub fn add_file(&mut self, path: &Path) -> anyhow::Result<()> {
+        let name = path.display().to_string();
+        let text = if name == "-" {
+            std::io::read_to_string(std::io::stdin()).context("reading standard input")?
+        } else {
+            std::fs::read_to_string(path).with_context(|| format!("reading {name}"))?
+        };
+        self.add_yaml(&name, &text)
+    }
+}
+
+#[async_trait]
+impl Sources for Inputs {
+    async fn secret(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, AuthError> {
+        Ok(self
+            .secrets
+            .get(&(ns.to_string(), name.to_string()))
+            .cloned())
+    }
+    async fn config_map(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, AuthError> {
+        Ok(self
+            .config_maps
+            .get(&(ns.to_string(), name.to_string()))
+            .cloned())
+    }
+    async fn container_env(
+        &self,
+        _container: Option<&str>,
+    ) -> Result<BTreeMap<String, String>, AuthError> {
+        Ok(self.env.clone())
+    }
+}
+
+/// One trigger's result, in the `-o json` shape.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TriggerResult {
+    /// Index in `spec.triggers`.
+    pub index: usize,
+    /// Trigger type.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// Metric name (empty when the trigger did not parse).
+    pub metric_name: String,
+    /// The value, when the source answered.
+    pub value: Option<f64>,
+    /// The target.
+    pub target: f64,
+    /// AverageValue or Value.
+    pub metric_type: String,
+    /// Whether it is active.
+    pub active: bool,
+    /// What went wrong, naming the field.
+    pub error: Option<String>,
+}
+
+/// One ScaledObject's result, in the `-o json` shape.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Evaluation {
+    /// `<namespace>/<name>`.
+    pub scaled_object: String,
+    /// The replicas the HPA and eventscale would settle on.
+    pub replicas: i32,
+    /// Any trigger active.
+    pub active: bool,
+    /// Per trigger.
+    pub triggers: Vec<TriggerResult>,
+}
+
+async fn auth_params(
+    inputs: &Inputs,
+    so: &ScaledObject,
+    index: usize,
+    operator_ns: &str,
+) -> Result<AuthParams, AuthError> {
+    let Some(r) = so
+        .spec
+        .triggers
+        .get(index)
+        .and_then(|t| t.authentication_ref.as_ref())
+    else {
+        return Ok(AuthParams::new());
+    };
+    let ns = so.metadata.namespace.clone().unwrap_or_default();
+    match r.kind.as_deref().unwrap_or("TriggerAuthentication") {
+        "TriggerAuthentication" => {
+            let ta = inputs
+                .trigger_auths
+                .iter()
+                .find(|t| {
+                    t.metadata.name.as_deref() == Some(&r.name)
+                        && t.metadata.namespace.as_deref() == Some(&ns)
+                })
+                .ok_or_else(|| AuthError::NotFound {
+                    kind: "TriggerAuthentication".into(),
+                    name: r.name.clone(),
+                    namespace: Some(ns.clone()),
+                })?;
+            resolve("TriggerAuthentication", &r.name, &ta.spec, &ns, inputs).await
+        }
+        "ClusterTriggerAuthentication" => {
+            let cta = inputs
+                .cluster_trigger_auths
+                .iter()
+                .find(|t| t.metadata.name.as_deref() == Some(&r.name))
+                .ok_or_else(|| AuthError::NotFound {
+                    kind: "ClusterTriggerAuthentication".into(),
+                    name: r.name.clone(),
+                    namespace: None,
+                })?;
+            resolve(
+                "ClusterTriggerAuthentication",
+                &r.name,
+                &cta.spec.inner,
+                operator_ns,
+                inputs,
+            )
+            .await
+        }
+        other => Err(AuthError::BadKind(other.to_string())),
+    }
+}
+
+/// Evaluate one ScaledObject's triggers.
+pub async fn evaluate(inputs: &Inputs, so: &ScaledObject, operator_ns: &str) -> Evaluation {
+    let ns = so.metadata.namespace.clone().unwrap_or_default();
+    let mut triggers = Vec::new();
+    let mut readings = Vec::new();
+    for (index, trigger) in so.spec.triggers.iter().enumerate() {
+        let field = |e: ScalerError| {
+            scaler_core::TriggerError {
+                index,
+                trigger_type: trigger.type_.clone(),
+                source: e,
+            }
+            .to_string()
+        };
+        let mut result = TriggerResult {
+            index,
+            type_: trigger.type_.clone(),
+            metric_name: String::new(),
+            value: None,
+            target: 0.0,
+            metric_type: trigger
+                .metric_type
+                .clone()
+                .unwrap_or_else(|| "AverageValue".into()),
+            active: false,
+            error: None,
+        };
+        let auth = match auth_params(inputs, so, index, operator_ns).await {
+            Ok(a) => a,
+            Err(e) => {
+                result.error = Some(field(ScalerError::Authentication(e.to_string())));
+                triggers.push(result);
+                continue;
+            }
+        };
+        let scaler = match build_scaler(TriggerContext {
+            index,
+            trigger,
+            auth: &auth,
+            namespace: &ns,
+            client: None,
+        }) {
+            Ok(s) => s,
+            Err(e) => {
+                result.error = Some(field(e));
+                triggers.push(result);
+                continue;
+            }
+        };
+        let spec = scaler.metric_spec();
+        result.metric_name = spec.name.clone();
+        result.metric_type = spec.target_type.as_str().to_string();
+        result.target = parse_quantity(&spec.target).unwrap_or(0.0);
+        match scaler.sample().await {
+            Ok(s) => {
+                result.value = Some(s.value);
+                result.active = s.active;
+                readings.push(Reading {
+                    value: s.value,
+                    target: result.target,
+                    active: s.active,
+                });
+            }
+            Err(e) => result.error = Some(field(e)),
+        }
+        triggers.push(result);
+    }
+    Evaluation {
+        scaled_object: format!("{ns}/{}", so.metadata.name.clone().unwrap_or_default()),
+        replicas: expected_replicas(&so.spec, &readings),
+        active: readings.iter().any(|r| r.active),
+        triggers,
+    }
+}
+
+/// The human-readable form.
+pub fn render_text(evals: &[Evaluation]) -> String {
+    let mut out = String::new();
+    for e in evals {
+        let failed = e.triggers.iter().filter(|t| t.error.is_some()).count();
+        let caveat = if failed > 0 {
+            format!(
+                " (from the triggers that answered; {failed} failed, and without a fallback eventscale would not scale on errors)"
+            )
+        } else {
+            String::new()
+        };
+        out.push_str(&format!(
+            "ScaledObject {}: {} replicas, {}{caveat}\n",
+            e.scaled_object,
+            e.replicas,
+            if e.active { "active" } else { "inactive" }
+        ));
+        for t in &e.triggers {
+            match (&t.error, t.value) {
+                (Some(err), _) => {
+                    out.push_str(&format!("  [{}] {}: ERROR {err}\n", t.index, t.type_))
+                }
+                (None, Some(v)) => out.push_str(&format!(
+                    "  [{}] {} {}: value {v} target {} ({}) {}\n",
+                    t.index,
+                    t.type_,
+                    t.metric_name,
+                    t.target,
+                    t.metric_type,
+                    if t.active { "active" } else { "inactive" }
+                )),
+                (None, None) => {}
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn cron_and_authentication_from_files() {
+        let mut inputs = Inputs::default();
+        inputs
+            .add_yaml(
+                "so.yaml",
+                r#"
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata: {name: web}
+spec:
+  scaleTargetRef: {name: web}
+  maxReplicaCount: 3
+  triggers:
+  - type: cron
+    metadata: {timezone: Etc/UTC, start: "0 0 * * *", end: "59 23 * * *", desiredReplicas: "5"}
+  - type: prometheus
+    metadata: {serverAddress: "http://127.0.0.1:1", query: up, threshold: "1", authModes: basic, timeout: "500"}
+    authenticationRef: {name: missing}
+---
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata: {name: bad, namespace: other}
+spec:
+  scaleTargetRef: {name: web}
+  triggers:
+  - type: cron
+    metadata: {timezone: Mars/Base, start: "0 0 * * *", end: "1 0 * * *", desiredReplicas: "1"}
+"#,
+            )
+            .expect("parsed");
+        let e = evaluate(&inputs, &inputs.scaled_objects[0], "eventscale").await;
+        assert_eq!(e.scaled_object, "default/web");
+        let cron = &e.triggers[0];
+        assert_eq!(cron.metric_name, "s0-cron-Etc-UTC-00xxx-5923xxx");
+        assert_eq!(cron.target, 1.0);
+        // The window covers all day but the last minute; eval runs at any time.
+        if cron.active {
+            assert_eq!((cron.value, e.replicas), (Some(5.0), 3), "clamped to max 3");
+        }
+        let prom = &e.triggers[1];
+        assert_eq!(
+            prom.error.as_deref(),
+            Some("spec.triggers[1].authenticationRef (prometheus): TriggerAuthentication \"missing\" not found in namespace \"default\"")
+        );
+        let bad = evaluate(&inputs, &inputs.scaled_objects[1], "eventscale").await;
+        assert!(bad.triggers[0]
+            .error
+            .as_deref()
+            .is_some_and(|m| m.contains("metadata.timezone")));
+        assert_eq!(bad.replicas, 0);
+        let json = serde_json::to_value(&bad).expect("json");
+        assert_eq!(json["scaledObject"], "other/bad");
+        assert_eq!(json["triggers"][0]["value"], serde_json::Value::Null);
+        assert_eq!(json["triggers"][0]["type"], "cron");
+        assert!(render_text(&[e]).contains("ERROR spec.triggers[1].authenticationRef"));
+    }
+
+    #[tokio::test]
+    async fn secrets_and_env_files_feed_trigger_authentication() {
+        let mut inputs = Inputs::default();
+        inputs
+            .add_yaml(
+                "auth.yaml",
+                r#"
+apiVersion: v1
+kind: Secret
+metadata: {name: creds}
+stringData: {password: from-secret}
+---
+apiVersion: keda.sh/v1alpha1
+kind: TriggerAuthentication
+metadata: {name: ta}
+spec:
+  secretTargetRef: [{parameter: password, name: creds, key: password}]
+  env: [{parameter: username, name: PROM_USER}]
+"#,
+            )
+            .expect("parsed");
+        inputs
+            .add_env_file("env", "# comment\nexport PROM_USER=\"alice\"\n")
+            .expect("env");
+        let so: ScaledObject = serde_yaml::from_str(
+            "apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata: {name: s, namespace: default}\nspec: {scaleTargetRef: {name: w}, triggers: [{type: cron, metadata: {}, authenticationRef: {name: ta}}]}",
+        )
+        .expect("so");
+        let p = auth_params(&inputs, &so, 0, "eventscale")
+            .await
+            .expect("resolved");
+        assert_eq!(p.get("username").map(String::as_str), Some("alice"));
+        assert_eq!(p.get("password").map(String::as_str), Some("from-secret"));
+        assert!(inputs
+            .add_yaml("x.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: p}")
+            .is_err_and(|e| e.to_string().contains("x.yaml: document 1 is a Pod")));
+        assert!(inputs
+            .add_env_file("env", "NOEQUALS")
+            .is_err_and(|e| e.to_string().contains("env:1: expected KEY=VALUE")));
+    }
+}

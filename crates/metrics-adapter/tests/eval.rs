@@ -1,0 +1,135 @@
+//! `eventscale eval` as a user runs it: the binary, YAML files, an env file, and the real
+//! Prometheus servers of `e2e/sources.sh` (one behind basic auth).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+fn sources() -> BTreeMap<String, String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../e2e/sources.sh");
+    let up = Command::new("bash")
+        .arg(&script)
+        .args(["up", "prometheus"])
+        .status()
+        .expect("sources.sh");
+    assert!(up.success(), "e2e/sources.sh up prometheus failed");
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg("env")
+        .output()
+        .expect("env");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("export ")?.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn eval(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_eventscale"))
+        .arg("eval")
+        .args(args)
+        .output()
+        .expect("eventscale eval");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn manifests(server: &str, password: &str) -> String {
+    format!(
+        r#"
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata: {{name: api, namespace: shop}}
+spec:
+  scaleTargetRef: {{name: api}}
+  maxReplicaCount: 20
+  triggers:
+  - type: prometheus
+    metadata: {{serverAddress: "{server}", query: "vector(35)", threshold: "5", authModes: basic}}
+    authenticationRef: {{name: prom}}
+---
+apiVersion: keda.sh/v1alpha1
+kind: TriggerAuthentication
+metadata: {{name: prom, namespace: shop}}
+spec:
+  secretTargetRef: [{{parameter: password, name: prom, key: password}}]
+  env: [{{parameter: username, name: PROM_USER}}]
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: prom, namespace: shop}}
+stringData: {{password: "{password}"}}
+"#
+    )
+}
+
+#[test]
+fn eval_against_real_prometheus_with_trigger_authentication() {
+    let env = sources();
+    let dir = std::env::temp_dir().join(format!("eventscale-eval-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let password = &env["EVENTSCALE_PROMETHEUS_PASSWORD"];
+    let good = dir.join("good.yaml");
+    std::fs::write(
+        &good,
+        manifests(&env["EVENTSCALE_PROMETHEUS_AUTH_URL"], password),
+    )
+    .expect("write");
+    let env_file = dir.join("env");
+    std::fs::write(
+        &env_file,
+        format!("PROM_USER={}\n", env["EVENTSCALE_PROMETHEUS_USER"]),
+    )
+    .expect("write");
+    let (good, env_file) = (good.display().to_string(), env_file.display().to_string());
+
+    let (code, out, err) = eval(&["-f", &good, "--env-file", &env_file, "-o", "json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert_eq!(v["scaledObject"], "shop/api");
+    assert_eq!(v["replicas"], 7, "ceil(35 / 5)");
+    assert_eq!(v["active"], true);
+    let t = &v["triggers"][0];
+    assert_eq!(t["index"], 0);
+    assert_eq!(t["type"], "prometheus");
+    assert_eq!(t["metricName"], "s0-prometheus");
+    assert_eq!(t["value"], 35.0);
+    assert_eq!(t["target"], 5.0);
+    assert_eq!(t["metricType"], "AverageValue");
+    assert_eq!(t["active"], true);
+    assert_eq!(t["error"], Value::Null);
+
+    let (code, out, _) = eval(&["-f", &good, "--env-file", &env_file]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("ScaledObject shop/api: 7 replicas, active"),
+        "{out}"
+    );
+
+    // Without the env file the user name is missing: a named error and a non-zero exit.
+    let (code, out, err) = eval(&["-f", &good, "-o", "json"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        err.contains("environment variable \"PROM_USER\" not found"),
+        "{err}"
+    );
+
+    // An unreachable source: the error says why, non-zero exit.
+    let down = dir.join("down.yaml");
+    std::fs::write(&down, manifests("http://127.0.0.1:1", password)).expect("write");
+    let (code, _, err) = eval(&["-f", &down.display().to_string(), "--env-file", &env_file]);
+    assert_eq!(code, 1);
+    assert!(err.contains("Connection refused"), "{err}");
+
+    // A file that is not Kubernetes YAML for eval.
+    let (code, _, err) = eval(&["-f", &env_file]);
+    assert_ne!(code, 0);
+    assert!(err.contains("document 1"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
