@@ -1,5 +1,7 @@
 //! A prometheus trigger end to end: eventscale queries the real Prometheus of
-//! `e2e/sources.sh` on every HPA read, and the real HPA controller scales on it.
+//! `e2e/sources.sh` on every HPA read, and the real HPA controller scales on it. The server
+//! address comes from the target's environment (`serverAddressFromEnv`, itself from a
+//! ConfigMap) in one test and credentials from a TriggerAuthentication in the other.
 
 use std::path::Path;
 use std::process::Command;
@@ -54,7 +56,18 @@ spec:
   selector: {{matchLabels: {{app: web}}}}
   template:
     metadata: {{labels: {{app: web}}}}
-    spec: {{containers: [{{name: web, image: registry.invalid/web:1}}]}}
+    spec:
+      containers:
+      - name: web
+        image: registry.invalid/web:1
+        env:
+        - name: PROM_URL
+          valueFrom: {{configMapKeyRef: {{name: web-config, key: prometheus}}}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: web-config}}
+data: {{prometheus: "{url}"}}
 ---
 apiVersion: keda.sh/v1alpha1
 kind: ScaledObject
@@ -66,7 +79,7 @@ spec:
   triggers:
   - type: prometheus
     metadata:
-      serverAddress: {url}
+      serverAddressFromEnv: PROM_URL
       query: vector(35)
       threshold: "5"
 "#

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use scaler_core::hpa::{expected_replicas, Reading};
 use scaler_core::quantity::parse_quantity;
-use scaler_core::scalers::{build_scaler, AuthParams, ScalerError, TriggerContext};
+use scaler_core::scalers::{build_scaler, with_env, AuthParams, ScalerError, TriggerContext};
 use scaler_core::trigger_auth::{
     resolve, AuthError, ClusterTriggerAuthentication, Sources, TriggerAuthentication,
 };
@@ -284,9 +284,17 @@ pub async fn evaluate(inputs: &Inputs, so: &ScaledObject, operator_ns: &str) -> 
                 continue;
             }
         };
+        let trigger = match with_env(trigger, &inputs.env) {
+            Ok(t) => t,
+            Err(e) => {
+                result.error = Some(field(e));
+                triggers.push(result);
+                continue;
+            }
+        };
         let scaler = match build_scaler(TriggerContext {
             index,
-            trigger,
+            trigger: &trigger,
             auth: &auth,
             namespace: &ns,
             client: None,

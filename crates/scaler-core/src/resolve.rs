@@ -11,7 +11,10 @@ use kube::api::{DynamicObject, GroupVersionKind};
 use kube::{Api, Client};
 
 use crate::scaled_object::{ScaleTarget, ScaledObject};
-use crate::scalers::{build_scaler, AuthParams, Scaler, ScalerError, TriggerContext, TriggerError};
+use crate::scalers::{
+    build_scaler, reads_env, with_env, AuthParams, Scaler, ScalerError, TriggerContext,
+    TriggerError,
+};
 use crate::trigger_auth::{
     resolve, AuthError, ClusterTriggerAuthentication, Sources, TriggerAuthentication,
 };
@@ -256,6 +259,26 @@ pub async fn build_scalers_resolved(
             trigger_type: trigger.type_.clone(),
             source,
         };
+        let namespace = so.metadata.namespace.as_deref().unwrap_or("");
+        let resolved = if reads_env(trigger) {
+            let sources = KubeSources::new(client.clone(), namespace, &so.spec.scale_target_ref);
+            match sources.container_env(None).await {
+                Ok(env) => with_env(trigger, &env),
+                Err(e) => Err(ScalerError::Query(format!(
+                    "reading the scale target's environment: {e}"
+                ))),
+            }
+        } else {
+            Ok(trigger.clone())
+        };
+        let trigger = match resolved {
+            Ok(t) => t,
+            Err(e) => {
+                out.push(Err(error(e)));
+                continue;
+            }
+        };
+        let trigger = &trigger;
         let built = match trigger_auth_params(client, so, index, operator_namespace).await {
             Ok(auth) => build_scaler(TriggerContext {
                 index,

@@ -234,6 +234,49 @@ impl TriggerContext<'_> {
     }
 }
 
+/// Whether any metadata key of `trigger` is a `<param>FromEnv` reference.
+pub fn reads_env(trigger: &ScaleTriggers) -> bool {
+    trigger
+        .metadata
+        .keys()
+        .any(|k| k.len() > 7 && k.ends_with("FromEnv"))
+}
+
+/// `trigger` with each `<param>FromEnv: VAR` resolved from the target container's `env`:
+/// `<param>` takes `env[VAR]` unless it is already set (a non-empty metadata value wins).
+/// A variable that is missing while `<param>` is unset is an error naming both.
+pub fn with_env(
+    trigger: &ScaleTriggers,
+    env: &BTreeMap<String, String>,
+) -> Result<ScaleTriggers, ScalerError> {
+    let mut out = trigger.clone();
+    for (key, var) in &trigger.metadata {
+        let Some(param) = key.strip_suffix("FromEnv").filter(|p| !p.is_empty()) else {
+            continue;
+        };
+        if trigger
+            .metadata
+            .get(param)
+            .is_some_and(|v| !v.trim().is_empty())
+        {
+            continue;
+        }
+        let var = var.trim();
+        match env.get(var).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+            Some(v) => {
+                out.metadata.insert(param.to_string(), v.to_string());
+            }
+            None => {
+                return Err(ScalerError::invalid(
+                    key,
+                    format!("environment variable {var:?} (named by {key}) is not set in the scale target's container"),
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Build the scaler for one trigger.
 pub fn build_scaler(ctx: TriggerContext<'_>) -> Result<Box<dyn Scaler>, ScalerError> {
     match ctx.trigger.type_.as_str() {
@@ -273,6 +316,41 @@ pub fn build_scalers(so: &ScaledObject) -> Vec<Result<Box<dyn Scaler>, TriggerEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn from_env_fills_missing_parameters() {
+        let t = ScaleTriggers {
+            type_: "prometheus".into(),
+            metadata: [
+                ("query", "up"),
+                ("serverAddressFromEnv", "PROM"),
+                ("thresholdFromEnv", "T"),
+                ("threshold", "3"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+            ..Default::default()
+        };
+        assert!(reads_env(&t));
+        let env: BTreeMap<String, String> = [("PROM", "http://p:9090"), ("T", "99")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let r = with_env(&t, &env).expect("resolved");
+        assert_eq!(r.metadata["serverAddress"], "http://p:9090");
+        assert_eq!(
+            r.metadata["threshold"], "3",
+            "metadata wins over the environment"
+        );
+        let e = with_env(&t, &BTreeMap::new()).expect_err("missing");
+        assert_eq!(e.param(), Some("serverAddressFromEnv"));
+        assert!(
+            e.to_string()
+                .contains("\"PROM\" (named by serverAddressFromEnv) is not set"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn trigger_errors_name_the_field() {
