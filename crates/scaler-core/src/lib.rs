@@ -11,6 +11,7 @@ pub mod label_selector;
 pub mod linux_cron;
 pub mod metric_name;
 pub mod metrics;
+pub mod modifiers;
 pub mod quantity;
 pub mod resolve;
 pub mod scaled_object;
