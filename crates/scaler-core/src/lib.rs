@@ -5,6 +5,7 @@
 //! ScaledObject. Nothing here speaks HTTP or writes to a cluster.
 
 pub mod activation;
+pub mod coalesce;
 pub mod fallback;
 pub mod hpa;
 pub mod label_selector;

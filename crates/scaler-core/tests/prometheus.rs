@@ -54,6 +54,9 @@ fn servers() -> &'static Servers {
     })
 }
 
+/// The tests here share the plain server's request counter: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn scaler(meta: &[(&str, &str)], auth: &[(&str, &str)]) -> PrometheusScaler {
     let trigger = ScaleTriggers {
         type_: "prometheus".into(),
@@ -90,6 +93,7 @@ fn plain(query: &str, extra: &[(&str, &str)]) -> PrometheusScaler {
 
 #[tokio::test]
 async fn values_activation_and_keda_edge_cases() {
+    let _one_at_a_time = SERIAL.lock().await;
     let v = plain("vector(42)", &[]).sample().await.expect("value");
     assert_eq!((v.value, v.active), (42.0, true));
     let v = plain("vector(42)", &[("activationThreshold", "42")])
@@ -160,6 +164,7 @@ async fn values_activation_and_keda_edge_cases() {
 
 #[tokio::test]
 async fn basic_auth_and_unreachable_servers() {
+    let _one_at_a_time = SERIAL.lock().await;
     let s = servers();
     let meta = [
         ("serverAddress", s.auth.as_str()),
@@ -206,4 +211,62 @@ async fn basic_auth_and_unreachable_servers() {
         "{e}"
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
+
+/// Prometheus's own count of `/api/v1/query` requests, read from its `/metrics` (which is
+/// not itself a query).
+async fn query_requests(base: &str) -> f64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("prometheus /metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .filter(|l| {
+            l.starts_with("prometheus_http_requests_total{")
+                && l.contains("handler=\"/api/v1/query\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Fifty ScaledObjects asking the same question at the same moment cost Prometheus one
+/// request; fifty different questions cost fifty.
+#[tokio::test]
+async fn identical_concurrent_queries_are_coalesced() {
+    let _one_at_a_time = SERIAL.lock().await;
+    let base = servers().plain.clone();
+    let same: Vec<PrometheusScaler> = (0..50).map(|_| plain("vector(11)", &[])).collect();
+    let before = query_requests(&base).await;
+    let results = futures::future::join_all(same.iter().map(|s| s.sample())).await;
+    let after = query_requests(&base).await;
+    assert!(
+        results
+            .iter()
+            .all(|r| r.as_ref().is_ok_and(|s| s.value == 11.0)),
+        "{results:?}"
+    );
+    let identical = after - before;
+
+    let queries: Vec<String> = (0..50).map(|i| format!("vector({i})")).collect();
+    let different: Vec<PrometheusScaler> = queries.iter().map(|q| plain(q, &[])).collect();
+    let before = query_requests(&base).await;
+    let results = futures::future::join_all(different.iter().map(|s| s.sample())).await;
+    let after = query_requests(&base).await;
+    assert!(results.iter().all(Result::is_ok));
+    let distinct = after - before;
+    println!(
+        "prometheus requests for 50 identical queries: {identical}; for 50 distinct: {distinct}"
+    );
+    // Other clients of this server (an e2e cluster's HPAs reading leftover ScaledObjects)
+    // may add a stray request to either window.
+    assert!(
+        identical >= 1.0 && identical <= 2.0,
+        "one request for fifty identical queries, got {identical}"
+    );
+    assert!(
+        distinct >= 50.0,
+        "distinct queries are not merged, got {distinct}"
+    );
 }

@@ -9,6 +9,7 @@ use chrono::{SecondsFormat, Utc};
 use serde::Deserialize;
 
 use super::{MetricSpec, Sample, Scaler, ScalerError, TriggerContext};
+use crate::coalesce::Coalescer;
 use crate::quantity::quantity_string;
 
 /// KEDA's default query timeout.
@@ -386,6 +387,57 @@ impl Scaler for PrometheusScaler {
     }
 
     async fn sample(&self) -> Result<Sample, ScalerError> {
+        let value = self.query_coalesced().await?;
+        Ok(Sample {
+            value,
+            active: value > self.metadata.activation_threshold,
+        })
+    }
+}
+
+/// What makes two queries the same question: server, query, parameters, headers,
+/// credentials and TLS settings (everything but the time).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct QueryKey {
+    url: String,
+    headers: Vec<(String, String)>,
+    auth: String,
+    tls: ClientKey,
+    ignore_null_values: bool,
+}
+
+/// Identical prometheus queries in flight at the same moment, across all ScaledObjects,
+/// share one HTTP request.
+static INFLIGHT: LazyLock<Arc<Coalescer<QueryKey, Result<f64, ScalerError>>>> =
+    LazyLock::new(|| Arc::new(Coalescer::default()));
+
+impl PrometheusScaler {
+    fn query_key(&self) -> QueryKey {
+        let m = &self.metadata;
+        QueryKey {
+            url: self.query_url("").to_string(),
+            headers: m.custom_headers.clone(),
+            auth: format!("{:?}", (&m.auth.basic, &m.auth.bearer, &m.auth.custom)),
+            tls: ClientKey {
+                unsafe_ssl: m.unsafe_ssl,
+                ca: m.auth.ca.clone(),
+                client_cert: m.auth.client_cert.clone(),
+            },
+            ignore_null_values: m.ignore_null_values,
+        }
+    }
+
+    /// The value, from a request shared with identical queries in flight.
+    pub async fn query_coalesced(&self) -> Result<f64, ScalerError> {
+        let this = self.clone();
+        INFLIGHT
+            .run(self.query_key(), async move { this.query().await })
+            .await
+            .0
+    }
+
+    /// One HTTP request to Prometheus.
+    async fn query(&self) -> Result<f64, ScalerError> {
         let m = &self.metadata;
         let now = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
         let mut req = self.client.get(self.query_url(&now)).timeout(m.timeout);
@@ -415,11 +467,7 @@ impl Scaler for PrometheusScaler {
                 m.server_address
             ))
         })?;
-        let value = self.value_of(status, &body)?;
-        Ok(Sample {
-            value,
-            active: value > m.activation_threshold,
-        })
+        self.value_of(status, &body)
     }
 }
 
