@@ -262,7 +262,7 @@ async fn identical_concurrent_queries_are_coalesced() {
     // Other clients of this server (an e2e cluster's HPAs reading leftover ScaledObjects)
     // may add a stray request to either window.
     assert!(
-        identical >= 1.0 && identical <= 2.0,
+        (1.0..=2.0).contains(&identical),
         "one request for fifty identical queries, got {identical}"
     );
     assert!(
