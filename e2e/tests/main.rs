@@ -7,6 +7,7 @@
 //! built for this test run.
 
 mod auth;
+mod cache;
 mod certs;
 mod cron;
 mod metrics_only;

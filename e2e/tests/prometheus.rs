@@ -36,12 +36,16 @@ fn source_env(name: &str) -> String {
         .unwrap_or_else(|| panic!("sources.sh env printed no {name}"))
 }
 
-fn prometheus_url() -> String {
+/// Tests that count Prometheus's requests run alone among the tests using it.
+pub static PROMETHEUS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+pub(crate) fn prometheus_url() -> String {
     source_env("EVENTSCALE_PROMETHEUS_URL")
 }
 
 #[tokio::test]
 async fn prometheus_value_scales_the_deployment() {
+    let _shared = PROMETHEUS.lock().await;
     let url = prometheus_url();
     let ns = Namespace::create("e2e-prometheus");
     apply(
@@ -112,6 +116,7 @@ spec:
 /// HPA appears and reads the protected server's value.
 #[tokio::test]
 async fn trigger_authentication_from_a_secret() {
+    let _shared = PROMETHEUS.lock().await;
     let url = source_env("EVENTSCALE_PROMETHEUS_AUTH_URL");
     let user = source_env("EVENTSCALE_PROMETHEUS_USER");
     let password = source_env("EVENTSCALE_PROMETHEUS_PASSWORD");

@@ -15,7 +15,8 @@ use metrics_adapter::cert_reload::ReloadingCert;
 use metrics_adapter::certs::{self, CertOptions};
 use metrics_adapter::provider::ScaledObjectProvider;
 use metrics_adapter::telemetry::Telemetry;
-use metrics_adapter::{eval, routes, server};
+use metrics_adapter::{eval, poller, routes, server};
+use scaler_core::poll::MetricCache;
 use scaler_core::trigger_auth::{ClusterTriggerAuthentication, TriggerAuthentication};
 use scaler_core::ScaledObject;
 use tracing::{error, info, warn};
@@ -384,10 +385,19 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         });
     }
 
+    let cache = Arc::new(MetricCache::default());
+    tokio::spawn(poller::run(
+        client.clone(),
+        store.clone(),
+        args.cert.namespace.clone(),
+        cache.clone(),
+        telemetry.clone(),
+    ));
     let provider = Arc::new(ScaledObjectProvider::new(
         store,
         client.clone(),
         args.cert.namespace.clone(),
+        cache,
         telemetry.clone(),
     ));
     let app = routes::app(provider, auth, telemetry);

@@ -11,6 +11,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::Client;
 use scaler_core::label_selector::Selector;
 use scaler_core::metrics::evaluate_built;
+use scaler_core::poll::MetricCache;
 use scaler_core::quantity::quantity_string;
 use scaler_core::resolve::build_scalers_resolved;
 use scaler_core::{MetricError, ScaledObject, SCALED_OBJECT_NAME_LABEL};
@@ -55,6 +56,7 @@ pub struct ScaledObjectProvider {
     store: Store<ScaledObject>,
     client: Client,
     operator_namespace: String,
+    cache: Arc<MetricCache>,
     synced: Arc<AtomicBool>,
     telemetry: Arc<Telemetry>,
 }
@@ -66,6 +68,7 @@ impl ScaledObjectProvider {
         store: Store<ScaledObject>,
         client: Client,
         operator_namespace: String,
+        cache: Arc<MetricCache>,
         telemetry: Arc<Telemetry>,
     ) -> Self {
         let synced = Arc::new(AtomicBool::new(false));
@@ -79,6 +82,7 @@ impl ScaledObjectProvider {
             store,
             client,
             operator_namespace,
+            cache,
             synced,
             telemetry,
         }
@@ -116,7 +120,24 @@ impl MetricsProvider for ScaledObjectProvider {
                     "scaledobjects.keda.sh \"{name}\" not found in namespace \"{namespace}\""
                 ))
             })?;
-        // Every read queries the source live until the polling cache exists.
+        // useCachedMetrics triggers answer from the polling loop's store; a miss (not
+        // polled yet, or too old) falls through to a live query, as KEDA does.
+        if let Some(c) = self
+            .cache
+            .get(namespace, name, metric, crate::poller::max_age(&so))
+        {
+            self.telemetry.metric_cache(true);
+            let value = c.value.map_err(|e| {
+                warn!(scaledobject = %format!("{namespace}/{name}"), %metric, error = %e, "cached poll failed");
+                ApiError::internal(format!("ScaledObject {namespace}/{name} metric {metric:?}: {e}"))
+            })?;
+            return Ok(vec![ExternalMetricValue {
+                metric_name: metric.to_string(),
+                metric_labels: Default::default(),
+                timestamp: Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
+                value: quantity_string(value),
+            }]);
+        }
         self.telemetry.metric_cache(false);
         let started = Instant::now();
         let built = build_scalers_resolved(&self.client, &so, &self.operator_namespace).await;

@@ -13,6 +13,7 @@ pub mod linux_cron;
 pub mod metric_name;
 pub mod metrics;
 pub mod modifiers;
+pub mod poll;
 pub mod quantity;
 pub mod resolve;
 pub mod scaled_object;

@@ -1,0 +1,123 @@
+//! `useCachedMetrics` and the load on the event source: five ScaledObjects asking
+//! Prometheus the same question every 2 s cost it about one request per interval, not
+//! five, and the HPA's reads are answered from eventscale's cache.
+
+use std::time::Duration;
+
+use crate::cron::{hpa_api, raw_metric};
+use crate::prometheus::{prometheus_url, PROMETHEUS};
+use crate::{apply, client, cluster, eventually, Namespace};
+
+const N: usize = 5;
+const INTERVAL: u64 = 2;
+
+async fn prometheus_query_requests(base: &str) -> f64 {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "5", &format!("{base}/metrics")])
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| {
+            l.starts_with("prometheus_http_requests_total{")
+                && l.contains("handler=\"/api/v1/query\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn eventscale_counter(series: &str) -> f64 {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "5", &cluster().metrics_url])
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn cached_metrics_and_one_query_per_interval() {
+    let _alone = PROMETHEUS.lock().await;
+    let url = prometheus_url();
+    let ns = Namespace::create("e2e-cache");
+    let mut yaml = String::new();
+    for i in 0..N {
+        yaml.push_str(&format!(
+            r#"
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web{i}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: web{i}}}}}
+  template:
+    metadata: {{labels: {{app: web{i}}}}}
+    spec: {{containers: [{{name: c, image: registry.invalid/web:1}}]}}
+---
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata: {{name: web{i}}}
+spec:
+  scaleTargetRef: {{name: web{i}}}
+  pollingInterval: {INTERVAL}
+  minReplicaCount: 1
+  triggers:
+  - type: prometheus
+    useCachedMetrics: true
+    metadata: {{serverAddress: "{url}", query: "vector(21)", threshold: "7"}}
+"#
+        ));
+    }
+    apply(&ns.0, &yaml);
+    let client = client().await;
+    let hpas = hpa_api(client, &ns.0);
+    eventually(Duration::from_secs(60), "all HPAs", || async {
+        let list = hpas.list(&Default::default()).await.ok()?;
+        (list.items.len() == N).then_some(())
+    })
+    .await;
+    for i in 0..N {
+        let so = format!("web{i}");
+        eventually(Duration::from_secs(30), "the cached value", || {
+            let v = raw_metric(&ns.0, "s0-prometheus", &so);
+            async move { (v["items"][0]["value"] == "21").then_some(()) }
+        })
+        .await;
+    }
+
+    let hits_before = eventscale_counter("eventscale_metric_cache_total{result=\"Hit\"}");
+    let before = prometheus_query_requests(&url).await;
+    let window = Duration::from_secs(5 * INTERVAL);
+    tokio::time::sleep(window).await;
+    let after = prometheus_query_requests(&url).await;
+    let hits_after = eventscale_counter("eventscale_metric_cache_total{result=\"Hit\"}");
+    let requests = after - before;
+    let intervals = (window.as_secs() / INTERVAL) as f64;
+    println!(
+        "{N} ScaledObjects, {intervals} polling intervals: Prometheus received {requests} queries; {} HPA reads answered from the cache",
+        hits_after - hits_before
+    );
+    // Aligned polls coalesce into one query per interval (±1 at the window's edges, and a
+    // stray read from another test's leftovers); without it this would be ≥ N × intervals.
+    assert!(
+        requests <= intervals + 3.0,
+        "{requests} queries in {intervals} intervals for {N} identical ScaledObjects"
+    );
+    assert!(
+        requests >= intervals - 1.0,
+        "polling stopped? {requests} queries"
+    );
+    assert!(
+        hits_after - hits_before >= N as f64,
+        "the HPA's reads hit the cache"
+    );
+}
