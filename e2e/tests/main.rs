@@ -10,6 +10,7 @@ mod auth;
 mod cache;
 mod certs;
 mod cron;
+mod fallback;
 mod metrics_only;
 mod prometheus;
 mod rotation;

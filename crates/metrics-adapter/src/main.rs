@@ -16,6 +16,7 @@ use metrics_adapter::certs::{self, CertOptions};
 use metrics_adapter::provider::ScaledObjectProvider;
 use metrics_adapter::telemetry::Telemetry;
 use metrics_adapter::{eval, poller, routes, server};
+use scaler_core::fallback::HealthTracker;
 use scaler_core::poll::MetricCache;
 use scaler_core::trigger_auth::{ClusterTriggerAuthentication, TriggerAuthentication};
 use scaler_core::ScaledObject;
@@ -386,11 +387,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
 
     let cache = Arc::new(MetricCache::default());
+    let health = Arc::new(HealthTracker::default());
     tokio::spawn(poller::run(
         client.clone(),
         store.clone(),
         args.cert.namespace.clone(),
         cache.clone(),
+        health.clone(),
         telemetry.clone(),
     ));
     let provider = Arc::new(ScaledObjectProvider::new(
@@ -398,6 +401,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         client.clone(),
         args.cert.namespace.clone(),
         cache,
+        health,
         telemetry.clone(),
     ));
     let app = routes::app(provider, auth, telemetry);

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
+use scaler_core::fallback::HealthTracker;
 use scaler_core::poll::{next_aligned, Cached, MetricCache};
+use scaler_core::quantity::parse_quantity;
 use scaler_core::resolve::build_scalers_resolved;
 use scaler_core::scaled_object::DEFAULT_POLLING_INTERVAL;
 use scaler_core::ScaledObject;
@@ -43,8 +45,10 @@ pub async fn poll_once(
     so: &ScaledObject,
     operator_namespace: &str,
     cache: &MetricCache,
+    health: &HealthTracker,
     telemetry: &Telemetry,
 ) {
+    let (ns, so_name) = (so.namespace().unwrap_or_default(), so.name_any());
     let built = build_scalers_resolved(client, so, operator_namespace).await;
     let polls = so
         .spec
@@ -53,28 +57,34 @@ pub async fn poll_once(
         .zip(built)
         .filter(|(t, _)| t.use_cached_metrics == Some(true))
         .filter_map(|(_, b)| b.ok())
-        .map(|scaler| async move {
-            let started = Instant::now();
-            let result = scaler.sample().await;
-            telemetry.scaler_query(scaler.scaler_type(), started.elapsed(), result.is_ok());
-            let name = scaler.metric_spec().name.clone();
-            let cached = match result {
-                Ok(s) => Cached {
-                    value: Ok(s.value),
-                    active: s.active,
+        .map(|scaler| {
+            let (ns, so_name) = (&ns, &so_name);
+            async move {
+                let started = Instant::now();
+                let result = scaler.sample().await;
+                telemetry.scaler_query(scaler.scaler_type(), started.elapsed(), result.is_ok());
+                let spec = scaler.metric_spec();
+                let name = spec.name.clone();
+                if so.spec.fallback.is_some() {
+                    health.record(ns, so_name, &name, result.is_ok());
+                }
+                let target = parse_quantity(&spec.target).map(|t| (t, spec.target_type));
+                let (value, active) = match result {
+                    Ok(s) => (Ok(s.value), s.active),
+                    Err(e) => (Err(e.to_string()), false),
+                };
+                let cached = Cached {
+                    value,
+                    active,
                     at: Instant::now(),
-                },
-                Err(e) => Cached {
-                    value: Err(e.to_string()),
-                    active: false,
-                    at: Instant::now(),
-                },
-            };
-            (name, cached)
+                    target,
+                };
+                (name, cached)
+            }
         });
     let results: HashMap<String, Cached> =
         futures::future::join_all(polls).await.into_iter().collect();
-    cache.put(&so.namespace().unwrap_or_default(), &so.name_any(), results);
+    cache.put(&ns, &so_name, results);
 }
 
 /// Run the loop until the task is dropped.
@@ -83,6 +93,7 @@ pub async fn run(
     store: Store<ScaledObject>,
     operator_namespace: String,
     cache: Arc<MetricCache>,
+    health: Arc<HealthTracker>,
     telemetry: Arc<Telemetry>,
 ) {
     let mut due: HashMap<(String, String), i64> = HashMap::new();
@@ -102,17 +113,18 @@ pub async fn run(
                 continue;
             }
             *next = next_aligned(now, interval);
-            let (client, so, ns, cache, telemetry) = (
+            let (client, so, ns, cache, health, telemetry) = (
                 client.clone(),
                 so.clone(),
                 operator_namespace.clone(),
                 cache.clone(),
+                health.clone(),
                 telemetry.clone(),
             );
             let span = tracing::debug_span!("poll", scaledobject = %format!("{}/{}", key.0, key.1));
             tokio::spawn(
                 async move {
-                    poll_once(&client, &so, &ns, &cache, &telemetry).await;
+                    poll_once(&client, &so, &ns, &cache, &health, &telemetry).await;
                     debug!("polled");
                 }
                 .instrument(span),

@@ -9,11 +9,16 @@ use async_trait::async_trait;
 use chrono::{SecondsFormat, Utc};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::Client;
+use scaler_core::fallback::{self, HealthTracker};
 use scaler_core::label_selector::Selector;
 use scaler_core::metrics::evaluate_built;
 use scaler_core::poll::MetricCache;
+use scaler_core::quantity::parse_quantity;
 use scaler_core::quantity::quantity_string;
 use scaler_core::resolve::build_scalers_resolved;
+use scaler_core::resolve::target_scale;
+use scaler_core::scaled_object::Fallback;
+use scaler_core::MetricTargetType;
 use scaler_core::{MetricError, ScaledObject, SCALED_OBJECT_NAME_LABEL};
 use serde::Serialize;
 use tracing::warn;
@@ -57,6 +62,7 @@ pub struct ScaledObjectProvider {
     client: Client,
     operator_namespace: String,
     cache: Arc<MetricCache>,
+    health: Arc<HealthTracker>,
     synced: Arc<AtomicBool>,
     telemetry: Arc<Telemetry>,
 }
@@ -69,6 +75,7 @@ impl ScaledObjectProvider {
         client: Client,
         operator_namespace: String,
         cache: Arc<MetricCache>,
+        health: Arc<HealthTracker>,
         telemetry: Arc<Telemetry>,
     ) -> Self {
         let synced = Arc::new(AtomicBool::new(false));
@@ -83,6 +90,7 @@ impl ScaledObjectProvider {
             client,
             operator_namespace,
             cache,
+            health,
             synced,
             telemetry,
         }
@@ -96,6 +104,37 @@ fn metric_error(e: MetricError) -> ApiError {
             warn!(error = %e, "metric request failed");
             ApiError::internal(e.to_string())
         }
+    }
+}
+
+impl ScaledObjectProvider {
+    /// The value that makes the HPA choose the fallback replicas.
+    async fn fallback_value(
+        &self,
+        so: &ScaledObject,
+        fb: &Fallback,
+        target: f64,
+        kind: MetricTargetType,
+    ) -> Result<f64, ApiError> {
+        let behavior: fallback::Behavior = fb
+            .behavior
+            .as_deref()
+            .unwrap_or("")
+            .parse()
+            .map_err(ApiError::internal)?;
+        let needs_scale = !matches!(
+            behavior,
+            fallback::Behavior::Static | fallback::Behavior::ScalingModifiers
+        ) || kind == MetricTargetType::Value;
+        let (current, ready) = if needs_scale {
+            target_scale(&self.client, so).await.map_err(|e| {
+                ApiError::internal(format!("fallback needs the target's replicas: {e}"))
+            })?
+        } else {
+            (0, 0)
+        };
+        let replicas = fallback::replicas(fb, behavior, current);
+        Ok(fallback::value(target, kind, replicas, ready))
     }
 }
 
@@ -127,10 +166,23 @@ impl MetricsProvider for ScaledObjectProvider {
             .get(namespace, name, metric, crate::poller::max_age(&so))
         {
             self.telemetry.metric_cache(true);
-            let value = c.value.map_err(|e| {
-                warn!(scaledobject = %format!("{namespace}/{name}"), %metric, error = %e, "cached poll failed");
-                ApiError::internal(format!("ScaledObject {namespace}/{name} metric {metric:?}: {e}"))
-            })?;
+            let value = match c.value {
+                Ok(v) => v,
+                Err(e) => {
+                    let health = self.health.get(namespace, name, metric);
+                    match (&so.spec.fallback, c.target) {
+                        (Some(fb), Some((target, kind))) if fallback::falling_back(fb, &health) => {
+                            self.fallback_value(&so, fb, target, kind).await?
+                        }
+                        _ => {
+                            warn!(scaledobject = %format!("{namespace}/{name}"), %metric, error = %e, "cached poll failed");
+                            return Err(ApiError::internal(format!(
+                                "ScaledObject {namespace}/{name} metric {metric:?}: {e}"
+                            )));
+                        }
+                    }
+                }
+            };
             return Ok(vec![ExternalMetricValue {
                 metric_name: metric.to_string(),
                 metric_labels: Default::default(),
@@ -141,7 +193,40 @@ impl MetricsProvider for ScaledObjectProvider {
         self.telemetry.metric_cache(false);
         let started = Instant::now();
         let built = build_scalers_resolved(&self.client, &so, &self.operator_namespace).await;
+        let target = built
+            .iter()
+            .filter_map(|b| b.as_ref().ok())
+            .find(|s| s.metric_spec().name.eq_ignore_ascii_case(metric))
+            .and_then(|s| {
+                Some((
+                    parse_quantity(&s.metric_spec().target)?,
+                    s.metric_spec().target_type,
+                ))
+            });
         let result = evaluate_built(&so, metric, built).await;
+        if let Some(fb) = &so.spec.fallback {
+            match &result {
+                Ok(_) => {
+                    self.health.record(namespace, name, metric, true);
+                }
+                Err(MetricError::Query { .. }) => {
+                    let health = self.health.record(namespace, name, metric, false);
+                    if let (true, Some((t, kind))) = (fallback::falling_back(fb, &health), target) {
+                        let value = self.fallback_value(&so, fb, t, kind).await?;
+                        if let Err(e) = &result {
+                            warn!(error = %e, failures = health.number_of_failures, value, "source failing: serving the fallback value");
+                        }
+                        return Ok(vec![ExternalMetricValue {
+                            metric_name: metric.to_string(),
+                            metric_labels: Default::default(),
+                            timestamp: Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
+                            value: quantity_string(value),
+                        }]);
+                    }
+                }
+                Err(_) => {}
+            }
+        }
         match &result {
             Ok(s) => self
                 .telemetry

@@ -174,3 +174,76 @@ mod tests {
         );
     }
 }
+
+/// Failure counts per ScaledObject metric, shared by the polling loop and HPA reads.
+#[derive(Default)]
+pub struct HealthTracker {
+    entries: std::sync::Mutex<std::collections::HashMap<(String, String, String), HealthStatus>>,
+}
+
+impl HealthTracker {
+    /// Record one outcome for `namespace/name` metric `metric`; the health after it.
+    pub fn record(&self, namespace: &str, name: &str, metric: &str, ok: bool) -> HealthStatus {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (
+            namespace.to_string(),
+            name.to_string(),
+            metric.to_ascii_lowercase(),
+        );
+        let next = record(entries.get(&key).unwrap_or(&HealthStatus::default()), ok);
+        entries.insert(key, next.clone());
+        next
+    }
+
+    /// The health of `namespace/name` metric `metric`.
+    pub fn get(&self, namespace: &str, name: &str, metric: &str) -> HealthStatus {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .get(&(
+                namespace.to_string(),
+                name.to_string(),
+                metric.to_ascii_lowercase(),
+            ))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Forget ScaledObjects that no longer exist.
+    pub fn retain(&self, mut keep: impl FnMut(&str, &str) -> bool) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(ns, name, _), _| keep(ns, name));
+    }
+}
+
+#[cfg(test)]
+mod tracker_tests {
+    use super::*;
+
+    #[test]
+    fn counts_per_metric_and_resets() {
+        let t = HealthTracker::default();
+        assert_eq!(
+            t.record("ns", "so", "s0-x", false).number_of_failures,
+            Some(1)
+        );
+        assert_eq!(
+            t.record("ns", "so", "S0-X", false).number_of_failures,
+            Some(2)
+        );
+        assert_eq!(
+            t.record("ns", "so", "s1-y", false).number_of_failures,
+            Some(1)
+        );
+        assert_eq!(
+            t.record("ns", "so", "s0-x", true).number_of_failures,
+            Some(0)
+        );
+        t.retain(|_, _| false);
+        assert_eq!(
+            t.record("ns", "so", "s1-y", false).number_of_failures,
+            Some(1)
+        );
+    }
+}

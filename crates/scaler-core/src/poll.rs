@@ -18,6 +18,8 @@ pub struct Cached {
     pub active: bool,
     /// When it was polled.
     pub at: Instant,
+    /// The metric's target and type, for fallback.
+    pub target: Option<(f64, crate::scalers::MetricTargetType)>,
 }
 
 type Key = (String, String);
@@ -109,6 +111,7 @@ mod tests {
                     value: Ok(3.0),
                     active: true,
                     at: now,
+                    target: None,
                 },
             )]),
         );

@@ -294,3 +294,32 @@ pub async fn build_scalers_resolved(
     }
     out
 }
+
+/// The scale target's `/scale`: (spec.replicas, status.replicas).
+pub async fn target_scale(client: &Client, so: &ScaledObject) -> Result<(i32, i32), AuthError> {
+    let target = &so.spec.scale_target_ref;
+    let namespace = so.metadata.namespace.clone().unwrap_or_default();
+    let (group, version) = match target
+        .api_version
+        .as_deref()
+        .unwrap_or("apps/v1")
+        .split_once('/')
+    {
+        Some((g, v)) => (g.to_string(), v.to_string()),
+        None => (
+            String::new(),
+            target.api_version.clone().unwrap_or_default(),
+        ),
+    };
+    let kind = target.kind_or_default().to_string();
+    let what = format!("{kind} {namespace}/{} /scale", target.name);
+    let gvk = GroupVersionKind::gvk(&group, &version, &kind);
+    let (ar, _) = timed(what.clone(), kube::discovery::pinned_kind(client, &gvk)).await?;
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace, &ar);
+    let scale = timed(what, api.get_subresource("scale", &target.name)).await?;
+    let n = |v: &serde_json::Value| v.as_i64().and_then(|n| i32::try_from(n).ok()).unwrap_or(0);
+    Ok((
+        n(&scale.data["spec"]["replicas"]),
+        n(&scale.data["status"]["replicas"]),
+    ))
+}
