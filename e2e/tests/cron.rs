@@ -10,7 +10,7 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::Api;
 use serde_json::Value;
 
-use crate::{apply, client, eventually, kubectl, Namespace};
+use crate::{apply, client, eventually, kubectl, wait_for_replicas, Namespace};
 
 /// A zone away from UTC with a half-hour offset, so a wrong zone shows.
 pub(crate) const TZ: &str = "Asia/Kolkata";
@@ -138,16 +138,7 @@ async fn window_including_now_scales_the_deployment_to_desired_replicas() {
     assert_eq!(upper["items"][0]["value"], "4", "{upper}");
 
     // The real HPA controller reads the metric through the aggregator and scales.
-    let deployments: Api<Deployment> = Api::namespaced(client, &ns.0);
-    eventually(
-        Duration::from_secs(90),
-        "Deployment web at 4 replicas",
-        || async {
-            let d = deployments.get("web").await.ok()?;
-            (d.spec?.replicas == Some(4)).then_some(())
-        },
-    )
-    .await;
+    wait_for_replicas(&ns.0, "web", 4).await;
 }
 
 #[tokio::test]

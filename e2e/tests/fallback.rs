@@ -1,13 +1,8 @@
 //! Fallback on the real cluster: the event source is down, and after `failureThreshold`
 //! failed reads the HPA is served the value that makes it choose `fallback.replicas`.
 
-use std::time::Duration;
-
-use k8s_openapi::api::apps::v1::Deployment;
-use kube::Api;
-
 use crate::cron::{hpa_api, wait_for_hpa};
-use crate::{apply, client, eventually, Namespace};
+use crate::{apply, client, wait_for_replicas, Namespace};
 
 #[tokio::test]
 async fn unreachable_source_falls_back_to_the_fallback_replicas() {
@@ -39,14 +34,5 @@ spec:
     );
     let client = client().await;
     wait_for_hpa(&hpa_api(client.clone(), &ns.0)).await;
-    let deployments: Api<Deployment> = Api::namespaced(client, &ns.0);
-    eventually(
-        Duration::from_secs(90),
-        "Deployment web at the fallback's 4 replicas",
-        || async {
-            let d = deployments.get("web").await.ok()?;
-            (d.spec?.replicas == Some(4)).then_some(())
-        },
-    )
-    .await;
+    wait_for_replicas(&ns.0, "web", 4).await;
 }

@@ -230,3 +230,19 @@ pub fn service_account_token(ns: &str, sa: &str) -> String {
     }
     panic!("no token Secret for ServiceAccount {ns}/{sa}");
 }
+
+/// Wait until Deployment `namespace/name` wants `replicas` (set by the real HPA or
+/// eventscale); 90 s at most.
+pub async fn wait_for_replicas(namespace: &str, name: &str, replicas: i32) {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let deployments: kube::Api<Deployment> = kube::Api::namespaced(client().await, namespace);
+    eventually(
+        Duration::from_secs(90),
+        &format!("Deployment {name} at {replicas} replicas"),
+        || async {
+            let d = deployments.get(name).await.ok()?;
+            (d.spec?.replicas == Some(replicas)).then_some(())
+        },
+    )
+    .await;
+}

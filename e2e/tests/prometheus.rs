@@ -7,12 +7,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::Api;
 
 use crate::cron::{hpa_api, raw_metric, wait_for_hpa};
-use crate::{apply, client, eventually, Namespace};
+use crate::{apply, client, eventually, wait_for_replicas, Namespace};
 
 /// Start the Prometheus servers and read one variable of `sources.sh env`.
 fn source_env(name: &str) -> String {
@@ -99,16 +98,7 @@ spec:
     assert_eq!(list["items"][0]["value"], "35", "{list}");
 
     // 35 / 5 → 7 replicas, decided by the real HPA controller.
-    let deployments: Api<Deployment> = Api::namespaced(client, &ns.0);
-    eventually(
-        Duration::from_secs(90),
-        "Deployment web at 7 replicas",
-        || async {
-            let d = deployments.get("web").await.ok()?;
-            (d.spec?.replicas == Some(7)).then_some(())
-        },
-    )
-    .await;
+    wait_for_replicas(&ns.0, "web", 7).await;
 }
 
 /// Basic auth from a TriggerAuthentication: missing at first (a clear error on the
@@ -203,14 +193,5 @@ spec:
     wait_for_hpa(&hpa_api(client.clone(), &ns.0)).await;
     let list = raw_metric(&ns.0, "s0-prometheus", "web");
     assert_eq!(list["items"][0]["value"], "12", "{list}");
-    let deployments: Api<Deployment> = Api::namespaced(client, &ns.0);
-    eventually(
-        Duration::from_secs(90),
-        "Deployment web at 3 replicas",
-        || async {
-            let d = deployments.get("web").await.ok()?;
-            (d.spec?.replicas == Some(3)).then_some(())
-        },
-    )
-    .await;
+    wait_for_replicas(&ns.0, "web", 3).await;
 }

@@ -4,11 +4,8 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::Deployment;
-use kube::Api;
-
 use crate::cron::{hpa_api, raw_metric, wait_for_hpa};
-use crate::{apply, client, eventually, Namespace};
+use crate::{apply, client, eventually, wait_for_replicas, Namespace};
 
 #[tokio::test]
 async fn pods_matching_the_selector_scale_the_target() {
@@ -56,14 +53,5 @@ spec:
         async move { (list["items"][0]["value"] == "3").then_some(()) }
     })
     .await;
-    let deployments: Api<Deployment> = Api::namespaced(client, &ns.0);
-    eventually(
-        Duration::from_secs(90),
-        "Deployment web at 3 replicas",
-        || async {
-            let d = deployments.get("web").await.ok()?;
-            (d.spec?.replicas == Some(3)).then_some(())
-        },
-    )
-    .await;
+    wait_for_replicas(&ns.0, "web", 3).await;
 }

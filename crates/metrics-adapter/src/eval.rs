@@ -9,9 +9,10 @@ use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use scaler_core::hpa::{expected_replicas, Reading};
 use scaler_core::quantity::parse_quantity;
-use scaler_core::scalers::{build_scaler, with_env, AuthParams, ScalerError, TriggerContext};
+use scaler_core::scalers::{build_scaler, with_env, ScalerError, TriggerContext};
 use scaler_core::trigger_auth::{
-    resolve, AuthError, ClusterTriggerAuthentication, Sources, TriggerAuthentication,
+    secret_data, trigger_params, AuthError, ClusterTriggerAuthentication, Sources,
+    TriggerAuthentication, TriggerAuthenticationSpec,
 };
 use scaler_core::ScaledObject;
 use serde::Serialize;
@@ -69,14 +70,7 @@ impl Inputs {
                 "Secret" => {
                     let s: Secret = serde_yaml::from_value(value).with_context(at)?;
                     let key = (ns_of(&s.metadata), s.metadata.name.clone().unwrap_or_default());
-                    let mut data: BTreeMap<String, String> = s
-                        .data
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
-                        .collect();
-                    data.extend(s.string_data.unwrap_or_default());
-                    self.secrets.insert(key, data);
+                    self.secrets.insert(key, secret_data(s));
                 }
                 "ConfigMap" => {
                     let c: ConfigMap = serde_yaml::from_value(value).with_context(at)?;
@@ -130,6 +124,30 @@ impl Inputs {
 
 #[async_trait]
 impl Sources for Inputs {
+    async fn trigger_authentication(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<TriggerAuthenticationSpec>, AuthError> {
+        Ok(self
+            .trigger_auths
+            .iter()
+            .find(|t| {
+                t.metadata.name.as_deref() == Some(name)
+                    && t.metadata.namespace.as_deref() == Some(ns)
+            })
+            .map(|t| t.spec.clone()))
+    }
+    async fn cluster_trigger_authentication(
+        &self,
+        name: &str,
+    ) -> Result<Option<TriggerAuthenticationSpec>, AuthError> {
+        Ok(self
+            .cluster_trigger_auths
+            .iter()
+            .find(|t| t.metadata.name.as_deref() == Some(name))
+            .map(|t| t.spec.inner.clone()))
+    }
     async fn secret(
         &self,
         ns: &str,
@@ -195,60 +213,6 @@ pub struct Evaluation {
     pub triggers: Vec<TriggerResult>,
 }
 
-async fn auth_params(
-    inputs: &Inputs,
-    so: &ScaledObject,
-    index: usize,
-    operator_ns: &str,
-) -> Result<AuthParams, AuthError> {
-    let Some(r) = so
-        .spec
-        .triggers
-        .get(index)
-        .and_then(|t| t.authentication_ref.as_ref())
-    else {
-        return Ok(AuthParams::new());
-    };
-    let ns = so.metadata.namespace.clone().unwrap_or_default();
-    match r.kind.as_deref().unwrap_or("TriggerAuthentication") {
-        "TriggerAuthentication" => {
-            let ta = inputs
-                .trigger_auths
-                .iter()
-                .find(|t| {
-                    t.metadata.name.as_deref() == Some(&r.name)
-                        && t.metadata.namespace.as_deref() == Some(&ns)
-                })
-                .ok_or_else(|| AuthError::NotFound {
-                    kind: "TriggerAuthentication".into(),
-                    name: r.name.clone(),
-                    namespace: Some(ns.clone()),
-                })?;
-            resolve("TriggerAuthentication", &r.name, &ta.spec, &ns, inputs).await
-        }
-        "ClusterTriggerAuthentication" => {
-            let cta = inputs
-                .cluster_trigger_auths
-                .iter()
-                .find(|t| t.metadata.name.as_deref() == Some(&r.name))
-                .ok_or_else(|| AuthError::NotFound {
-                    kind: "ClusterTriggerAuthentication".into(),
-                    name: r.name.clone(),
-                    namespace: None,
-                })?;
-            resolve(
-                "ClusterTriggerAuthentication",
-                &r.name,
-                &cta.spec.inner,
-                operator_ns,
-                inputs,
-            )
-            .await
-        }
-        other => Err(AuthError::BadKind(other.to_string())),
-    }
-}
-
 /// Evaluate one ScaledObject's triggers.
 pub async fn evaluate(inputs: &Inputs, so: &ScaledObject, operator_ns: &str) -> Evaluation {
     let ns = so.metadata.namespace.clone().unwrap_or_default();
@@ -276,7 +240,7 @@ pub async fn evaluate(inputs: &Inputs, so: &ScaledObject, operator_ns: &str) -> 
             active: false,
             error: None,
         };
-        let auth = match auth_params(inputs, so, index, operator_ns).await {
+        let auth = match trigger_params(so, index, operator_ns, inputs).await {
             Ok(a) => a,
             Err(e) => {
                 result.error = Some(field(ScalerError::Authentication(e.to_string())));
@@ -461,7 +425,7 @@ spec:
             "apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata: {name: s, namespace: default}\nspec: {scaleTargetRef: {name: w}, triggers: [{type: cron, metadata: {}, authenticationRef: {name: ta}}]}",
         )
         .expect("so");
-        let p = auth_params(&inputs, &so, 0, "eventscale")
+        let p = trigger_params(&so, 0, "eventscale", &inputs)
             .await
             .expect("resolved");
         assert_eq!(p.get("username").map(String::as_str), Some("alice"));

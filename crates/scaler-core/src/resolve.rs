@@ -16,7 +16,8 @@ use crate::scalers::{
     TriggerError,
 };
 use crate::trigger_auth::{
-    resolve, AuthError, ClusterTriggerAuthentication, Sources, TriggerAuthentication,
+    secret_data, trigger_params, AuthError, ClusterTriggerAuthentication, Sources,
+    TriggerAuthentication, TriggerAuthenticationSpec,
 };
 
 /// Every read from the apiserver made while resolving.
@@ -57,19 +58,27 @@ impl KubeSources {
     }
 }
 
-fn secret_data(s: Secret) -> BTreeMap<String, String> {
-    let mut out: BTreeMap<String, String> = s
-        .data
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
-        .collect();
-    out.extend(s.string_data.unwrap_or_default());
-    out
-}
-
 #[async_trait]
 impl Sources for KubeSources {
+    async fn trigger_authentication(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<TriggerAuthenticationSpec>, AuthError> {
+        let api: Api<TriggerAuthentication> = Api::namespaced(self.client.clone(), namespace);
+        let what = format!("TriggerAuthentication {namespace}/{name}");
+        Ok(timed(what, api.get_opt(name)).await?.map(|t| t.spec))
+    }
+
+    async fn cluster_trigger_authentication(
+        &self,
+        name: &str,
+    ) -> Result<Option<TriggerAuthenticationSpec>, AuthError> {
+        let api: Api<ClusterTriggerAuthentication> = Api::all(self.client.clone());
+        let what = format!("ClusterTriggerAuthentication {name}");
+        Ok(timed(what, api.get_opt(name)).await?.map(|t| t.spec.inner))
+    }
+
     async fn secret(
         &self,
         namespace: &str,
@@ -100,29 +109,7 @@ impl Sources for KubeSources {
         &self,
         container: Option<&str>,
     ) -> Result<BTreeMap<String, String>, AuthError> {
-        let (group, version) = match self
-            .target
-            .api_version
-            .as_deref()
-            .unwrap_or("apps/v1")
-            .split_once('/')
-        {
-            Some((g, v)) => (g.to_string(), v.to_string()),
-            None => (
-                String::new(),
-                self.target.api_version.clone().unwrap_or_default(),
-            ),
-        };
-        let kind = self.target.kind_or_default().to_string();
-        let gvk = GroupVersionKind::gvk(&group, &version, &kind);
-        let what = format!("{kind} {}/{}", self.namespace, self.target.name);
-        let (ar, _) = timed(
-            what.clone(),
-            kube::discovery::pinned_kind(&self.client, &gvk),
-        )
-        .await?;
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(self.client.clone(), &self.namespace, &ar);
+        let (api, what) = target_api(&self.client, &self.namespace, &self.target).await?;
         let obj = timed(what.clone(), api.get(&self.target.name)).await?;
         let containers: Vec<Container> =
             serde_json::from_value(obj.data["spec"]["template"]["spec"]["containers"].clone())
@@ -182,67 +169,16 @@ impl Sources for KubeSources {
     }
 }
 
-/// The authentication parameters of trigger `index` of `so`: empty without
-/// `authenticationRef`.
+/// The authentication parameters of trigger `index` of `so`, read from the cluster.
 pub async fn trigger_auth_params(
     client: &Client,
     so: &ScaledObject,
     index: usize,
     operator_namespace: &str,
 ) -> Result<AuthParams, AuthError> {
-    let Some(trigger) = so.spec.triggers.get(index) else {
-        return Ok(AuthParams::new());
-    };
-    let Some(r) = &trigger.authentication_ref else {
-        return Ok(AuthParams::new());
-    };
     let namespace = so.metadata.namespace.clone().unwrap_or_default();
     let sources = KubeSources::new(client.clone(), &namespace, &so.spec.scale_target_ref);
-    match r.kind.as_deref().unwrap_or("TriggerAuthentication") {
-        "TriggerAuthentication" => {
-            let api: Api<TriggerAuthentication> = Api::namespaced(client.clone(), &namespace);
-            let ta = timed(
-                format!("TriggerAuthentication {namespace}/{}", r.name),
-                api.get_opt(&r.name),
-            )
-            .await?
-            .ok_or_else(|| AuthError::NotFound {
-                kind: "TriggerAuthentication".into(),
-                name: r.name.clone(),
-                namespace: Some(namespace.clone()),
-            })?;
-            resolve(
-                "TriggerAuthentication",
-                &r.name,
-                &ta.spec,
-                &namespace,
-                &sources,
-            )
-            .await
-        }
-        "ClusterTriggerAuthentication" => {
-            let api: Api<ClusterTriggerAuthentication> = Api::all(client.clone());
-            let cta = timed(
-                format!("ClusterTriggerAuthentication {}", r.name),
-                api.get_opt(&r.name),
-            )
-            .await?
-            .ok_or_else(|| AuthError::NotFound {
-                kind: "ClusterTriggerAuthentication".into(),
-                name: r.name.clone(),
-                namespace: None,
-            })?;
-            resolve(
-                "ClusterTriggerAuthentication",
-                &r.name,
-                &cta.spec.inner,
-                operator_namespace,
-                &sources,
-            )
-            .await
-        }
-        other => Err(AuthError::BadKind(other.to_string())),
-    }
+    trigger_params(so, index, operator_namespace, &sources).await
 }
 
 /// Build every trigger's scaler with its authentication resolved from the cluster; a
@@ -295,27 +231,27 @@ pub async fn build_scalers_resolved(
     out
 }
 
+/// The API of the scale target's kind (found by discovery, so custom resources work) and
+/// a description for errors.
+async fn target_api(
+    client: &Client,
+    namespace: &str,
+    target: &ScaleTarget,
+) -> Result<(Api<DynamicObject>, String), AuthError> {
+    let api_version = target.api_version.as_deref().unwrap_or("apps/v1");
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let kind = target.kind_or_default();
+    let what = format!("{kind} {namespace}/{}", target.name);
+    let gvk = GroupVersionKind::gvk(group, version, kind);
+    let (ar, _) = timed(what.clone(), kube::discovery::pinned_kind(client, &gvk)).await?;
+    Ok((Api::namespaced_with(client.clone(), namespace, &ar), what))
+}
+
 /// The scale target's `/scale`: (spec.replicas, status.replicas).
 pub async fn target_scale(client: &Client, so: &ScaledObject) -> Result<(i32, i32), AuthError> {
     let target = &so.spec.scale_target_ref;
     let namespace = so.metadata.namespace.clone().unwrap_or_default();
-    let (group, version) = match target
-        .api_version
-        .as_deref()
-        .unwrap_or("apps/v1")
-        .split_once('/')
-    {
-        Some((g, v)) => (g.to_string(), v.to_string()),
-        None => (
-            String::new(),
-            target.api_version.clone().unwrap_or_default(),
-        ),
-    };
-    let kind = target.kind_or_default().to_string();
-    let what = format!("{kind} {namespace}/{} /scale", target.name);
-    let gvk = GroupVersionKind::gvk(&group, &version, &kind);
-    let (ar, _) = timed(what.clone(), kube::discovery::pinned_kind(client, &gvk)).await?;
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace, &ar);
+    let (api, what) = target_api(client, &namespace, target).await?;
     let scale = timed(what, api.get_subresource("scale", &target.name)).await?;
     let n = |v: &serde_json::Value| v.as_i64().and_then(|n| i32::try_from(n).ok()).unwrap_or(0);
     Ok((

@@ -188,12 +188,80 @@ pub trait Sources: Send + Sync {
         namespace: &str,
         name: &str,
     ) -> Result<Option<BTreeMap<String, String>>, AuthError>;
+    /// The spec of TriggerAuthentication `namespace/name`, `None` when it does not exist.
+    async fn trigger_authentication(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<TriggerAuthenticationSpec>, AuthError>;
+    /// The spec of ClusterTriggerAuthentication `name`, `None` when it does not exist.
+    async fn cluster_trigger_authentication(
+        &self,
+        name: &str,
+    ) -> Result<Option<TriggerAuthenticationSpec>, AuthError>;
     /// The environment of `container` (or the default one) of the scale target, with
     /// `valueFrom` and `envFrom` resolved.
     async fn container_env(
         &self,
         container: Option<&str>,
     ) -> Result<BTreeMap<String, String>, AuthError>;
+}
+
+/// A Secret's `data` (decoded) and `stringData`, as one map.
+pub fn secret_data(s: k8s_openapi::api::core::v1::Secret) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = s
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+        .collect();
+    out.extend(s.string_data.unwrap_or_default());
+    out
+}
+
+/// The authentication parameters of trigger `index` of `so`: empty without
+/// `authenticationRef`; a ClusterTriggerAuthentication's references are read in
+/// `operator_namespace`.
+pub async fn trigger_params(
+    so: &crate::ScaledObject,
+    index: usize,
+    operator_namespace: &str,
+    sources: &dyn Sources,
+) -> Result<AuthParams, AuthError> {
+    let Some(r) = so
+        .spec
+        .triggers
+        .get(index)
+        .and_then(|t| t.authentication_ref.as_ref())
+    else {
+        return Ok(AuthParams::new());
+    };
+    let namespace = so.metadata.namespace.clone().unwrap_or_default();
+    match r.kind.as_deref().unwrap_or("TriggerAuthentication") {
+        kind @ "TriggerAuthentication" => {
+            let spec = sources
+                .trigger_authentication(&namespace, &r.name)
+                .await?
+                .ok_or_else(|| AuthError::NotFound {
+                    kind: kind.into(),
+                    name: r.name.clone(),
+                    namespace: Some(namespace.clone()),
+                })?;
+            resolve(kind, &r.name, &spec, &namespace, sources).await
+        }
+        kind @ "ClusterTriggerAuthentication" => {
+            let spec = sources
+                .cluster_trigger_authentication(&r.name)
+                .await?
+                .ok_or_else(|| AuthError::NotFound {
+                    kind: kind.into(),
+                    name: r.name.clone(),
+                    namespace: None,
+                })?;
+            resolve(kind, &r.name, &spec, operator_namespace, sources).await
+        }
+        other => Err(AuthError::BadKind(other.to_string())),
+    }
 }
 
 /// Resolve `spec` (of `kind` `name`) into parameters, reading Secrets and ConfigMaps in
@@ -290,6 +358,19 @@ mod tests {
 
     #[async_trait]
     impl Sources for Fake {
+        async fn trigger_authentication(
+            &self,
+            _: &str,
+            _: &str,
+        ) -> Result<Option<TriggerAuthenticationSpec>, AuthError> {
+            Ok(None)
+        }
+        async fn cluster_trigger_authentication(
+            &self,
+            _: &str,
+        ) -> Result<Option<TriggerAuthenticationSpec>, AuthError> {
+            Ok(None)
+        }
         async fn secret(
             &self,
             ns: &str,
