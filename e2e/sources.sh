@@ -6,7 +6,8 @@
 #   e2e/sources.sh env               print `export ...` lines the tests read
 #   e2e/sources.sh status            one line per source
 #
-# Sources: prometheus (two servers: plain on 19090, basic auth on 19091).
+# Sources: prometheus (two servers: plain on 19090, basic auth on 19091); mysql (MariaDB
+# on 13306 with database `shop`, user `eventscale`).
 # State: <repo>/.state/sources (EVENTSCALE_SOURCES_DIR).
 set -euo pipefail
 
@@ -18,6 +19,10 @@ LOG_TAG=sources
 # shellcheck source=lib.sh
 source "$REPO/e2e/lib.sh"
 
+MYSQL_PORT=13306
+MYSQL_USER=eventscale
+MYSQL_PASSWORD=local-mysql-password
+MYSQL_DB=shop
 PROM_PORT=19090
 PROM_AUTH_PORT=19091
 PROM_USER=eventscale
@@ -66,7 +71,33 @@ prometheus_down() {
   stop_one prometheus-auth
 }
 
-ALL=(prometheus)
+mysql_up() {
+  ensure_pkg mariadbd mariadb-server
+  local dir=$STATE_DIR/mysql
+  if ! running mysql; then
+    port_free $MYSQL_PORT || die "port $MYSQL_PORT (mysql) is taken by a process this script did not start"
+    if [[ ! -d $dir/data/mysql ]]; then
+      mkdir -p "$dir/data"
+      mariadb-install-db --no-defaults --datadir="$dir/data" --user="$(id -un)" \
+        --auth-root-authentication-method=normal --skip-test-db >"$LOGS/mysql-install.log" 2>&1 ||
+        die "mariadb-install-db failed; read $LOGS/mysql-install.log"
+    fi
+    start_bg mysql mariadbd --no-defaults --datadir="$dir/data" --user="$(id -un)" \
+      --bind-address=127.0.0.1 --port=$MYSQL_PORT --socket="$dir/mysql.sock" \
+      --pid-file="$dir/mysql.pid" --skip-name-resolve
+  fi
+  wait_for mysql 60 mariadb --no-defaults -uroot --socket="$dir/mysql.sock" -e "select 1"
+  mariadb --no-defaults -uroot --socket="$dir/mysql.sock" <<SQL || die "setting up the shop database failed"
+CREATE DATABASE IF NOT EXISTS $MYSQL_DB;
+CREATE USER IF NOT EXISTS '$MYSQL_USER'@'%' IDENTIFIED BY '$MYSQL_PASSWORD';
+GRANT ALL ON $MYSQL_DB.* TO '$MYSQL_USER'@'%';
+CREATE TABLE IF NOT EXISTS $MYSQL_DB.jobs (id INT AUTO_INCREMENT PRIMARY KEY, state VARCHAR(16) NOT NULL);
+SQL
+}
+
+mysql_down() { stop_one mysql; }
+
+ALL=(prometheus mysql)
 
 each() {
   local verb=$1
@@ -77,6 +108,7 @@ each() {
   for n in "${names[@]}"; do
     case $n in
       prometheus) "prometheus_$verb" ;;
+      mysql) "mysql_$verb" ;;
       *) die "unknown source $n (known: ${ALL[*]})" ;;
     esac
   done
@@ -95,9 +127,14 @@ case $cmd in
     echo "export EVENTSCALE_PROMETHEUS_AUTH_URL=http://127.0.0.1:$PROM_AUTH_PORT"
     echo "export EVENTSCALE_PROMETHEUS_USER=$PROM_USER"
     echo "export EVENTSCALE_PROMETHEUS_PASSWORD=$PROM_PASSWORD"
+    echo "export EVENTSCALE_MYSQL_HOST=127.0.0.1"
+    echo "export EVENTSCALE_MYSQL_PORT=$MYSQL_PORT"
+    echo "export EVENTSCALE_MYSQL_USER=$MYSQL_USER"
+    echo "export EVENTSCALE_MYSQL_PASSWORD=$MYSQL_PASSWORD"
+    echo "export EVENTSCALE_MYSQL_DB=$MYSQL_DB"
     ;;
   status)
-    for n in prometheus prometheus-auth; do
+    for n in prometheus prometheus-auth mysql; do
       if running $n; then echo "$n running (pid $(cat "$PIDS/$n.pid"))"; else echo "$n stopped"; fi
     done
     ;;

@@ -5,6 +5,7 @@
 
 pub mod cron;
 pub mod kubernetes_workload;
+pub mod mysql;
 pub mod prometheus;
 
 use std::collections::BTreeMap;
@@ -283,6 +284,7 @@ pub fn build_scaler(ctx: TriggerContext<'_>) -> Result<Box<dyn Scaler>, ScalerEr
         "cron" => Ok(Box::new(cron::CronScaler::new(ctx)?)),
         "prometheus" => Ok(Box::new(prometheus::PrometheusScaler::new(ctx)?)),
         "kubernetes-workload" => Ok(Box::new(kubernetes_workload::WorkloadScaler::new(ctx)?)),
+        "mysql" => Ok(Box::new(mysql::MysqlScaler::new(ctx)?)),
         other => Err(ScalerError::UnsupportedTrigger(other.to_string())),
     }
 }
