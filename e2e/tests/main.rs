@@ -6,6 +6,9 @@
 //! cold cache this builds Kubernetes, about 10 minutes) using the eventscale binary cargo
 //! built for this test run.
 
+#[path = "../support/sources.rs"]
+mod sources;
+
 mod auth;
 mod cache;
 mod certs;

@@ -3,8 +3,6 @@
 //! address comes from the target's environment (`serverAddressFromEnv`, itself from a
 //! ConfigMap) in one test and credentials from a TriggerAuthentication in the other.
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
@@ -15,23 +13,8 @@ use crate::{apply, client, eventually, wait_for_replicas, Namespace};
 
 /// Start the Prometheus servers and read one variable of `sources.sh env`.
 fn source_env(name: &str) -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../e2e/sources.sh");
-    let up = Command::new("bash")
-        .arg(&script)
-        .args(["up", "prometheus"])
-        .status()
-        .expect("sources.sh");
-    assert!(up.success(), "e2e/sources.sh up prometheus failed");
-    let out = Command::new("bash")
-        .arg(&script)
-        .arg("env")
-        .output()
-        .expect("sources.sh env");
-    let prefix = format!("export {name}=");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .map(str::to_string)
+    crate::sources::sources_env(&["prometheus"])
+        .remove(name)
         .unwrap_or_else(|| panic!("sources.sh env printed no {name}"))
 }
 

@@ -1,31 +1,13 @@
 //! `eventscale eval` as a user runs it: the binary, YAML files, an env file, and the real
 //! Prometheus servers of `e2e/sources.sh` (one behind basic auth).
 
-use std::collections::BTreeMap;
+#[path = "../../../e2e/support/sources.rs"]
+mod sources;
+
 use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
-
-fn sources() -> BTreeMap<String, String> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../e2e/sources.sh");
-    let up = Command::new("bash")
-        .arg(&script)
-        .args(["up", "prometheus"])
-        .status()
-        .expect("sources.sh");
-    assert!(up.success(), "e2e/sources.sh up prometheus failed");
-    let out = Command::new("bash")
-        .arg(&script)
-        .arg("env")
-        .output()
-        .expect("env");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.strip_prefix("export ")?.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
 
 fn eval(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_eventscale"))
@@ -71,7 +53,7 @@ stringData: {{password: "{password}"}}
 
 #[test]
 fn eval_against_real_prometheus_with_trigger_authentication() {
-    let env = sources();
+    let env = sources::sources_env(&["prometheus"]);
     let dir = std::env::temp_dir().join(format!("eventscale-eval-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let password = &env["EVENTSCALE_PROMETHEUS_PASSWORD"];

@@ -1,7 +1,9 @@
 //! The mysql scaler against a real MariaDB started by `e2e/sources.sh`.
 
+#[path = "../../../e2e/support/sources.rs"]
+mod sources;
+
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
 
@@ -11,25 +13,7 @@ use scaler_core::scalers::{AuthParams, Scaler, TriggerContext};
 
 fn env() -> &'static BTreeMap<String, String> {
     static ENV: OnceLock<BTreeMap<String, String>> = OnceLock::new();
-    ENV.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../e2e/sources.sh");
-        let up = Command::new("bash")
-            .arg(&script)
-            .args(["up", "mysql"])
-            .status()
-            .expect("sources.sh");
-        assert!(up.success(), "e2e/sources.sh up mysql failed; see above");
-        let out = Command::new("bash")
-            .arg(&script)
-            .arg("env")
-            .output()
-            .expect("env");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.strip_prefix("export ")?.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    })
+    ENV.get_or_init(|| sources::sources_env(&["mysql"]))
 }
 
 fn go_dsn(password: &str) -> String {

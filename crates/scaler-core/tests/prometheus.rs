@@ -1,9 +1,9 @@
 //! The prometheus scaler against real Prometheus servers started by `e2e/sources.sh`
 //! (Debian's prometheus 2.42 on loopback: one plain, one behind basic auth).
 
-use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::Command;
+#[path = "../../../e2e/support/sources.rs"]
+mod sources;
+
 use std::sync::OnceLock;
 
 use scaler_core::scaled_object::ScaleTriggers;
@@ -20,26 +20,7 @@ struct Servers {
 fn servers() -> &'static Servers {
     static S: OnceLock<Servers> = OnceLock::new();
     S.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../e2e/sources.sh");
-        let up = Command::new("bash")
-            .arg(&script)
-            .args(["up", "prometheus"])
-            .status()
-            .expect("e2e/sources.sh runs");
-        assert!(
-            up.success(),
-            "e2e/sources.sh up prometheus failed; see above"
-        );
-        let out = Command::new("bash")
-            .arg(&script)
-            .arg("env")
-            .output()
-            .expect("env");
-        let env: BTreeMap<String, String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.strip_prefix("export ")?.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let env = sources::sources_env(&["prometheus"]);
         let get = |k: &str| {
             env.get(k)
                 .cloned()

@@ -1,0 +1,32 @@
+//! Shared by the test binaries that use the real event sources: start them with
+//! `e2e/sources.sh up <source>...` (idempotent) and read the variables `sources.sh env`
+//! prints. Included with `#[path]` so each test crate compiles its own copy.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+/// Start `sources` and return `sources.sh env` as a map.
+pub fn sources_env(sources: &[&str]) -> BTreeMap<String, String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../e2e/sources.sh");
+    let up = Command::new("bash")
+        .arg(&script)
+        .arg("up")
+        .args(sources)
+        .status()
+        .expect("e2e/sources.sh runs");
+    assert!(
+        up.success(),
+        "e2e/sources.sh up {sources:?} failed; see above"
+    );
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg("env")
+        .output()
+        .expect("e2e/sources.sh env");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("export ")?.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
