@@ -178,3 +178,59 @@ spec:
     assert_eq!(list["items"][0]["value"], "12", "{list}");
     wait_for_replicas(&ns.0, "web", 3).await;
 }
+
+/// scalingModifiers: two prometheus triggers combined by a formula into the one
+/// `composite-metric` the HPA reads; (10 + 20) / 2 = 15 with target 5 → 3 replicas.
+#[tokio::test]
+async fn scaling_modifiers_composite_metric() {
+    let _shared = PROMETHEUS.lock().await;
+    let url = prometheus_url();
+    let ns = Namespace::create("e2e-modifiers");
+    apply(
+        &ns.0,
+        &format!(
+            r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec: {{containers: [{{name: web, image: registry.invalid/web:1}}]}}
+---
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata: {{name: web}}
+spec:
+  scaleTargetRef: {{name: web}}
+  minReplicaCount: 1
+  advanced:
+    scalingModifiers:
+      formula: "(queue_a + queue_b) / 2"
+      target: "5"
+      activationTarget: "1"
+  triggers:
+  - type: prometheus
+    name: queue_a
+    metadata: {{serverAddress: "{url}", query: "vector(10)", threshold: "100"}}
+  - type: prometheus
+    name: queue_b
+    metadata: {{serverAddress: "{url}", query: "vector(20)", threshold: "100"}}
+"#
+        ),
+    );
+    let client = client().await;
+    let hpa = wait_for_hpa(&hpa_api(client, &ns.0)).await;
+    let metrics = hpa.data["spec"]["metrics"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(metrics.len(), 1, "{metrics:?}");
+    assert_eq!(metrics[0]["external"]["metric"]["name"], "composite-metric");
+    assert_eq!(metrics[0]["external"]["target"]["averageValue"], "5");
+    let list = raw_metric(&ns.0, "composite-metric", "web");
+    assert_eq!(list["items"][0]["value"], "15", "{list}");
+    wait_for_replicas(&ns.0, "web", 3).await;
+}

@@ -12,6 +12,7 @@ use kube::Client;
 use scaler_core::fallback::{self, HealthTracker};
 use scaler_core::label_selector::Selector;
 use scaler_core::metrics::evaluate_built;
+use scaler_core::modifiers;
 use scaler_core::poll::MetricCache;
 use scaler_core::quantity::parse_quantity;
 use scaler_core::quantity::quantity_string;
@@ -108,6 +109,54 @@ fn metric_error(e: MetricError) -> ApiError {
 }
 
 impl ScaledObjectProvider {
+    /// The scalingModifiers formula over every named trigger's value.
+    async fn composite(
+        &self,
+        so: &ScaledObject,
+        m: &modifiers::Modifiers,
+    ) -> Result<f64, ApiError> {
+        let built = build_scalers_resolved(&self.client, so, &self.operator_namespace).await;
+        let samples = so.spec.triggers.iter().zip(built).map(|(t, b)| async move {
+            let name = t.name.clone()?;
+            let scaler = match b {
+                Ok(s) => s,
+                Err(e) => return Some((name, Err(e.to_string()))),
+            };
+            let started = Instant::now();
+            let r = scaler.sample().await;
+            self.telemetry
+                .scaler_query(scaler.scaler_type(), started.elapsed(), r.is_ok());
+            Some((name, r.map(|s| s.value).map_err(|e| e.to_string())))
+        });
+        let mut vars = std::collections::BTreeMap::new();
+        let mut any_error = false;
+        for (name, r) in futures::future::join_all(samples)
+            .await
+            .into_iter()
+            .flatten()
+        {
+            match r {
+                Ok(v) => {
+                    vars.insert(name, v);
+                }
+                Err(e) => {
+                    any_error = true;
+                    warn!(trigger = %name, error = %e, "trigger failed; the formula sees it as nil");
+                }
+            }
+        }
+        let fallback = so.spec.fallback.as_ref().map(|f| f.replicas);
+        modifiers::composite(m, &vars, any_error, fallback)
+            .map(|(value, _active)| value)
+            .map_err(|e| {
+                ApiError::internal(format!(
+                    "ScaledObject {}/{}: {e}",
+                    so.metadata.namespace.as_deref().unwrap_or_default(),
+                    so.metadata.name.as_deref().unwrap_or_default()
+                ))
+            })
+    }
+
     /// The value that makes the HPA choose the fallback replicas.
     async fn fallback_value(
         &self,
@@ -159,6 +208,20 @@ impl MetricsProvider for ScaledObjectProvider {
                     "scaledobjects.keda.sh \"{name}\" not found in namespace \"{namespace}\""
                 ))
             })?;
+        if metric.eq_ignore_ascii_case(modifiers::COMPOSITE_METRIC) {
+            if let Some(m) = modifiers::of_scaled_object(&so) {
+                let m = m.map_err(|e| {
+                    ApiError::internal(format!("ScaledObject {namespace}/{name}: {e}"))
+                })?;
+                let value = self.composite(&so, &m).await?;
+                return Ok(vec![ExternalMetricValue {
+                    metric_name: modifiers::COMPOSITE_METRIC.to_string(),
+                    metric_labels: Default::default(),
+                    timestamp: Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
+                    value: quantity_string(value),
+                }]);
+            }
+        }
         // useCachedMetrics triggers answer from the polling loop's store; a miss (not
         // polled yet, or too old) falls through to a live query, as KEDA does.
         if let Some(c) = self

@@ -35,6 +35,9 @@ pub enum HpaError {
         /// The name.
         value: String,
     },
+    /// `spec.advanced.scalingModifiers` is invalid.
+    #[error("{0}")]
+    Modifiers(#[from] crate::modifiers::FormulaError),
     /// Two triggers produce the same metric name.
     #[error("metricName {metric} defined multiple times in ScaledObject {so}")]
     DuplicateMetric {
@@ -104,6 +107,15 @@ pub fn desired_hpa(
             so_name.clone(),
         )])),
         ..Default::default()
+    };
+    // With scalingModifiers the HPA reads one composite metric instead of the triggers'.
+    let composite;
+    let metrics = match crate::modifiers::of_scaled_object(so) {
+        Some(m) => {
+            composite = [crate::modifiers::composite_spec(so, &m?)];
+            &composite[..]
+        }
+        None => metrics,
     };
     let hpa_metrics = metrics
         .iter()
@@ -190,6 +202,34 @@ spec:
             target_type: MetricTargetType::AverageValue,
             target: "1".into(),
         }
+    }
+
+    #[test]
+    fn scaling_modifiers_put_one_composite_metric_on_the_hpa() {
+        let with = |formula: &str, target: &str| {
+            let mut so = so("minReplicaCount: 1");
+            so.spec.triggers[0].name = Some("trig_one".into());
+            so.spec.advanced = serde_yaml::from_str(&format!(
+                "scalingModifiers: {{formula: \"{formula}\", target: \"{target}\", metricType: Value}}"
+            ))
+            .expect("advanced");
+            so
+        };
+        let hpa = desired_hpa(&with("trig_one * 2", "2.5"), &[spec("s0-cron-UTC-x")]).expect("hpa");
+        let metrics = hpa.spec.and_then(|s| s.metrics).expect("metrics");
+        assert_eq!(metrics.len(), 1);
+        let ext = metrics[0].external.as_ref().expect("external");
+        assert_eq!(ext.metric.name, "composite-metric");
+        assert_eq!(ext.target.type_, "Value");
+        assert_eq!(ext.target.value, Some(Quantity("2500m".into())));
+        let err = desired_hpa(&with("trig_two + 1", "2"), &[spec("s0-cron-UTC-x")])
+            .expect_err("unknown name");
+        assert_eq!(
+            err.to_string(),
+            "error compiling formula: unknown name trig_two"
+        );
+        let err = desired_hpa(&with("trig_one", "0"), &[]).expect_err("target");
+        assert!(err.to_string().contains("scalingModifiers.target"), "{err}");
     }
 
     #[test]

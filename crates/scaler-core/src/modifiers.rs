@@ -690,6 +690,49 @@ pub fn validate(
     })
 }
 
+/// The name of the one metric the HPA reads when `scalingModifiers` is set.
+pub const COMPOSITE_METRIC: &str = "composite-metric";
+
+/// The ScaledObject's `scalingModifiers`, validated against its trigger names; `None`
+/// when it has none (no formula).
+pub fn of_scaled_object(so: &crate::ScaledObject) -> Option<Result<Modifiers, FormulaError>> {
+    let m = so.spec.advanced.as_ref()?.scaling_modifiers.as_ref()?;
+    m.formula.as_ref()?;
+    let names: Vec<&str> = so
+        .spec
+        .triggers
+        .iter()
+        .filter_map(|t| t.name.as_deref())
+        .collect();
+    Some(validate(
+        m.formula.as_deref(),
+        m.target.as_deref(),
+        m.activation_target.as_deref(),
+        m.metric_type.as_deref(),
+        &names,
+    ))
+}
+
+/// The HPA metric for the composite: `composite-metric` with the modifiers' target and type.
+pub fn composite_spec(so: &crate::ScaledObject, m: &Modifiers) -> crate::MetricSpec {
+    let value_type = so
+        .spec
+        .advanced
+        .as_ref()
+        .and_then(|a| a.scaling_modifiers.as_ref())
+        .and_then(|s| s.metric_type.as_deref())
+        == Some("Value");
+    crate::MetricSpec {
+        name: COMPOSITE_METRIC.to_string(),
+        target_type: if value_type {
+            crate::MetricTargetType::Value
+        } else {
+            crate::MetricTargetType::AverageValue
+        },
+        target: crate::quantity::quantity_string(m.target),
+    }
+}
+
 /// The composite metric's value and activity: nil falls back to
 /// `fallback_replicas × target` when a fallback is configured; active iff the value is
 /// strictly above `activationTarget` and no scaler errored.
