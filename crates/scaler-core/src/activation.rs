@@ -29,7 +29,7 @@ pub const PAUSED_SCALE_OUT: &str = "autoscaling.keda.sh/paused-scale-out";
 pub const FORCE_ACTIVATION: &str = "autoscaling.keda.sh/force-activation";
 
 /// Go's `strconv.ParseBool`.
-fn go_bool(v: &str) -> Option<bool> {
+pub(crate) fn go_bool(v: &str) -> Option<bool> {
     match v {
         "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
         "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
@@ -79,6 +79,9 @@ pub struct Input {
     pub is_error: bool,
     /// A fallback with non-zero replicas is configured.
     pub fallback: bool,
+    /// A fallback is configured at all (`replicas: 0` included: then failing triggers
+    /// let the target scale in, as KEDA does).
+    pub fallback_configured: bool,
     /// The target's current `spec.replicas`.
     pub current: i32,
     /// `minReplicaCount` (unset = 0).
@@ -169,9 +172,10 @@ pub fn decide(i: &Input) -> Decision {
     }
     if i.is_active || i.force_activation {
         if (i.idle.is_some() && i.current < i.min) || i.current == 0 {
+            // KEDA returns before recording the activity when scale-out is paused.
             return Decision {
                 scale_to: (!i.paused_scale_out).then_some(i.min.max(1)),
-                touch_last_active: true,
+                touch_last_active: !i.paused_scale_out,
                 ..Decision::none(if i.paused_scale_out {
                     "active, but scale-out is paused"
                 } else {
@@ -191,14 +195,16 @@ pub fn decide(i: &Input) -> Decision {
         };
     }
     if i.is_error {
-        return if i.fallback {
-            Decision::none("triggers failing: the HPA applies the fallback")
-        } else {
-            Decision {
+        if i.fallback {
+            return Decision::none("triggers failing: the HPA applies the fallback");
+        }
+        if !i.fallback_configured {
+            return Decision {
                 ready_problem: Some(ReadyProblem::TriggerError),
                 ..Decision::none("triggers failing and no fallback: not scaling")
-            }
-        };
+            };
+        }
+        // A fallback of 0 replicas: failing triggers may scale in, below.
     }
     let above_idle = i.idle.is_some_and(|idle| i.current > idle);
     let rest = i.idle.unwrap_or(0);
@@ -245,6 +251,7 @@ mod tests {
             is_active: false,
             is_error: false,
             fallback: false,
+            fallback_configured: false,
             current: 1,
             min: 0,
             idle: None,
@@ -389,7 +396,7 @@ mod tests {
                     ..b()
                 },
                 None,
-                true,
+                false,
                 false,
                 false,
                 None,
@@ -747,6 +754,38 @@ mod tests {
         }
     }
 
+    /// KEDA: a fallback of 0 replicas does not hold a failing target (the TriggerError
+    /// case needs no fallback at all): it scales in after the cooldown.
+    #[test]
+    fn a_zero_replica_fallback_lets_failing_triggers_scale_in() {
+        let i = Input {
+            is_error: true,
+            fallback_configured: true,
+            last_active: Some(t(0)),
+            ..base()
+        };
+        let d = decide(&i);
+        assert_eq!((d.scale_to, d.ready_problem), (Some(0), None), "{d:?}");
+        let unconfigured = decide(&Input {
+            fallback_configured: false,
+            ..i.clone()
+        });
+        assert_eq!(unconfigured.scale_to, None);
+        assert_eq!(unconfigured.ready_problem, Some(ReadyProblem::TriggerError));
+    }
+
+    /// Paused scale-out at zero: neither scaled nor recorded as active (KEDA returns first).
+    #[test]
+    fn paused_scale_out_records_nothing() {
+        let d = decide(&Input {
+            is_active: true,
+            paused_scale_out: true,
+            current: 0,
+            ..base()
+        });
+        assert_eq!((d.scale_to, d.touch_last_active), (None, false));
+    }
+
     /// Over every combination of the inputs that steer the decision: errors never scale to
     /// zero, paused scale-in never scales down, paused scale-out never scales up, and a
     /// decision never leaves the valid range.
@@ -767,6 +806,7 @@ mod tests {
                                                 is_active: active,
                                                 is_error: error,
                                                 fallback,
+                                                fallback_configured: fallback,
                                                 paused_scale_in: scale_in,
                                                 paused_scale_out: scale_out,
                                                 idle,

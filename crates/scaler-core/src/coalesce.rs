@@ -43,28 +43,43 @@ where
     where
         F: Future<Output = V> + Send + 'static,
     {
-        let (id, shared, joined) = {
+        let (shared, joined) = {
             let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
             match map.get(&key) {
-                Some((id, s)) => (*id, s.clone(), true),
+                Some((_, s)) => (s.clone(), true),
                 None => {
                     let id = self
                         .next_id
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let shared = call.boxed().shared();
-                    map.insert(key.clone(), (id, shared.clone()));
-                    (id, shared, false)
+                    // The call forgets itself when it finishes, whoever drives it to the end:
+                    // the caller that started it may be gone (an HPA read cancelled), and a
+                    // finished call left in the map would answer every later caller with its
+                    // old value.
+                    let this = Arc::downgrade(self);
+                    let k = key.clone();
+                    let shared = async move {
+                        let value = call.await;
+                        if let Some(this) = this.upgrade() {
+                            this.forget(&k, id);
+                        }
+                        value
+                    }
+                    .boxed()
+                    .shared();
+                    map.insert(key, (id, shared.clone()));
+                    (shared, false)
                 }
             }
         };
-        let value = shared.await;
-        if !joined {
-            let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-            if map.get(&key).is_some_and(|(i, _)| *i == id) {
-                map.remove(&key);
-            }
+        (shared.await, joined)
+    }
+
+    /// Remove `key`'s call if it is still call `id` (not a later one under the same key).
+    fn forget(&self, key: &K, id: u64) {
+        let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        if map.get(key).is_some_and(|(i, _)| *i == id) {
+            map.remove(key);
         }
-        (value, joined)
     }
 
     /// Calls in flight now.
@@ -116,6 +131,28 @@ mod tests {
             })
             .await;
         assert_eq!((v, j, calls.load(Ordering::SeqCst)), (7, false, 2));
+    }
+
+    /// The caller that started a call goes away before it finishes (a cancelled HPA read):
+    /// a caller that joined finishes it, and the call is forgotten, so the next question
+    /// gets a new answer rather than the old one forever.
+    #[tokio::test]
+    async fn a_call_outlives_its_starter_and_is_then_forgotten() {
+        let c: Arc<Coalescer<&'static str, u32>> = Arc::new(Coalescer::default());
+        let slow = |v: u32| async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            v
+        };
+        let starter = tokio::time::timeout(Duration::from_millis(5), c.run("q", slow(1)));
+        assert!(starter.await.is_err(), "the starter gave up");
+        let (v, joined) = c.run("q", slow(2)).await;
+        assert_eq!((v, joined), (1, true), "joined the call still in flight");
+        assert_eq!(c.in_flight(), 0, "and it forgot itself when it finished");
+        assert_eq!(
+            c.run("q", slow(3)).await,
+            (3, false),
+            "a new call, a new answer"
+        );
     }
 
     #[tokio::test]

@@ -1,9 +1,11 @@
 //! Fallback: failure counting per metric, the replica count each behaviour falls back to,
-//! and the metric value that makes the HPA choose that count.
+//! the metric value that makes the HPA choose that count, and the Fallback condition.
 
 use std::str::FromStr;
 
-use crate::scaled_object::{Fallback, HealthStatus};
+use std::collections::BTreeMap;
+
+use crate::scaled_object::{Condition, Fallback, HealthStatus};
 use crate::scalers::MetricTargetType;
 
 /// `fallback.behavior`.
@@ -175,6 +177,58 @@ mod tests {
     }
 }
 
+/// Whether `spec.fallback` can be used, as KEDA's `HasValidFallback`: a non-negative
+/// threshold and replica count, and with scalingModifiers a whole positive target.
+pub fn has_valid_fallback(spec: &crate::ScaledObjectSpec) -> bool {
+    let Some(f) = &spec.fallback else {
+        return false;
+    };
+    let modifiers_ok = match spec
+        .advanced
+        .as_ref()
+        .and_then(|a| a.scaling_modifiers.as_ref())
+    {
+        Some(m) => m
+            .target
+            .as_deref()
+            .and_then(|t| t.trim().parse::<i64>().ok())
+            .is_some_and(|t| t > 0),
+        None => true,
+    };
+    f.failure_threshold >= 0 && f.replicas >= 0 && modifiers_ok
+}
+
+/// The `Fallback` condition KEDA sets from `status.health`: True (`FallbackExists`) when
+/// any metric is failing past the threshold, else False (`NoFallbackFound`). `None` when
+/// the ScaledObject has no valid fallback (KEDA then leaves the condition alone).
+pub fn condition(
+    spec: &crate::ScaledObjectSpec,
+    health: &BTreeMap<String, HealthStatus>,
+) -> Option<Condition> {
+    let fallback = spec
+        .fallback
+        .as_ref()
+        .filter(|_| has_valid_fallback(spec))?;
+    let exceeded = health
+        .values()
+        .any(|h| h.status.as_deref() == Some(FAILING) && falling_back(fallback, h));
+    Some(if exceeded {
+        Condition {
+            type_: "Fallback".into(),
+            status: "True".into(),
+            reason: Some("FallbackExists".into()),
+            message: Some("At least one trigger is falling back on this scaled object".into()),
+        }
+    } else {
+        Condition {
+            type_: "Fallback".into(),
+            status: "False".into(),
+            reason: Some("NoFallbackFound".into()),
+            message: Some("No fallbacks are active on this scaled object".into()),
+        }
+    })
+}
+
 /// Failure counts per ScaledObject metric, shared by the polling loop and HPA reads.
 #[derive(Default)]
 pub struct HealthTracker {
@@ -206,6 +260,17 @@ impl HealthTracker {
             ))
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// Every metric's health for `namespace/name`: `status.health` as KEDA writes it.
+    pub fn snapshot(&self, namespace: &str, name: &str) -> BTreeMap<String, HealthStatus> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|((ns, n, _), _)| ns == namespace && n == name)
+            .map(|((_, _, metric), h)| (metric.clone(), h.clone()))
+            .collect()
     }
 
     /// Forget ScaledObjects that no longer exist.
@@ -240,10 +305,90 @@ mod tracker_tests {
             t.record("ns", "so", "s0-x", true).number_of_failures,
             Some(0)
         );
+        let snap = t.snapshot("ns", "so");
+        assert_eq!(snap.len(), 2);
+        assert_eq!(snap["s0-x"].status.as_deref(), Some(HAPPY));
+        assert_eq!(snap["s1-y"].number_of_failures, Some(1));
+        assert!(t.snapshot("ns", "other").is_empty());
         t.retain(|_, _| false);
         assert_eq!(
             t.record("ns", "so", "s1-y", false).number_of_failures,
             Some(1)
         );
+    }
+}
+
+#[cfg(test)]
+mod condition_tests {
+    use super::*;
+    use crate::ScaledObjectSpec;
+
+    fn spec(threshold: i32, replicas: i32) -> ScaledObjectSpec {
+        serde_json::from_value(serde_json::json!({
+            "scaleTargetRef": {"name": "web"},
+            "triggers": [],
+            "fallback": {"failureThreshold": threshold, "replicas": replicas},
+        }))
+        .expect("spec")
+    }
+
+    fn health(entries: &[(&str, i32, &str)]) -> BTreeMap<String, HealthStatus> {
+        entries
+            .iter()
+            .map(|(m, n, s)| {
+                (
+                    m.to_string(),
+                    HealthStatus {
+                        number_of_failures: Some(*n),
+                        status: Some(s.to_string()),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn condition_follows_the_threshold() {
+        let s = spec(3, 4);
+        let c = condition(&s, &health(&[("s0-x", 3, FAILING), ("s1-y", 0, HAPPY)])).expect("set");
+        assert_eq!(
+            (c.type_.as_str(), c.status.as_str(), c.reason.as_deref()),
+            ("Fallback", "False", Some("NoFallbackFound")),
+            "at the threshold: not yet"
+        );
+        let c = condition(&s, &health(&[("s0-x", 4, FAILING), ("s1-y", 0, HAPPY)])).expect("set");
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_deref(), c.message.as_deref()),
+            (
+                "True",
+                Some("FallbackExists"),
+                Some("At least one trigger is falling back on this scaled object")
+            )
+        );
+        // A count left over from before a success does not count once Happy.
+        let c = condition(&s, &health(&[("s0-x", 9, HAPPY)])).expect("set");
+        assert_eq!(c.status, "False");
+        assert!(condition(&s, &BTreeMap::new()).is_some_and(|c| c.status == "False"));
+    }
+
+    #[test]
+    fn no_condition_without_a_valid_fallback() {
+        let mut s = spec(3, 4);
+        s.fallback = None;
+        assert_eq!(condition(&s, &health(&[("s0-x", 9, FAILING)])), None);
+        assert!(!has_valid_fallback(&spec(-1, 4)));
+        assert!(!has_valid_fallback(&spec(3, -1)));
+        assert!(has_valid_fallback(&spec(0, 0)));
+        let with_modifiers = |target: &str| {
+            let mut s = spec(3, 4);
+            s.advanced = serde_json::from_value(serde_json::json!({
+                "scalingModifiers": {"formula": "a", "target": target}
+            }))
+            .expect("advanced");
+            s
+        };
+        assert!(has_valid_fallback(&with_modifiers("5")));
+        assert!(!has_valid_fallback(&with_modifiers("2.5")));
+        assert!(!has_valid_fallback(&with_modifiers("0")));
     }
 }

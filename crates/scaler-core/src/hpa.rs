@@ -59,6 +59,34 @@ pub fn hpa_name(so: &ScaledObject) -> String {
     }
 }
 
+/// `scaledobject.keda.sh/hpa-excluded-labels`: ScaledObject labels not copied to the HPA.
+pub const EXCLUDED_LABELS: &str = "scaledobject.keda.sh/hpa-excluded-labels";
+
+/// The user's behavior, with scale-in (`paused-scale-in`) or scale-out
+/// (`paused-scale-out`) disabled by `selectPolicy: Disabled`.
+fn behavior(
+    so: &ScaledObject,
+    annotations: &BTreeMap<String, String>,
+) -> Option<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscalerBehavior> {
+    use crate::activation::{annotation_flag, PAUSED_SCALE_IN, PAUSED_SCALE_OUT};
+    let mut b = so
+        .spec
+        .advanced
+        .as_ref()
+        .and_then(|a| a.horizontal_pod_autoscaler_config.as_ref())
+        .and_then(|c| c.behavior.clone());
+    let disable = |rules: &mut Option<k8s_openapi::api::autoscaling::v2::HPAScalingRules>| {
+        rules.get_or_insert_with(Default::default).select_policy = Some("Disabled".into());
+    };
+    if annotation_flag(annotations, PAUSED_SCALE_IN) {
+        disable(&mut b.get_or_insert_with(Default::default).scale_down);
+    }
+    if annotation_flag(annotations, PAUSED_SCALE_OUT) {
+        disable(&mut b.get_or_insert_with(Default::default).scale_up);
+    }
+    b
+}
+
 /// The desired HPA (in autoscaling/v2 shape; v2beta2 has the same fields for what is set).
 pub fn desired_hpa(
     so: &ScaledObject,
@@ -92,7 +120,14 @@ pub fn desired_hpa(
         }
     }
 
+    let annotations = so.metadata.annotations.clone().unwrap_or_default();
+    // Labels listed in `scaledobject.keda.sh/hpa-excluded-labels` stay off the HPA.
+    let excluded: Vec<&str> = annotations
+        .get(EXCLUDED_LABELS)
+        .map(|v| v.split(',').map(str::trim).collect())
+        .unwrap_or_default();
     let mut labels: BTreeMap<String, String> = so.metadata.labels.clone().unwrap_or_default();
+    labels.retain(|k, _| !excluded.contains(&k.as_str()));
     labels.insert("app.kubernetes.io/name".into(), name.clone());
     labels.insert(
         "app.kubernetes.io/version".into(),
@@ -153,7 +188,7 @@ pub fn desired_hpa(
             name: Some(name),
             namespace: so.metadata.namespace.clone(),
             labels: Some(labels),
-            annotations: so.metadata.annotations.clone().filter(|a| !a.is_empty()),
+            annotations: Some(annotations.clone()).filter(|a| !a.is_empty()),
             owner_references: Some(vec![owner]),
             ..Default::default()
         },
@@ -166,12 +201,7 @@ pub fn desired_hpa(
             min_replicas: Some(so.spec.hpa_min_replicas()),
             max_replicas: so.spec.max_replicas(),
             metrics: Some(hpa_metrics),
-            behavior: so
-                .spec
-                .advanced
-                .as_ref()
-                .and_then(|a| a.horizontal_pod_autoscaler_config.as_ref())
-                .and_then(|c| c.behavior.clone()),
+            behavior: behavior(so, &annotations),
         }),
         status: None,
     })
@@ -180,6 +210,34 @@ pub fn desired_hpa(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paused_directions_and_excluded_labels() {
+        let mut s = so("");
+        s.metadata.labels = Some(BTreeMap::from([
+            ("team".to_string(), "a".to_string()),
+            ("secret-tier".to_string(), "x".to_string()),
+        ]));
+        s.metadata.annotations = Some(BTreeMap::from([
+            (
+                crate::activation::PAUSED_SCALE_IN.to_string(),
+                "true".to_string(),
+            ),
+            (
+                EXCLUDED_LABELS.to_string(),
+                "secret-tier, other".to_string(),
+            ),
+        ]));
+        let h = desired_hpa(&s, &[spec("s0-cron")]).expect("hpa");
+        let labels = h.metadata.labels.unwrap_or_default();
+        assert!(labels.contains_key("team") && !labels.contains_key("secret-tier"));
+        let b = h.spec.and_then(|s| s.behavior).expect("behavior");
+        assert_eq!(
+            b.scale_down.and_then(|r| r.select_policy).as_deref(),
+            Some("Disabled")
+        );
+        assert!(b.scale_up.is_none(), "scale-out untouched");
+    }
 
     fn so(extra: &str) -> ScaledObject {
         let yaml = format!(

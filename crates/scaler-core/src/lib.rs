@@ -8,6 +8,7 @@ pub mod activation;
 pub mod coalesce;
 pub mod fallback;
 pub mod hpa;
+pub mod kafka;
 pub mod label_selector;
 pub mod linux_cron;
 pub mod metric_name;
@@ -19,6 +20,7 @@ pub mod resolve;
 pub mod scaled_object;
 pub mod scalers;
 pub mod trigger_auth;
+pub mod validation;
 
 pub use metrics::{evaluate_metric, MetricError, MetricSample};
 pub use scaled_object::{ScaledObject, ScaledObjectSpec, ScaledObjectStatus};

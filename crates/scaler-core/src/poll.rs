@@ -1,5 +1,6 @@
 //! The polling loop's store: per ScaledObject, the last value of each trigger that sets
-//! `useCachedMetrics`, so HPA reads of those metrics never reach the source.
+//! `useCachedMetrics`, so HPA reads of those metrics never reach the source; and what a
+//! poll says for activation ([`activity`]).
 //!
 //! Polls are aligned to multiples of `pollingInterval` since the Unix epoch, so identical
 //! queries from many ScaledObjects with the same interval go out at the same instant and
@@ -78,6 +79,82 @@ impl MetricCache {
     }
 }
 
+/// One trigger's answer in a poll of the scale loop.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TriggerSample {
+    /// The trigger's `name`, when set (scalingModifiers' variables).
+    pub trigger_name: Option<String>,
+    /// The metric name (`s<i>-...`), empty when the trigger could not be built.
+    pub metric: String,
+    /// What the source said, or why it could not be asked.
+    pub result: Result<crate::scalers::Sample, String>,
+}
+
+/// What a poll says for activation: KEDA's `isActive` and `isError`, and each metric's
+/// activity for `status.triggersActivity`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Activity {
+    /// Any trigger active (with scalingModifiers: the composite above its
+    /// activationTarget and no trigger failing).
+    pub active: bool,
+    /// Any trigger failed.
+    pub error: bool,
+    /// Activity by metric name.
+    pub per_metric: std::collections::BTreeMap<String, bool>,
+}
+
+/// Fold a poll's samples into [`Activity`] as KEDA's scale loop does. A trigger failing
+/// past its fallback's `failureThreshold` (by `health`) counts as active and not as an
+/// error: the HPA is being served the fallback value, and the target must be up for it.
+pub fn activity(
+    so: &crate::ScaledObject,
+    samples: &[TriggerSample],
+    health: &std::collections::BTreeMap<String, crate::scaled_object::HealthStatus>,
+) -> Activity {
+    let fallback = so
+        .spec
+        .fallback
+        .as_ref()
+        .filter(|_| crate::fallback::has_valid_fallback(&so.spec));
+    let falling_back = |s: &TriggerSample| {
+        s.result.is_err()
+            && fallback.is_some_and(|f| {
+                health
+                    .get(&s.metric.to_ascii_lowercase())
+                    .is_some_and(|h| crate::fallback::falling_back(f, h))
+            })
+    };
+    let any_fallback = samples.iter().any(falling_back);
+    let error = !any_fallback && samples.iter().any(|s| s.result.is_err());
+    let per_metric: std::collections::BTreeMap<String, bool> = samples
+        .iter()
+        .filter(|s| !s.metric.is_empty())
+        .map(|s| {
+            let active = s.result.as_ref().is_ok_and(|r| r.active) || falling_back(s);
+            (s.metric.clone(), active)
+        })
+        .collect();
+    let active = any_fallback
+        || match crate::modifiers::of_scaled_object(so) {
+            Some(Ok(m)) => {
+                let vars = samples
+                    .iter()
+                    .filter_map(|s| Some((s.trigger_name.clone()?, s.result.as_ref().ok()?.value)))
+                    .collect();
+                let fallback = so.spec.fallback.as_ref().map(|f| f.replicas);
+                crate::modifiers::composite(&m, &vars, error, fallback).is_ok_and(|(_, a)| a)
+            }
+            // An invalid formula is the reconcile's error to report; nothing is active.
+            Some(Err(_)) => false,
+            None => per_metric.values().any(|a| *a),
+        };
+    Activity {
+        active,
+        error,
+        per_metric,
+    }
+}
+
 /// The next poll time after `now_ms` (Unix milliseconds) for an interval of
 /// `interval_s` seconds: the next multiple of the interval.
 pub fn next_aligned(now_ms: i64, interval_s: i64) -> i64 {
@@ -88,6 +165,89 @@ pub fn next_aligned(now_ms: i64, interval_s: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sample(name: &str, metric: &str, r: Result<(f64, bool), &str>) -> TriggerSample {
+        TriggerSample {
+            trigger_name: Some(name.into()),
+            metric: metric.into(),
+            result: r
+                .map(|(value, active)| crate::scalers::Sample { value, active })
+                .map_err(str::to_string),
+        }
+    }
+
+    fn so(extra: serde_json::Value) -> crate::ScaledObject {
+        let mut v = serde_json::json!({
+            "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+            "metadata": {"name": "so", "namespace": "ns"},
+            "spec": {"scaleTargetRef": {"name": "web"}, "triggers": [
+                {"type": "cron", "name": "a", "metadata": {}},
+                {"type": "cron", "name": "b", "metadata": {}}]}
+        });
+        if let (Some(spec), Some(extra)) = (v["spec"].as_object_mut(), extra.as_object()) {
+            spec.extend(extra.clone());
+        }
+        serde_json::from_value(v).expect("ScaledObject")
+    }
+
+    #[test]
+    fn activity_is_any_trigger_or_the_composite() {
+        let none = std::collections::BTreeMap::new();
+        let plain = so(serde_json::json!({}));
+        let a = activity(
+            &plain,
+            &[
+                sample("a", "s0-x", Ok((0.0, false))),
+                sample("b", "s1-y", Ok((3.0, true))),
+            ],
+            &none,
+        );
+        assert!(a.active && !a.error);
+        assert_eq!(a.per_metric.get("s1-y"), Some(&true));
+        let a = activity(
+            &plain,
+            &[
+                sample("a", "s0-x", Err("down")),
+                sample("b", "s1-y", Ok((0.0, false))),
+            ],
+            &none,
+        );
+        assert!(!a.active && a.error);
+        assert_eq!(a.per_metric.get("s0-x"), Some(&false));
+
+        let modified = so(serde_json::json!({"advanced": {"scalingModifiers": {
+            "formula": "a + b", "target": "5", "activationTarget": "4"}}}));
+        let a = activity(
+            &modified,
+            &[
+                sample("a", "s0-x", Ok((2.0, true))),
+                sample("b", "s1-y", Ok((2.0, true))),
+            ],
+            &none,
+        );
+        assert!(!a.active, "2 + 2 is not above 4, whatever the triggers say");
+        let a = activity(
+            &modified,
+            &[
+                sample("a", "s0-x", Ok((2.0, false))),
+                sample("b", "s1-y", Ok((3.0, false))),
+            ],
+            &none,
+        );
+        assert!(a.active, "2 + 3 is above 4");
+        let a = activity(
+            &modified,
+            &[
+                sample("a", "s0-x", Ok((9.0, true))),
+                sample("b", "s1-y", Err("down")),
+            ],
+            &none,
+        );
+        assert!(
+            !a.active && a.error,
+            "a failing trigger makes the composite inactive"
+        );
+    }
 
     #[test]
     fn alignment() {

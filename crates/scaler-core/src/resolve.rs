@@ -221,6 +221,7 @@ pub async fn build_scalers_resolved(
                 trigger,
                 auth: &auth,
                 namespace: so.metadata.namespace.as_deref().unwrap_or(""),
+                name: so.metadata.name.as_deref().unwrap_or(""),
                 client: Some(client),
             })
             .map_err(error),

@@ -2,14 +2,14 @@
 
 #[path = "../../../e2e/support/sources.rs"]
 mod sources;
+mod support;
 
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::OnceLock;
 
-use scaler_core::scaled_object::ScaleTriggers;
 use scaler_core::scalers::mysql::MysqlScaler;
-use scaler_core::scalers::{AuthParams, Scaler, TriggerContext};
+use scaler_core::scalers::Scaler;
 
 fn env() -> &'static BTreeMap<String, String> {
     static ENV: OnceLock<BTreeMap<String, String>> = OnceLock::new();
@@ -28,26 +28,7 @@ fn go_dsn(password: &str) -> String {
 }
 
 fn scaler(meta: &[(&str, &str)], auth: &[(&str, &str)]) -> MysqlScaler {
-    let t = ScaleTriggers {
-        type_: "mysql".into(),
-        metadata: meta
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        ..Default::default()
-    };
-    let auth: AuthParams = auth
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    MysqlScaler::new(TriggerContext {
-        index: 0,
-        trigger: &t,
-        auth: &auth,
-        namespace: "ns",
-        client: None,
-    })
-    .expect("valid")
+    support::build("mysql", "test", meta, auth, MysqlScaler::new).expect("valid")
 }
 
 /// Rows of this test's own state value, so runs do not see each other's rows.

@@ -3,12 +3,12 @@
 
 #[path = "../../../e2e/support/sources.rs"]
 mod sources;
+mod support;
 
 use std::sync::OnceLock;
 
-use scaler_core::scaled_object::ScaleTriggers;
 use scaler_core::scalers::prometheus::PrometheusScaler;
-use scaler_core::scalers::{AuthParams, Scaler, TriggerContext};
+use scaler_core::scalers::Scaler;
 
 struct Servers {
     plain: String,
@@ -39,26 +39,7 @@ fn servers() -> &'static Servers {
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn scaler(meta: &[(&str, &str)], auth: &[(&str, &str)]) -> PrometheusScaler {
-    let trigger = ScaleTriggers {
-        type_: "prometheus".into(),
-        metadata: meta
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        ..Default::default()
-    };
-    let auth: AuthParams = auth
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    PrometheusScaler::new(TriggerContext {
-        index: 0,
-        trigger: &trigger,
-        auth: &auth,
-        namespace: "ns",
-        client: None,
-    })
-    .expect("valid trigger")
+    support::build("prometheus", "test", meta, auth, PrometheusScaler::new).expect("valid trigger")
 }
 
 fn plain(query: &str, extra: &[(&str, &str)]) -> PrometheusScaler {

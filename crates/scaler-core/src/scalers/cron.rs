@@ -156,6 +156,7 @@ mod tests {
             trigger: &trigger(pairs),
             auth: &crate::scalers::AuthParams::new(),
             namespace: "ns",
+            name: "test",
             client: None,
         })
     }

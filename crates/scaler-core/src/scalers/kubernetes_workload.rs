@@ -180,6 +180,7 @@ mod tests {
             trigger: &t,
             auth: &AuthParams::new(),
             namespace: "team-a",
+            name: "test",
             client: None,
         })
     }

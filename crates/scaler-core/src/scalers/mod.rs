@@ -4,6 +4,7 @@
 //! querying it never looks at the raw strings again.
 
 pub mod cron;
+pub mod kafka;
 pub mod kubernetes_workload;
 pub mod mysql;
 pub mod prometheus;
@@ -174,6 +175,8 @@ pub struct TriggerContext<'a> {
     pub auth: &'a AuthParams,
     /// The ScaledObject's namespace.
     pub namespace: &'a str,
+    /// The ScaledObject's name (scalers that keep state between polls key it by this).
+    pub name: &'a str,
     /// A client of the cluster, for triggers that read it (kubernetes-workload); `None`
     /// outside a cluster (`eventscale eval`).
     pub client: Option<&'a kube::Client>,
@@ -227,6 +230,34 @@ impl TriggerContext<'_> {
             .get(key)
             .map(|v| v.trim())
             .filter(|v| !v.is_empty())
+    }
+
+    /// A boolean metadata value in Go's syntax (`true`, `1`, `False`, ...), `default`
+    /// when absent.
+    pub fn flag(&self, key: &str, default: bool) -> Result<bool, ScalerError> {
+        match self.param(key) {
+            None => Ok(default),
+            Some(v) => crate::activation::go_bool(v).ok_or_else(|| {
+                ScalerError::invalid(key, format!("error parsing {key}: {v:?} is not a boolean"))
+            }),
+        }
+    }
+
+    /// A finite number from metadata, `None` when absent.
+    pub fn float(&self, key: &str) -> Result<Option<f64>, ScalerError> {
+        self.param(key)
+            .map(|v| {
+                v.parse::<f64>()
+                    .ok()
+                    .filter(|f| f.is_finite())
+                    .ok_or_else(|| {
+                        ScalerError::invalid(
+                            key,
+                            format!("error parsing {key}: {v:?} is not a number"),
+                        )
+                    })
+            })
+            .transpose()
     }
 
     /// All metadata, for scalers that forward unknown keys.
@@ -285,6 +316,7 @@ pub fn build_scaler(ctx: TriggerContext<'_>) -> Result<Box<dyn Scaler>, ScalerEr
         "prometheus" => Ok(Box::new(prometheus::PrometheusScaler::new(ctx)?)),
         "kubernetes-workload" => Ok(Box::new(kubernetes_workload::WorkloadScaler::new(ctx)?)),
         "mysql" => Ok(Box::new(mysql::MysqlScaler::new(ctx)?)),
+        "kafka" => Ok(Box::new(kafka::KafkaScaler::new(ctx)?)),
         other => Err(ScalerError::UnsupportedTrigger(other.to_string())),
     }
 }
@@ -304,6 +336,7 @@ pub fn build_scalers(so: &ScaledObject) -> Vec<Result<Box<dyn Scaler>, TriggerEr
                 trigger,
                 auth: &no_auth,
                 namespace,
+                name: so.metadata.name.as_deref().unwrap_or(""),
                 client: None,
             })
             .map_err(|source| TriggerError {
@@ -388,6 +421,7 @@ mod tests {
                 trigger: t,
                 auth: &AuthParams::new(),
                 namespace: "",
+                name: "test",
                 client: None,
             }
             .target_type()

@@ -366,6 +366,7 @@ mod tests {
             trigger: &t,
             auth: &auth,
             namespace: "ns",
+            name: "test",
             client: None,
         })
     }

@@ -57,28 +57,6 @@ pub struct PrometheusMetadata {
     pub auth: PrometheusAuth,
 }
 
-fn bool_param(ctx: &TriggerContext<'_>, key: &str, default: bool) -> Result<bool, ScalerError> {
-    match ctx.param(key) {
-        None => Ok(default),
-        Some(v) => v.parse::<bool>().map_err(|_| {
-            ScalerError::invalid(key, format!("error parsing {key}: {v:?} is not a boolean"))
-        }),
-    }
-}
-
-fn float_param(ctx: &TriggerContext<'_>, key: &str) -> Result<Option<f64>, ScalerError> {
-    ctx.param(key)
-        .map(|v| {
-            v.parse::<f64>()
-                .ok()
-                .filter(|f| f.is_finite())
-                .ok_or_else(|| {
-                    ScalerError::invalid(key, format!("error parsing {key}: {v:?} is not a number"))
-                })
-        })
-        .transpose()
-}
-
 /// `k1=v1,k2=v2`.
 fn pairs(ctx: &TriggerContext<'_>, key: &str) -> Result<Vec<(String, String)>, ScalerError> {
     let Some(raw) = ctx.param(key) else {
@@ -190,18 +168,19 @@ impl PrometheusMetadata {
             ));
         }
         let query = ctx.required("query")?.to_string();
-        let threshold = float_param(ctx, "threshold")?
+        let threshold = ctx
+            .float("threshold")?
             .ok_or_else(|| ScalerError::MissingParameter("threshold".into()))?;
         Ok(Self {
             server_address,
             query,
             threshold,
-            activation_threshold: float_param(ctx, "activationThreshold")?.unwrap_or(0.0),
+            activation_threshold: ctx.float("activationThreshold")?.unwrap_or(0.0),
             namespace: ctx.param("namespace").map(str::to_string),
             query_parameters: pairs(ctx, "queryParameters")?,
             custom_headers: pairs(ctx, "customHeaders")?,
-            ignore_null_values: bool_param(ctx, "ignoreNullValues", true)?,
-            unsafe_ssl: bool_param(ctx, "unsafeSsl", false)?,
+            ignore_null_values: ctx.flag("ignoreNullValues", true)?,
+            unsafe_ssl: ctx.flag("unsafeSsl", false)?,
             timeout: timeout(ctx)?,
             auth: auth(ctx)?,
         })
@@ -502,6 +481,7 @@ mod tests {
             trigger: &t,
             auth: &auth,
             namespace: "ns",
+            name: "test",
             client: None,
         })
     }
@@ -673,6 +653,7 @@ mod tests {
             trigger: &t,
             auth: &auth,
             namespace: "ns",
+            name: "test",
             client: None,
         })
         .expect("scaler")

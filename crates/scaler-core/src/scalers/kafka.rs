@@ -1,0 +1,1114 @@
+//! The `kafka` trigger: a consumer group's lag (latest offset − committed offset, summed
+//! over the partitions), with KEDA's handling of missing offsets, persistent lag and the
+//! caps that keep consumers from outnumbering partitions.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+
+use async_trait::async_trait;
+
+use super::{MetricSpec, Sample, Scaler, ScalerError, TriggerContext};
+use crate::kafka::{
+    ClientConfig, KafkaClient, OffsetQuery, PartitionOffsets, Sasl, ScramHash, TlsSettings,
+};
+use crate::quantity::quantity_string;
+
+/// What lag a partition without a committed offset has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetResetPolicy {
+    /// A new consumer starts at the end: lag 1 (to wake one consumer up).
+    Latest,
+    /// A new consumer starts at the beginning: the whole partition is lag.
+    Earliest,
+}
+
+/// Parsed `kafka` metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KafkaMetadata {
+    /// Where and how to connect.
+    pub client: ClientConfig,
+    /// `consumerGroup`.
+    pub group: String,
+    /// `topic`; `None` means every topic the group committed offsets for.
+    pub topic: Option<String>,
+    /// `partitionLimitation` (only with a topic).
+    pub partition_limitation: Option<Vec<i32>>,
+    /// `lagThreshold`: target lag per replica.
+    pub lag_threshold: i64,
+    /// `activationLagThreshold`: active strictly above this.
+    pub activation_lag_threshold: i64,
+    /// `offsetResetPolicy`.
+    pub offset_reset_policy: OffsetResetPolicy,
+    /// `allowIdleConsumers`: no cap at the partition count.
+    pub allow_idle_consumers: bool,
+    /// `excludePersistentLag`.
+    pub exclude_persistent_lag: bool,
+    /// `scaleToZeroOnInvalidOffset`.
+    pub scale_to_zero_on_invalid_offset: bool,
+    /// `limitToPartitionsWithLag`.
+    pub limit_to_partitions_with_lag: bool,
+    /// `ensureEvenDistributionOfPartitions`.
+    pub ensure_even_distribution_of_partitions: bool,
+}
+
+fn bad(param: &str, message: impl Into<String>) -> ScalerError {
+    ScalerError::invalid(param, message)
+}
+
+/// A whole number; KEDA's `int64`, with `5.0` accepted (the articles users copy write
+/// `lagThreshold: '5.0'`).
+fn whole(ctx: &TriggerContext<'_>, key: &str, default: i64) -> Result<i64, ScalerError> {
+    let Some(v) = ctx.param(key) else {
+        return Ok(default);
+    };
+    if let Ok(i) = v.parse::<i64>() {
+        return Ok(i);
+    }
+    match v.parse::<f64>() {
+        Ok(f) if f.is_finite() && f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(f as i64),
+        _ => Err(bad(
+            key,
+            format!("error parsing {key}: {v:?} is not a whole number"),
+        )),
+    }
+}
+
+fn one_of<'a>(key: &str, v: &'a str, allowed: &[&str]) -> Result<&'a str, ScalerError> {
+    if allowed.contains(&v) {
+        Ok(v)
+    } else {
+        Err(bad(
+            key,
+            format!(
+                "parameter \"{key}\" value \"{v}\" must be one of [{}]",
+                allowed.join(" ")
+            ),
+        ))
+    }
+}
+
+/// `1,2,5-6` → `[1, 2, 5, 6]`, KEDA's words for errors.
+pub fn parse_partition_limitation(s: &str) -> Result<Vec<i32>, ScalerError> {
+    let err = |m: String| bad("partitionLimitation", m);
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim) {
+        if part.contains('-') {
+            let bounds: Vec<&str> = part.split('-').collect();
+            let [start, end] = bounds[..] else {
+                return Err(err(format!("invalid partition limitation range: {part}")));
+            };
+            let parse = |x: &str| {
+                x.trim()
+                    .parse::<i32>()
+                    .map_err(|_| err(format!("invalid partition limitation: {part}")))
+            };
+            let (start, end) = (parse(start)?, parse(end)?);
+            if end.saturating_sub(start) > 100_000 {
+                return Err(err(format!("partition limitation range too large: {part}")));
+            }
+            out.extend(start..=end);
+        } else {
+            out.push(
+                part.parse::<i32>()
+                    .map_err(|_| err(format!("invalid partition limitation: {part}")))?,
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// sarama's version syntax: `0.a.b.c` before 1.0, `a.b.c` after.
+fn valid_version(v: &str) -> bool {
+    let parts: Vec<&str> = v.split('.').collect();
+    let want = if v.starts_with("0.") { 4 } else { 3 };
+    parts.len() == want
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// `sasl`/`tls` come from metadata first, then from the TriggerAuthentication.
+fn meta_or_auth<'a>(ctx: &'a TriggerContext<'_>, key: &str) -> Option<&'a str> {
+    ctx.param(key).or_else(|| ctx.auth_param(key))
+}
+
+fn parse_security(
+    ctx: &TriggerContext<'_>,
+) -> Result<(Option<TlsSettings>, Option<Sasl>), ScalerError> {
+    let auth = |k: &str| ctx.auth_param(k).map(str::to_string);
+    let tls = match meta_or_auth(ctx, "tls") {
+        None => None,
+        Some(v) => match one_of("tls", v, &["enable", "disable"])? {
+            "enable" => {
+                let (cert, key) = (auth("cert"), auth("key"));
+                if cert.is_some() && key.is_none() {
+                    return Err(bad("key", "key must be provided with cert"));
+                }
+                if key.is_some() && cert.is_none() {
+                    return Err(bad("cert", "cert must be provided with key"));
+                }
+                if auth("keyPassword").is_some() {
+                    return Err(bad(
+                        "keyPassword",
+                        "keyPassword (an encrypted client key) is not supported by eventscale yet; \
+                         give the key unencrypted",
+                    ));
+                }
+                Some(TlsSettings {
+                    ca: auth("ca"),
+                    cert,
+                    key,
+                    unsafe_ssl: ctx.flag("unsafeSsl", false)?,
+                })
+            }
+            _ => None,
+        },
+    };
+    let sasl = match meta_or_auth(ctx, "sasl") {
+        None => None,
+        Some(v) => {
+            let mode = one_of(
+                "sasl",
+                v,
+                &[
+                    "none",
+                    "plaintext",
+                    "scram_sha256",
+                    "scram_sha512",
+                    "oauthbearer",
+                    "gssapi",
+                ],
+            )?;
+            let creds = || -> Result<(String, String), ScalerError> {
+                let user = auth("username").ok_or_else(|| bad("username", "no username given"))?;
+                let password =
+                    auth("password").ok_or_else(|| bad("password", "no password given"))?;
+                Ok((user, password))
+            };
+            match mode {
+                "none" => None,
+                "plaintext" => {
+                    let (user, password) = creds()?;
+                    Some(Sasl::Plain { user, password })
+                }
+                "scram_sha256" | "scram_sha512" => {
+                    let (user, password) = creds()?;
+                    let hash = if mode == "scram_sha256" {
+                        ScramHash::Sha256
+                    } else {
+                        ScramHash::Sha512
+                    };
+                    Some(Sasl::Scram {
+                        hash,
+                        user,
+                        password,
+                    })
+                }
+                other => {
+                    return Err(bad(
+                        "sasl",
+                        format!(
+                            "sasl {other:?} is not supported by eventscale yet \
+                             (supported: none, plaintext, scram_sha256, scram_sha512)"
+                        ),
+                    ))
+                }
+            }
+        }
+    };
+    Ok((tls, sasl))
+}
+
+impl KafkaMetadata {
+    /// Parse with KEDA's defaults, rules and messages.
+    pub fn parse(ctx: &TriggerContext<'_>) -> Result<Self, ScalerError> {
+        let bootstrap: Vec<String> = ctx
+            .required("bootstrapServers")?
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        for b in &bootstrap {
+            let port = b.rsplit_once(':').map(|(_, p)| p);
+            if port.and_then(|p| p.parse::<u16>().ok()).is_none() {
+                return Err(bad(
+                    "bootstrapServers",
+                    format!("bootstrap server {b:?} is not host:port"),
+                ));
+            }
+        }
+        let group = ctx.required("consumerGroup")?.to_string();
+        let topic = ctx.param("topic").map(str::to_string);
+
+        let lag_threshold = whole(ctx, "lagThreshold", 10)?;
+        if lag_threshold <= 0 {
+            return Err(bad(
+                "lagThreshold",
+                "\"lagThreshold\" must be positive number",
+            ));
+        }
+        let activation_lag_threshold = whole(ctx, "activationLagThreshold", 0)?;
+        if activation_lag_threshold < 0 {
+            return Err(bad(
+                "activationLagThreshold",
+                "\"activationLagThreshold\" must be a non-negative number",
+            ));
+        }
+        let offset_reset_policy = match ctx.param("offsetResetPolicy") {
+            None => OffsetResetPolicy::Latest,
+            Some(v) => match one_of("offsetResetPolicy", v, &["latest", "earliest"])? {
+                "earliest" => OffsetResetPolicy::Earliest,
+                _ => OffsetResetPolicy::Latest,
+            },
+        };
+        // Checked even without a topic (as KEDA does), then ignored there.
+        let partition_limitation = ctx
+            .param("partitionLimitation")
+            .map(parse_partition_limitation)
+            .transpose()?
+            .filter(|_| topic.is_some());
+        let allow_idle_consumers = ctx.flag("allowIdleConsumers", false)?;
+        let exclude_persistent_lag = ctx.flag("excludePersistentLag", false)?;
+        let scale_to_zero_on_invalid_offset = ctx.flag("scaleToZeroOnInvalidOffset", false)?;
+        let limit_to_partitions_with_lag = ctx.flag("limitToPartitionsWithLag", false)?;
+        let ensure_even_distribution_of_partitions =
+            ctx.flag("ensureEvenDistributionOfPartitions", false)?;
+        let full_metadata = ctx.flag("fullMetadata", true)?;
+        if let Some(v) = ctx.param("version") {
+            if !valid_version(v) {
+                return Err(bad(
+                    "version",
+                    format!("error parsing kafka version: invalid version `{v}`"),
+                ));
+            }
+        }
+
+        if allow_idle_consumers && limit_to_partitions_with_lag {
+            return Err(bad(
+                "limitToPartitionsWithLag",
+                "allowIdleConsumers and limitToPartitionsWithLag cannot be set simultaneously",
+            ));
+        }
+        if topic.is_none() && limit_to_partitions_with_lag {
+            return Err(bad(
+                "topic",
+                "topic must be specified when using limitToPartitionsWithLag",
+            ));
+        }
+        if limit_to_partitions_with_lag && ensure_even_distribution_of_partitions {
+            return Err(bad(
+                "ensureEvenDistributionOfPartitions",
+                "limitToPartitionsWithLag and ensureEvenDistributionOfPartitions cannot be set simultaneously",
+            ));
+        }
+        if topic.is_none() && ensure_even_distribution_of_partitions {
+            return Err(bad(
+                "topic",
+                "topic must be specified when using ensureEvenDistributionOfPartitions",
+            ));
+        }
+        if !full_metadata && topic.is_none() {
+            return Err(bad(
+                "topic",
+                "topic must be specified when fullMetadata is false",
+            ));
+        }
+        let (tls, sasl) = parse_security(ctx)?;
+        Ok(Self {
+            client: ClientConfig {
+                bootstrap,
+                tls,
+                sasl,
+            },
+            group,
+            topic,
+            partition_limitation,
+            lag_threshold,
+            activation_lag_threshold,
+            offset_reset_policy,
+            allow_idle_consumers,
+            exclude_persistent_lag,
+            scale_to_zero_on_invalid_offset,
+            limit_to_partitions_with_lag,
+            ensure_even_distribution_of_partitions,
+        })
+    }
+
+    /// KEDA's metric name before the index: `kafka-<topic>` or `kafka-<group>-topics`.
+    pub fn metric_name(&self) -> String {
+        match &self.topic {
+            Some(t) => format!("kafka-{t}"),
+            None => format!("kafka-{}-topics", self.group),
+        }
+    }
+}
+
+/// Committed offsets seen at the previous poll, by partition (for excludePersistentLag).
+pub type PreviousOffsets = HashMap<(String, i32), i64>;
+
+/// The lag of a whole group: what scaling uses, and what activation uses (the same unless
+/// persistent lag was excluded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TotalLag {
+    /// Lag for the metric, after exclusions and caps.
+    pub lag: i64,
+    /// Lag for activation: persistent lag included, no caps.
+    pub with_persistent: i64,
+}
+
+/// One partition's (lag, lag with persistent lag), KEDA's `getLagForPartition`.
+fn partition_lag(
+    m: &KafkaMetadata,
+    p: &PartitionOffsets,
+    latest: i64,
+    previous: &mut PreviousOffsets,
+) -> (i64, i64) {
+    if p.committed == -1 {
+        match m.offset_reset_policy {
+            OffsetResetPolicy::Latest => {
+                let v = if m.scale_to_zero_on_invalid_offset {
+                    0
+                } else {
+                    1
+                };
+                return (v, v);
+            }
+            OffsetResetPolicy::Earliest if m.scale_to_zero_on_invalid_offset => return (0, 0),
+            OffsetResetPolicy::Earliest => return (latest, latest),
+        }
+    }
+    let lag = latest.saturating_sub(p.committed);
+    if m.exclude_persistent_lag {
+        let key = (p.topic.clone(), p.partition);
+        match previous.get(&key) {
+            // The consumer did not move since the last poll: it may be stuck on a record,
+            // and more consumers would not help.
+            Some(&prev) if prev == p.committed => return (0, lag),
+            _ => {
+                previous.insert(key, p.committed);
+            }
+        }
+    }
+    (lag, lag)
+}
+
+/// The smallest factor of `partitions` whose consumers can take `lag` at `threshold` each
+/// (so partitions divide evenly among consumers), or the partition count.
+pub fn even_distribution_factor(lag: i64, partitions: i64, threshold: i64) -> i64 {
+    (1..=partitions)
+        .filter(|f| partitions % f == 0)
+        .find(|f| f.saturating_mul(threshold) >= lag)
+        .unwrap_or(partitions)
+}
+
+/// KEDA's `getTotalLag` as a pure function of the offsets (partitions the broker gave no
+/// latest offset for are left out, as KEDA leaves them out) and the previous poll's
+/// committed offsets, which it updates.
+pub fn total_lag(
+    m: &KafkaMetadata,
+    offsets: &[PartitionOffsets],
+    previous: &mut PreviousOffsets,
+) -> TotalLag {
+    let (mut lag, mut with_persistent, mut partitions, mut with_lag) = (0i64, 0i64, 0i64, 0i64);
+    for p in offsets {
+        let Some(latest) = p.latest else { continue };
+        let (l, lp) = partition_lag(m, p, latest, previous);
+        lag = lag.saturating_add(l);
+        with_persistent = with_persistent.saturating_add(lp);
+        partitions += 1;
+        if l > 0 {
+            with_lag += 1;
+        }
+    }
+    let threshold = m.lag_threshold;
+    if !m.allow_idle_consumers
+        || m.limit_to_partitions_with_lag
+        || m.ensure_even_distribution_of_partitions
+    {
+        let mut bound = partitions;
+        if m.ensure_even_distribution_of_partitions {
+            lag = even_distribution_factor(lag, partitions, threshold).saturating_mul(threshold);
+        }
+        if m.limit_to_partitions_with_lag {
+            bound = with_lag;
+        }
+        if lag / threshold > bound {
+            lag = bound.saturating_mul(threshold);
+        }
+    }
+    TotalLag {
+        lag,
+        with_persistent,
+    }
+}
+
+/// A trigger: the ScaledObject's namespace and name, and the trigger's index.
+type TriggerKey = (String, String, usize);
+
+/// Previous committed offsets per trigger, kept across the scaler instances built for each
+/// read.
+static PREVIOUS: LazyLock<Mutex<HashMap<TriggerKey, PreviousOffsets>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// Forget the persistent-lag memory of ScaledObjects `keep` rejects (deleted ones).
+pub fn retain_memory(mut keep: impl FnMut(&str, &str) -> bool) {
+    PREVIOUS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|(ns, name, _), _| keep(ns, name));
+}
+
+/// The kafka scaler.
+#[derive(Debug)]
+pub struct KafkaScaler {
+    meta: KafkaMetadata,
+    spec: MetricSpec,
+    client: Arc<KafkaClient>,
+    /// Key of this trigger's persistent-lag memory.
+    owner: TriggerKey,
+}
+
+impl KafkaScaler {
+    /// Parse the trigger and find (or make) the shared client for its cluster.
+    pub fn new(ctx: TriggerContext<'_>) -> Result<Self, ScalerError> {
+        let meta = KafkaMetadata::parse(&ctx)?;
+        let target_type = ctx.target_type()?;
+        let client = KafkaClient::shared(&meta.client).map_err(|e| {
+            let text = e.to_string();
+            let param = ["ca", "cert", "key"]
+                .into_iter()
+                .find(|p| text.starts_with(&format!("{p}:")))
+                .unwrap_or("tls");
+            bad(param, text)
+        })?;
+        Ok(Self {
+            spec: MetricSpec {
+                name: ctx.metric_name(&meta.metric_name()),
+                target_type,
+                target: quantity_string(meta.lag_threshold as f64),
+            },
+            owner: (ctx.namespace.to_string(), ctx.name.to_string(), ctx.index),
+            meta,
+            client,
+        })
+    }
+
+    /// The parsed metadata.
+    pub fn metadata(&self) -> &KafkaMetadata {
+        &self.meta
+    }
+
+    /// The shared client (tests count its requests).
+    pub fn client(&self) -> &Arc<KafkaClient> {
+        &self.client
+    }
+}
+
+#[async_trait]
+impl Scaler for KafkaScaler {
+    fn scaler_type(&self) -> &'static str {
+        "kafka"
+    }
+
+    fn metric_spec(&self) -> &MetricSpec {
+        &self.spec
+    }
+
+    async fn sample(&self) -> Result<Sample, ScalerError> {
+        let query = OffsetQuery {
+            group: self.meta.group.clone(),
+            topic: self.meta.topic.clone(),
+            partitions: self.meta.partition_limitation.clone(),
+        };
+        let offsets = self
+            .client
+            .group_offsets(&query)
+            .await
+            .map_err(|e| ScalerError::Query(e.to_string()))?;
+        let total = {
+            let mut all = PREVIOUS.lock().unwrap_or_else(|p| p.into_inner());
+            let previous = all.entry(self.owner.clone()).or_default();
+            total_lag(&self.meta, &offsets, previous)
+        };
+        tracing::debug!(
+            group = %self.meta.group,
+            topic = self.meta.topic.as_deref().unwrap_or("*"),
+            lag = total.lag,
+            with_persistent = total.with_persistent,
+            partitions = offsets.len(),
+            "kafka lag"
+        );
+        Ok(Sample {
+            value: total.lag as f64,
+            active: total.with_persistent > self.meta.activation_lag_threshold,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scaled_object::ScaleTriggers;
+    use crate::scalers::AuthParams;
+
+    fn map(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn parse_with(
+        meta: &[(&str, &str)],
+        auth: &[(&str, &str)],
+    ) -> Result<KafkaMetadata, ScalerError> {
+        let trigger = ScaleTriggers {
+            type_: "kafka".into(),
+            metadata: map(meta),
+            ..Default::default()
+        };
+        let auth: AuthParams = map(auth);
+        KafkaMetadata::parse(&TriggerContext {
+            index: 0,
+            trigger: &trigger,
+            auth: &auth,
+            namespace: "ns",
+            name: "so",
+            client: None,
+        })
+    }
+
+    fn parse(meta: &[(&str, &str)]) -> Result<KafkaMetadata, ScalerError> {
+        parse_with(meta, &[])
+    }
+
+    const BASE: [(&str, &str); 2] = [
+        ("bootstrapServers", "foobar:9092"),
+        ("consumerGroup", "my-group"),
+    ];
+
+    /// `BASE` with `extra` added (a key in both takes `extra`'s value).
+    fn parse_base(extra: &[(&str, &str)]) -> Result<KafkaMetadata, ScalerError> {
+        let mut m: Pairs<'_> = BASE.to_vec();
+        for (k, v) in extra {
+            m.retain(|(key, _)| key != k);
+            m.push((k, v));
+        }
+        parse(&m)
+    }
+
+    type Pairs<'a> = Vec<(&'a str, &'a str)>;
+    /// The field and a part of the message an error must have; `None` for success.
+    type Expect<'a> = Option<(&'a str, &'a str)>;
+
+    /// KEDA's parse table (kafka_scaler_test.go), and more: `None` expects success, `Some`
+    /// an error naming the field with a message containing the text.
+    #[test]
+    fn metadata_table() {
+        let t = &[("topic", "my-topic")];
+        let cases: Vec<(Pairs<'_>, Expect<'_>)> = vec![
+            (vec![], None),
+            (vec![("partitionLimitation", "1,2,3,4,5,6")], None),
+            (vec![("partitionLimitation", "x")], Some(("partitionLimitation", "invalid partition limitation: x"))),
+            (vec![("partitionLimitation", "           ")], None),
+            (vec![("partitionLimitation", "")], None),
+            (vec![t[0], ("version", "1.2.3.4")], Some(("version", "error parsing kafka version"))),
+            (vec![t[0], ("version", "1.0.0")], None),
+            (vec![t[0], ("version", "0.10.2.1")], None),
+            (vec![t[0], ("lagThreshold", "-1")], Some(("lagThreshold", "must be positive number"))),
+            (vec![t[0], ("lagThreshold", "0")], Some(("lagThreshold", "must be positive number"))),
+            (vec![t[0], ("lagThreshold", "1000000"), ("activationLagThreshold", "0")], None),
+            (vec![t[0], ("lagThreshold", "5.5")], Some(("lagThreshold", "not a whole number"))),
+            (vec![t[0], ("lagThreshold", "ten")], Some(("lagThreshold", "not a whole number"))),
+            (vec![t[0], ("activationLagThreshold", "AA")], Some(("activationLagThreshold", "not a whole number"))),
+            (vec![t[0], ("activationLagThreshold", "-1")], Some(("activationLagThreshold", "must be a non-negative number"))),
+            (vec![t[0], ("partitionLimitation", "a,b,c,d")], Some(("partitionLimitation", "invalid partition limitation: a"))),
+            (vec![t[0], ("partitionLimitation", "1-2-3")], Some(("partitionLimitation", "invalid partition limitation range: 1-2-3"))),
+            (vec![t[0], ("offsetResetPolicy", "foo")], Some(("offsetResetPolicy", "parameter \"offsetResetPolicy\" value \"foo\" must be one of [latest earliest]"))),
+            (vec![t[0], ("allowIdleConsumers", "notvalid")], Some(("allowIdleConsumers", "error parsing allowIdleConsumers"))),
+            (vec![t[0], ("excludePersistentLag", "notvalid")], Some(("excludePersistentLag", "error parsing"))),
+            (vec![t[0], ("limitToPartitionsWithLag", "notvalid")], Some(("limitToPartitionsWithLag", "error parsing"))),
+            (vec![t[0], ("scaleToZeroOnInvalidOffset", "notvalid")], Some(("scaleToZeroOnInvalidOffset", "error parsing"))),
+            (vec![t[0], ("allowIdleConsumers", "true"), ("limitToPartitionsWithLag", "true")], Some(("limitToPartitionsWithLag", "allowIdleConsumers and limitToPartitionsWithLag cannot be set simultaneously"))),
+            (vec![t[0], ("allowIdleConsumers", "true"), ("limitToPartitionsWithLag", "false")], None),
+            (vec![("limitToPartitionsWithLag", "true")], Some(("topic", "topic must be specified when using limitToPartitionsWithLag"))),
+            (vec![t[0], ("ensureEvenDistributionOfPartitions", "true")], None),
+            (vec![t[0], ("ensureEvenDistributionOfPartitions", "true"), ("limitToPartitionsWithLag", "true")], Some(("ensureEvenDistributionOfPartitions", "cannot be set simultaneously"))),
+            (vec![("ensureEvenDistributionOfPartitions", "true")], Some(("topic", "topic must be specified when using ensureEvenDistributionOfPartitions"))),
+            (vec![t[0], ("fullMetadata", "true")], None),
+            (vec![("fullMetadata", "true")], None),
+            (vec![t[0], ("fullMetadata", "false")], None),
+            (vec![("fullMetadata", "false")], Some(("topic", "topic must be specified when fullMetadata is false"))),
+            (vec![t[0], ("fullMetadata", "notabool")], Some(("fullMetadata", "error parsing"))),
+            (vec![("bootstrapServers", "kafka")], Some(("bootstrapServers", "is not host:port"))),
+            (vec![("bootstrapServers", "")], Some(("bootstrapServers", "missing required parameter \"bootstrapServers\""))),
+            (vec![("consumerGroup", "  ")], Some(("consumerGroup", "missing required parameter \"consumerGroup\""))),
+            (vec![t[0], ("tls", "maybe")], Some(("tls", "must be one of [enable disable]"))),
+            (vec![t[0], ("sasl", "foo")], Some(("sasl", "must be one of [none plaintext scram_sha256 scram_sha512 oauthbearer gssapi]"))),
+            (vec![t[0], ("sasl", "plaintext")], Some(("username", "no username given"))),
+            (vec![t[0], ("sasl", "none")], None),
+            (vec![t[0], ("sasl", "gssapi")], Some(("sasl", "not supported by eventscale yet"))),
+            (vec![t[0], ("sasl", "oauthbearer")], Some(("sasl", "not supported by eventscale yet"))),
+        ];
+        for (extra, want) in cases {
+            let got = parse_base(&extra);
+            match (want, got) {
+                (None, Ok(_)) => {}
+                (None, Err(e)) => panic!("{extra:?}: unexpected error {e}"),
+                (Some((param, text)), Ok(m)) => {
+                    panic!("{extra:?}: expected an error on {param} ({text}), parsed {m:?}")
+                }
+                (Some((param, text)), Err(e)) => {
+                    assert_eq!(e.param(), Some(param), "{extra:?}: {e}");
+                    assert!(e.to_string().contains(text), "{extra:?}: {e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn defaults_and_values() {
+        let m = parse_base(&[("topic", "my-topic")]).expect("parses");
+        assert_eq!(m.client.bootstrap, vec!["foobar:9092".to_string()]);
+        assert_eq!(m.group, "my-group");
+        assert_eq!(m.topic.as_deref(), Some("my-topic"));
+        assert_eq!(m.lag_threshold, 10);
+        assert_eq!(m.activation_lag_threshold, 0);
+        assert_eq!(m.offset_reset_policy, OffsetResetPolicy::Latest);
+        assert!(!m.allow_idle_consumers && !m.exclude_persistent_lag);
+        assert!(!m.scale_to_zero_on_invalid_offset && !m.limit_to_partitions_with_lag);
+        assert!(!m.ensure_even_distribution_of_partitions);
+        assert_eq!(m.partition_limitation, None);
+        assert_eq!(m.client.tls, None);
+        assert_eq!(m.client.sasl, None);
+        assert_eq!(m.metric_name(), "kafka-my-topic");
+
+        let m = parse_base(&[]).expect("parses");
+        assert_eq!(m.metric_name(), "kafka-my-group-topics");
+
+        // The seed example's '5.0'.
+        let m = parse_base(&[("topic", "t"), ("lagThreshold", "5.0")]).expect("parses");
+        assert_eq!(m.lag_threshold, 5);
+
+        let m = parse_base(&[("bootstrapServers", "foo:9092, bar:9092,")]).expect("parses");
+        assert_eq!(
+            m.client.bootstrap,
+            vec!["foo:9092".to_string(), "bar:9092".to_string()]
+        );
+
+        let m =
+            parse_base(&[("topic", "t"), ("partitionLimitation", "1-4,8,10-12")]).expect("parses");
+        assert_eq!(
+            m.partition_limitation,
+            Some(vec![1, 2, 3, 4, 8, 10, 11, 12])
+        );
+        // Ignored without a topic, as KEDA does.
+        let m = parse_base(&[("partitionLimitation", "1-4")]).expect("parses");
+        assert_eq!(m.partition_limitation, None);
+
+        let m = parse_base(&[
+            ("topic", "t"),
+            ("offsetResetPolicy", "earliest"),
+            ("allowIdleConsumers", "True"),
+            ("excludePersistentLag", "1"),
+        ])
+        .expect("parses");
+        assert_eq!(m.offset_reset_policy, OffsetResetPolicy::Earliest);
+        assert!(m.allow_idle_consumers && m.exclude_persistent_lag);
+    }
+
+    /// KEDA's auth table: sasl and tls from the TriggerAuthentication (or metadata).
+    #[test]
+    fn auth_table() {
+        let cases: Vec<(Pairs<'_>, Pairs<'_>, Expect<'_>)> = vec![
+            (
+                vec![],
+                vec![
+                    ("sasl", "plaintext"),
+                    ("username", "admin"),
+                    ("password", "admin"),
+                ],
+                None,
+            ),
+            (
+                vec![],
+                vec![
+                    ("sasl", "scram_sha256"),
+                    ("username", "admin"),
+                    ("password", "admin"),
+                ],
+                None,
+            ),
+            (
+                vec![],
+                vec![
+                    ("sasl", "scram_sha512"),
+                    ("username", "admin"),
+                    ("password", "admin"),
+                ],
+                None,
+            ),
+            (
+                vec![],
+                vec![
+                    ("tls", "enable"),
+                    ("ca", "caaa"),
+                    ("cert", "ceert"),
+                    ("key", "keey"),
+                ],
+                None,
+            ),
+            (
+                vec![],
+                vec![("tls", "enable"), ("cert", "ceert"), ("key", "keey")],
+                None,
+            ),
+            (vec![], vec![("tls", "enable"), ("ca", "caaa")], None),
+            (
+                vec![],
+                vec![
+                    ("sasl", "plaintext"),
+                    ("username", "admin"),
+                    ("password", "admin"),
+                    ("tls", "enable"),
+                    ("ca", "caaa"),
+                    ("cert", "ceert"),
+                    ("key", "keey"),
+                ],
+                None,
+            ),
+            (
+                vec![],
+                vec![
+                    ("sasl", "plaintext"),
+                    ("username", "admin"),
+                    ("password", "admin"),
+                    ("tls", "disable"),
+                ],
+                None,
+            ),
+            (
+                vec![],
+                vec![
+                    ("sasl", "foo"),
+                    ("username", "admin"),
+                    ("password", "admin"),
+                ],
+                Some(("sasl", "must be one of")),
+            ),
+            (
+                vec![],
+                vec![("sasl", "plaintext"), ("password", "admin")],
+                Some(("username", "no username given")),
+            ),
+            (
+                vec![],
+                vec![("sasl", "plaintext"), ("username", "admin")],
+                Some(("password", "no password given")),
+            ),
+            (
+                vec![],
+                vec![("tls", "enable"), ("cert", "ceert")],
+                Some(("key", "key must be provided with cert")),
+            ),
+            (
+                vec![],
+                vec![("tls", "enable"), ("key", "keey")],
+                Some(("cert", "cert must be provided with key")),
+            ),
+            (
+                vec![],
+                vec![("tls", "yes")],
+                Some(("tls", "must be one of [enable disable]")),
+            ),
+            (
+                vec![],
+                vec![
+                    ("tls", "enable"),
+                    ("cert", "c"),
+                    ("key", "k"),
+                    ("keyPassword", "p"),
+                ],
+                Some(("keyPassword", "not supported")),
+            ),
+            // `tls`/`sasl` in metadata, credentials in the TriggerAuthentication.
+            (
+                vec![("sasl", "scram_sha512"), ("tls", "enable")],
+                vec![("username", "admin"), ("password", "admin")],
+                None,
+            ),
+            // Credentials in metadata do not count.
+            (
+                vec![
+                    ("sasl", "plaintext"),
+                    ("username", "admin"),
+                    ("password", "admin"),
+                ],
+                vec![],
+                Some(("username", "no username given")),
+            ),
+        ];
+        for (meta, auth, want) in cases {
+            let mut m = BASE.to_vec();
+            m.push(("topic", "t"));
+            m.extend(meta.iter().copied());
+            let got = parse_with(&m, &auth);
+            match (want, got) {
+                (None, Ok(_)) => {}
+                (None, Err(e)) => panic!("{meta:?} {auth:?}: unexpected error {e}"),
+                (Some(w), Ok(_)) => panic!("{meta:?} {auth:?}: expected error {w:?}"),
+                (Some((param, text)), Err(e)) => {
+                    assert_eq!(e.param(), Some(param), "{auth:?}: {e}");
+                    assert!(e.to_string().contains(text), "{auth:?}: {e}");
+                }
+            }
+        }
+        let m = parse_with(
+            &[
+                BASE[0],
+                BASE[1],
+                ("sasl", "scram_sha512"),
+                ("tls", "enable"),
+                ("unsafeSsl", "true"),
+            ],
+            &[("username", "u"), ("password", "p"), ("ca", "CA")],
+        )
+        .expect("parses");
+        assert_eq!(
+            m.client.sasl,
+            Some(Sasl::Scram {
+                hash: ScramHash::Sha512,
+                user: "u".into(),
+                password: "p".into()
+            })
+        );
+        let tls = m.client.tls.clone().expect("tls");
+        assert!(tls.unsafe_ssl);
+        assert_eq!(tls.ca.as_deref(), Some("CA"));
+        // Secrets never reach Debug output.
+        assert!(!format!("{:?}", m.client).contains("\"p\""));
+    }
+
+    fn meta(extra: &[(&str, &str)]) -> KafkaMetadata {
+        let mut e = vec![("topic", "t"), ("lagThreshold", "5")];
+        e.extend_from_slice(extra);
+        parse_base(&e).expect("parses")
+    }
+
+    fn p(partition: i32, committed: i64, latest: Option<i64>) -> PartitionOffsets {
+        PartitionOffsets {
+            topic: "t".into(),
+            partition,
+            committed,
+            latest,
+        }
+    }
+
+    fn lag(m: &KafkaMetadata, offsets: &[PartitionOffsets]) -> TotalLag {
+        total_lag(m, offsets, &mut PreviousOffsets::new())
+    }
+
+    #[test]
+    fn lag_per_partition_follows_keda() {
+        let m = meta(&[]);
+        // Lag is latest - committed, summed.
+        assert_eq!(lag(&m, &[p(0, 3, Some(10)), p(1, 0, Some(2))]).lag, 9);
+        // No committed offset, latest policy: 1 each (to wake a consumer)...
+        assert_eq!(
+            lag(&m, &[p(0, -1, Some(10)), p(1, -1, Some(0))]),
+            TotalLag {
+                lag: 2,
+                with_persistent: 2
+            }
+        );
+        // ...or 0 with scaleToZeroOnInvalidOffset.
+        let z = meta(&[("scaleToZeroOnInvalidOffset", "true")]);
+        assert_eq!(lag(&z, &[p(0, -1, Some(10))]).lag, 0);
+        // Earliest policy: the whole partition, or 0 with scaleToZeroOnInvalidOffset.
+        let e = meta(&[
+            ("offsetResetPolicy", "earliest"),
+            ("allowIdleConsumers", "true"),
+        ]);
+        assert_eq!(lag(&e, &[p(0, -1, Some(10)), p(1, 4, Some(6))]).lag, 12);
+        let ez = meta(&[
+            ("offsetResetPolicy", "earliest"),
+            ("scaleToZeroOnInvalidOffset", "true"),
+        ]);
+        assert_eq!(lag(&ez, &[p(0, -1, Some(10))]).lag, 0);
+        // A partition the broker gave no latest offset for is left out entirely.
+        assert_eq!(lag(&m, &[p(0, -1, None), p(1, 1, Some(3))]).lag, 2);
+    }
+
+    #[test]
+    fn lag_is_capped_at_the_partition_count() {
+        let m = meta(&[]);
+        // 3 partitions × threshold 5 = 15 at most.
+        let offs = [p(0, 0, Some(100)), p(1, 0, Some(0)), p(2, 0, Some(0))];
+        assert_eq!(
+            lag(&m, &offs),
+            TotalLag {
+                lag: 15,
+                with_persistent: 100
+            }
+        );
+        // Not with allowIdleConsumers.
+        let idle = meta(&[("allowIdleConsumers", "true")]);
+        assert_eq!(lag(&idle, &offs).lag, 100);
+        // limitToPartitionsWithLag: only 1 partition has lag → 5.
+        let only = meta(&[("limitToPartitionsWithLag", "true")]);
+        assert_eq!(lag(&only, &offs).lag, 5);
+        // Under the cap nothing changes: 12 / 5 = 2 ≤ 3.
+        assert_eq!(
+            lag(&m, &[p(0, 0, Some(12)), p(1, 0, Some(0)), p(2, 0, Some(0))]).lag,
+            12
+        );
+    }
+
+    #[test]
+    fn memory_of_deleted_scaled_objects_is_dropped() {
+        let key = |name: &str| ("memory-test".to_string(), name.to_string(), 0);
+        {
+            let mut all = PREVIOUS.lock().unwrap_or_else(|p| p.into_inner());
+            all.insert(key("kept"), PreviousOffsets::from([(("t".into(), 0), 5)]));
+            all.insert(key("deleted"), PreviousOffsets::new());
+        }
+        retain_memory(|ns, name| ns != "memory-test" || name == "kept");
+        let all = PREVIOUS.lock().unwrap_or_else(|p| p.into_inner());
+        assert!(all.contains_key(&key("kept")));
+        assert!(!all.contains_key(&key("deleted")));
+    }
+
+    /// Offsets a broker should never send still give a number, never a panic.
+    #[test]
+    fn hostile_offsets_do_not_overflow() {
+        let m = meta(&[("allowIdleConsumers", "true")]);
+        let t = lag(
+            &m,
+            &[p(0, i64::MIN + 1, Some(i64::MAX)), p(1, 0, Some(i64::MAX))],
+        );
+        assert_eq!(t.lag, i64::MAX);
+        let capped = meta(&[("ensureEvenDistributionOfPartitions", "true")]);
+        assert!(lag(&capped, &[p(0, 0, Some(i64::MAX))]).lag > 0);
+        // No partitions at all: nothing to scale on.
+        assert_eq!(
+            lag(&capped, &[]),
+            TotalLag {
+                lag: 0,
+                with_persistent: 0
+            }
+        );
+    }
+
+    #[test]
+    fn even_distribution_rounds_up_to_a_factor() {
+        assert_eq!(even_distribution_factor(12, 12, 5), 3);
+        assert_eq!(even_distribution_factor(16, 12, 5), 4);
+        assert_eq!(even_distribution_factor(26, 12, 5), 6);
+        assert_eq!(even_distribution_factor(31, 12, 5), 12);
+        assert_eq!(even_distribution_factor(0, 12, 5), 1);
+        assert_eq!(even_distribution_factor(1000, 12, 5), 12);
+        assert_eq!(even_distribution_factor(5, 7, 5), 1);
+        assert_eq!(even_distribution_factor(6, 7, 5), 7);
+        let m = meta(&[("ensureEvenDistributionOfPartitions", "true")]);
+        // 6 partitions at threshold 5, all the lag on partition 0: lag 16 would take 4
+        // consumers, which do not divide 6, so 6 (30); lag 7 takes 2, which do (10).
+        for (on_first, want) in [(16, 30), (7, 10)] {
+            let offs: Vec<_> = (0..6)
+                .map(|i| p(i, 0, Some(if i == 0 { on_first } else { 0 })))
+                .collect();
+            assert_eq!(lag(&m, &offs).lag, want, "lag {on_first}");
+        }
+    }
+
+    #[test]
+    fn persistent_lag_counts_for_activation_only() {
+        let m = meta(&[
+            ("excludePersistentLag", "true"),
+            ("allowIdleConsumers", "true"),
+        ]);
+        let mut prev = PreviousOffsets::new();
+        // First poll: no history, the lag counts.
+        let first = total_lag(&m, &[p(0, 2, Some(10)), p(1, 5, Some(9))], &mut prev);
+        assert_eq!(
+            first,
+            TotalLag {
+                lag: 12,
+                with_persistent: 12
+            }
+        );
+        // Partition 0 did not move, partition 1 did: only partition 1 counts for scaling.
+        let second = total_lag(&m, &[p(0, 2, Some(11)), p(1, 6, Some(9))], &mut prev);
+        assert_eq!(
+            second,
+            TotalLag {
+                lag: 3,
+                with_persistent: 12
+            }
+        );
+        // Partition 0 moves again: it counts again.
+        let third = total_lag(&m, &[p(0, 3, Some(11)), p(1, 6, Some(9))], &mut prev);
+        assert_eq!(
+            third,
+            TotalLag {
+                lag: 8,
+                with_persistent: 11
+            }
+        );
+        // Without the option, nothing is remembered.
+        let plain = meta(&[]);
+        let mut none = PreviousOffsets::new();
+        total_lag(&plain, &[p(0, 2, Some(10))], &mut none);
+        assert!(none.is_empty());
+    }
+
+    /// Invariants over many random offset sets: the metric never exceeds the cap, never
+    /// exceeds the uncapped lag unless rounding up for even distribution, and activation
+    /// never sees less than scaling.
+    #[test]
+    fn invariants_over_random_offsets() {
+        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let options = [
+            vec![],
+            vec![("allowIdleConsumers", "true")],
+            vec![("limitToPartitionsWithLag", "true")],
+            vec![("ensureEvenDistributionOfPartitions", "true")],
+            vec![("offsetResetPolicy", "earliest")],
+            vec![("scaleToZeroOnInvalidOffset", "true")],
+        ];
+        for _ in 0..5000 {
+            let opts = &options[next(options.len() as u64) as usize];
+            let m = meta(opts);
+            let n = 1 + next(8) as i32;
+            let offs: Vec<_> = (0..n)
+                .map(|i| {
+                    let latest = next(200) as i64;
+                    let committed = if next(5) == 0 {
+                        -1
+                    } else {
+                        next(latest as u64 + 1) as i64
+                    };
+                    p(i, committed, Some(latest))
+                })
+                .collect();
+            let t = lag(&m, &offs);
+            assert!(t.lag >= 0, "{opts:?} {offs:?} {t:?}");
+            assert!(t.with_persistent >= 0, "{opts:?} {offs:?} {t:?}");
+            if !m.allow_idle_consumers {
+                assert!(
+                    t.lag / m.lag_threshold <= n as i64,
+                    "{opts:?} {offs:?} {t:?}"
+                );
+            }
+            if !m.ensure_even_distribution_of_partitions {
+                assert!(t.lag <= t.with_persistent, "{opts:?} {offs:?} {t:?}");
+            }
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! Building one scaler from metadata and authentication pairs, for the scaler tests.
+
+use std::collections::BTreeMap;
+
+use scaler_core::scaled_object::ScaleTriggers;
+use scaler_core::scalers::{AuthParams, ScalerError, TriggerContext};
+
+fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Trigger 0 of type `type_` of ScaledObject `ns/name`, built by `new` (a scaler's `new`).
+pub fn build<S>(
+    type_: &str,
+    name: &str,
+    meta: &[(&str, &str)],
+    auth: &[(&str, &str)],
+    new: impl FnOnce(TriggerContext<'_>) -> Result<S, ScalerError>,
+) -> Result<S, ScalerError> {
+    let trigger = ScaleTriggers {
+        type_: type_.into(),
+        metadata: map(meta),
+        ..Default::default()
+    };
+    let auth: AuthParams = map(auth);
+    new(TriggerContext {
+        index: 0,
+        trigger: &trigger,
+        auth: &auth,
+        namespace: "ns",
+        name,
+        client: None,
+    })
+}
