@@ -261,6 +261,7 @@ pub async fn evaluate(inputs: &Inputs, so: &ScaledObject, operator_ns: &str) -> 
             trigger: &trigger,
             auth: &auth,
             namespace: &ns,
+            name: so.metadata.name.as_deref().unwrap_or(""),
             client: None,
         }) {
             Ok(s) => s,

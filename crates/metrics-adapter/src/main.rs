@@ -107,8 +107,36 @@ struct RunArgs {
     /// With --renew-certs: also keep this APIService's caBundle set to the CA.
     #[arg(long, env = "EVENTSCALE_PATCH_APISERVICE")]
     patch_apiservice: Option<String>,
+    /// The Lease (in the --namespace) whose holder manages HPAs and activation; every
+    /// replica serves metrics.
+    #[arg(
+        long,
+        env = "EVENTSCALE_LEADER_ELECTION_ID",
+        default_value = "eventscale-leader"
+    )]
+    leader_election_id: String,
+    /// How long the Lease holds without renewal, in seconds; a new leader takes over
+    /// within this after the old one stops.
+    #[arg(long, env = "EVENTSCALE_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    lease_duration_seconds: u64,
+    /// This replica's identity in the Lease (default: POD_NAME, else host name and PID).
+    #[arg(long, env = "EVENTSCALE_IDENTITY")]
+    identity: Option<String>,
     #[command(flatten)]
     cert: CertFlags,
+}
+
+/// This replica's name in the Lease.
+fn identity(given: Option<String>) -> String {
+    given
+        .or_else(|| std::env::var("POD_NAME").ok())
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "eventscale".into());
+            format!("{host}-{}", std::process::id())
+        })
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -186,8 +214,13 @@ struct CertsArgs {
     secret: Option<String>,
     #[command(flatten)]
     cert: CertFlags,
-    /// Also set this APIService's caBundle to the CA (e.g. v1beta1.external.metrics.k8s.io).
-    #[arg(long)]
+    /// Renew a certificate that expires within this many days, as `90d` or `90` (the same
+    /// as --renew-before-days).
+    #[arg(long, value_name = "DAYS", value_parser = certs::parse_days, conflicts_with = "renew_before_days")]
+    renew_before: Option<i64>,
+    /// Also set this APIService's caBundle to the CA, only when it differs (the name
+    /// defaults to v1beta1.external.metrics.k8s.io).
+    #[arg(long, value_name = "APISERVICE", num_args = 0..=1, default_missing_value = certs::APISERVICE)]
     patch_apiservice: Option<String>,
     /// kubeconfig for --secret and --patch-apiservice; in-cluster configuration when unset.
     #[arg(long, env = "KUBECONFIG")]
@@ -372,19 +405,27 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         });
     tokio::spawn(reflect);
 
-    if args.metrics_only {
+    let lease_config = activator::leader::LeaseConfig {
+        namespace: args.cert.namespace.clone(),
+        name: args.leader_election_id.clone(),
+        identity: identity(args.identity.clone()),
+        duration: std::time::Duration::from_secs(args.lease_duration_seconds.clamp(3, 3600)),
+    };
+    let activation = if args.metrics_only {
         info!(
             "metrics-only mode: serving metrics; HPAs and activation are left to another operator"
         );
+        None
     } else {
-        let controller_client = client.clone();
-        let operator_namespace = args.cert.namespace.clone();
-        tokio::spawn(async move {
-            if let Err(e) = activator::run(controller_client, operator_namespace).await {
-                error!(error = %e, "the HPA controller stopped");
-            }
-        });
-    }
+        let ctx = activator::Context::new(client.clone(), args.cert.namespace.clone())
+            .await
+            .context("starting the HPA controller")?;
+        let leading = activator::leader::spawn(client.clone(), lease_config.clone());
+        tokio::spawn(lead_controller(ctx.clone(), leading.clone()));
+        Some(poller::Activation { ctx, leading })
+    };
+    // Released on shutdown when this replica takes part in the election.
+    let lease = activation.as_ref().map(|_| lease_config.clone());
 
     let cache = Arc::new(MetricCache::default());
     let health = Arc::new(HealthTracker::default());
@@ -392,9 +433,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         client.clone(),
         store.clone(),
         args.cert.namespace.clone(),
-        cache.clone(),
-        health.clone(),
-        telemetry.clone(),
+        poller::Shared {
+            cache: cache.clone(),
+            health: health.clone(),
+            telemetry: telemetry.clone(),
+        },
+        activation,
     ));
     let provider = Arc::new(ScaledObjectProvider::new(
         store,
@@ -409,11 +453,60 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+    let shutdown = async move {
+        stop_signal().await;
         info!("shutting down");
+        // Hand the Lease over at once rather than after its duration.
+        if let Some(config) = lease {
+            activator::leader::release(&client, &config).await;
+        }
     };
     server::serve(listener, tls, app, shutdown).await
+}
+
+/// SIGINT or SIGTERM (what Kubernetes sends a Pod that is stopping).
+async fn stop_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+/// Run the HPA controller while this replica leads, stop it when it does not.
+async fn lead_controller(
+    ctx: std::sync::Arc<activator::Context>,
+    mut leading: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut running: Option<tokio::task::JoinHandle<()>> = None;
+    loop {
+        let lead = *leading.borrow_and_update();
+        match (lead, running.take()) {
+            (true, None) => {
+                // What this replica saw in an earlier term may be older than what another
+                // leader saw since.
+                activator::scale::forget_all();
+                let ctx = ctx.clone();
+                running = Some(tokio::spawn(async move {
+                    if let Err(e) = activator::run(ctx).await {
+                        error!(error = %e, "the HPA controller stopped");
+                    }
+                }));
+            }
+            (false, Some(h)) => h.abort(),
+            (_, keep) => running = keep,
+        }
+        if leading.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 #[tokio::main]
@@ -422,7 +515,12 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
     let done = match cli.command {
         Command::Run(args) => run(args).await,
-        Command::Certs(a) => certs_command(a).await,
+        Command::Certs(mut a) => {
+            if let Some(days) = a.renew_before.take() {
+                a.cert.renew_before_days = days;
+            }
+            certs_command(a).await
+        }
         Command::Eval(a) => return eval_command(a).await,
         Command::Crds => {
             print!(

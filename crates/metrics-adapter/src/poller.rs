@@ -1,19 +1,22 @@
-//! The polling loop: every `pollingInterval`, aligned to its multiples, each ScaledObject
-//! with a `useCachedMetrics` trigger is polled and the results stored for HPA reads.
+//! The polling loop (KEDA's scale loop): every `pollingInterval`, aligned to its
+//! multiples, each ScaledObject is polled. Triggers with `useCachedMetrics` are stored for
+//! HPA reads; with activation on (not metrics-only) every trigger is asked, and on the
+//! leading replica the activator carries out what the answers mean for the target.
+//! In metrics-only mode only ScaledObjects with cached triggers are polled.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use scaler_core::fallback::HealthTracker;
-use scaler_core::poll::{next_aligned, Cached, MetricCache};
+use scaler_core::poll::{next_aligned, Cached, MetricCache, TriggerSample};
 use scaler_core::quantity::parse_quantity;
 use scaler_core::resolve::build_scalers_resolved;
 use scaler_core::scaled_object::DEFAULT_POLLING_INTERVAL;
 use scaler_core::ScaledObject;
-use tracing::{debug, Instrument};
+use tracing::{debug, warn, Instrument};
 
 use crate::telemetry::Telemetry;
 
@@ -39,15 +42,35 @@ fn uses_cache(so: &ScaledObject) -> bool {
         .any(|t| t.use_cached_metrics == Some(true))
 }
 
-/// Poll `so` once: every trigger with `useCachedMetrics`, concurrently.
+/// What every poll shares: the metric cache, the failure counts, eventscale's own metrics.
+#[derive(Clone)]
+pub struct Shared {
+    /// Results of `useCachedMetrics` triggers.
+    pub cache: Arc<MetricCache>,
+    /// Failure counts for fallback.
+    pub health: Arc<HealthTracker>,
+    /// Own metrics.
+    pub telemetry: Arc<Telemetry>,
+}
+
+/// Activation (full mode): the activator's context and whether this replica leads.
+#[derive(Clone)]
+pub struct Activation {
+    /// The activator's context.
+    pub ctx: Arc<activator::Context>,
+    /// True while this replica holds the leader Lease.
+    pub leading: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Poll `so` once: its `useCachedMetrics` triggers, or all of them when `all`,
+/// concurrently. Cached triggers are stored; every answer is returned.
 pub async fn poll_once(
     client: &Client,
     so: &ScaledObject,
     operator_namespace: &str,
-    cache: &MetricCache,
-    health: &HealthTracker,
-    telemetry: &Telemetry,
-) {
+    shared: &Shared,
+    all: bool,
+) -> Vec<TriggerSample> {
     let (ns, so_name) = (so.namespace().unwrap_or_default(), so.name_any());
     let built = build_scalers_resolved(client, so, operator_namespace).await;
     let polls = so
@@ -55,36 +78,161 @@ pub async fn poll_once(
         .triggers
         .iter()
         .zip(built)
-        .filter(|(t, _)| t.use_cached_metrics == Some(true))
-        .filter_map(|(_, b)| b.ok())
-        .map(|scaler| {
+        .filter(|(t, _)| all || t.use_cached_metrics == Some(true))
+        .map(|(trigger, built)| {
             let (ns, so_name) = (&ns, &so_name);
             async move {
+                let trigger_name = trigger.name.clone();
+                let scaler = match built {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let sample = TriggerSample {
+                            trigger_name,
+                            metric: String::new(),
+                            result: Err(e.to_string()),
+                        };
+                        return (None, sample);
+                    }
+                };
                 let started = Instant::now();
                 let result = scaler.sample().await;
-                telemetry.scaler_query(scaler.scaler_type(), started.elapsed(), result.is_ok());
+                shared.telemetry.scaler_query(
+                    scaler.scaler_type(),
+                    started.elapsed(),
+                    result.is_ok(),
+                );
                 let spec = scaler.metric_spec();
                 let name = spec.name.clone();
                 if so.spec.fallback.is_some() {
-                    health.record(ns, so_name, &name, result.is_ok());
+                    shared.health.record(ns, so_name, &name, result.is_ok());
                 }
-                let target = parse_quantity(&spec.target).map(|t| (t, spec.target_type));
-                let (value, active) = match result {
-                    Ok(s) => (Ok(s.value), s.active),
-                    Err(e) => (Err(e.to_string()), false),
+                let cached = (trigger.use_cached_metrics == Some(true)).then(|| {
+                    let target = parse_quantity(&spec.target).map(|t| (t, spec.target_type));
+                    let (value, active) = match &result {
+                        Ok(s) => (Ok(s.value), s.active),
+                        Err(e) => (Err(e.to_string()), false),
+                    };
+                    (
+                        name.clone(),
+                        Cached {
+                            value,
+                            active,
+                            at: Instant::now(),
+                            target,
+                        },
+                    )
+                });
+                let sample = TriggerSample {
+                    trigger_name,
+                    metric: name,
+                    result: result.map_err(|e| e.to_string()),
                 };
-                let cached = Cached {
-                    value,
-                    active,
-                    at: Instant::now(),
-                    target,
-                };
-                (name, cached)
+                (cached, sample)
             }
         });
-    let results: HashMap<String, Cached> =
-        futures::future::join_all(polls).await.into_iter().collect();
-    cache.put(&ns, &so_name, results);
+    let (cached, samples): (Vec<_>, Vec<_>) =
+        futures::future::join_all(polls).await.into_iter().unzip();
+    let cached: HashMap<String, Cached> = cached.into_iter().flatten().collect();
+    if !cached.is_empty() {
+        shared.cache.put(&ns, &so_name, cached);
+    }
+    samples
+}
+
+/// Whether the reconcile has accepted `so`: it recorded the target's original replica
+/// count and did not reject the spec. Until then the scale loop leaves the target alone
+/// (as KEDA starts a ScaledObject's loop only after its first successful reconcile).
+fn accepted(so: &ScaledObject) -> bool {
+    let Some(status) = so.status.as_ref() else {
+        return false;
+    };
+    let rejected = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.reason.as_deref() == Some("ScaledObjectCheckFailed"));
+    status.original_replica_count.is_some() && !rejected
+}
+
+/// One scale-loop round for `so`: poll (every trigger on the leader, only cached ones on
+/// the others; none while paused, when the pause decides alone) and, on the leader, let
+/// the activator act on the answers, with the ScaledObject as the store has it now.
+async fn poll_and_act(
+    client: &Client,
+    so: &ScaledObject,
+    store: &Store<ScaledObject>,
+    operator_namespace: &str,
+    shared: &Shared,
+    activation: &Activation,
+) {
+    let leading = *activation.leading.borrow();
+    let paused = !matches!(
+        scaler_core::activation::pause_of(so.annotations()),
+        Ok(scaler_core::activation::Pause::No)
+    );
+    let samples = if paused {
+        Vec::new()
+    } else {
+        poll_once(client, so, operator_namespace, shared, leading).await
+    };
+    if !leading || !*activation.leading.borrow() {
+        return;
+    }
+    // The poll took time: act on the object as it is now (a pause or a deletion may
+    // have arrived meanwhile).
+    let Some(so) = store.get(&ObjectRef::from_obj(so)) else {
+        return;
+    };
+    if so.metadata.deletion_timestamp.is_some() || !accepted(&so) {
+        return;
+    }
+    let health = shared
+        .health
+        .snapshot(&so.namespace().unwrap_or_default(), &so.name_any());
+    let activity = scaler_core::poll::activity(&so, &samples, &health);
+    let leading = activation.leading.clone();
+    let still_leading = move || *leading.borrow();
+    if let Err(e) =
+        activator::scale::act(&activation.ctx, &so, &activity, &health, &still_leading).await
+    {
+        warn!(error = %e, "activation failed; retrying at the next poll");
+    }
+}
+
+/// How often (in 250 ms ticks: one minute) state kept for deleted ScaledObjects is dropped.
+const FORGET_EVERY_TICKS: u64 = 240;
+
+/// Drop the failure counts and the kafka persistent-lag memory of ScaledObjects that are
+/// gone.
+fn forget_deleted(store: &Store<ScaledObject>, health: &HealthTracker) {
+    let state = store.state();
+    let all: std::collections::HashSet<(String, String)> = state
+        .iter()
+        .map(|so| (so.namespace().unwrap_or_default(), so.name_any()))
+        .collect();
+    let uids: std::collections::HashSet<String> = state
+        .iter()
+        .filter_map(|so| so.metadata.uid.clone())
+        .collect();
+    let keep = |ns: &str, name: &str| all.contains(&(ns.to_string(), name.to_string()));
+    health.retain(keep);
+    scaler_core::scalers::kafka::retain_memory(keep);
+    activator::scale::retain_memory(|uid| uids.contains(uid));
+}
+
+/// Marks a ScaledObject's poll as running until dropped.
+struct Busy(
+    Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
+    (String, String),
+);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.1);
+    }
 }
 
 /// Run the loop until the task is dropped.
@@ -92,19 +240,30 @@ pub async fn run(
     client: Client,
     store: Store<ScaledObject>,
     operator_namespace: String,
-    cache: Arc<MetricCache>,
-    health: Arc<HealthTracker>,
-    telemetry: Arc<Telemetry>,
+    shared: Shared,
+    activation: Option<Activation>,
 ) {
     let mut due: HashMap<(String, String), i64> = HashMap::new();
+    // ScaledObjects with a poll still running: the next one waits (one loop per object,
+    // as KEDA has), so a slow source or apiserver never piles polls up.
+    let busy: Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>> = Arc::default();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut ticks: u64 = 0;
     loop {
         tick.tick().await;
+        ticks += 1;
+        if ticks.is_multiple_of(FORGET_EVERY_TICKS) {
+            forget_deleted(&store, &shared.health);
+        }
         let now = chrono::Utc::now().timestamp_millis();
         let sos = store.state();
         let mut live = std::collections::HashSet::new();
-        for so in sos.iter().filter(|so| uses_cache(so)) {
+        for so in sos
+            .iter()
+            .filter(|so| activation.is_some() || uses_cache(so))
+            .filter(|so| so.metadata.deletion_timestamp.is_none())
+        {
             let key = (so.namespace().unwrap_or_default(), so.name_any());
             live.insert(key.clone());
             let interval = interval_of(so);
@@ -112,25 +271,55 @@ pub async fn run(
             if now < *next {
                 continue;
             }
+            if !busy
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key.clone())
+            {
+                debug!(scaledobject = %format!("{}/{}", key.0, key.1), "previous poll still running; skipping this one");
+                *next = next_aligned(now, interval);
+                continue;
+            }
             *next = next_aligned(now, interval);
-            let (client, so, ns, cache, health, telemetry) = (
+            let (client, so, ns, shared, activation, store, busy, key2) = (
                 client.clone(),
                 so.clone(),
                 operator_namespace.clone(),
-                cache.clone(),
-                health.clone(),
-                telemetry.clone(),
+                shared.clone(),
+                activation.clone(),
+                store.clone(),
+                busy.clone(),
+                key.clone(),
             );
+            // Every round ends: a hung source or apiserver frees the object for the next.
+            let limit = Duration::from_secs((2 * interval).max(30) as u64);
             let span = tracing::debug_span!("poll", scaledobject = %format!("{}/{}", key.0, key.1));
             tokio::spawn(
                 async move {
-                    poll_once(&client, &so, &ns, &cache, &health, &telemetry).await;
+                    // Released however the round ends, a panic included.
+                    let _busy = Busy(busy, key2);
+                    let round = async {
+                        match &activation {
+                            Some(a) => poll_and_act(&client, &so, &store, &ns, &shared, a).await,
+                            None => {
+                                poll_once(&client, &so, &ns, &shared, false).await;
+                            }
+                        }
+                    };
+                    if tokio::time::timeout(limit, round).await.is_err() {
+                        warn!(
+                            limit_seconds = limit.as_secs(),
+                            "poll did not finish in time; abandoned"
+                        );
+                    }
                     debug!("polled");
                 }
                 .instrument(span),
             );
         }
         due.retain(|k, _| live.contains(k));
-        cache.retain(|ns, name| live.contains(&(ns.to_string(), name.to_string())));
+        shared
+            .cache
+            .retain(|ns, name| live.contains(&(ns.to_string(), name.to_string())));
     }
 }

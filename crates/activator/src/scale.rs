@@ -1,0 +1,527 @@
+//! The scale loop's write half: what one poll's [`Activity`] means for the target, decided
+//! by `scaler_core::activation::decide` and carried out here through `/scale`, with the
+//! ScaledObject's status (lastActiveTime, Active, Ready trigger problems, Fallback,
+//! health, triggersActivity) written only when it changes.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use kube::runtime::events::EventType;
+use kube::ResourceExt;
+use scaler_core::activation::{self, annotation_flag, Decision, Input, ReadyProblem};
+use scaler_core::fallback;
+use scaler_core::poll::Activity;
+use scaler_core::scaled_object::{
+    Condition, HealthStatus, ScaledObjectStatus, TriggerActivity, DEFAULT_COOLDOWN_PERIOD,
+};
+use scaler_core::ScaledObject;
+use tracing::{debug, info, warn};
+
+use crate::status::{set_condition, write_if_changed};
+use crate::target::Target;
+use crate::{publish, Context, Error};
+
+/// The inputs of KEDA's decision, read off the ScaledObject, the target and the poll.
+pub fn input(
+    so: &ScaledObject,
+    activity: &Activity,
+    current: i32,
+    now: DateTime<Utc>,
+) -> Result<Input, String> {
+    let annotations = so.annotations();
+    let spec = &so.spec;
+    Ok(Input {
+        pause: activation::pause_of(annotations)?,
+        paused_scale_in: annotation_flag(annotations, activation::PAUSED_SCALE_IN),
+        paused_scale_out: annotation_flag(annotations, activation::PAUSED_SCALE_OUT),
+        force_activation: annotation_flag(annotations, activation::FORCE_ACTIVATION),
+        is_active: activity.active,
+        is_error: activity.error,
+        fallback: spec.fallback.as_ref().is_some_and(|f| f.replicas != 0),
+        fallback_configured: spec.fallback.is_some(),
+        current,
+        min: spec.min_replica_count.unwrap_or(0),
+        idle: spec.idle_replica_count,
+        last_active: so
+            .status
+            .as_ref()
+            .and_then(|s| s.last_active_time.as_deref())
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc)),
+        created: so
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .and_then(|t| crate::chrono_time(t.0))
+            .unwrap_or(now),
+        cooldown_seconds: i64::from(spec.cooldown_period.unwrap_or(DEFAULT_COOLDOWN_PERIOD)),
+        initial_cooldown_seconds: i64::from(spec.initial_cooldown_period.unwrap_or(0)),
+        now,
+    })
+}
+
+fn condition(type_: &str, status: &str, reason: &str, message: &str) -> Condition {
+    Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+    }
+}
+
+/// When each ScaledObject was last seen active by this replica (see [`next_status`]).
+static LAST_ACTIVE: std::sync::LazyLock<std::sync::Mutex<LastActive>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Last active poll by ScaledObject uid (a recreated object starts afresh).
+type LastActive = std::collections::HashMap<String, DateTime<Utc>>;
+
+fn last_active() -> std::sync::MutexGuard<'static, LastActive> {
+    LAST_ACTIVE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Forget the last active polls of ScaledObjects `keep` rejects (by uid): deleted ones.
+pub fn retain_memory(mut keep: impl FnMut(&str) -> bool) {
+    last_active().retain(|uid, _| keep(uid));
+}
+
+/// Forget every last active poll: this replica just became the leader, and what it saw
+/// in an earlier term may be older than what another leader saw since.
+pub fn forget_all() {
+    last_active().clear();
+}
+
+/// One poll's outcome, as [`next_status`] needs it.
+pub struct Poll<'a> {
+    /// The decision's inputs.
+    pub input: &'a Input,
+    /// The decision.
+    pub decision: &'a Decision,
+    /// What the triggers said.
+    pub activity: &'a Activity,
+    /// Failure counts by metric.
+    pub health: &'a BTreeMap<String, HealthStatus>,
+    /// The resolved target.
+    pub target: Option<&'a Target>,
+    /// The last time this replica saw the ScaledObject active.
+    pub remembered: Option<DateTime<Utc>>,
+}
+
+fn last_active_key(so: &ScaledObject) -> String {
+    so.metadata
+        .uid
+        .clone()
+        .unwrap_or_else(|| format!("{}/{}", so.namespace().unwrap_or_default(), so.name_any()))
+}
+
+/// The status after a poll: pure, so a steady state is provably no write. `remembered` is
+/// the last time this replica saw the ScaledObject active.
+pub fn next_status(
+    so: &ScaledObject,
+    current: &ScaledObjectStatus,
+    poll: &Poll<'_>,
+) -> ScaledObjectStatus {
+    let Poll {
+        input,
+        decision,
+        activity,
+        health,
+        target,
+        remembered,
+    } = *poll;
+    let mut status = current.clone();
+    // lastActiveTime is persisted when it matters, not at every active poll (which would
+    // be a write per poll per active ScaledObject): when the ScaledObject becomes active,
+    // and when it stops being active (the last active poll, remembered in between). While
+    // active nothing reads it; the cooldown starts from the persisted value.
+    let was_active = current
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Active" && c.status == "True");
+    let persisted = current
+        .last_active_time
+        .as_deref()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc));
+    let stamp = |t: DateTime<Utc>| Some(t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    if decision.touch_last_active {
+        if !was_active || persisted.is_none() {
+            status.last_active_time = stamp(input.now);
+        }
+    } else if let Some(r) = remembered.filter(|r| persisted.is_none_or(|p| *r > p)) {
+        status.last_active_time = stamp(r);
+    }
+    if let Some(t) = target {
+        status.scale_target_kind = Some(t.kind_string());
+        status.scale_target_gvkr = Some(t.gvkr.clone());
+    }
+    if !decision.paused {
+        let active = if input.force_activation {
+            condition(
+                "Active",
+                "True",
+                "ScalerActive",
+                "Scaling is performed because activation is being forced by annotation",
+            )
+        } else if input.is_active {
+            condition(
+                "Active",
+                "True",
+                "ScalerActive",
+                "Scaling is performed because triggers are active",
+            )
+        } else if decision.cooling_down {
+            condition(
+                "Active",
+                "False",
+                "ScalerCooldown",
+                "Scaler cooling down because triggers are not active",
+            )
+        } else {
+            condition(
+                "Active",
+                "False",
+                "ScalerNotActive",
+                "Scaling is not performed because triggers are not active",
+            )
+        };
+        set_condition(&mut status, active);
+        let ready = match decision.ready_problem {
+            Some(ReadyProblem::TriggerError) => Some(condition(
+                "Ready",
+                "False",
+                "TriggerError",
+                "Triggers defined in ScaledObject are not working correctly",
+            )),
+            Some(ReadyProblem::PartialTriggerError) => Some(condition(
+                "Ready",
+                "Unknown",
+                "PartialTriggerError",
+                "Some triggers defined in ScaledObject are not working correctly",
+            )),
+            // Triggers recovered: clear a problem this loop set (the reconcile owns the
+            // other Ready reasons).
+            None => current
+                .conditions
+                .iter()
+                .flatten()
+                .find(|c| c.type_ == "Ready")
+                .filter(|c| {
+                    matches!(
+                        c.reason.as_deref(),
+                        Some("TriggerError") | Some("PartialTriggerError")
+                    )
+                })
+                .map(|_| crate::status::ready_condition()),
+        };
+        if let Some(r) = ready {
+            set_condition(&mut status, r);
+        }
+        status.triggers_activity = Some(
+            activity
+                .per_metric
+                .iter()
+                .map(|(m, a)| (m.clone(), TriggerActivity { is_active: *a }))
+                .collect(),
+        );
+    }
+    if let Some(c) = fallback::condition(&so.spec, health) {
+        status.health = Some(health.clone());
+        set_condition(&mut status, c);
+    }
+    status
+}
+
+/// Carry out one poll of `so`: decide, scale through `/scale` when the decision says so,
+/// and write what changed in the status.
+pub async fn act(
+    ctx: &Context,
+    so: &ScaledObject,
+    activity: &Activity,
+    health: &BTreeMap<String, HealthStatus>,
+    still_leading: &(dyn Fn() -> bool + Sync),
+) -> Result<(), Error> {
+    let target = match Target::resolve(&ctx.client, so).await {
+        Ok(t) => t,
+        Err(e) => {
+            // The reconcile reports the same problem on the ScaledObject.
+            debug!(error = %e, "scale target not resolvable; skipping activation");
+            return Ok(());
+        }
+    };
+    let current = target.replicas().await.map_err(Error::Target)?;
+    let now = Utc::now();
+    let key = last_active_key(so);
+    let status_active = so
+        .status
+        .iter()
+        .flat_map(|s| s.conditions.iter().flatten())
+        .any(|c| c.type_ == "Active" && c.status == "True");
+    // A replica that just took over (or restarted) has not seen the last active poll: if
+    // the status says active, it counts as active until now (once, remembered from then
+    // on), so the cooldown is never cut short by a failover.
+    let paused = !matches!(
+        activation::pause_of(so.annotations()),
+        Ok(activation::Pause::No)
+    );
+    let remembered = {
+        let mut memory = last_active();
+        match memory.get(&key) {
+            Some(t) => Some(*t),
+            None if status_active && !paused => {
+                memory.insert(key.clone(), now);
+                Some(now)
+            }
+            None => None,
+        }
+    };
+    let input = match input(so, activity, current, now) {
+        Ok(mut i) => {
+            // The cooldown counts from the last active poll this replica saw, when that is
+            // newer than what the status says.
+            i.last_active = i.last_active.max(remembered);
+            i
+        }
+        Err(e) => {
+            debug!(error = %e, "invalid pause annotation; the reconcile reports it");
+            return Ok(());
+        }
+    };
+    let decision = activation::decide(&input);
+    debug!(
+        current,
+        active = input.is_active,
+        error = input.is_error,
+        reason = decision.reason,
+        "activation decision"
+    );
+    if let Some(to) = decision.scale_to {
+        // Leadership may have been lost while the triggers were asked.
+        if !still_leading() {
+            debug!("no longer leading; not scaling");
+            return Ok(());
+        }
+        let (reason, verb) = if to > current {
+            ("KEDAScaleTargetActivated", "Scaled")
+        } else {
+            ("KEDAScaleTargetDeactivated", "Deactivated")
+        };
+        let what = format!(
+            "{} {}/{} from {current} to {to}",
+            target.kind_string(),
+            so.namespace().unwrap_or_default(),
+            target.name
+        );
+        match target.scale(to).await {
+            Ok(()) => {
+                info!(
+                    from = current,
+                    to,
+                    why = decision.reason,
+                    "scaled the target"
+                );
+                publish(ctx, so, EventType::Normal, reason, format!("{verb} {what}")).await;
+            }
+            Err(e) => {
+                warn!(error = %e, from = current, to, "scaling the target failed");
+                let failed = if to > current {
+                    "KEDAScaleTargetActivationFailed"
+                } else {
+                    "KEDAScaleTargetDeactivationFailed"
+                };
+                publish(
+                    ctx,
+                    so,
+                    EventType::Warning,
+                    failed,
+                    format!("Failed to scale {what}: {e}"),
+                )
+                .await;
+                return Err(Error::Target(e));
+            }
+        }
+    }
+    if decision.touch_last_active {
+        last_active().insert(key, now);
+    }
+    let current_status = so.status.clone().unwrap_or_default();
+    let next = next_status(
+        so,
+        &current_status,
+        &Poll {
+            input: &input,
+            decision: &decision,
+            activity,
+            health,
+            target: Some(&target),
+            remembered,
+        },
+    );
+    write_if_changed(&ctx.client, so, &current_status, &next).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn so(extra: serde_json::Value) -> ScaledObject {
+        let mut v = serde_json::json!({
+            "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+            "metadata": {"name": "so", "namespace": "ns",
+                         "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"scaleTargetRef": {"name": "web"}, "minReplicaCount": 0,
+                     "triggers": [{"type": "cron", "metadata": {}}]}
+        });
+        if let (Some(spec), Some(extra)) = (v["spec"].as_object_mut(), extra.as_object()) {
+            spec.extend(extra.clone());
+        }
+        serde_json::from_value(v).expect("ScaledObject")
+    }
+
+    fn activity(active: bool, error: bool) -> Activity {
+        Activity {
+            active,
+            error,
+            per_metric: BTreeMap::from([("s0-cron".to_string(), active)]),
+        }
+    }
+
+    /// Five polls a second apart with the same outcome, each from the last status (and
+    /// the remembered last active time, as `act` keeps it); how many wrote.
+    fn settle(so: &mut ScaledObject, a: &Activity, current: i32, start: DateTime<Utc>) -> usize {
+        let mut writes = 0;
+        let mut remembered = None;
+        for s in 0..5 {
+            let now = start + chrono::TimeDelta::seconds(s);
+            let mut i = input(so, a, current, now).expect("input");
+            i.last_active = i.last_active.max(remembered);
+            let d = activation::decide(&i);
+            let cur = so.status.clone().unwrap_or_default();
+            let none = BTreeMap::new();
+            let poll = Poll {
+                input: &i,
+                decision: &d,
+                activity: a,
+                health: &none,
+                target: None,
+                remembered,
+            };
+            let next = next_status(so, &cur, &poll);
+            if d.touch_last_active {
+                remembered = Some(now);
+            }
+            if next != cur {
+                writes += 1;
+                so.status = Some(next);
+            }
+        }
+        writes
+    }
+
+    fn cond(so: &ScaledObject, t: &str) -> Option<(String, Option<String>)> {
+        so.status
+            .as_ref()?
+            .conditions
+            .as_ref()?
+            .iter()
+            .find(|c| c.type_ == t)
+            .map(|c| (c.status.clone(), c.reason.clone()))
+    }
+
+    #[test]
+    fn one_write_per_change_and_none_at_steady_state() {
+        let mut s = so(serde_json::json!({}));
+        let now = Utc::now();
+        // Active at 2 replicas for five polls: one write (Active True, lastActiveTime),
+        // not one per poll.
+        assert_eq!(settle(&mut s, &activity(true, false), 2, now), 1);
+        assert_eq!(cond(&s, "Active").map(|c| c.0), Some("True".into()));
+        assert!(s
+            .status
+            .as_ref()
+            .and_then(|x| x.last_active_time.clone())
+            .is_some());
+        // Inactive at 0: Active False, then nothing.
+        assert_eq!(settle(&mut s, &activity(false, false), 0, now), 1);
+        assert_eq!(
+            cond(&s, "Active"),
+            Some(("False".into(), Some("ScalerNotActive".into())))
+        );
+        // Inactive at 2 within the cooldown: ScalerCooldown.
+        assert_eq!(settle(&mut s, &activity(false, false), 2, now), 1);
+        assert_eq!(
+            cond(&s, "Active").and_then(|c| c.1),
+            Some("ScalerCooldown".into())
+        );
+    }
+
+    #[test]
+    fn trigger_errors_set_and_clear_ready() {
+        let mut s = so(serde_json::json!({}));
+        let now = Utc::now();
+        settle(&mut s, &activity(false, true), 0, now);
+        assert_eq!(
+            cond(&s, "Ready"),
+            Some(("False".into(), Some("TriggerError".into())))
+        );
+        settle(&mut s, &activity(true, true), 1, now);
+        assert_eq!(
+            cond(&s, "Ready"),
+            Some(("Unknown".into(), Some("PartialTriggerError".into())))
+        );
+        settle(&mut s, &activity(true, false), 1, now);
+        assert_eq!(
+            cond(&s, "Ready"),
+            Some(("True".into(), Some("ScaledObjectReady".into())))
+        );
+    }
+
+    #[test]
+    fn force_activation_and_fallback_condition() {
+        let mut s = so(serde_json::json!({"fallback": {"failureThreshold": 2, "replicas": 3}}));
+        s.metadata.annotations = Some(BTreeMap::from([(
+            activation::FORCE_ACTIVATION.to_string(),
+            "true".to_string(),
+        )]));
+        let i = input(&s, &activity(false, false), 0, Utc::now()).expect("input");
+        let d = activation::decide(&i);
+        assert_eq!(d.scale_to, Some(1), "forced: activated from zero");
+        let health = BTreeMap::from([(
+            "s0-cron".to_string(),
+            HealthStatus {
+                number_of_failures: Some(3),
+                status: Some("Failing".into()),
+            },
+        )]);
+        let a = activity(false, false);
+        let poll = Poll {
+            input: &i,
+            decision: &d,
+            activity: &a,
+            health: &health,
+            target: None,
+            remembered: None,
+        };
+        let next = next_status(&s, &ScaledObjectStatus::default(), &poll);
+        let active = next
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == "Active")
+            .and_then(|c| c.message.clone());
+        assert_eq!(
+            active.as_deref(),
+            Some("Scaling is performed because activation is being forced by annotation")
+        );
+        let fb = next
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == "Fallback")
+            .map(|c| c.status.clone());
+        assert_eq!(fb.as_deref(), Some("True"));
+        assert_eq!(next.health, Some(health));
+    }
+}

@@ -1,0 +1,132 @@
+//! The scale target: `scaleTargetRef` resolved to a resource by discovery (Deployments,
+//! StatefulSets, any custom resource with a `/scale` subresource), and its replicas read
+//! and set through `/scale`.
+
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
+
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::{Api, Client, ResourceExt};
+use scaler_core::hpa::MANAGER;
+use scaler_core::scaled_object::GroupVersionKindResource;
+use scaler_core::ScaledObject;
+
+/// A target that cannot be scaled, in words naming the field.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// Discovery does not know the kind.
+    #[error("spec.scaleTargetRef: {api_version}/{kind} is not served by the cluster: {message}")]
+    Unknown {
+        /// apiVersion.
+        api_version: String,
+        /// kind.
+        kind: String,
+        /// Why.
+        message: String,
+    },
+    /// The kind has no `/scale` subresource.
+    #[error("spec.scaleTargetRef: {0} has no /scale subresource, so it cannot be scaled")]
+    NoScale(String),
+    /// Reading or writing `/scale` failed.
+    #[error("{0}")]
+    Api(#[from] kube::Error),
+}
+
+/// Kinds already resolved (discovery answers change only with CRDs).
+static RESOLVED: LazyLock<Mutex<HashMap<GroupVersionKind, ApiResource>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// The resolved target of one ScaledObject.
+#[derive(Clone)]
+pub struct Target {
+    api: Api<DynamicObject>,
+    /// The target's name.
+    pub name: String,
+    /// Its group, version, kind and resource.
+    pub gvkr: GroupVersionKindResource,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.kind_string(), self.name)
+    }
+}
+
+impl Target {
+    /// Resolve `so`'s `scaleTargetRef` (apiVersion `apps/v1` and kind `Deployment` by
+    /// default) through discovery.
+    pub async fn resolve(client: &Client, so: &ScaledObject) -> Result<Self, TargetError> {
+        let r = &so.spec.scale_target_ref;
+        let (api_version, kind) = (r.api_version_or_default(), r.kind_or_default());
+        let (group, version) = match api_version.split_once('/') {
+            Some((g, v)) => (g, v),
+            None => ("", api_version),
+        };
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        let cached = RESOLVED
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&gvk)
+            .cloned();
+        let resource = match cached {
+            Some(ar) => ar,
+            None => {
+                let (ar, caps) = kube::discovery::pinned_kind(client, &gvk)
+                    .await
+                    .map_err(|e| TargetError::Unknown {
+                        api_version: api_version.to_string(),
+                        kind: kind.to_string(),
+                        message: e.to_string(),
+                    })?;
+                if !caps.subresources.iter().any(|(s, _)| s.plural == "scale") {
+                    return Err(TargetError::NoScale(format!("{api_version}.{kind}")));
+                }
+                RESOLVED
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(gvk, ar.clone());
+                ar
+            }
+        };
+        let ns = so.namespace().unwrap_or_default();
+        Ok(Self {
+            api: Api::namespaced_with(client.clone(), &ns, &resource),
+            name: r.name.clone(),
+            gvkr: GroupVersionKindResource {
+                group: resource.group.clone(),
+                version: resource.version.clone(),
+                kind: resource.kind.clone(),
+                resource: resource.plural.clone(),
+            },
+        })
+    }
+
+    /// `apps/v1.Deployment`, as KEDA writes `status.scaleTargetKind`.
+    pub fn kind_string(&self) -> String {
+        let g = &self.gvkr;
+        if g.group.is_empty() {
+            format!("{}.{}", g.version, g.kind)
+        } else {
+            format!("{}/{}.{}", g.group, g.version, g.kind)
+        }
+    }
+
+    /// The replicas `/scale` reports as desired (`spec.replicas`).
+    pub async fn replicas(&self) -> Result<i32, TargetError> {
+        let scale = self.api.get_scale(&self.name).await?;
+        Ok(scale.spec.and_then(|s| s.replicas).unwrap_or(0))
+    }
+
+    /// Set `spec.replicas` through `/scale`.
+    pub async fn scale(&self, replicas: i32) -> Result<(), TargetError> {
+        let patch = serde_json::json!({ "spec": { "replicas": replicas } });
+        self.api
+            .patch_scale(
+                &self.name,
+                &PatchParams::apply(MANAGER),
+                &Patch::Merge(&patch),
+            )
+            .await?;
+        Ok(())
+    }
+}
