@@ -51,7 +51,9 @@ start_bg() {
   shift
   mkdir -p "$LOGS" "$PIDS"
   log "starting $name (log: $LOGS/$name.log)"
-  nohup "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
+  # 9>&-: the child must not inherit a caller's lock descriptor (sources.sh holds one
+  # around `up`), or the lock would stay held for the life of the server.
+  nohup "$@" >>"$LOGS/$name.log" 2>&1 </dev/null 9>&- &
   echo $! >"$PIDS/$name.pid"
   basename "$1" >"$PIDS/$name.cmd"
 }

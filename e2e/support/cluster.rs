@@ -1,0 +1,256 @@
+//! The local cluster for the end-to-end test binaries: `e2e/cluster.sh up` once per
+//! process, an admin client, kubectl, namespaces, waiting. Included with `#[path]` by
+//! `e2e/tests/main.rs` and `e2e/disruptive/main.rs`.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use serde_json::Value;
+
+/// Paths the cluster's `env` printed.
+pub struct Cluster {
+    /// Admin kubeconfig.
+    pub kubeconfig: PathBuf,
+    /// kubectl matching the apiserver.
+    pub kubectl: PathBuf,
+    /// The cluster's state directory (PKI, certificates, logs).
+    pub state_dir: PathBuf,
+    /// eventscale's own TLS endpoint, reached directly.
+    pub adapter_url: String,
+    /// eventscale's own Prometheus metrics.
+    pub metrics_url: String,
+}
+
+/// The repository's root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Bring the cluster up once per test process and read its environment.
+pub fn cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        let script = repo_root().join("e2e/cluster.sh");
+        let status = Command::new("bash")
+            .arg(&script)
+            .arg("up")
+            .env("EVENTSCALE_BIN", env!("CARGO_BIN_EXE_eventscale"))
+            .status()
+            .expect("running e2e/cluster.sh up");
+        assert!(
+            status.success(),
+            "e2e/cluster.sh up failed; see its message above"
+        );
+        start_watchdog();
+        let out = Command::new("bash")
+            .arg(&script)
+            .arg("env")
+            .output()
+            .expect("cluster.sh env");
+        let env = String::from_utf8_lossy(&out.stdout).to_string();
+        let get = |name: &str| -> PathBuf {
+            env.lines()
+                .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+                .map(PathBuf::from)
+                .unwrap_or_else(|| panic!("cluster.sh env printed no {name}: {env}"))
+        };
+        Cluster {
+            kubeconfig: get("KUBECONFIG"),
+            kubectl: get("EVENTSCALE_KUBECTL"),
+            state_dir: get("EVENTSCALE_STATE_DIR"),
+            adapter_url: get("EVENTSCALE_ADAPTER_URL").to_string_lossy().into_owned(),
+            metrics_url: get("EVENTSCALE_METRICS_URL").to_string_lossy().into_owned(),
+        }
+    })
+}
+
+/// A test binary that hangs would hold CI until its own limit and report nothing: once the
+/// cluster is up, the whole binary gets `EVENTSCALE_E2E_MINUTES` (default 25) minutes, then
+/// exits with a message naming the limit.
+fn start_watchdog() {
+    let minutes = std::env::var("EVENTSCALE_E2E_MINUTES")
+        .ok()
+        .and_then(|m| m.parse::<u64>().ok())
+        .unwrap_or(25);
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(minutes * 60));
+        eprintln!(
+            "e2e watchdog: this test binary is still running {minutes} minutes after the \
+             cluster came up; a test is hung (see the tests still reported as running). \
+             Exiting; raise EVENTSCALE_E2E_MINUTES if the machine is only slow."
+        );
+        std::process::exit(101);
+    });
+}
+
+/// An admin client for the cluster.
+pub async fn client() -> Client {
+    let c = cluster();
+    let kc = Kubeconfig::read_from(&c.kubeconfig).expect("admin kubeconfig");
+    let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig loads");
+    Client::try_from(cfg).expect("client")
+}
+
+/// Run kubectl; returns (success, stdout, stderr).
+pub fn kubectl(args: &[&str]) -> (bool, String, String) {
+    kubectl_stdin(args, None)
+}
+
+/// Run kubectl with `stdin` piped in.
+pub fn kubectl_stdin(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    use std::io::Write;
+    let c = cluster();
+    let mut cmd = Command::new(&c.kubectl);
+    cmd.arg("--kubeconfig").arg(&c.kubeconfig).args(args);
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("kubectl runs");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+    }
+    let out = child.wait_with_output().expect("kubectl finishes");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// `kubectl apply -f -` of `yaml` in `namespace`, asserting success.
+pub fn apply(namespace: &str, yaml: &str) {
+    let (ok, out, err) = kubectl_stdin(&["-n", namespace, "apply", "-f", "-"], Some(yaml));
+    assert!(ok, "kubectl apply failed: {out}{err}\n{yaml}");
+}
+
+/// A fresh namespace, deleted when dropped.
+pub struct Namespace(pub String);
+
+impl Namespace {
+    /// Create `<prefix>-<pid>`.
+    pub fn create(prefix: &str) -> Self {
+        let name = format!("{prefix}-{}", std::process::id());
+        let _ = kubectl(&["delete", "namespace", &name, "--wait=false"]);
+        // A namespace still terminating from an earlier run with the same pid: wait it out.
+        for _ in 0..60 {
+            let (ok, _, _) = kubectl(&["create", "namespace", &name]);
+            if ok {
+                return Namespace(name);
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        panic!("could not create namespace {name}");
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = kubectl(&["delete", "namespace", &self.0, "--wait=false"]);
+    }
+}
+
+/// Poll `f` every 500 ms until it returns Some or `timeout` passes.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// GET `path` on eventscale directly with curl and `extra` arguments; (HTTP code, body).
+pub fn curl(path: &str, extra: &[&str]) -> (u16, Value) {
+    curl_at(&cluster().adapter_url, path, extra)
+}
+
+/// GET `base` + `path` with curl, trusting eventscale's CA; (HTTP code, body).
+pub fn curl_at(base: &str, path: &str, extra: &[&str]) -> (u16, Value) {
+    let c = cluster();
+    let ca = c.state_dir.join("eventscale-certs/ca.crt");
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--cacert"])
+        .arg(&ca)
+        .args(extra)
+        .args(["-w", "\n%{http_code}"])
+        .arg(format!("{base}{path}"))
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
+    let code = code.trim().parse().unwrap_or_else(|_| {
+        panic!(
+            "curl printed no status: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (code, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// The token of ServiceAccount `sa` in `ns` (v1.20 still makes token Secrets).
+pub fn service_account_token(ns: &str, sa: &str) -> String {
+    for _ in 0..50 {
+        let (_, out, _) = kubectl(&["-n", ns, "get", "secrets", "-o", "json"]);
+        let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+        let token = v["items"].as_array().and_then(|items| {
+            items.iter().find_map(|s| {
+                (s["type"] == "kubernetes.io/service-account-token"
+                    && s["metadata"]["annotations"]["kubernetes.io/service-account.name"] == sa)
+                    .then(|| s["data"]["token"].as_str().map(str::to_string))
+                    .flatten()
+            })
+        });
+        if let Some(t) = token {
+            let out = Command::new("base64")
+                .args(["-d"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .and_then(|mut child| {
+                    use std::io::Write;
+                    child.stdin.take().expect("stdin").write_all(t.as_bytes())?;
+                    child.wait_with_output()
+                })
+                .expect("base64 -d");
+            return String::from_utf8_lossy(&out.stdout).to_string();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    panic!("no token Secret for ServiceAccount {ns}/{sa}");
+}
+
+/// Wait until Deployment `namespace/name` wants `replicas` (set by the real HPA or
+/// eventscale); 90 s at most.
+pub async fn wait_for_replicas(namespace: &str, name: &str, replicas: i32) {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let deployments: kube::Api<Deployment> = kube::Api::namespaced(client().await, namespace);
+    eventually(
+        Duration::from_secs(90),
+        &format!("Deployment {name} at {replicas} replicas"),
+        || async {
+            let d = deployments.get(name).await.ok()?;
+            (d.spec?.replicas == Some(replicas)).then_some(())
+        },
+    )
+    .await;
+}
