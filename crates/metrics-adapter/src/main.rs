@@ -119,6 +119,10 @@ struct RunArgs {
     /// within this after the old one stops.
     #[arg(long, env = "EVENTSCALE_LEASE_DURATION_SECONDS", default_value_t = 15)]
     lease_duration_seconds: u64,
+    /// pollingInterval, in seconds, of ScaledObjects that do not set one (KEDA's: 30).
+    #[arg(long, env = "EVENTSCALE_DEFAULT_POLLING_INTERVAL", default_value_t = 30,
+          value_parser = clap::value_parser!(i32).range(1..=86400))]
+    default_polling_interval: i32,
     /// This replica's identity in the Lease (default: POD_NAME, else host name and PID).
     #[arg(long, env = "EVENTSCALE_IDENTITY")]
     identity: Option<String>,
@@ -341,6 +345,7 @@ async fn kube_client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_tracing(&args.log_level, args.log_format)?;
+    metrics_adapter::poller::set_default_interval(args.default_polling_interval);
     let client = kube_client(args.kubeconfig.as_ref()).await?;
     if args.renew_certs {
         let store = certs::Store::Dir(args.cert_dir.clone());

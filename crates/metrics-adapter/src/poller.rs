@@ -26,11 +26,20 @@ pub fn max_age(so: &ScaledObject) -> Duration {
     Duration::from_secs(2 * interval_of(so) as u64)
 }
 
+/// The pollingInterval of ScaledObjects that set none (`--default-polling-interval`).
+static DEFAULT_INTERVAL: std::sync::atomic::AtomicI32 =
+    std::sync::atomic::AtomicI32::new(DEFAULT_POLLING_INTERVAL);
+
+/// Set the pollingInterval used for ScaledObjects that set none (at least 1 second).
+pub fn set_default_interval(seconds: i32) {
+    DEFAULT_INTERVAL.store(seconds.max(1), std::sync::atomic::Ordering::Relaxed);
+}
+
 fn interval_of(so: &ScaledObject) -> i64 {
     i64::from(
         so.spec
             .polling_interval
-            .unwrap_or(DEFAULT_POLLING_INTERVAL)
+            .unwrap_or_else(|| DEFAULT_INTERVAL.load(std::sync::atomic::Ordering::Relaxed))
             .max(1),
     )
 }
