@@ -254,3 +254,19 @@ pub async fn wait_for_replicas(namespace: &str, name: &str, replicas: i32) {
     )
     .await;
 }
+
+/// Wait until Deployment `namespace/name` wants at least `replicas` (the HPA may take it
+/// further right after an activation); 90 s at most.
+pub async fn wait_for_replicas_at_least(namespace: &str, name: &str, replicas: i32) {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let deployments: kube::Api<Deployment> = kube::Api::namespaced(client().await, namespace);
+    eventually(
+        Duration::from_secs(90),
+        &format!("Deployment {name} at {replicas} replicas or more"),
+        || async {
+            let d = deployments.get(name).await.ok()?;
+            (d.spec?.replicas? >= replicas).then_some(())
+        },
+    )
+    .await;
+}

@@ -246,6 +246,57 @@ async fn force_activation_and_no_writes_at_steady_state() {
     );
     assert_eq!(condition(&after, "Active").0, "True");
 
+    // The HPA controller writes the HPA's status all along; eventscale never answers that
+    // with a write of its own (its server-side apply entry keeps its time; HPAs of v1.20
+    // carry no generation). Another writer changing the spec is answered by restoring
+    // what the ScaledObject says, and then both sides are quiet.
+    let hpas = hpa_api(client().await, &ns.0);
+    let applied = |h: &kube::api::DynamicObject| {
+        h.metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .find(|m| m.operation.as_deref() == Some("Apply"))
+            .and_then(|m| m.time.clone())
+            .map(|t| t.0)
+    };
+    let t0 = applied(&hpas.get("keda-hpa-web").await.expect("HPA"));
+    assert!(t0.is_some(), "eventscale applies the HPA");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let h = hpas.get("keda-hpa-web").await.expect("HPA");
+    assert_eq!(
+        applied(&h),
+        t0,
+        "HPA rewritten at steady state: {:?}",
+        h.data["spec"]
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (ok, _, err) = kubectl(&[
+        "-n",
+        &ns.0,
+        "patch",
+        "hpa.v2beta2.autoscaling",
+        "keda-hpa-web",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"maxReplicas":9}}"#,
+    ]);
+    assert!(ok, "{err}");
+    let restored = eventually(
+        Duration::from_secs(30),
+        "maxReplicas restored to 5",
+        || async {
+            let h = hpas.get("keda-hpa-web").await.ok()?;
+            (h.data["spec"]["maxReplicas"] == 5).then(|| applied(&h))
+        },
+    )
+    .await;
+    assert_ne!(restored, t0, "the restore is eventscale's apply");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let h = hpas.get("keda-hpa-web").await.expect("HPA");
+    assert_eq!(applied(&h), restored, "HPA written again after the restore");
+    assert_eq!(h.data["spec"]["maxReplicas"], 5);
+
     // force-activation with the lag consumed: held at 1 instead of going to 0.
     let (ok, _, err) = kubectl(&[
         "-n",
