@@ -15,7 +15,11 @@ mod cluster_support;
 #[path = "../support/workloads.rs"]
 mod workloads;
 
+#[path = "../support/helm.rs"]
+mod helm_support;
+
 mod leader;
+mod rbac;
 mod restart;
 
 pub use cluster_support::*;

@@ -18,6 +18,9 @@ mod cluster_support;
 #[path = "../support/workloads.rs"]
 mod workloads;
 
+#[path = "../support/helm.rs"]
+mod helm_support;
+
 pub use cluster_support::*;
 
 mod activation;
@@ -27,6 +30,7 @@ mod certs;
 mod cooldown;
 mod cron;
 mod fallback;
+mod helm;
 mod kafka;
 mod lifecycle;
 mod metrics_only;
