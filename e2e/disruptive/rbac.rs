@@ -750,7 +750,8 @@ async fn the_charts_rbac_is_enough() {
 /// is removed in turn, and the step the table names must be the one that fails. About a
 /// minute per permission (28 of them), so it runs on request:
 /// `cargo test -p metrics-adapter --test e2e_disruptive -- --ignored rbac`
-/// (`EVENTSCALE_RBAC_ONLY=<resource>` narrows it to one resource or role).
+/// (`EVENTSCALE_RBAC_ONLY=<resource>[,<resource>...]` narrows it to those resources or
+/// roles).
 #[tokio::test]
 #[ignore = "about half an hour: run with --ignored"]
 async fn every_permission_of_the_chart_is_needed() {
@@ -774,7 +775,10 @@ async fn every_permission_of_the_chart_is_needed() {
     let mut wrong = Vec::new();
     for (i, r) in all.iter().enumerate() {
         let (resource, verb) = r.key();
-        if only.as_deref().is_some_and(|o| o != resource) {
+        if only
+            .as_deref()
+            .is_some_and(|o| !o.split(',').any(|x| x == resource))
+        {
             continue;
         }
         let expected = NEEDED_BY
