@@ -208,8 +208,10 @@ async fn poll_and_act(
     }
 }
 
-/// How often (in 250 ms ticks: one minute) state kept for deleted ScaledObjects is dropped.
-const FORGET_EVERY_TICKS: u64 = 240;
+/// How often state kept for deleted ScaledObjects is dropped.
+const FORGET_EVERY: Duration = Duration::from_secs(60);
+/// The longest the loop sleeps: how soon a new or changed ScaledObject is first polled.
+const MAX_SLEEP_MS: i64 = 250;
 
 /// Drop the failure counts and the kafka persistent-lag memory of ScaledObjects that are
 /// gone.
@@ -256,16 +258,21 @@ pub async fn run(
     // ScaledObjects with a poll still running: the next one waits (one loop per object,
     // as KEDA has), so a slow source or apiserver never piles polls up.
     let busy: Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>> = Arc::default();
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut ticks: u64 = 0;
+    let mut forgotten = Instant::now();
+    let mut earliest = i64::MAX;
     loop {
-        tick.tick().await;
-        ticks += 1;
-        if ticks.is_multiple_of(FORGET_EVERY_TICKS) {
+        // Wake at the next poll instant (polls are due on the interval's multiples, and
+        // activation latency is measured from them), or within MAX_SLEEP_MS to pick up
+        // new ScaledObjects.
+        let now = chrono::Utc::now().timestamp_millis();
+        let sleep_ms = earliest.saturating_sub(now).clamp(1, MAX_SLEEP_MS);
+        tokio::time::sleep(Duration::from_millis(sleep_ms as u64)).await;
+        if forgotten.elapsed() >= FORGET_EVERY {
+            forgotten = Instant::now();
             forget_deleted(&store, &shared.health);
         }
         let now = chrono::Utc::now().timestamp_millis();
+        earliest = i64::MAX;
         let sos = store.state();
         let mut live = std::collections::HashSet::new();
         for so in sos
@@ -278,6 +285,7 @@ pub async fn run(
             let interval = interval_of(so);
             let next = due.entry(key.clone()).or_insert(0);
             if now < *next {
+                earliest = earliest.min(*next);
                 continue;
             }
             if !busy
@@ -287,9 +295,11 @@ pub async fn run(
             {
                 debug!(scaledobject = %format!("{}/{}", key.0, key.1), "previous poll still running; skipping this one");
                 *next = next_aligned(now, interval);
+                earliest = earliest.min(*next);
                 continue;
             }
             *next = next_aligned(now, interval);
+            earliest = earliest.min(*next);
             let (client, so, ns, shared, activation, store, busy, key2) = (
                 client.clone(),
                 so.clone(),
