@@ -1,5 +1,7 @@
 //! Coalescing identical in-flight queries: callers asking the same question of the same
-//! source at the same time share one call and its answer.
+//! source at the same time share one call and its answer. With a linger, a finished call
+//! keeps answering its key for that long (for keys that name their moment, such as a
+//! query at a given second).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -16,6 +18,7 @@ type Inflight<V> = (u64, Shared<BoxFuture<'static, V>>);
 pub struct Coalescer<K, V: Clone> {
     inflight: Mutex<HashMap<K, Inflight<V>>>,
     next_id: std::sync::atomic::AtomicU64,
+    linger: std::time::Duration,
 }
 
 impl<K, V> Default for Coalescer<K, V>
@@ -24,10 +27,7 @@ where
     V: Clone + Send + Sync + 'static,
 {
     fn default() -> Self {
-        Self {
-            inflight: Mutex::new(HashMap::new()),
-            next_id: std::sync::atomic::AtomicU64::new(0),
-        }
+        Self::with_linger(std::time::Duration::ZERO)
     }
 }
 
@@ -36,6 +36,16 @@ where
     K: Hash + Eq + Clone + Send + 'static,
     V: Clone + Send + Sync + 'static,
 {
+    /// A coalescer whose finished calls keep answering their key for `linger` (needs a
+    /// Tokio runtime when not zero).
+    pub fn with_linger(linger: std::time::Duration) -> Self {
+        Self {
+            inflight: Mutex::new(HashMap::new()),
+            next_id: std::sync::atomic::AtomicU64::new(0),
+            linger,
+        }
+    }
+
     /// The answer for `key`: joins a call already in flight, or starts `call` and lets
     /// later callers join it until it finishes. Returns the answer and whether this caller
     /// joined another's call.
@@ -57,10 +67,20 @@ where
                     // old value.
                     let this = Arc::downgrade(self);
                     let k = key.clone();
+                    let linger = self.linger;
                     let shared = async move {
                         let value = call.await;
-                        if let Some(this) = this.upgrade() {
-                            this.forget(&k, id);
+                        if linger.is_zero() {
+                            if let Some(this) = this.upgrade() {
+                                this.forget(&k, id);
+                            }
+                        } else {
+                            tokio::spawn(async move {
+                                tokio::time::sleep(linger).await;
+                                if let Some(this) = this.upgrade() {
+                                    this.forget(&k, id);
+                                }
+                            });
                         }
                         value
                     }
@@ -131,6 +151,28 @@ mod tests {
             })
             .await;
         assert_eq!((v, j, calls.load(Ordering::SeqCst)), (7, false, 2));
+    }
+
+    #[tokio::test]
+    async fn a_lingering_call_answers_late_comers_then_is_forgotten() {
+        let c: Arc<Coalescer<&'static str, u32>> =
+            Arc::new(Coalescer::with_linger(Duration::from_millis(100)));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let call = |v: u32| {
+            let calls = calls.clone();
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                v
+            }
+        };
+        assert_eq!(c.run("q", call(1)).await, (1, false));
+        // Finished, but within the linger: the same answer, no new call.
+        assert_eq!(c.run("q", call(2)).await, (1, true));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(c.in_flight(), 0);
+        assert_eq!(c.run("q", call(3)).await, (3, false));
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
     /// The caller that started a call goes away before it finishes (a cancelled HPA read):

@@ -375,26 +375,30 @@ impl Scaler for PrometheusScaler {
 }
 
 /// What makes two queries the same question: server, query, parameters, headers,
-/// credentials and TLS settings (everything but the time).
+/// credentials, TLS settings and the evaluation time (whole seconds, as sent).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct QueryKey {
     url: String,
+    time: String,
     headers: Vec<(String, String)>,
     auth: String,
     tls: ClientKey,
     ignore_null_values: bool,
 }
 
-/// Identical prometheus queries in flight at the same moment, across all ScaledObjects,
-/// share one HTTP request.
+/// Identical prometheus queries for the same second, across all ScaledObjects, share one
+/// HTTP request: the polls of many ScaledObjects at one aligned instant start within
+/// milliseconds of each other but not all while the first request is in flight, so an
+/// answer keeps serving its (query, second) until that second is surely over.
 static INFLIGHT: LazyLock<Arc<Coalescer<QueryKey, Result<f64, ScalerError>>>> =
-    LazyLock::new(|| Arc::new(Coalescer::default()));
+    LazyLock::new(|| Arc::new(Coalescer::with_linger(std::time::Duration::from_secs(1))));
 
 impl PrometheusScaler {
-    fn query_key(&self) -> QueryKey {
+    fn query_key(&self, time: &str) -> QueryKey {
         let m = &self.metadata;
         QueryKey {
             url: self.query_url("").to_string(),
+            time: time.to_string(),
             headers: m.custom_headers.clone(),
             auth: format!("{:?}", (&m.auth.basic, &m.auth.bearer, &m.auth.custom)),
             tls: ClientKey {
@@ -408,18 +412,19 @@ impl PrometheusScaler {
 
     /// The value, from a request shared with identical queries in flight.
     pub async fn query_coalesced(&self) -> Result<f64, ScalerError> {
+        let now = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
         let this = self.clone();
+        let key = self.query_key(&now);
         INFLIGHT
-            .run(self.query_key(), async move { this.query().await })
+            .run(key, async move { this.query(&now).await })
             .await
             .0
     }
 
-    /// One HTTP request to Prometheus.
-    async fn query(&self) -> Result<f64, ScalerError> {
+    /// One HTTP request to Prometheus, evaluated at `now` (RFC 3339, whole seconds).
+    async fn query(&self, now: &str) -> Result<f64, ScalerError> {
         let m = &self.metadata;
-        let now = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
-        let mut req = self.client.get(self.query_url(&now)).timeout(m.timeout);
+        let mut req = self.client.get(self.query_url(now)).timeout(m.timeout);
         for (k, v) in &m.custom_headers {
             req = req.header(k, v);
         }
