@@ -453,6 +453,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         health,
         telemetry.clone(),
     ));
+    let reads = Arc::new(routes::MetricReads::new(
+        provider.clone(),
+        auth.clone(),
+        telemetry.clone(),
+    ));
     let app = routes::app(provider, auth, telemetry);
     let addr = SocketAddr::new(args.bind_address, args.secure_port);
     let listener = tokio::net::TcpListener::bind(addr)
@@ -466,7 +471,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             activator::leader::release(&client, &config).await;
         }
     };
-    server::serve(listener, tls, app, shutdown).await
+    server::serve_with(listener, tls, app, Some(reads), shutdown).await
 }
 
 /// SIGINT or SIGTERM (what Kubernetes sends a Pod that is stopping).

@@ -3,15 +3,16 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
+use bytes::Bytes;
 use serde_json::{json, Value};
 use tracing::Instrument;
 
 use crate::auth::{self, Auth};
-use crate::provider::MetricsProvider;
+use crate::provider::{ExternalMetricValue, MetricsProvider};
 use crate::request::MetricRequest;
 use crate::status::ApiError;
 use crate::telemetry::Telemetry;
@@ -141,22 +142,112 @@ async fn openapi_v3_group_version() -> Json<Value> {
 async fn external_metric(
     State(p): State<SharedProvider>,
     uri: axum::http::Uri,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<impl IntoResponse, ApiError> {
+    let body = metric_value_list(p.as_ref(), uri.path(), uri.query()).await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body))
+}
+
+/// The `ExternalMetricValueList` answering a read of `path` and `query`, serialized.
+pub async fn metric_value_list(
+    p: &dyn MetricsProvider,
+    path: &str,
+    query: Option<&str>,
+) -> Result<Bytes, ApiError> {
     let MetricRequest {
         namespace,
         metric,
         selector,
-    } = MetricRequest::parse(uri.path(), uri.query())?;
+    } = MetricRequest::parse(path, query)?;
+    // A debug span: at the default level it costs nothing, and what the read logs names
+    // the ScaledObject and metric itself.
     let items = p
         .external_metric(&namespace, &metric, &selector)
-        .instrument(tracing::info_span!("external_metric", %namespace, %metric))
+        .instrument(tracing::debug_span!("external_metric", %namespace, %metric))
         .await?;
-    Ok(Json(json!({
-        "kind": "ExternalMetricValueList",
-        "apiVersion": GROUP_VERSION,
-        "metadata": {},
-        "items": items,
-    })))
+    Ok(write_list(&items))
+}
+
+/// Serialize a list straight into one buffer (no intermediate JSON tree): this is the
+/// answer to every HPA read.
+fn write_list(items: &[ExternalMetricValue]) -> Bytes {
+    const HEAD: &str = concat!(
+        r#"{"kind":"ExternalMetricValueList","apiVersion":"#,
+        r#""external.metrics.k8s.io/v1beta1","metadata":{},"items":"#
+    );
+    let mut out = Vec::with_capacity(HEAD.len() + 2 + items.len() * 160);
+    out.extend_from_slice(HEAD.as_bytes());
+    // Serializing plain strings and maps into a Vec cannot fail.
+    if serde_json::to_writer(&mut out, items).is_err() {
+        out.truncate(HEAD.len());
+        out.extend_from_slice(b"[]");
+    }
+    out.push(b'}');
+    Bytes::from(out)
+}
+
+/// Metric reads answered without the router: the request path of every HPA sync, kept
+/// short. Authentication, authorization and request metrics are the router's own
+/// ([`auth::check`], [`Telemetry::observe`]), so both paths answer alike.
+pub struct MetricReads {
+    provider: SharedProvider,
+    auth: Arc<Auth>,
+    telemetry: Arc<Telemetry>,
+}
+
+const METRICS_PREFIX: &str = "/apis/external.metrics.k8s.io/v1beta1/namespaces/";
+
+impl MetricReads {
+    /// Reads answered from `provider`, checked by `auth`, counted in `telemetry`.
+    pub fn new(provider: SharedProvider, auth: Arc<Auth>, telemetry: Arc<Telemetry>) -> Self {
+        Self {
+            provider,
+            auth,
+            telemetry,
+        }
+    }
+
+    /// Whether a request is a metric read this path answers: a GET of
+    /// `.../namespaces/{namespace}/{metric}`.
+    pub fn handles(method: &axum::http::Method, path: &str) -> bool {
+        method == axum::http::Method::GET
+            && path
+                .strip_prefix(METRICS_PREFIX)
+                .and_then(|rest| rest.split_once('/'))
+                .is_some_and(|(ns, m)| !ns.is_empty() && !m.is_empty() && !m.contains('/'))
+    }
+
+    /// Answer one read.
+    pub async fn answer(
+        &self,
+        uri: &axum::http::Uri,
+        headers: &axum::http::HeaderMap,
+        peer: Option<&crate::auth::authn::PeerCerts>,
+    ) -> axum::response::Response {
+        let _in_flight = self.telemetry.in_flight();
+        let started = std::time::Instant::now();
+        let result = async {
+            auth::check(&self.auth, uri.path(), headers, peer).await?;
+            metric_value_list(self.provider.as_ref(), uri.path(), uri.query()).await
+        }
+        .await;
+        let resp = match result {
+            Ok(body) => {
+                let mut resp = axum::response::Response::new(axum::body::Body::from(body));
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("application/json"),
+                );
+                resp
+            }
+            Err(e) => e.into_response(),
+        };
+        self.telemetry.observe(
+            crate::telemetry::Route::Metric,
+            resp.status().as_u16(),
+            started.elapsed(),
+        );
+        resp
+    }
 }
 
 async fn method_not_allowed(method: axum::http::Method) -> ApiError {
@@ -180,7 +271,6 @@ async fn not_found(uri: axum::http::Uri) -> impl IntoResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::ExternalMetricValue;
     use axum::body::{to_bytes, Body};
     use axum::http::Request;
     use scaler_core::label_selector::Selector;

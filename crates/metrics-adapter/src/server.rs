@@ -9,7 +9,6 @@ use anyhow::Context as _;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
@@ -23,6 +22,7 @@ use tower::ServiceExt as _;
 use tracing::{debug, info};
 
 use crate::auth::authn::PeerCerts;
+use crate::routes::MetricReads;
 
 /// How long a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -152,6 +152,17 @@ pub async fn serve(
     app: Router,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    serve_with(listener, tls, app, None, shutdown).await
+}
+
+/// [`serve`], with metric reads answered by `reads` directly (everything else by `app`).
+pub async fn serve_with(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    app: Router,
+    reads: Option<Arc<MetricReads>>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let http2 = tls.alpn_protocols.iter().any(|p| p == b"h2");
     let acceptor = TlsAcceptor::from(tls);
     info!(addr = %listener.local_addr()?, "serving external.metrics.k8s.io over TLS");
@@ -170,7 +181,7 @@ pub async fn serve(
             _ = &mut shutdown => return Ok(()),
         };
         let acceptor = acceptor.clone();
-        let app = app.clone();
+        let (app, reads) = (app.clone(), reads.clone());
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(s)) => s,
@@ -204,12 +215,24 @@ pub async fn serve(
                 .max_pending_accept_reset_streams(20)
                 .max_header_list_size(64 * 1024);
             builder.http1().max_buf_size(64 * 1024);
-            let service = TowerToHyperService::new(app.map_request(
+            let service = hyper::service::service_fn(
                 move |mut req: axum::http::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(peer_certs.clone());
-                    req
+                    let (app, reads, peer_certs) = (app.clone(), reads.clone(), peer_certs.clone());
+                    async move {
+                        if let Some(reads) =
+                            reads.filter(|_| MetricReads::handles(req.method(), req.uri().path()))
+                        {
+                            return Ok::<_, std::convert::Infallible>(
+                                reads
+                                    .answer(req.uri(), req.headers(), Some(&peer_certs))
+                                    .await,
+                            );
+                        }
+                        req.extensions_mut().insert(peer_certs);
+                        app.oneshot(req).await
+                    }
                 },
-            ));
+            );
             if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
                 // Clients going away mid-request is normal for the aggregator; not an error.
                 debug!(%peer, error = %e, "connection closed");

@@ -305,11 +305,29 @@ async fn metrics(State(t): State<Arc<Telemetry>>) -> Response {
 
 /// Decrements the in-flight gauge however the request ends (a client going away drops the
 /// future mid-way).
-struct InFlight(Gauge);
+pub struct InFlight(Gauge);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+impl Telemetry {
+    /// Count a request as in flight until the guard is dropped.
+    pub fn in_flight(&self) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.in_flight.clone())
+    }
+
+    /// Record an answered request.
+    pub fn observe(&self, route: Route, code: u16, elapsed: Duration) {
+        self.latency
+            .get_or_create(&RouteLabels { route })
+            .observe(elapsed.as_secs_f64());
+        self.requests
+            .get_or_create(&RequestLabels { route, code })
+            .inc();
     }
 }
 
@@ -318,19 +336,10 @@ impl Drop for InFlight {
 /// layer, so responses made by inner layers (401, 403) are counted too.
 pub async fn track(State(t): State<Arc<Telemetry>>, req: Request, next: Next) -> Response {
     let route = route_of(req.uri().path());
-    t.in_flight.inc();
-    let _guard = InFlight(t.in_flight.clone());
+    let _guard = t.in_flight();
     let start = Instant::now();
     let resp = next.run(req).await;
-    t.latency
-        .get_or_create(&RouteLabels { route })
-        .observe(start.elapsed().as_secs_f64());
-    t.requests
-        .get_or_create(&RequestLabels {
-            route,
-            code: resp.status().as_u16(),
-        })
-        .inc();
+    t.observe(route, resp.status().as_u16(), start.elapsed());
     resp
 }
 

@@ -284,6 +284,31 @@ impl Parser {
     }
 }
 
+impl Selector {
+    /// `key=value` with nothing else (what every HPA read sends): parsed without the
+    /// lexer. Anything else, or anything invalid, is left to the full parser, which
+    /// gives the same answer or the error.
+    fn single_equality(s: &str) -> Option<Self> {
+        let (key, value) = s.split_once('=')?;
+        let plain = |x: &str| {
+            x.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'))
+        };
+        if key.is_empty() || !plain(key) || !plain(value) {
+            return None;
+        }
+        validate_key(key).ok()?;
+        validate_value(value).ok()?;
+        Some(Selector {
+            requirements: vec![Requirement {
+                key: key.to_string(),
+                op: Operator::Equals,
+                values: vec![value.to_string()],
+            }],
+        })
+    }
+}
+
 impl FromStr for Selector {
     type Err = SelectorError;
 
@@ -292,6 +317,9 @@ impl FromStr for Selector {
             selector: s.to_string(),
             reason,
         };
+        if let Some(fast) = Selector::single_equality(s) {
+            return Ok(fast);
+        }
         let tokens = lex(s).map_err(err)?;
         let mut p = Parser { tokens, pos: 0 };
         let mut requirements = Vec::new();
@@ -343,6 +371,55 @@ impl Selector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The full parser alone, for comparing with the fast path.
+    fn full(s: &str) -> Result<Selector, String> {
+        let tokens = lex(s)?;
+        let mut p = Parser { tokens, pos: 0 };
+        let mut requirements = Vec::new();
+        if p.peek().is_none() {
+            return Ok(Selector::default());
+        }
+        loop {
+            requirements.push(p.requirement()?);
+            match p.next() {
+                None => break,
+                Some(Token::Comma) => continue,
+                Some(t) => return Err(format!("found {t}, expected ','")),
+            }
+        }
+        Ok(Selector { requirements })
+    }
+
+    #[test]
+    fn the_single_equality_fast_path_agrees_with_the_parser() {
+        for s in [
+            "scaledobject.keda.sh/name=web",
+            "a=b",
+            "a=",
+            "a/b/c=d",
+            "-a=b",
+            "a=-b",
+            "a=b.",
+            "example.com/=x",
+            "x=y=z",
+            "a_b=c_d",
+            &format!("a={}", "v".repeat(64)),
+            &format!("{}=v", "k".repeat(64)),
+        ] {
+            let fast = Selector::single_equality(s);
+            if let Some(f) = &fast {
+                assert_eq!(Ok(f.clone()), full(s), "{s:?}");
+            }
+            assert_eq!(
+                s.parse::<Selector>().map_err(|e| e.reason),
+                full(s),
+                "{s:?}"
+            );
+        }
+        assert!(Selector::single_equality("scaledobject.keda.sh/name=web").is_some());
+        assert!(Selector::single_equality("a==b").is_none());
+    }
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs

@@ -23,12 +23,14 @@ pub struct Cached {
     pub target: Option<(f64, crate::scalers::MetricTargetType)>,
 }
 
-type Key = (String, String);
+/// Per metric (lowercase name), the last poll of one ScaledObject.
+type Metrics = Arc<HashMap<String, Cached>>;
 
-/// Per ScaledObject, per metric (lowercase name), the last poll.
+/// Per namespace, per ScaledObject name, the last poll of each metric: nested so that a
+/// read looks up by the `&str`s it has, allocating nothing.
 #[derive(Default)]
 pub struct MetricCache {
-    entries: RwLock<HashMap<Key, Arc<HashMap<String, Cached>>>>,
+    entries: RwLock<HashMap<String, HashMap<String, Metrics>>>,
 }
 
 impl MetricCache {
@@ -42,10 +44,13 @@ impl MetricCache {
         max_age: Duration,
     ) -> Option<Cached> {
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
-        let so = entries.get(&(namespace.to_string(), name.to_string()))?;
-        so.get(&metric.to_ascii_lowercase())
-            .filter(|c| c.at.elapsed() <= max_age)
-            .cloned()
+        let so = entries.get(namespace)?.get(name)?;
+        let found = if metric.bytes().any(|b| b.is_ascii_uppercase()) {
+            so.get(&metric.to_ascii_lowercase())
+        } else {
+            so.get(metric)
+        };
+        found.filter(|c| c.at.elapsed() <= max_age).cloned()
     }
 
     /// Replace what is stored for `namespace/name`.
@@ -54,23 +59,37 @@ impl MetricCache {
             .into_iter()
             .map(|(k, v)| (k.to_ascii_lowercase(), v))
             .collect();
-        self.entries
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert((namespace.to_string(), name.to_string()), Arc::new(metrics));
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        match entries.get_mut(namespace) {
+            Some(names) => {
+                names.insert(name.to_string(), Arc::new(metrics));
+            }
+            None => {
+                entries.insert(
+                    namespace.to_string(),
+                    HashMap::from([(name.to_string(), Arc::new(metrics))]),
+                );
+            }
+        }
     }
 
     /// Keep only the ScaledObjects `keep` says still exist.
     pub fn retain(&self, mut keep: impl FnMut(&str, &str) -> bool) {
-        self.entries
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|(ns, name), _| keep(ns, name));
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        for (ns, names) in entries.iter_mut() {
+            names.retain(|name, _| keep(ns, name));
+        }
+        entries.retain(|_, names| !names.is_empty());
     }
 
     /// How many ScaledObjects have entries.
     pub fn len(&self) -> usize {
-        self.entries.read().unwrap_or_else(|p| p.into_inner()).len()
+        self.entries
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(HashMap::len)
+            .sum()
     }
 
     /// Whether nothing is stored.
@@ -188,6 +207,44 @@ mod tests {
             spec.extend(extra.clone());
         }
         serde_json::from_value(v).expect("ScaledObject")
+    }
+
+    #[test]
+    fn the_cache_answers_by_namespace_name_and_metric_any_case() {
+        let c = MetricCache::default();
+        let entry = |v: f64| Cached {
+            value: Ok(v),
+            active: true,
+            at: Instant::now(),
+            target: None,
+        };
+        c.put(
+            "a",
+            "so",
+            HashMap::from([("S0-Prometheus".to_string(), entry(1.0))]),
+        );
+        c.put("b", "so", HashMap::from([("s0-x".to_string(), entry(2.0))]));
+        let hour = Duration::from_secs(3600);
+        assert_eq!(
+            c.get("a", "so", "s0-prometheus", hour).map(|c| c.value),
+            Some(Ok(1.0))
+        );
+        assert_eq!(
+            c.get("a", "so", "S0-PROMETHEUS", hour).map(|c| c.value),
+            Some(Ok(1.0))
+        );
+        assert_eq!(c.get("b", "so", "s0-prometheus", hour), None);
+        assert_eq!(
+            c.get("a", "so", "s0-prometheus", Duration::ZERO),
+            None,
+            "too old"
+        );
+        assert_eq!(c.len(), 2);
+        c.retain(|ns, _| ns == "b");
+        assert_eq!(
+            (c.len(), c.get("a", "so", "s0-prometheus", hour)),
+            (1, None)
+        );
     }
 
     #[test]

@@ -85,8 +85,11 @@ impl Authorizer {
             self.telemetry.authz(true);
             return Ok(());
         }
-        let key = (user.clone(), attrs.clone());
-        let decision = match self.cache.get(&key) {
+        // Looked up by reference: a hit (nearly every request) copies nothing.
+        let cached = self
+            .cache
+            .get_by((user, attrs), |(u, a)| u == user && a == attrs);
+        let decision = match cached {
             Some(d) => {
                 self.telemetry.authz_cache(true);
                 d
@@ -97,7 +100,7 @@ impl Authorizer {
                     self.reviews.access_review(user, attrs).await.map_err(|e| {
                         ApiError::internal(format!("SubjectAccessReview failed: {e}"))
                     })?;
-                self.cache.insert(key, d.clone());
+                self.cache.insert((user.clone(), attrs.clone()), d.clone());
                 d
             }
         };

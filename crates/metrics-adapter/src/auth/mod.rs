@@ -232,24 +232,35 @@ pub async fn layer(State(auth): State<Arc<Auth>>, mut req: Request, next: Next) 
         return next.run(req).await;
     }
     let peer = req.extensions().get::<Arc<PeerCerts>>().cloned();
-    let who = match auth
-        .authn
-        .authenticate(req.headers(), peer.as_deref())
-        .await
-    {
+    match check(&auth, req.uri().path(), req.headers(), peer.as_deref()).await {
+        Ok(who) => {
+            req.extensions_mut().insert(who);
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Authenticate the caller of a request for `path` and authorize the request: the
+/// middleware's work for every path but health, shared with the server's direct path for
+/// metric reads ([`crate::routes::MetricReads`]).
+pub async fn check(
+    auth: &Auth,
+    path: &str,
+    headers: &axum::http::HeaderMap,
+    peer: Option<&PeerCerts>,
+) -> Result<authn::Authenticated, ApiError> {
+    let who = match auth.authn.authenticate(headers, peer).await {
         Ok(who) => who,
         Err(e) => {
             auth.telemetry.authn(AuthnMethod::Failed);
-            return e.into_response();
+            return Err(e);
         }
     };
     auth.telemetry.authn(who.method());
-    let attrs = Attributes::of_path(req.uri().path());
-    if let Err(e) = auth.authz.authorize(who.user(), &attrs).await {
-        return e.into_response();
-    }
-    req.extensions_mut().insert(who);
-    next.run(req).await
+    let attrs = Attributes::of_path(path);
+    auth.authz.authorize(who.user(), &attrs).await?;
+    Ok(who)
 }
 
 /// Keep `holder` in step with `kube-system/extension-apiserver-authentication` until the
