@@ -416,6 +416,83 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_direct_path_takes_metric_gets_only() {
+        use axum::http::Method;
+        let p = "/apis/external.metrics.k8s.io/v1beta1/namespaces/ns/s0-m";
+        assert!(MetricReads::handles(&Method::GET, p));
+        assert!(!MetricReads::handles(&Method::POST, p));
+        for other in [
+            "/apis/external.metrics.k8s.io/v1beta1/namespaces/ns/s0-m/",
+            "/apis/external.metrics.k8s.io/v1beta1/namespaces/ns/",
+            "/apis/external.metrics.k8s.io/v1beta1/namespaces//s0-m",
+            "/apis/external.metrics.k8s.io/v1beta1",
+            "/livez",
+        ] {
+            assert!(!MetricReads::handles(&Method::GET, other), "{other}");
+        }
+    }
+
+    /// The direct path and the router answer a read alike: refused without rights,
+    /// counted, and the same list when allowed.
+    #[tokio::test]
+    async fn the_direct_path_answers_as_the_router_does() {
+        use crate::auth::authn::ConfigHolder;
+        use crate::auth::config::AuthnConfig;
+        let holder = Arc::new(ConfigHolder::default());
+        holder.set(AuthnConfig::default());
+        let reviews = Arc::new(crate::auth::tests::FakeReviews::default());
+        let telemetry = Telemetry::new();
+        let auth = Arc::new(Auth::new(holder, reviews, true, telemetry.clone()));
+        let reads = MetricReads::new(Arc::new(Fake), auth.clone(), telemetry.clone());
+        let uri: axum::http::Uri = "/apis/external.metrics.k8s.io/v1beta1/namespaces/ns/s0-m?labelSelector=scaledobject.keda.sh%2Fname%3Dso"
+            .parse()
+            .expect("uri");
+        let direct = reads.answer(&uri, &Default::default(), None).await;
+        let (code, body) = (
+            direct.status(),
+            serde_json::from_slice::<Value>(
+                &to_bytes(direct.into_body(), 1 << 20).await.expect("body"),
+            )
+            .unwrap_or(Value::Null),
+        );
+        let (rcode, rbody) = call(
+            app(Arc::new(Fake), auth, telemetry.clone()),
+            "GET",
+            &uri.to_string(),
+        )
+        .await;
+        assert_eq!((code, &body), (rcode, &rbody));
+        assert_eq!(code, StatusCode::FORBIDDEN);
+        let text = telemetry.encode();
+        assert_eq!(
+            crate::telemetry::tests::sample(
+                &text,
+                "eventscale_apiserver_requests_total{route=\"Metric\",code=\"403\"}"
+            ),
+            Some(2.0),
+            "{text}"
+        );
+        // Allowed: the same ExternalMetricValueList the router's handler writes.
+        let list = write_list(
+            &Fake
+                .external_metric(
+                    "ns",
+                    "s0-m",
+                    &"scaledobject.keda.sh/name=so".parse().expect("selector"),
+                )
+                .await
+                .expect("value"),
+        );
+        let v: Value = serde_json::from_slice(&list).expect("json");
+        assert_eq!(
+            v,
+            json!({"kind": "ExternalMetricValueList", "apiVersion": GROUP_VERSION, "metadata": {},
+                   "items": [{"metricName": "s0-m", "metricLabels": {},
+                              "timestamp": "2026-11-22T00:00:00Z", "value": "2500m"}]})
+        );
+    }
+
     #[tokio::test]
     async fn the_app_authorizes_before_answering() {
         use crate::auth::authn::ConfigHolder;
