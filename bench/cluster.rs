@@ -1,0 +1,826 @@
+//! The figures measured on the real local cluster (`e2e/cluster.sh up`) and the real
+//! Prometheus (`e2e/sources.sh up prometheus`):
+//! - activation: source crossing its threshold → `/scale` of a target at 0 (full mode,
+//!   the cluster's own eventscale);
+//! - writes: eventscale's writes to the apiserver per ScaledObject per minute at steady
+//!   state, from the apiserver's own request counters (full mode);
+//! - sources: queries Prometheus received per polling interval, from its own counters,
+//!   for N identical ScaledObjects (a metrics-only eventscale started by the bench);
+//! - scale: 10,000 ScaledObjects in the apiserver: initial sync, RSS, read latency.
+//!
+//! While `sources` and `scale` run, the cluster's eventscale is stopped (it would manage
+//! HPAs for thousands of bench objects); `e2e/cluster.sh up` restarts it afterwards.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use futures::{StreamExt as _, TryStreamExt as _};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::runtime::{watcher, WatchStreamExt as _};
+use kube::{Api, Client, ResourceExt as _};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use scaler_core::ScaledObject;
+use serde_json::{json, Value};
+
+use crate::cluster_support::{cluster, kubectl, repo_root};
+use crate::load::{self, Target};
+use crate::report::{Report, Row};
+
+/// Namespaces the bench makes carry this label, and are deleted before and after.
+const LABEL: &str = "eventscale-bench";
+/// Ports of the bench's own metrics-only eventscale.
+const BENCH_PORT: u16 = 16446;
+const BENCH_METRICS_PORT: u16 = 16447;
+const HPA_USER: &str = "system:serviceaccount:kube-system:horizontal-pod-autoscaler";
+
+fn now_s() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn prometheus_url() -> String {
+    let env = crate::sources::sources_env(&["prometheus"]);
+    env.get("EVENTSCALE_PROMETHEUS_URL")
+        .cloned()
+        .unwrap_or_else(|| "http://127.0.0.1:19090".into())
+}
+
+/// Requests Prometheus has answered on `/api/v1/query`, from its own `/metrics`.
+fn prometheus_queries(url: &str) -> anyhow::Result<f64> {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "5", &format!("{url}/metrics")])
+        .output()
+        .context("curl")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let n = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("prometheus_http_requests_total{")
+                && l.contains("handler=\"/api/v1/query\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    Ok(n)
+}
+
+/// The value of label `key` in a Prometheus text-format series line.
+fn label<'a>(line: &'a str, key: &str) -> &'a str {
+    let pat = format!("{key}=\"");
+    line.find(&pat)
+        .map(|i| &line[i + pat.len()..])
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or("")
+}
+
+/// The apiserver's write counts by (resource, subresource), from `apiserver_request_total`.
+fn apiserver_writes() -> anyhow::Result<BTreeMap<(String, String), f64>> {
+    let (ok, out, err) = kubectl(&["get", "--raw", "/metrics"]);
+    anyhow::ensure!(ok, "kubectl get --raw /metrics: {err}");
+    let mut writes = BTreeMap::new();
+    for l in out
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+    {
+        if ![
+            "POST", "PUT", "PATCH", "DELETE", "APPLY", "CREATE", "UPDATE",
+        ]
+        .contains(&label(l, "verb"))
+        {
+            continue;
+        }
+        let v: f64 = l
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        *writes
+            .entry((
+                label(l, "resource").to_string(),
+                label(l, "subresource").to_string(),
+            ))
+            .or_insert(0.0) += v;
+    }
+    Ok(writes)
+}
+
+async fn namespace(client: &Client, name: &str) -> anyhow::Result<()> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": name, "labels": {LABEL: "true"}}
+    }))?;
+    api.create(&PostParams::default(), &ns)
+        .await
+        .with_context(|| format!("creating namespace {name}"))?;
+    // The namespace's default ServiceAccount is not needed: nothing runs in it.
+    Ok(())
+}
+
+/// Delete the ScaledObjects of every bench namespace (at once: they carry no finalizers
+/// when no full-mode eventscale ran) so a restarted eventscale never sees them.
+async fn delete_scaled_objects(client: &Client) -> anyhow::Result<()> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let lp = ListParams::default().labels(&format!("{LABEL}=true"));
+    for ns in api.list(&lp).await?.items {
+        let sos: Api<ScaledObject> = Api::namespaced(client.clone(), &ns.name_any());
+        sos.delete_collection(&DeleteParams::default(), &ListParams::default())
+            .await
+            .with_context(|| format!("deleting the ScaledObjects of {}", ns.name_any()))?;
+    }
+    Ok(())
+}
+
+/// Delete every bench namespace and wait until they are gone (their objects with them).
+/// The namespace controller needs every aggregated API available to finish, so the
+/// cluster's eventscale must be running.
+async fn clean(client: &Client) -> anyhow::Result<()> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let lp = ListParams::default().labels(&format!("{LABEL}=true"));
+    for ns in api.list(&lp).await?.items {
+        let _ = api.delete(&ns.name_any(), &DeleteParams::default()).await;
+    }
+    let started = Instant::now();
+    while !api.list(&lp).await?.items.is_empty() {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(600),
+            "bench namespaces still terminating after 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Ok(())
+}
+
+async fn create_all<K>(api: &Api<K>, objects: Vec<K>, concurrency: usize) -> anyhow::Result<()>
+where
+    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    futures::stream::iter(objects)
+        .map(|o| async move {
+            api.create(&PostParams::default(), &o)
+                .await
+                .with_context(|| format!("creating {}", o.meta().name.as_deref().unwrap_or("")))
+        })
+        .buffer_unordered(concurrency)
+        .try_collect::<Vec<_>>()
+        .await?;
+    Ok(())
+}
+
+fn deployment(ns: &str, name: &str, replicas: i32) -> anyhow::Result<Deployment> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}},
+                              "spec": {"containers": [{"name": "c", "image": "registry.invalid/web:1"}]}}}
+    }))?)
+}
+
+fn scaled_object(ns: &str, name: &str, spec: Value) -> anyhow::Result<ScaledObject> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": spec,
+    }))?)
+}
+
+fn prometheus_trigger(url: &str, query: &str, cached: bool) -> Value {
+    json!({"type": "prometheus", "useCachedMetrics": cached, "metadata": {
+        "serverAddress": url, "query": query, "threshold": "1", "activationThreshold": "0"}})
+}
+
+/// The cluster's own eventscale: stopped for the figures that run their own.
+fn stop_cluster_eventscale() {
+    let pid_file = cluster().state_dir.join("pids/eventscale.pid");
+    let Some(pid) = std::fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|p| p.trim().parse::<u32>().ok())
+    else {
+        return;
+    };
+    let _ = Command::new("kill").arg(pid.to_string()).status();
+    for _ in 0..100 {
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
+}
+
+/// `e2e/cluster.sh up`: restarts the cluster's eventscale (idempotent otherwise).
+fn cluster_up() -> anyhow::Result<()> {
+    let status = Command::new("bash")
+        .arg(repo_root().join("e2e/cluster.sh"))
+        .arg("up")
+        .env("EVENTSCALE_BIN", env!("CARGO_BIN_EXE_eventscale"))
+        .status()?;
+    anyhow::ensure!(status.success(), "e2e/cluster.sh up failed");
+    Ok(())
+}
+
+/// A metrics-only eventscale run by the bench, killed when dropped.
+struct Eventscale {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Eventscale {
+    fn start(interval: i32) -> anyhow::Result<Self> {
+        let c = cluster();
+        let log = c.state_dir.join("logs/bench-eventscale.log");
+        let out = std::fs::File::create(&log)?;
+        let child = Command::new(env!("CARGO_BIN_EXE_eventscale"))
+            .arg("run")
+            .arg("--kubeconfig")
+            .arg(c.state_dir.join("eventscale.kubeconfig"))
+            .args(["--secure-port", &BENCH_PORT.to_string()])
+            .args(["--bind-address", "127.0.0.1"])
+            .arg("--cert-dir")
+            .arg(c.state_dir.join("eventscale-certs"))
+            .args(["--metrics-port", &BENCH_METRICS_PORT.to_string()])
+            .args(["--metrics-bind-address", "127.0.0.1"])
+            .args(["--default-polling-interval", &interval.to_string()])
+            .args(["--metrics-only", "--log-level", "warn"])
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .stdin(Stdio::null())
+            .spawn()
+            .context("starting eventscale")?;
+        Ok(Self { child, log })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Wait until `/readyz` answers 200; the time it took from `since`.
+    async fn ready(&mut self, since: Instant) -> anyhow::Result<Duration> {
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                anyhow::bail!("eventscale exited ({status}); see {}", self.log.display());
+            }
+            let ok = Command::new("curl")
+                .args(["-fsSk", "--max-time", "2"])
+                .arg(format!("https://127.0.0.1:{BENCH_PORT}/readyz"))
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if ok {
+                return Ok(since.elapsed());
+            }
+            anyhow::ensure!(
+                since.elapsed() < Duration::from_secs(300),
+                "eventscale not ready after 5 minutes; see {}",
+                self.log.display()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Eventscale {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// (VmRSS, VmHWM) of `pid` in MiB.
+fn rss_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0)
+}
+
+/// CPU seconds (user + system) `pid` has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command's closing parenthesis; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
+}
+
+/// A client of an eventscale endpoint as the aggregator is: the front-proxy client
+/// certificate and the HPA controller's identity in the headers.
+fn aggregator_target(port: u16, paths: Vec<String>) -> anyhow::Result<Target> {
+    let c = cluster();
+    let read = |p: PathBuf| std::fs::read(&p).with_context(|| format!("reading {}", p.display()));
+    let pki = c.state_dir.join("pki");
+    let cert: Vec<CertificateDer<'static>> =
+        rustls_pemfile::certs(&mut read(pki.join("front-proxy-client.crt"))?.as_slice())
+            .collect::<Result<_, _>>()?;
+    let key: PrivateKeyDer<'static> =
+        rustls_pemfile::private_key(&mut read(pki.join("front-proxy-client.key"))?.as_slice())?
+            .context("no key in front-proxy-client.key")?;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in
+        rustls_pemfile::certs(&mut read(c.state_dir.join("eventscale-certs/ca.crt"))?.as_slice())
+    {
+        roots.add(ca?)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(cert, key)?;
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Target {
+        addr: ([127, 0, 0, 1], port).into(),
+        tls: Arc::new(tls),
+        server_name: ServerName::try_from("localhost")?.to_owned(),
+        paths: Arc::new(paths),
+        headers: Arc::new(vec![
+            ("X-Remote-User".into(), HPA_USER.into()),
+            ("X-Remote-Group".into(), "system:serviceaccounts".into()),
+            ("X-Remote-Group".into(), "system:authenticated".into()),
+        ]),
+    })
+}
+
+fn metric_path(ns: &str, metric: &str, so: &str) -> String {
+    format!("/apis/external.metrics.k8s.io/v1beta1/namespaces/{ns}/{metric}?labelSelector=scaledobject.keda.sh%2Fname%3D{so}")
+}
+
+/// Sleep until the wall clock reaches `t` (Unix seconds).
+async fn sleep_until_wall(t: f64) {
+    let d = t - now_s();
+    if d > 0.0 {
+        tokio::time::sleep(Duration::from_secs_f64(d)).await;
+    }
+}
+
+// --- activation --------------------------------------------------------------------------
+
+/// Figure 5: for each trial a Deployment at 0 and a ScaledObject whose Prometheus query
+/// turns from 0 to 1 at a chosen second T (`time() >= bool T`, evaluated by Prometheus at
+/// the poll's time); the latency is from T to the watch event showing the Deployment's
+/// replicas above 0. The trials' T fall at every second of one polling interval, so they
+/// cover every phase of the aligned poll grid.
+pub async fn activation(report: &mut Report, interval: i64) -> anyhow::Result<()> {
+    let client = crate::cluster_support::client().await;
+    let url = prometheus_url();
+    let ns = "bench-activation";
+    clean(&client).await?;
+    namespace(&client, ns).await?;
+    // The first T: a poll-grid point far enough ahead for the objects to be reconciled.
+    let t0 = ((now_s() as i64 + 30) / interval + 1) * interval;
+    let trials: Vec<i64> = (0..interval).map(|k| t0 + k).collect();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let sos: Api<ScaledObject> = Api::namespaced(client.clone(), ns);
+    let seen: Arc<std::sync::Mutex<BTreeMap<String, f64>>> = Arc::default();
+    let watch = {
+        let (deployments, seen) = (deployments.clone(), seen.clone());
+        tokio::spawn(async move {
+            let events = watcher(deployments, watcher::Config::default()).applied_objects();
+            futures::pin_mut!(events);
+            while let Some(Ok(d)) = events.next().await {
+                let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+                if replicas > 0 {
+                    let at = now_s();
+                    seen.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .entry(d.name_any())
+                        .or_insert(at);
+                }
+            }
+        })
+    };
+    let mut ds = Vec::new();
+    let mut objects = Vec::new();
+    for (k, t) in trials.iter().enumerate() {
+        let name = format!("act-{k}");
+        ds.push(deployment(ns, &name, 0)?);
+        objects.push(scaled_object(
+            ns,
+            &name,
+            json!({
+                "scaleTargetRef": {"name": name}, "pollingInterval": interval,
+                "minReplicaCount": 0, "maxReplicaCount": 2,
+                "triggers": [prometheus_trigger(&url, &format!("vector(time() >= bool {t})"), false)],
+            }),
+        )?);
+    }
+    create_all(&deployments, ds, 8).await?;
+    create_all(&sos, objects, 8).await?;
+    // Accepted (originalReplicaCount recorded) well before the first T.
+    for k in 0..trials.len() {
+        let name = format!("act-{k}");
+        loop {
+            let so = sos.get(&name).await?;
+            if so
+                .status
+                .as_ref()
+                .and_then(|s| s.original_replica_count)
+                .is_some()
+            {
+                break;
+            }
+            anyhow::ensure!(
+                now_s() < (t0 - 2) as f64,
+                "ScaledObject {ns}/{name} not reconciled before its trial"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let last = trials.last().copied().unwrap_or(t0);
+    sleep_until_wall((last + 2 * interval + 2) as f64).await;
+    watch.abort();
+    let seen = seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let limit = interval as f64 + 0.2;
+    let mut worst: f64 = 0.0;
+    let mut all = true;
+    for (k, t) in trials.iter().enumerate() {
+        let name = format!("act-{k}");
+        let latency = seen.get(&name).map(|at| at - *t as f64);
+        match latency {
+            Some(l) => {
+                worst = worst.max(l);
+                all &= (0.0..=limit).contains(&l);
+                report.push(Row::new(
+                    "activation",
+                    &format!("crossing {} s after a poll-grid point", (t - t0) % interval),
+                    vec![("latency ms", l * 1000.0)],
+                    format!("pollingInterval {interval} s"),
+                ));
+            }
+            None => {
+                all = false;
+                report.note(format!(
+                    "activation: {ns}/{name} was not scaled from 0 within two intervals"
+                ));
+            }
+        }
+    }
+    report.check(
+        "activation",
+        "worst crossing → /scale latency",
+        format!("{:.0} ms", worst * 1000.0),
+        &format!("<= pollingInterval + 200 ms = {:.0} ms", limit * 1000.0),
+        all,
+    );
+    clean(&client).await?;
+    Ok(())
+}
+
+// --- writes -----------------------------------------------------------------------------
+
+/// Figure 4: a mix of ScaledObjects (active cron, active and idle Prometheus, one scaled
+/// to zero) left to settle, then the apiserver's write counters over a window.
+pub async fn writes(report: &mut Report, window: Duration) -> anyhow::Result<()> {
+    let client = crate::cluster_support::client().await;
+    let url = prometheus_url();
+    let ns = "bench-writes";
+    clean(&client).await?;
+    namespace(&client, ns).await?;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let sos: Api<ScaledObject> = Api::namespaced(client.clone(), ns);
+    let m = 20;
+    let mut ds = Vec::new();
+    let mut objects = Vec::new();
+    for i in 0..m {
+        let name = format!("w-{i}");
+        ds.push(deployment(ns, &name, 1)?);
+        let trigger = match i % 4 {
+            // Active all day but one minute.
+            0 => json!({"type": "cron", "metadata": {"timezone": "UTC",
+                 "start": "0 0 * * *", "end": "59 23 * * *", "desiredReplicas": "2"}}),
+            1 => prometheus_trigger(&url, "vector(3)", true),
+            2 => prometheus_trigger(&url, "vector(3)", false),
+            // Idle: scaled to zero.
+            _ => prometheus_trigger(&url, "vector(0)", false),
+        };
+        objects.push(scaled_object(
+            ns,
+            &name,
+            json!({"scaleTargetRef": {"name": name}, "pollingInterval": 5, "cooldownPeriod": 5,
+                   "minReplicaCount": 0, "maxReplicaCount": 4, "triggers": [trigger]}),
+        )?);
+    }
+    create_all(&deployments, ds, 8).await?;
+    create_all(&sos, objects, 8).await?;
+    // Settle: every object Ready, the idle ones at zero, the HPA controller's first scale.
+    let started = Instant::now();
+    loop {
+        let list = sos.list(&ListParams::default()).await?;
+        let ready = list
+            .items
+            .iter()
+            .filter(|so| {
+                so.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
+            .count();
+        let idle_at_zero = {
+            let mut n = 0;
+            for i in (3..m).step_by(4) {
+                let d = deployments.get(&format!("w-{i}")).await?;
+                n += usize::from(d.spec.and_then(|s| s.replicas) == Some(0));
+            }
+            n
+        };
+        if ready == m && idle_at_zero == m / 4 {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(120),
+            "ScaledObjects did not settle in 2 minutes ({ready}/{m} Ready, {idle_at_zero} idle at zero)"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let before = apiserver_writes()?;
+    tokio::time::sleep(window).await;
+    let after = apiserver_writes()?;
+    let delta = |resource: &str, sub: &str| {
+        after
+            .get(&(resource.to_string(), sub.to_string()))
+            .copied()
+            .unwrap_or(0.0)
+            - before
+                .get(&(resource.to_string(), sub.to_string()))
+                .copied()
+                .unwrap_or(0.0)
+    };
+    let minutes = window.as_secs_f64() / 60.0;
+    let per = |n: f64| n / m as f64 / minutes;
+    let status = delta("scaledobjects", "status");
+    let so_spec = delta("scaledobjects", "");
+    let hpa = delta("horizontalpodautoscalers", "");
+    let scale = delta("deployments", "scale");
+    let events = delta("events", "");
+    let hpa_status = delta("horizontalpodautoscalers", "status");
+    let leases = delta("leases", "");
+    report.push(Row::new(
+        "writes",
+        &format!("{m} ScaledObjects at steady state"),
+        vec![
+            ("status/SO/min", per(status)),
+            ("HPA/SO/min", per(hpa)),
+            ("scale/SO/min", per(scale)),
+            ("SO spec/SO/min", per(so_spec)),
+            ("events/SO/min", per(events)),
+        ],
+        format!(
+            "apiserver_request_total over {:.0} s; for context: the HPA controller's own status \
+             writes {hpa_status}, Lease writes {leases} (per process, not per object)",
+            window.as_secs_f64()
+        ),
+    ));
+    report.check(
+        "writes",
+        "status writes and HPA updates per ScaledObject per minute",
+        format!("{:.3}", per(status + hpa + scale + so_spec + events)),
+        "0",
+        status + hpa + scale + so_spec + events == 0.0,
+    );
+    clean(&client).await?;
+    Ok(())
+}
+
+// --- sources ----------------------------------------------------------------------------
+
+/// Queries per interval Prometheus receives over `intervals` aligned intervals, measured
+/// from the middle of one interval to the middle of another, so exactly `intervals` poll
+/// instants fall inside.
+async fn queries_per_interval(url: &str, interval: i64, intervals: i64) -> anyhow::Result<f64> {
+    let start = ((now_s() as i64) / interval + 1) * interval;
+    sleep_until_wall(start as f64 + interval as f64 / 2.0).await;
+    let before = prometheus_queries(url)?;
+    sleep_until_wall((start + intervals * interval) as f64 + interval as f64 / 2.0).await;
+    let after = prometheus_queries(url)?;
+    Ok((after - before) / intervals as f64)
+}
+
+/// Figure 3: N ScaledObjects with one identical Prometheus query (useCachedMetrics), for
+/// growing N; queries per polling interval from Prometheus's own counter.
+pub async fn sources(report: &mut Report, steps: &[usize]) -> anyhow::Result<()> {
+    let client = crate::cluster_support::client().await;
+    let url = prometheus_url();
+    let ns = "bench-sources";
+    let interval = 2;
+    clean(&client).await?;
+    stop_cluster_eventscale();
+    let result = async {
+        namespace(&client, ns).await?;
+        let mut es = Eventscale::start(interval as i32)?;
+        es.ready(Instant::now()).await?;
+        let sos: Api<ScaledObject> = Api::namespaced(client.clone(), ns);
+        let idle = queries_per_interval(&url, interval, 3).await?;
+        report.push(Row::new(
+            "sources",
+            "no ScaledObjects",
+            vec![("queries/interval", idle)],
+            "baseline".into(),
+        ));
+        let mut have = 0;
+        let mut worst: f64 = 0.0;
+        for &n in steps {
+            let objects = (have..n)
+                .map(|i| {
+                    scaled_object(
+                        ns,
+                        &format!("q-{i}"),
+                        json!({"scaleTargetRef": {"name": format!("web-{i}")},
+                               "pollingInterval": interval,
+                               "triggers": [prometheus_trigger(&url, "vector(42)", true)]}),
+                    )
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            create_all(&sos, objects, 32).await?;
+            have = n;
+            // Every object seen by the reflector and polled once.
+            tokio::time::sleep(Duration::from_secs(3 * interval as u64)).await;
+            let q = queries_per_interval(&url, interval, 5).await? - idle;
+            worst = worst.max(q);
+            report.push(Row::new(
+                "sources",
+                &format!("{n} ScaledObjects, one identical query"),
+                vec![("queries/interval", q)],
+                format!("pollingInterval {interval} s, 5 intervals, Prometheus's own counter"),
+            ));
+        }
+        report.check(
+            "sources",
+            "queries per interval, whatever N",
+            format!("{worst:.2} (N up to {have})"),
+            "1",
+            worst <= 1.0,
+        );
+        drop(es);
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    // Objects first (eventscale must not see them when it comes back), then eventscale
+    // (the namespace controller waits for its APIService), then the namespaces.
+    let deleted = delete_scaled_objects(&client).await;
+    let up = cluster_up();
+    let cleaned = clean(&client).await;
+    result.and(deleted).and(up).and(cleaned)
+}
+
+// --- scale ------------------------------------------------------------------------------
+
+/// Figure 2: `total` ScaledObjects (half cron, half Prometheus with `useCachedMetrics`
+/// over ten distinct queries) in ten namespaces; a fresh metrics-only eventscale: time to
+/// ready, RSS, CPU at rest, read latency at `rate` reads per second.
+pub async fn scale(
+    report: &mut Report,
+    total: usize,
+    rate: f64,
+    read_for: Duration,
+) -> anyhow::Result<()> {
+    let client = crate::cluster_support::client().await;
+    let url = prometheus_url();
+    let interval = 10;
+    clean(&client).await?;
+    stop_cluster_eventscale();
+    let result = async {
+        let namespaces: Vec<String> = (0..10).map(|i| format!("bench-scale-{i}")).collect();
+        for ns in &namespaces {
+            namespace(&client, ns).await?;
+        }
+        let created = Instant::now();
+        let per_ns = total / namespaces.len();
+        for (n, ns) in namespaces.iter().enumerate() {
+            let objects = (0..per_ns)
+                .map(|i| {
+                    let trigger = if i % 2 == 0 {
+                        json!({"type": "cron", "metadata": {"timezone": "UTC",
+                               "start": "0 8 * * *", "end": "0 18 * * *", "desiredReplicas": "3"}})
+                    } else {
+                        prometheus_trigger(&url, &format!("vector({})", (n * per_ns + i) % 10), true)
+                    };
+                    scaled_object(
+                        ns,
+                        &format!("so-{i}"),
+                        json!({"scaleTargetRef": {"name": format!("web-{i}")},
+                               "pollingInterval": interval, "triggers": [trigger]}),
+                    )
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let sos: Api<ScaledObject> = Api::namespaced(client.clone(), ns);
+            create_all(&sos, objects, 32).await?;
+        }
+        report.note(format!(
+            "scale: {total} ScaledObjects created in {:.1} s (32 at a time)",
+            created.elapsed().as_secs_f64()
+        ));
+        let started = Instant::now();
+        let mut es = Eventscale::start(interval as i32)?;
+        let sync = es.ready(started).await?;
+        let (rss_ready, _) = rss_mib(es.pid());
+        // Two intervals: every Prometheus object polled and cached.
+        tokio::time::sleep(Duration::from_secs(2 * interval as u64 + 2)).await;
+        let cpu0 = cpu_seconds(es.pid());
+        let q = queries_per_interval(&url, interval, 3).await?;
+        let cpu_rest = (cpu_seconds(es.pid()) - cpu0) / (3 * interval) as f64;
+        let (rss_polled, _) = rss_mib(es.pid());
+        let mut paths = Vec::new();
+        for ns in &namespaces {
+            for i in (0..per_ns).step_by(per_ns.div_ceil(50).max(1)) {
+                // KEDA's names: the cron schedule with spaces dropped and `*` as `x`.
+                let metric = if i % 2 == 0 {
+                    "s0-cron-UTC-08xxx-018xxx"
+                } else {
+                    "s0-prometheus"
+                };
+                paths.push(metric_path(ns, metric, &format!("so-{i}")));
+            }
+        }
+        let target = aggregator_target(BENCH_PORT, paths.clone())?;
+        let (code, body) = load::fetch(&target, &paths[1]).await?;
+        anyhow::ensure!(code == 200, "reading {}: {code} {body}", paths[1]);
+        let (code, body) = load::fetch(&target, &paths[0]).await?;
+        anyhow::ensure!(code == 200, "reading {}: {code} {body}", paths[0]);
+        // Warm the SubjectAccessReview cache, then measure.
+        load::closed_loop(&target, 4, Duration::from_secs(1)).await;
+        let o = load::open_loop(&target, 8, rate, read_for).await;
+        let (rss_after, hwm) = rss_mib(es.pid());
+        report.push(Row::new(
+            "scale",
+            &format!("{total} ScaledObjects, metrics-only eventscale"),
+            vec![
+                ("sync s", sync.as_secs_f64()),
+                ("RSS MiB ready", rss_ready),
+                ("RSS MiB polled", rss_polled),
+                ("RSS MiB after reads", rss_after),
+                ("peak MiB", hwm),
+                ("CPU % at rest", cpu_rest * 100.0),
+            ],
+            format!("half cron, half Prometheus (useCachedMetrics, 10 distinct queries), pollingInterval {interval} s"),
+        ));
+        report.push(Row::new(
+            "scale",
+            "reads over the 10k objects",
+            vec![
+                ("req/s", o.throughput()),
+                ("p50 ms", o.quantile_ms(0.5)),
+                ("p99 ms", o.quantile_ms(0.99)),
+                ("max ms", o.quantile_ms(1.0)),
+                ("errors", o.errors as f64),
+            ],
+            format!(
+                "open loop at {rate} req/s, 8 connections, front-proxy cert, real SubjectAccessReviews (cached); {} distinct objects, cron evaluated live, Prometheus from the cache{}",
+                paths.len(),
+                o.first_error.as_deref().map(|e| format!("; first error: {e}")).unwrap_or_default()
+            ),
+        ));
+        report.push(Row::new(
+            "sources",
+            &format!("{} Prometheus ScaledObjects over 10 distinct queries", total / 2),
+            vec![("queries/interval", q)],
+            format!("during the scale figure, pollingInterval {interval} s"),
+        ));
+        report.check(
+            "scale",
+            "RSS with 10,000 ScaledObjects",
+            format!("{:.0} MiB (peak {hwm:.0})", rss_after.max(rss_polled)),
+            "< 150 MB",
+            rss_after.max(rss_polled) * 1.048_576 < 150.0,
+        );
+        report.check(
+            "scale",
+            "p99 read latency",
+            format!("{:.2} ms", o.quantile_ms(0.99)),
+            "< 5 ms",
+            o.quantile_ms(0.99) < 5.0 && o.errors == 0,
+        );
+        report.check(
+            "sources",
+            "queries per interval for 10 distinct queries over 5,000 objects",
+            format!("{q:.2}"),
+            "10",
+            q <= 10.0,
+        );
+        drop(es);
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    // Objects first (eventscale must not see them when it comes back), then eventscale
+    // (the namespace controller waits for its APIService), then the namespaces.
+    let deleted = delete_scaled_objects(&client).await;
+    let up = cluster_up();
+    let cleaned = clean(&client).await;
+    result.and(deleted).and(up).and(cleaned)
+}
