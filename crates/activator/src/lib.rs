@@ -107,10 +107,13 @@ pub async fn run(ctx: Arc<Context>) -> Result<(), Error> {
     // transfer), labels, finalizers and deletion; not on status writes, ours included.
     // HPAs only on spec changes (not on their status, which changes every sync).
     let (reader, writer) = reflector::store();
-    let so_stream = reflector(writer, watcher(sos, watcher::Config::default()))
-        .default_backoff()
-        .applied_objects()
-        .predicate_filter(reconcile_relevant, PredicateConfig::default());
+    let so_stream = reflector(
+        writer,
+        watcher(sos, watcher::Config::default()).modify(scaler_core::scaled_object::slim),
+    )
+    .default_backoff()
+    .applied_objects()
+    .predicate_filter(reconcile_relevant, PredicateConfig::default());
     let hpa_stream = watcher(hpas, watcher::Config::default())
         .default_backoff()
         .applied_objects()

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod cert_reload;
 pub mod certs;
 pub mod eval;
+pub mod memory;
 pub mod poller;
 pub mod provider;
 pub mod request;

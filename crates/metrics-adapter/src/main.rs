@@ -375,6 +375,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         args.cert_reload_seconds.max(1),
     ));
     let tls = server::server_config(serving, !args.disable_http2)?;
+    metrics_adapter::memory::spawn_trim(std::time::Duration::from_secs(10));
 
     let telemetry = Telemetry::new();
     if args.metrics_port != 0 {
@@ -400,14 +401,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let (store, writer) = reflector::store::<ScaledObject>();
     let sos: Api<ScaledObject> = Api::all(client.clone());
-    let reflect = reflector(writer, watcher(sos, watcher::Config::default()))
-        .default_backoff()
-        .applied_objects()
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                warn!(error = %e, "watching ScaledObjects failed; retrying");
-            }
-        });
+    let reflect = reflector(
+        writer,
+        watcher(sos, watcher::Config::default()).modify(scaler_core::scaled_object::slim),
+    )
+    .default_backoff()
+    .applied_objects()
+    .for_each(|r| async move {
+        if let Err(e) = r {
+            warn!(error = %e, "watching ScaledObjects failed; retrying");
+        }
+    });
     tokio::spawn(reflect);
 
     let lease_config = activator::leader::LeaseConfig {

@@ -212,6 +212,11 @@ async fn poll_and_act(
 const FORGET_EVERY: Duration = Duration::from_secs(60);
 /// The longest the loop sleeps: how soon a new or changed ScaledObject is first polled.
 const MAX_SLEEP_MS: i64 = 250;
+/// Polls running at once. Thousands of ScaledObjects share one instant; started all at
+/// once their transient buffers add up (and the allocator keeps the peak), while a few
+/// hundred at a time still finish a round of 5,000 well within the second that keeps
+/// identical queries coalesced.
+const MAX_CONCURRENT_POLLS: usize = 256;
 
 /// Drop the failure counts and the kafka persistent-lag memory of ScaledObjects that are
 /// gone.
@@ -258,6 +263,7 @@ pub async fn run(
     // ScaledObjects with a poll still running: the next one waits (one loop per object,
     // as KEDA has), so a slow source or apiserver never piles polls up.
     let busy: Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>> = Arc::default();
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_POLLS));
     let mut forgotten = Instant::now();
     let mut earliest = i64::MAX;
     loop {
@@ -300,6 +306,7 @@ pub async fn run(
             }
             *next = next_aligned(now, interval);
             earliest = earliest.min(*next);
+            let permits = permits.clone();
             let (client, so, ns, shared, activation, store, busy, key2) = (
                 client.clone(),
                 so.clone(),
@@ -317,6 +324,8 @@ pub async fn run(
                 async move {
                     // Released however the round ends, a panic included.
                     let _busy = Busy(busy, key2);
+                    // Never closed; if it were, the poll would run without a permit.
+                    let _permit = permits.acquire_owned().await.ok();
                     let round = async {
                         match &activation {
                             Some(a) => poll_and_act(&client, &so, &store, &ns, &shared, a).await,

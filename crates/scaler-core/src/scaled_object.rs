@@ -326,11 +326,44 @@ impl ScaledObjectSpec {
     }
 }
 
+/// The annotation `kubectl apply` keeps a whole copy of the object in.
+pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drop what eventscale never reads from a ScaledObject it keeps in memory: the
+/// managedFields and kubectl's last-applied copy, which together are often larger than
+/// the rest of the object. For watch streams feeding a reflector (`.modify(slim)`).
+pub fn slim(so: &mut ScaledObject) {
+    so.metadata.managed_fields = None;
+    if let Some(a) = so.metadata.annotations.as_mut() {
+        a.remove(LAST_APPLIED);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use kube::CustomResourceExt;
     use serde::Deserialize;
+
+    #[test]
+    fn slim_drops_managed_fields_and_the_last_applied_copy_only() {
+        let mut so: ScaledObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+            "metadata": {"name": "so", "namespace": "ns",
+                "annotations": {LAST_APPLIED: "{...}", "autoscaling.keda.sh/paused": "true"},
+                "managedFields": [{"manager": "kubectl", "operation": "Apply"}]},
+            "spec": {"scaleTargetRef": {"name": "web"}, "triggers": []}
+        }))
+        .expect("ScaledObject");
+        slim(&mut so);
+        assert_eq!(so.metadata.managed_fields, None);
+        let a = so.metadata.annotations.expect("annotations kept");
+        assert_eq!(a.len(), 1);
+        assert_eq!(
+            a.get("autoscaling.keda.sh/paused").map(String::as_str),
+            Some("true")
+        );
+    }
 
     #[test]
     fn crd_has_kedas_identity() {
