@@ -137,6 +137,16 @@ async fn delete_scaled_objects(client: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// After a figure that stopped the cluster's eventscale: the objects first (eventscale
+/// must not see them when it comes back), then eventscale (the namespace controller waits
+/// for its APIService), then the namespaces.
+async fn restore(client: &Client) -> anyhow::Result<()> {
+    let deleted = delete_scaled_objects(client).await;
+    let up = cluster_up();
+    let cleaned = clean(client).await;
+    deleted.and(up).and(cleaned)
+}
+
 /// Delete every bench namespace and wait until they are gone (their objects with them).
 /// The namespace controller needs every aggregated API available to finish, so the
 /// cluster's eventscale must be running.
@@ -239,7 +249,18 @@ impl Eventscale {
         let c = cluster();
         let log = c.state_dir.join("logs/bench-eventscale.log");
         let out = std::fs::File::create(&log)?;
-        let child = Command::new(env!("CARGO_BIN_EXE_eventscale"))
+        // EVENTSCALE_BENCH_WRAP runs it under a profiler (`valgrind --tool=massif`, say).
+        let wrap = std::env::var("EVENTSCALE_BENCH_WRAP").unwrap_or_default();
+        let mut words = wrap.split_whitespace();
+        let mut cmd = match words.next() {
+            Some(program) => {
+                let mut c = Command::new(program);
+                c.args(words).arg(env!("CARGO_BIN_EXE_eventscale"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_eventscale")),
+        };
+        let child = cmd
             .arg("run")
             .arg("--kubeconfig")
             .arg(c.state_dir.join("eventscale.kubeconfig"))
@@ -288,7 +309,17 @@ impl Eventscale {
 }
 
 impl Drop for Eventscale {
+    /// SIGTERM first (a profiler wrapping it writes its report on exit), then SIGKILL.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        for _ in 0..300 {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -671,12 +702,7 @@ pub async fn sources(report: &mut Report, steps: &[usize]) -> anyhow::Result<()>
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    // Objects first (eventscale must not see them when it comes back), then eventscale
-    // (the namespace controller waits for its APIService), then the namespaces.
-    let deleted = delete_scaled_objects(&client).await;
-    let up = cluster_up();
-    let cleaned = clean(&client).await;
-    result.and(deleted).and(up).and(cleaned)
+    result.and(restore(&client).await)
 }
 
 // --- scale ------------------------------------------------------------------------------
@@ -709,7 +735,7 @@ pub async fn scale(
                         json!({"type": "cron", "metadata": {"timezone": "UTC",
                                "start": "0 8 * * *", "end": "0 18 * * *", "desiredReplicas": "3"}})
                     } else {
-                        prometheus_trigger(&url, &format!("vector({})", (n * per_ns + i) % 10), true)
+                        prometheus_trigger(&url, &format!("vector({})", (n * per_ns + i) / 2 % 10), true)
                     };
                     scaled_object(
                         ns,
@@ -772,7 +798,7 @@ pub async fn scale(
         ));
         report.push(Row::new(
             "scale",
-            "reads over the 10k objects",
+            &format!("reads over the {total} objects"),
             vec![
                 ("req/s", o.throughput()),
                 ("p50 ms", o.quantile_ms(0.5)),
@@ -794,7 +820,7 @@ pub async fn scale(
         ));
         report.check(
             "scale",
-            "RSS with 10,000 ScaledObjects",
+            &format!("RSS with {total} ScaledObjects"),
             format!("{:.0} MiB (peak {hwm:.0})", rss_after.max(rss_polled)),
             "< 150 MB",
             rss_after.max(rss_polled) * 1.048_576 < 150.0,
@@ -808,7 +834,10 @@ pub async fn scale(
         );
         report.check(
             "sources",
-            "queries per interval for 10 distinct queries over 5,000 objects",
+            &format!(
+                "queries per interval for 10 distinct queries over {} objects",
+                total / 2
+            ),
             format!("{q:.2}"),
             "10",
             q <= 10.0,
@@ -817,10 +846,5 @@ pub async fn scale(
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    // Objects first (eventscale must not see them when it comes back), then eventscale
-    // (the namespace controller waits for its APIService), then the namespaces.
-    let deleted = delete_scaled_objects(&client).await;
-    let up = cluster_up();
-    let cleaned = clean(&client).await;
-    result.and(deleted).and(up).and(cleaned)
+    result.and(restore(&client).await)
 }

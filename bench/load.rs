@@ -134,6 +134,32 @@ pub async fn fetch(t: &Target, path: &str) -> anyhow::Result<(u16, String)> {
     Ok((code, String::from_utf8_lossy(&body).into_owned()))
 }
 
+/// One read on `sender`, counted in `out`; after a failure the connection is replaced.
+/// False when no new connection could be made (the caller stops).
+async fn step(sender: &mut Sender, t: &Target, path: &str, out: &mut Outcome) -> bool {
+    let sent = Instant::now();
+    match get(sender, t, path).await {
+        Ok(true) => {
+            out.ok += 1;
+            out.latencies.push(sent.elapsed().as_nanos() as u64);
+        }
+        Ok(false) => {
+            out.errors += 1;
+            out.first_error
+                .get_or_insert_with(|| format!("non-200 answer to {path}"));
+        }
+        Err(e) => {
+            out.errors += 1;
+            out.first_error.get_or_insert_with(|| format!("{e:#}"));
+            match connect(t).await {
+                Ok(s) => *sender = s,
+                Err(_) => return false,
+            }
+        }
+    }
+    true
+}
+
 /// `connections` connections reading as fast as answers come, for `duration`.
 pub async fn closed_loop(t: &Target, connections: usize, duration: Duration) -> Outcome {
     let deadline = Instant::now() + duration;
@@ -155,25 +181,8 @@ pub async fn closed_loop(t: &Target, connections: usize, duration: Duration) -> 
                 while Instant::now() < deadline {
                     let path = &t.paths[i % t.paths.len()];
                     i += 1;
-                    let sent = Instant::now();
-                    match get(&mut sender, &t, path).await {
-                        Ok(true) => {
-                            out.ok += 1;
-                            out.latencies.push(sent.elapsed().as_nanos() as u64);
-                        }
-                        Ok(false) => {
-                            out.errors += 1;
-                            out.first_error
-                                .get_or_insert_with(|| format!("non-200 answer to {path}"));
-                        }
-                        Err(e) => {
-                            out.errors += 1;
-                            out.first_error.get_or_insert_with(|| format!("{e:#}"));
-                            match connect(&t).await {
-                                Ok(s) => sender = s,
-                                Err(_) => return out,
-                            }
-                        }
+                    if !step(&mut sender, &t, path, &mut out).await {
+                        return out;
                     }
                 }
                 out
@@ -213,29 +222,12 @@ pub async fn open_loop(t: &Target, connections: usize, rate: f64, duration: Dura
                     let slot = started + offset + per_conn.mul_f64(k as f64);
                     k += 1;
                     tokio::time::sleep_until(slot.into()).await;
-                    let sent = Instant::now();
-                    if sent.duration_since(slot) > Duration::from_millis(2) {
+                    if Instant::now().duration_since(slot) > Duration::from_millis(2) {
                         out.late += 1;
                     }
                     let path = &t.paths[(n as usize) % t.paths.len()];
-                    match get(&mut sender, &t, path).await {
-                        Ok(true) => {
-                            out.ok += 1;
-                            out.latencies.push(sent.elapsed().as_nanos() as u64);
-                        }
-                        Ok(false) => {
-                            out.errors += 1;
-                            out.first_error
-                                .get_or_insert_with(|| format!("non-200 answer to {path}"));
-                        }
-                        Err(e) => {
-                            out.errors += 1;
-                            out.first_error.get_or_insert_with(|| format!("{e:#}"));
-                            match connect(&t).await {
-                                Ok(s) => sender = s,
-                                Err(_) => return out,
-                            }
-                        }
+                    if !step(&mut sender, &t, path, &mut out).await {
+                        return out;
                     }
                 }
                 out

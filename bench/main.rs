@@ -74,8 +74,9 @@ fn main() -> std::process::ExitCode {
                 &mut report,
                 &reads::Settings {
                     connections: 32,
-                    duration: Duration::from_secs(if quick { 2 } else { 5 }),
+                    duration: Duration::from_secs(if quick { 2 } else { 4 }),
                     rate: 5_000.0,
+                    rounds: if quick { 1 } else { 5 },
                 },
             ),
             "activation" => rt.block_on(cluster::activation(&mut report, 5)),

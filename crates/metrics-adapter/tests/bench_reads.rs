@@ -22,6 +22,7 @@ fn the_read_benchmark_runs_and_every_read_succeeds() {
             connections: 4,
             duration: Duration::from_millis(300),
             rate: 500.0,
+            rounds: 2,
         },
     )
     .expect("the read figure runs");
