@@ -134,6 +134,18 @@ pub async fn fetch(t: &Target, path: &str) -> anyhow::Result<(u16, String)> {
     Ok((code, String::from_utf8_lossy(&body).into_owned()))
 }
 
+/// A connection, or the failure counted in `out`.
+async fn open(t: &Target, out: &mut Outcome) -> Option<Sender> {
+    match connect(t).await {
+        Ok(s) => Some(s),
+        Err(e) => {
+            out.errors += 1;
+            out.first_error = Some(format!("{e:#}"));
+            None
+        }
+    }
+}
+
 /// One read on `sender`, counted in `out`; after a failure the connection is replaced.
 /// False when no new connection could be made (the caller stops).
 async fn step(sender: &mut Sender, t: &Target, path: &str, out: &mut Outcome) -> bool {
@@ -169,13 +181,8 @@ pub async fn closed_loop(t: &Target, connections: usize, duration: Duration) -> 
             let t = t.clone();
             tokio::spawn(async move {
                 let mut out = Outcome::default();
-                let mut sender = match connect(&t).await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        out.errors += 1;
-                        out.first_error = Some(format!("{e:#}"));
-                        return out;
-                    }
+                let Some(mut sender) = open(&t, &mut out).await else {
+                    return out;
                 };
                 let mut i = c;
                 while Instant::now() < deadline {
@@ -204,13 +211,8 @@ pub async fn open_loop(t: &Target, connections: usize, rate: f64, duration: Dura
             let t = t.clone();
             tokio::spawn(async move {
                 let mut out = Outcome::default();
-                let mut sender = match connect(&t).await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        out.errors += 1;
-                        out.first_error = Some(format!("{e:#}"));
-                        return out;
-                    }
+                let Some(mut sender) = open(&t, &mut out).await else {
+                    return out;
                 };
                 let offset = per_conn.mul_f64(c as f64 / connections as f64);
                 let mut k: u64 = 0;
