@@ -180,6 +180,11 @@ pub async fn serve_with(
             },
             _ = &mut shutdown => return Ok(()),
         };
+        // Small responses go out at once: with HTTP/2 an answer is several frames, and
+        // Nagle's algorithm would hold the last until the client's delayed ACK.
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+        }
         let acceptor = acceptor.clone();
         let (app, reads) = (app.clone(), reads.clone());
         tokio::spawn(async move {
