@@ -384,6 +384,7 @@ fn aggregator_target(port: u16, paths: Vec<String>) -> anyhow::Result<Target> {
             ("X-Remote-Group".into(), "system:serviceaccounts".into()),
             ("X-Remote-Group".into(), "system:authenticated".into()),
         ]),
+        http2_connections: None,
     })
 }
 

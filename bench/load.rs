@@ -1,4 +1,5 @@
-//! The load client every read figure uses: HTTP/1.1 keep-alive connections over rustls,
+//! The load client every read figure uses: HTTP/1.1 keep-alive connections, or HTTP/2
+//! streams over a few shared connections (as the aggregator multiplexes), over rustls;
 //! closed loop (as fast as the server answers) or open loop (a fixed request rate), with
 //! every request's latency kept for exact percentiles.
 
@@ -9,8 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty};
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -28,6 +29,9 @@ pub struct Target {
     pub paths: Arc<Vec<String>>,
     /// Extra request headers (the front proxy's X-Remote-User and X-Remote-Group).
     pub headers: Arc<Vec<(String, String)>>,
+    /// HTTP/2 over this many connections, every task a stream on one of them (the TLS
+    /// configuration must offer `h2` by ALPN); `None` for HTTP/1.1, a connection per task.
+    pub http2_connections: Option<usize>,
 }
 
 /// What one run measured.
@@ -79,7 +83,12 @@ pub fn quantile(sorted: &[u64], q: f64) -> u64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-type Sender = http1::SendRequest<Empty<Bytes>>;
+/// One connection (HTTP/1.1), or a handle on a shared one (HTTP/2).
+#[derive(Clone)]
+enum Sender {
+    H1(Arc<tokio::sync::Mutex<http1::SendRequest<Empty<Bytes>>>>),
+    H2(http2::SendRequest<Empty<Bytes>>),
+}
 
 async fn connect(t: &Target) -> anyhow::Result<Sender> {
     let tcp = TcpStream::connect(t.addr)
@@ -90,52 +99,87 @@ async fn connect(t: &Target) -> anyhow::Result<Sender> {
         .connect(t.server_name.clone(), tcp)
         .await
         .context("TLS handshake")?;
+    if t.http2_connections.is_some() {
+        let (sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .context("HTTP/2 handshake")?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        return Ok(Sender::H2(sender));
+    }
     let (sender, conn) = http1::handshake(TokioIo::new(tls))
         .await
         .context("HTTP/1.1 handshake")?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    Ok(sender)
+    Ok(Sender::H1(Arc::new(tokio::sync::Mutex::new(sender))))
 }
 
-/// One GET; Ok(true) for a 200 whose body was read whole.
-async fn get(sender: &mut Sender, t: &Target, path: &str) -> anyhow::Result<bool> {
-    sender.ready().await.context("connection closed")?;
-    let mut req = hyper::Request::get(path).header(hyper::header::HOST, "eventscale");
+/// One GET; (status, body).
+async fn request(sender: &mut Sender, t: &Target, path: &str) -> anyhow::Result<(u16, Bytes)> {
+    let mut req = hyper::Request::get(path);
+    if let Sender::H1(_) = sender {
+        req = req.header(hyper::header::HOST, "eventscale");
+    } else {
+        req = req.uri(format!("https://eventscale{path}"));
+    }
     for (k, v) in t.headers.iter() {
         req = req.header(k.as_str(), v.as_str());
     }
-    let resp = sender
-        .send_request(req.body(Empty::new()).context("request")?)
-        .await
-        .context("request failed")?;
-    let ok = resp.status() == hyper::StatusCode::OK;
+    let req = req.body(Empty::new()).context("request")?;
+    let resp = match sender {
+        Sender::H1(s) => {
+            // Each task owns its HTTP/1.1 connection: the lock is never contended.
+            let mut s = s.lock().await;
+            s.ready().await.context("connection closed")?;
+            s.send_request(req).await
+        }
+        Sender::H2(s) => {
+            s.ready().await.context("connection closed")?;
+            s.send_request(req).await
+        }
+    }
+    .context("request failed")?;
+    let code = resp.status().as_u16();
     let body = resp
         .into_body()
         .collect()
         .await
         .context("reading the body")?;
-    anyhow::ensure!(!body.to_bytes().is_empty(), "empty body");
-    Ok(ok)
+    Ok((code, body.to_bytes()))
+}
+
+/// One GET; Ok(true) for a 200 whose body was read whole.
+async fn get(sender: &mut Sender, t: &Target, path: &str) -> anyhow::Result<bool> {
+    let (code, body) = request(sender, t, path).await?;
+    anyhow::ensure!(!body.is_empty(), "empty body");
+    Ok(code == 200)
 }
 
 /// Read one answer of `path` (for checks before a run).
 pub async fn fetch(t: &Target, path: &str) -> anyhow::Result<(u16, String)> {
     let mut s = connect(t).await?;
-    s.ready().await?;
-    let mut req = hyper::Request::get(path).header(hyper::header::HOST, "eventscale");
-    for (k, v) in t.headers.iter() {
-        req = req.header(k.as_str(), v.as_str());
-    }
-    let resp = s.send_request(req.body(Empty::new())?).await?;
-    let code = resp.status().as_u16();
-    let body = resp.into_body().collect().await?.to_bytes();
+    let (code, body) = request(&mut s, t, path).await?;
     Ok((code, String::from_utf8_lossy(&body).into_owned()))
 }
 
-/// A connection, or the failure counted in `out`.
-async fn open(t: &Target, out: &mut Outcome) -> Option<Sender> {
+/// The shared connections of an HTTP/2 run (none for HTTP/1.1).
+async fn pool(t: &Target) -> anyhow::Result<Vec<Sender>> {
+    let mut senders = Vec::new();
+    for _ in 0..t.http2_connections.unwrap_or(0) {
+        senders.push(connect(t).await?);
+    }
+    Ok(senders)
+}
+
+/// Task `c`'s connection: its own (HTTP/1.1) or one of the shared ones (HTTP/2); or the
+/// failure counted in `out`.
+async fn open(t: &Target, c: usize, shared: &[Sender], out: &mut Outcome) -> Option<Sender> {
+    if !shared.is_empty() {
+        return Some(shared[c % shared.len()].clone());
+    }
     match connect(t).await {
         Ok(s) => Some(s),
         Err(e) => {
@@ -174,14 +218,18 @@ async fn step(sender: &mut Sender, t: &Target, path: &str, out: &mut Outcome) ->
 
 /// `connections` connections reading as fast as answers come, for `duration`.
 pub async fn closed_loop(t: &Target, connections: usize, duration: Duration) -> Outcome {
+    let shared = match pool(t).await {
+        Ok(p) => Arc::new(p),
+        Err(e) => return failed(e),
+    };
     let deadline = Instant::now() + duration;
     let started = Instant::now();
     let tasks: Vec<_> = (0..connections)
         .map(|c| {
-            let t = t.clone();
+            let (t, shared) = (t.clone(), shared.clone());
             tokio::spawn(async move {
                 let mut out = Outcome::default();
-                let Some(mut sender) = open(&t, &mut out).await else {
+                let Some(mut sender) = open(&t, c, &shared, &mut out).await else {
                     return out;
                 };
                 let mut i = c;
@@ -203,15 +251,19 @@ pub async fn closed_loop(t: &Target, connections: usize, duration: Duration) -> 
 /// Latency is measured from the moment each request is sent; requests the schedule had
 /// to send late (more than 2 ms) are counted in [`Outcome::late`].
 pub async fn open_loop(t: &Target, connections: usize, rate: f64, duration: Duration) -> Outcome {
+    let shared = match pool(t).await {
+        Ok(p) => Arc::new(p),
+        Err(e) => return failed(e),
+    };
     let started = Instant::now() + Duration::from_millis(50);
     let per_conn = Duration::from_secs_f64(connections as f64 / rate);
     let total = (rate * duration.as_secs_f64()) as u64;
     let tasks: Vec<_> = (0..connections)
         .map(|c| {
-            let t = t.clone();
+            let (t, shared) = (t.clone(), shared.clone());
             tokio::spawn(async move {
                 let mut out = Outcome::default();
-                let Some(mut sender) = open(&t, &mut out).await else {
+                let Some(mut sender) = open(&t, c, &shared, &mut out).await else {
                     return out;
                 };
                 let offset = per_conn.mul_f64(c as f64 / connections as f64);
@@ -239,6 +291,14 @@ pub async fn open_loop(t: &Target, connections: usize, rate: f64, duration: Dura
     let mut out = collect(tasks, Instant::now()).await;
     out.elapsed = started.elapsed();
     out
+}
+
+fn failed(e: anyhow::Error) -> Outcome {
+    Outcome {
+        errors: 1,
+        first_error: Some(format!("{e:#}")),
+        ..Outcome::default()
+    }
 }
 
 async fn collect(tasks: Vec<tokio::task::JoinHandle<Outcome>>, started: Instant) -> Outcome {

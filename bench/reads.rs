@@ -118,6 +118,7 @@ fn front_proxy() -> anyhow::Result<(String, CertificateDer<'static>, PrivateKeyD
 fn client_config(
     ca_pem: &str,
     client: Option<(CertificateDer<'static>, PrivateKeyDer<'static>)>,
+    http2: bool,
 ) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
@@ -131,7 +132,11 @@ fn client_config(
         Some((cert, key)) => b.with_client_auth_cert(vec![cert], key)?,
         None => b.with_no_client_auth(),
     };
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    cfg.alpn_protocols = vec![if http2 {
+        b"h2".to_vec()
+    } else {
+        b"http/1.1".to_vec()
+    }];
     Ok(Arc::new(cfg))
 }
 
@@ -142,6 +147,8 @@ async fn bare(listener: TcpListener, tls: Arc<rustls::ServerConfig>, body: Bytes
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
+        // As eventscale's server sets it.
+        let _ = stream.set_nodelay(true);
         let (acceptor, body) = (acceptor.clone(), body.clone());
         tokio::spawn(async move {
             let Ok(tls) = acceptor.accept(stream).await else {
@@ -305,13 +312,13 @@ pub fn run(report: &mut Report, s: &Settings) -> anyhow::Result<()> {
             })
             .collect(),
     );
-    let with_cert = client_config(
-        &servers.ca_pem,
+    let cert = || {
         Some((
             servers.front_proxy.0.clone(),
             servers.front_proxy.1.clone_key(),
-        )),
-    )?;
+        ))
+    };
+    let with_cert = client_config(&servers.ca_pem, cert(), false)?;
     let authenticated = Target {
         addr: servers.eventscale,
         tls: with_cert.clone(),
@@ -326,9 +333,10 @@ pub fn run(report: &mut Report, s: &Settings) -> anyhow::Result<()> {
             ),
             ("X-Remote-Group".into(), "system:authenticated".into()),
         ]),
+        http2_connections: None,
     };
     let anonymous = Target {
-        tls: client_config(&servers.ca_pem, None)?,
+        tls: client_config(&servers.ca_pem, None, false)?,
         headers: Arc::new(Vec::new()),
         ..authenticated.clone()
     };
@@ -350,6 +358,16 @@ pub fn run(report: &mut Report, s: &Settings) -> anyhow::Result<()> {
     let bare_target = Target {
         addr: bare_addr,
         ..authenticated.clone()
+    };
+    // HTTP/2 as the aggregator speaks it: every task a stream, over two connections.
+    let authenticated_h2 = Target {
+        tls: client_config(&servers.ca_pem, cert(), true)?,
+        http2_connections: Some(2),
+        ..authenticated.clone()
+    };
+    let bare_h2 = Target {
+        addr: bare_addr,
+        ..authenticated_h2.clone()
     };
     if let Some(secs) = std::env::var("EVENTSCALE_BENCH_PROFILE")
         .ok()
@@ -378,6 +396,11 @@ pub fn run(report: &mut Report, s: &Settings) -> anyhow::Result<()> {
             &authenticated,
         ),
         ("eventscale, anonymous (no client cert)", &anonymous),
+        ("bare hyper+rustls (constant body), HTTP/2", &bare_h2),
+        (
+            "eventscale, front-proxy cert + SAR cache hit, HTTP/2",
+            &authenticated_h2,
+        ),
     ];
     // Rounds, each running every server in a rotated order, so drift in the machine's
     // speed (the other core's load, frequency) falls on all alike; each server's row is
@@ -432,8 +455,16 @@ pub fn run(report: &mut Report, s: &Settings) -> anyhow::Result<()> {
             );
         }
     }
-    let base = throughput[0].max(1e-9);
-    for (i, (label, _)) in targets.iter().enumerate().skip(1) {
+    // Each eventscale path against the bare server over the same protocol.
+    for (i, (label, _)) in targets.iter().enumerate() {
+        if !label.starts_with("eventscale") {
+            continue;
+        }
+        let h2 = label.ends_with("HTTP/2");
+        let base = targets
+            .iter()
+            .position(|(l, _)| l.starts_with("bare") && l.ends_with("HTTP/2") == h2)
+            .map_or(1e-9, |b| throughput[b].max(1e-9));
         report.ratio(
             "reads",
             &format!("{label} / bare throughput"),

@@ -26,6 +26,10 @@ fn the_read_benchmark_runs_and_every_read_succeeds() {
         },
     )
     .expect("the read figure runs");
-    assert_eq!(report.len(), 6, "three servers, two runs each");
+    assert_eq!(
+        report.len(),
+        10,
+        "five servers and protocols, two runs each"
+    );
     assert_eq!(report.errors(), 0.0, "{}", report.markdown("test"));
 }
