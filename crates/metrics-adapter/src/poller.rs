@@ -217,6 +217,10 @@ const MAX_SLEEP_MS: i64 = 250;
 /// hundred at a time still finish a round of 5,000 well within the second that keeps
 /// identical queries coalesced.
 const MAX_CONCURRENT_POLLS: usize = 256;
+/// The longest a poll waits for its turn. Polls stuck on a dead source hold their turn
+/// until their timeout; past this wait the others go ahead anyway, so one broken source
+/// shared by hundreds of ScaledObjects never holds up the rest.
+const MAX_POLL_WAIT: Duration = Duration::from_secs(1);
 
 /// Drop the failure counts and the kafka persistent-lag memory of ScaledObjects that are
 /// gone.
@@ -324,8 +328,10 @@ pub async fn run(
                 async move {
                     // Released however the round ends, a panic included.
                     let _busy = Busy(busy, key2);
-                    // Never closed; if it were, the poll would run without a permit.
-                    let _permit = permits.acquire_owned().await.ok();
+                    let _permit = tokio::time::timeout(MAX_POLL_WAIT, permits.acquire_owned())
+                        .await
+                        .ok()
+                        .and_then(Result::ok);
                     let round = async {
                         match &activation {
                             Some(a) => poll_and_act(&client, &so, &store, &ns, &shared, a).await,
