@@ -28,7 +28,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use scaler_core::ScaledObject;
 use serde_json::{json, Value};
 
-use crate::cluster_support::{cluster, kubectl, repo_root};
+use crate::cluster_support::{cluster, kubectl, pid_of, stop, try_cluster_up};
 use crate::load::{self, Target};
 use crate::report::{Report, Row};
 
@@ -50,24 +50,6 @@ fn prometheus_url() -> String {
     env.get("EVENTSCALE_PROMETHEUS_URL")
         .cloned()
         .unwrap_or_else(|| "http://127.0.0.1:19090".into())
-}
-
-/// Requests Prometheus has answered on `/api/v1/query`, from its own `/metrics`.
-fn prometheus_queries(url: &str) -> anyhow::Result<f64> {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "5", &format!("{url}/metrics")])
-        .output()
-        .context("curl")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let n = text
-        .lines()
-        .filter(|l| {
-            l.starts_with("prometheus_http_requests_total{")
-                && l.contains("handler=\"/api/v1/query\"")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
-    Ok(n)
 }
 
 /// The value of label `key` in a Prometheus text-format series line.
@@ -208,34 +190,14 @@ fn prometheus_trigger(url: &str, query: &str, cached: bool) -> Value {
 
 /// The cluster's own eventscale: stopped for the figures that run their own.
 fn stop_cluster_eventscale() {
-    let pid_file = cluster().state_dir.join("pids/eventscale.pid");
-    let Some(pid) = std::fs::read_to_string(pid_file)
-        .ok()
-        .and_then(|p| p.trim().parse::<u32>().ok())
-    else {
-        return;
-    };
-    let _ = Command::new("kill").arg(pid.to_string()).status();
-    for _ in 0..100 {
-        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    if let Some(pid) = pid_of("eventscale") {
+        stop(pid, "-TERM");
     }
-    let _ = Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status();
 }
 
 /// `e2e/cluster.sh up`: restarts the cluster's eventscale (idempotent otherwise).
 fn cluster_up() -> anyhow::Result<()> {
-    let status = Command::new("bash")
-        .arg(repo_root().join("e2e/cluster.sh"))
-        .arg("up")
-        .env("EVENTSCALE_BIN", env!("CARGO_BIN_EXE_eventscale"))
-        .status()?;
-    anyhow::ensure!(status.success(), "e2e/cluster.sh up failed");
-    Ok(())
+    try_cluster_up().map_err(anyhow::Error::msg)
 }
 
 /// A metrics-only eventscale run by the bench, killed when dropped.
@@ -638,9 +600,9 @@ pub async fn writes(report: &mut Report, window: Duration) -> anyhow::Result<()>
 async fn queries_per_interval(url: &str, interval: i64, intervals: i64) -> anyhow::Result<f64> {
     let start = ((now_s() as i64) / interval + 1) * interval;
     sleep_until_wall(start as f64 + interval as f64 / 2.0).await;
-    let before = prometheus_queries(url)?;
+    let before = crate::sources::prometheus_query_requests(url);
     sleep_until_wall((start + intervals * interval) as f64 + interval as f64 / 2.0).await;
-    let after = prometheus_queries(url)?;
+    let after = crate::sources::prometheus_query_requests(url);
     Ok((after - before) / intervals as f64)
 }
 

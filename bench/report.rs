@@ -132,8 +132,8 @@ impl Report {
             .iter()
             .flat_map(|r| &r.values)
             .filter(|(k, _)| *k == "errors")
-            .map(|(_, v)| v)
-            .sum()
+            // From 0.0: an empty f64 sum is -0.0, printed "-0".
+            .fold(0.0, |sum, (_, v)| sum + v)
     }
 
     /// How many rows were measured.

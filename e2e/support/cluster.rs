@@ -270,3 +270,50 @@ pub async fn wait_for_replicas_at_least(namespace: &str, name: &str, replicas: i
     )
     .await;
 }
+
+/// The PID recorded by `e2e/cluster.sh` for `component`.
+pub fn pid_of(component: &str) -> Option<u32> {
+    let file = cluster()
+        .state_dir
+        .join("pids")
+        .join(format!("{component}.pid"));
+    std::fs::read_to_string(file).ok()?.trim().parse().ok()
+}
+
+/// Send `signal` to `pid` and wait until it is gone (10 s at most).
+pub fn stop(pid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status();
+    for _ in 0..100 {
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
+}
+
+/// `e2e/cluster.sh up` again: restarts whatever a test stopped (idempotent).
+pub fn cluster_up() {
+    if let Err(e) = try_cluster_up() {
+        panic!("{e}");
+    }
+}
+
+/// [`cluster_up`], failing with a message rather than a panic.
+pub fn try_cluster_up() -> Result<(), String> {
+    let status = Command::new("bash")
+        .arg(repo_root().join("e2e/cluster.sh"))
+        .arg("up")
+        .env("EVENTSCALE_BIN", env!("CARGO_BIN_EXE_eventscale"))
+        .status()
+        .map_err(|e| format!("running e2e/cluster.sh up: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err("e2e/cluster.sh up failed".into())
+    }
+}

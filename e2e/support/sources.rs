@@ -1,6 +1,7 @@
 //! Shared by the test binaries that use the real event sources: start them with
 //! `e2e/sources.sh up <source>...` (idempotent) and read the variables `sources.sh env`
 //! prints. Included with `#[path]` so each test crate compiles its own copy.
+#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -29,4 +30,21 @@ pub fn sources_env(sources: &[&str]) -> BTreeMap<String, String> {
         .filter_map(|l| l.strip_prefix("export ")?.split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
+}
+
+/// Requests the Prometheus server at `base` has answered on `/api/v1/query`, from its own
+/// `/metrics` (0 when it cannot be read).
+pub fn prometheus_query_requests(base: &str) -> f64 {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "5", &format!("{base}/metrics")])
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| {
+            l.starts_with("prometheus_http_requests_total{")
+                && l.contains("handler=\"/api/v1/query\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }

@@ -6,25 +6,11 @@ use std::time::Duration;
 
 use crate::cron::{hpa_api, raw_metric};
 use crate::prometheus::{prometheus_url, PROMETHEUS};
+use crate::sources::prometheus_query_requests;
 use crate::{apply, client, cluster, eventually, Namespace};
 
 const N: usize = 5;
 const INTERVAL: u64 = 2;
-
-async fn prometheus_query_requests(base: &str) -> f64 {
-    let out = std::process::Command::new("curl")
-        .args(["-sS", "--max-time", "5", &format!("{base}/metrics")])
-        .output()
-        .expect("curl");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| {
-            l.starts_with("prometheus_http_requests_total{")
-                && l.contains("handler=\"/api/v1/query\"")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
 
 fn eventscale_counter(series: &str) -> f64 {
     let out = std::process::Command::new("curl")
@@ -95,10 +81,10 @@ spec:
     }
 
     let hits_before = eventscale_counter("eventscale_metric_cache_total{result=\"Hit\"}");
-    let before = prometheus_query_requests(&url).await;
+    let before = prometheus_query_requests(&url);
     let window = Duration::from_secs(5 * INTERVAL);
     tokio::time::sleep(window).await;
-    let after = prometheus_query_requests(&url).await;
+    let after = prometheus_query_requests(&url);
     let hits_after = eventscale_counter("eventscale_metric_cache_total{result=\"Hit\"}");
     let requests = after - before;
     let intervals = (window.as_secs() / INTERVAL) as f64;

@@ -9,7 +9,8 @@ use crate::status::ApiError;
 /// Longest path plus query accepted, in bytes; longer is a 400 before any other work.
 pub const MAX_URI_BYTES: usize = 8 * 1024;
 
-const METRICS_PREFIX: &str = "/apis/external.metrics.k8s.io/v1beta1/namespaces/";
+/// Paths of metric values start with this; `{namespace}/{metric}` follows.
+pub const METRICS_PREFIX: &str = "/apis/external.metrics.k8s.io/v1beta1/namespaces/";
 
 /// A well-formed metric read.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,7 +13,7 @@ use tracing::Instrument;
 
 use crate::auth::{self, Auth};
 use crate::provider::{ExternalMetricValue, MetricsProvider};
-use crate::request::MetricRequest;
+use crate::request::{MetricRequest, METRICS_PREFIX};
 use crate::status::ApiError;
 use crate::telemetry::Telemetry;
 
@@ -194,8 +194,6 @@ pub struct MetricReads {
     telemetry: Arc<Telemetry>,
 }
 
-const METRICS_PREFIX: &str = "/apis/external.metrics.k8s.io/v1beta1/namespaces/";
-
 impl MetricReads {
     /// Reads answered from `provider`, checked by `auth`, counted in `telemetry`.
     pub fn new(provider: SharedProvider, auth: Arc<Auth>, telemetry: Arc<Telemetry>) -> Self {
@@ -231,14 +229,7 @@ impl MetricReads {
         }
         .await;
         let resp = match result {
-            Ok(body) => {
-                let mut resp = axum::response::Response::new(axum::body::Body::from(body));
-                resp.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    header::HeaderValue::from_static("application/json"),
-                );
-                resp
-            }
+            Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
             Err(e) => e.into_response(),
         };
         self.telemetry.observe(

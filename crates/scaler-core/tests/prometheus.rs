@@ -177,22 +177,6 @@ async fn basic_auth_and_unreachable_servers() {
 
 /// Prometheus's own count of `/api/v1/query` requests, read from its `/metrics` (which is
 /// not itself a query).
-async fn query_requests(base: &str) -> f64 {
-    let text = reqwest::get(format!("{base}/metrics"))
-        .await
-        .expect("prometheus /metrics")
-        .text()
-        .await
-        .expect("text");
-    text.lines()
-        .filter(|l| {
-            l.starts_with("prometheus_http_requests_total{")
-                && l.contains("handler=\"/api/v1/query\"")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// Fifty ScaledObjects asking the same question at the same moment cost Prometheus one
 /// request; fifty different questions cost fifty.
 #[tokio::test]
@@ -200,9 +184,9 @@ async fn identical_concurrent_queries_are_coalesced() {
     let _one_at_a_time = SERIAL.lock().await;
     let base = servers().plain.clone();
     let same: Vec<PrometheusScaler> = (0..50).map(|_| plain("vector(11)", &[])).collect();
-    let before = query_requests(&base).await;
+    let before = sources::prometheus_query_requests(&base);
     let results = futures::future::join_all(same.iter().map(|s| s.sample())).await;
-    let after = query_requests(&base).await;
+    let after = sources::prometheus_query_requests(&base);
     assert!(
         results
             .iter()
@@ -215,9 +199,9 @@ async fn identical_concurrent_queries_are_coalesced() {
     // share its answer.
     let queries: Vec<String> = (0..50).map(|i| format!("vector({})", 100 + i)).collect();
     let different: Vec<PrometheusScaler> = queries.iter().map(|q| plain(q, &[])).collect();
-    let before = query_requests(&base).await;
+    let before = sources::prometheus_query_requests(&base);
     let results = futures::future::join_all(different.iter().map(|s| s.sample())).await;
-    let after = query_requests(&base).await;
+    let after = sources::prometheus_query_requests(&base);
     assert!(results.iter().all(Result::is_ok));
     let distinct = after - before;
     println!(

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::cache::TtlCache;
 use super::{percent_decode, Reviews, User};
+use crate::request::METRICS_PREFIX;
 use crate::routes::GROUP;
 use crate::status::ApiError;
 use crate::telemetry::Telemetry;
@@ -49,9 +50,6 @@ impl Attributes {
         }
     }
 }
-
-/// Paths of metric values start with this; `{namespace}/{metric}` follows.
-const METRICS_PREFIX: &str = "/apis/external.metrics.k8s.io/v1beta1/namespaces/";
 
 /// A review's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
