@@ -234,3 +234,90 @@ spec:
     assert_eq!(list["items"][0]["value"], "15", "{list}");
     wait_for_replicas(&ns.0, "web", 3).await;
 }
+
+/// The scale target's environment as KEDA resolves it: the server address is built by
+/// `$(VAR)` from an `envFrom` ConfigMap (after an optional one that does not exist) in the
+/// container `envSourceContainerName` names, not the first; the password comes through a
+/// TriggerAuthentication `env` entry from a `valueFrom` Secret; and a parameter whose
+/// Secret does not exist is left empty, as KEDA leaves it, so basic auth still works.
+#[tokio::test]
+async fn target_environment_and_a_missing_optional_secret_as_keda() {
+    let _shared = PROMETHEUS.lock().await;
+    let url = source_env("EVENTSCALE_PROMETHEUS_AUTH_URL");
+    let (host, port) = url
+        .trim_start_matches("http://")
+        .split_once(':')
+        .expect("host:port");
+    let user = source_env("EVENTSCALE_PROMETHEUS_USER");
+    let password = source_env("EVENTSCALE_PROMETHEUS_PASSWORD");
+    let ns = Namespace::create("e2e-target-env");
+    apply(
+        &ns.0,
+        &format!(
+            r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: prom-parts}}
+data: {{HOST: "{host}", PORT: "{port}"}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: prom-creds}}
+stringData: {{user: {user}, password: {password}}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      containers:
+      - name: sidecar
+        image: registry.invalid/sidecar:1
+        env: [{{name: PROM_URL, value: "http://127.0.0.1:1"}}]
+      - name: main
+        image: registry.invalid/web:1
+        envFrom:
+        - configMapRef: {{name: not-there, optional: true}}
+        - configMapRef: {{name: prom-parts}}
+        env:
+        - {{name: PROM_URL, value: "http://$(HOST):$(PORT)"}}
+        - name: PROM_PW
+          valueFrom: {{secretKeyRef: {{name: prom-creds, key: password}}}}
+---
+apiVersion: keda.sh/v1alpha1
+kind: TriggerAuthentication
+metadata: {{name: prom-auth}}
+spec:
+  env:
+  - {{parameter: password, name: PROM_PW, containerName: main}}
+  secretTargetRef:
+  - {{parameter: username, name: prom-creds, key: user}}
+  - {{parameter: bearerToken, name: no-such-secret, key: token}}
+---
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata: {{name: web}}
+spec:
+  scaleTargetRef: {{name: web, envSourceContainerName: main}}
+  minReplicaCount: 1
+  triggers:
+  - type: prometheus
+    metadata:
+      serverAddressFromEnv: PROM_URL
+      query: vector(21)
+      threshold: "7"
+      authModes: basic
+    authenticationRef: {{name: prom-auth}}
+"#
+        ),
+    );
+    let client = client().await;
+    wait_for_hpa(&hpa_api(client, &ns.0)).await;
+    let list = raw_metric(&ns.0, "s0-prometheus", "web");
+    assert_eq!(list["items"][0]["value"], "21", "{list}");
+    wait_for_replicas(&ns.0, "web", 3).await;
+}

@@ -159,7 +159,11 @@ pub(crate) async fn report(
     observed: &Observed<'_>,
 ) -> Result<bool, crate::Error> {
     let current = so.status.clone().unwrap_or_default();
-    let next = next_status(&current, observed);
+    let mut next = next_status(&current, observed);
+    let (triggers, auths) =
+        scaler_core::scaled_object::triggers_and_authentications_types(&so.spec.triggers);
+    next.triggers_types = Some(triggers);
+    next.authentications_types = Some(auths);
     write_if_changed(client, so, &current, &next).await
 }
 

@@ -259,14 +259,15 @@ pub async fn evaluate(inputs: &Inputs, so: &ScaledObject, operator_ns: &str) -> 
         let scaler = match build_scaler(TriggerContext {
             index,
             trigger: &trigger,
-            auth: &auth,
+            auth: &auth.params,
             namespace: &ns,
             name: so.metadata.name.as_deref().unwrap_or(""),
             client: None,
+            as_metric_source: so.spec.uses_modifiers(),
         }) {
             Ok(s) => s,
             Err(e) => {
-                result.error = Some(field(e));
+                result.error = Some(field(auth.explain(e)));
                 triggers.push(result);
                 continue;
             }
@@ -428,7 +429,8 @@ spec:
         .expect("so");
         let p = trigger_params(&so, 0, "eventscale", &inputs)
             .await
-            .expect("resolved");
+            .expect("resolved")
+            .params;
         assert_eq!(p.get("username").map(String::as_str), Some("alice"));
         assert_eq!(p.get("password").map(String::as_str), Some("from-secret"));
         assert!(inputs

@@ -12,9 +12,10 @@ use kube::{Api, Client};
 
 use crate::scaled_object::{ScaleTarget, ScaledObject};
 use crate::scalers::{
-    build_scaler, reads_env, with_env, AuthParams, Scaler, ScalerError, TriggerContext,
-    TriggerError,
+    build_scaler, reads_env, with_env, Scaler, ScalerError, TriggerContext, TriggerError,
 };
+use tracing::warn;
+
 use crate::trigger_auth::{
     secret_data, trigger_params, AuthError, ClusterTriggerAuthentication, Sources,
     TriggerAuthentication, TriggerAuthenticationSpec,
@@ -40,11 +41,14 @@ async fn timed<T>(
     }
 }
 
-/// [`Sources`] read from the cluster for one ScaledObject.
+/// [`Sources`] read from the cluster for one ScaledObject. The scale target's
+/// environment is read once per container and kept for the object's life (one build of
+/// the ScaledObject's scalers).
 pub struct KubeSources {
     client: Client,
     namespace: String,
     target: ScaleTarget,
+    envs: std::sync::Mutex<BTreeMap<Option<String>, BTreeMap<String, String>>>,
 }
 
 impl KubeSources {
@@ -54,7 +58,81 @@ impl KubeSources {
             client,
             namespace: namespace.to_string(),
             target: target.clone(),
+            envs: Default::default(),
         }
+    }
+
+    /// KEDA's `resolveEnv`: `envFrom` first (a missing Secret or ConfigMap is an error
+    /// unless `optional`), then `env` in order: `value` with `$(VAR)` expanded, or
+    /// `valueFrom` a Secret or ConfigMap key (a missing object is an error unless
+    /// `optional`; a missing key is ""); `fieldRef` and `resourceFieldRef` are skipped.
+    async fn resolve_env(&self, c: &Container) -> Result<BTreeMap<String, String>, AuthError> {
+        let ns = &self.namespace;
+        let missing = |what: String| AuthError::Reference {
+            kind: format!("the scale target's container {:?}", c.name),
+            name: self.target.name.clone(),
+            what,
+        };
+        let mut env = BTreeMap::new();
+        for from in c.env_from.iter().flatten() {
+            let prefix = from.prefix.as_deref().unwrap_or_default();
+            let (data, optional, what) = if let Some(r) = &from.secret_ref {
+                let d = self.secret(ns, &r.name).await?;
+                (
+                    d,
+                    r.optional,
+                    format!("envFrom Secret {ns}/{} not found", r.name),
+                )
+            } else if let Some(r) = &from.config_map_ref {
+                let d = self.config_map(ns, &r.name).await?;
+                (
+                    d,
+                    r.optional,
+                    format!("envFrom ConfigMap {ns}/{} not found", r.name),
+                )
+            } else {
+                continue;
+            };
+            match data {
+                Some(d) => env.extend(d.into_iter().map(|(k, v)| (format!("{prefix}{k}"), v))),
+                None if optional == Some(true) => {}
+                None => return Err(missing(what)),
+            }
+        }
+        for e in c.env.iter().flatten() {
+            let value = match (&e.value, &e.value_from) {
+                (Some(v), _) if !v.is_empty() => crate::trigger_auth::expand_env_refs(v, &env),
+                (_, Some(from)) => {
+                    let (data, key, optional, what) = if let Some(r) = &from.secret_key_ref {
+                        let d = self.secret(ns, &r.name).await?;
+                        (
+                            d,
+                            &r.key,
+                            r.optional,
+                            format!("Secret {ns}/{} (env {}) not found", r.name, e.name),
+                        )
+                    } else if let Some(r) = &from.config_map_key_ref {
+                        let d = self.config_map(ns, &r.name).await?;
+                        (
+                            d,
+                            &r.key,
+                            r.optional,
+                            format!("ConfigMap {ns}/{} (env {}) not found", r.name, e.name),
+                        )
+                    } else {
+                        continue;
+                    };
+                    match data {
+                        Some(d) => d.get(key).cloned().unwrap_or_default(),
+                        None if optional == Some(true) => continue,
+                        None => return Err(missing(what)),
+                    }
+                }
+                _ => String::new(),
+            };
+            env.insert(e.name.clone(), value);
+        }
+        Ok(env)
     }
 }
 
@@ -109,76 +187,41 @@ impl Sources for KubeSources {
         &self,
         container: Option<&str>,
     ) -> Result<BTreeMap<String, String>, AuthError> {
+        let key = container.map(str::to_string);
+        if let Some(env) = self
+            .envs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(env.clone());
+        }
         let (api, what) = target_api(&self.client, &self.namespace, &self.target).await?;
         let obj = timed(what.clone(), api.get(&self.target.name)).await?;
         let containers: Vec<Container> =
             serde_json::from_value(obj.data["spec"]["template"]["spec"]["containers"].clone())
                 .unwrap_or_default();
-        let wanted = container.or(self.target.env_source_container_name.as_deref());
-        let Some(c) = (match wanted {
+        let found = match container {
             Some(n) => containers.iter().find(|c| c.name == n),
             None => containers.first(),
-        }) else {
-            return Err(AuthError::Api {
-                what,
-                message: format!(
-                    "no container {}",
-                    wanted
-                        .map(|n| format!("{n:?}"))
-                        .unwrap_or_else(|| "at all".into())
-                ),
+        };
+        let Some(c) = found else {
+            return Err(AuthError::Reference {
+                kind: what,
+                name: self.target.name.clone(),
+                what: match container {
+                    Some(n) => format!("couldn't find container with name {n} on Target object"),
+                    None => "target object doesn't have containers".into(),
+                },
             });
         };
-        let mut env = BTreeMap::new();
-        for from in c.env_from.iter().flatten() {
-            let prefix = from.prefix.clone().unwrap_or_default();
-            let data = if let Some(s) = &from.secret_ref {
-                self.secret(&self.namespace, &s.name).await?
-            } else if let Some(m) = &from.config_map_ref {
-                self.config_map(&self.namespace, &m.name).await?
-            } else {
-                None
-            };
-            for (k, v) in data.unwrap_or_default() {
-                env.insert(format!("{prefix}{k}"), v);
-            }
-        }
-        for e in c.env.iter().flatten() {
-            let value = if let Some(v) = &e.value {
-                Some(v.clone())
-            } else if let Some(from) = &e.value_from {
-                if let Some(s) = &from.secret_key_ref {
-                    self.secret(&self.namespace, &s.name)
-                        .await?
-                        .and_then(|d| d.get(&s.key).cloned())
-                } else if let Some(m) = &from.config_map_key_ref {
-                    self.config_map(&self.namespace, &m.name)
-                        .await?
-                        .and_then(|d| d.get(&m.key).cloned())
-                } else {
-                    None
-                }
-            } else {
-                None
-            };
-            if let Some(v) = value {
-                env.insert(e.name.clone(), v);
-            }
-        }
+        let env = self.resolve_env(c).await?;
+        self.envs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, env.clone());
         Ok(env)
     }
-}
-
-/// The authentication parameters of trigger `index` of `so`, read from the cluster.
-pub async fn trigger_auth_params(
-    client: &Client,
-    so: &ScaledObject,
-    index: usize,
-    operator_namespace: &str,
-) -> Result<AuthParams, AuthError> {
-    let namespace = so.metadata.namespace.clone().unwrap_or_default();
-    let sources = KubeSources::new(client.clone(), &namespace, &so.spec.scale_target_ref);
-    trigger_params(so, index, operator_namespace, &sources).await
 }
 
 /// Build every trigger's scaler with its authentication resolved from the cluster; a
@@ -188,6 +231,15 @@ pub async fn build_scalers_resolved(
     so: &ScaledObject,
     operator_namespace: &str,
 ) -> Vec<Result<Box<dyn Scaler>, TriggerError>> {
+    let namespace = so.metadata.namespace.as_deref().unwrap_or("");
+    let name = so.metadata.name.as_deref().unwrap_or("");
+    // One set of sources for every trigger: the target's environment is read once.
+    let sources = KubeSources::new(client.clone(), namespace, &so.spec.scale_target_ref);
+    let env_container = so
+        .spec
+        .scale_target_ref
+        .env_source_container_name
+        .as_deref();
     let mut out = Vec::with_capacity(so.spec.triggers.len());
     for (index, trigger) in so.spec.triggers.iter().enumerate() {
         let error = |source| TriggerError {
@@ -195,10 +247,8 @@ pub async fn build_scalers_resolved(
             trigger_type: trigger.type_.clone(),
             source,
         };
-        let namespace = so.metadata.namespace.as_deref().unwrap_or("");
         let resolved = if reads_env(trigger) {
-            let sources = KubeSources::new(client.clone(), namespace, &so.spec.scale_target_ref);
-            match sources.container_env(None).await {
+            match sources.container_env(env_container).await {
                 Ok(env) => with_env(trigger, &env),
                 Err(e) => Err(ScalerError::Query(format!(
                     "reading the scale target's environment: {e}"
@@ -215,16 +265,22 @@ pub async fn build_scalers_resolved(
             }
         };
         let trigger = &trigger;
-        let built = match trigger_auth_params(client, so, index, operator_namespace).await {
-            Ok(auth) => build_scaler(TriggerContext {
-                index,
-                trigger,
-                auth: &auth,
-                namespace: so.metadata.namespace.as_deref().unwrap_or(""),
-                name: so.metadata.name.as_deref().unwrap_or(""),
-                client: Some(client),
-            })
-            .map_err(error),
+        let built = match trigger_params(so, index, operator_namespace, &sources).await {
+            Ok(auth) => {
+                for (param, why) in &auth.unresolved {
+                    warn!(scaledobject = %format!("{namespace}/{name}"), trigger = index, param = %param, "authentication parameter left empty: {why}");
+                }
+                build_scaler(TriggerContext {
+                    index,
+                    trigger,
+                    auth: &auth.params,
+                    namespace,
+                    name,
+                    client: Some(client),
+                    as_metric_source: so.spec.uses_modifiers(),
+                })
+                .map_err(|e| error(auth.explain(e)))
+            }
             Err(e) => Err(error(ScalerError::Authentication(e.to_string()))),
         };
         out.push(built);

@@ -32,8 +32,8 @@ pub const DEFAULT_MAX_REPLICA_COUNT: i32 = 100;
     printcolumn = r#"{"name":"Active","type":"string","jsonPath":".status.conditions[?(@.type==\"Active\")].status"}"#,
     printcolumn = r#"{"name":"Fallback","type":"string","jsonPath":".status.conditions[?(@.type==\"Fallback\")].status"}"#,
     printcolumn = r#"{"name":"Paused","type":"string","jsonPath":".status.conditions[?(@.type==\"Paused\")].status"}"#,
-    printcolumn = r#"{"name":"Triggers","type":"string","jsonPath":".spec.triggers[*].type"}"#,
-    printcolumn = r#"{"name":"Authentications","type":"string","jsonPath":".spec.triggers[*].authenticationRef.name"}"#,
+    printcolumn = r#"{"name":"Triggers","type":"string","jsonPath":".status.triggersTypes"}"#,
+    printcolumn = r#"{"name":"Authentications","type":"string","jsonPath":".status.authenticationsTypes"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -80,6 +80,7 @@ pub struct ScaledObjectSpec {
 #[serde(rename_all = "camelCase")]
 pub struct ScaleTarget {
     /// Name of the target in the ScaledObject's namespace.
+    #[schemars(length(min = 1))]
     pub name: String,
     /// apiVersion of the target (default `apps/v1`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -152,6 +153,7 @@ pub struct ScalingModifiers {
     pub activation_target: Option<String>,
     /// AverageValue (default) or Value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["AverageValue", "Value"]))]
     pub metric_type: Option<String>,
 }
 
@@ -161,6 +163,7 @@ pub struct ScalingModifiers {
 pub struct ScaleTriggers {
     /// Scaler type, such as `cron` or `prometheus`.
     #[serde(rename = "type")]
+    #[schemars(length(min = 1))]
     pub type_: String,
     /// Optional trigger name (used by scalingModifiers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -187,6 +190,7 @@ pub struct AuthenticationRef {
     pub name: String,
     /// TriggerAuthentication (default) or ClusterTriggerAuthentication.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["TriggerAuthentication", "ClusterTriggerAuthentication"]))]
     pub kind: Option<String>,
 }
 
@@ -200,8 +204,13 @@ pub struct Fallback {
     /// Replicas while falling back.
     #[schemars(range(min = 0))]
     pub replicas: i32,
-    /// static (default), currentReplicas, currentReplicasIfHigher, currentReplicasIfLower.
+    /// static (default), currentReplicas, currentReplicasIfHigher, currentReplicasIfLower,
+    /// scalingModifiers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend(
+        "enum" = ["static", "currentReplicas", "currentReplicasIfHigher", "currentReplicasIfLower", "scalingModifiers"],
+        "default" = "static"
+    ))]
     pub behavior: Option<String>,
 }
 
@@ -224,6 +233,7 @@ pub struct ScaledObjectStatus {
     pub original_replica_count: Option<i32>,
     /// When a trigger was last active.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
     pub last_active_time: Option<String>,
     /// External metric names on the HPA.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -249,6 +259,31 @@ pub struct ScaledObjectStatus {
     /// The HPA this ScaledObject owns.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hpa_name: Option<String>,
+    /// The trigger types, each once, comma separated (the `Triggers` column).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub triggers_types: Option<String>,
+    /// The authenticationRef names, each once, comma separated (the `Authentications`
+    /// column).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authentications_types: Option<String>,
+}
+
+/// KEDA's `CombinedTriggersAndAuthenticationsTypes`: the trigger types and the
+/// authenticationRef names, each once in order of first use, comma separated.
+pub fn triggers_and_authentications_types(triggers: &[ScaleTriggers]) -> (String, String) {
+    let mut types: Vec<&str> = Vec::new();
+    let mut auths: Vec<&str> = Vec::new();
+    for t in triggers {
+        if !types.contains(&t.type_.as_str()) {
+            types.push(&t.type_);
+        }
+        if let Some(r) = &t.authentication_ref {
+            if !auths.contains(&r.name.as_str()) {
+                auths.push(&r.name);
+            }
+        }
+    }
+    (types.join(","), auths.join(","))
 }
 
 /// `status.scaleTargetGVKR`.
@@ -323,6 +358,20 @@ impl ScaledObjectSpec {
             .name
             .as_deref()
             .filter(|n| !n.is_empty())
+    }
+
+    /// KEDA's `IsUsingModifiers`: any non-empty `scalingModifiers`. Triggers are then
+    /// metric sources for the formula (KEDA's `AsMetricSource`).
+    pub fn uses_modifiers(&self) -> bool {
+        self.advanced
+            .as_ref()
+            .and_then(|a| a.scaling_modifiers.as_ref())
+            .is_some_and(|m| {
+                m.formula.is_some()
+                    || m.target.is_some()
+                    || m.activation_target.is_some()
+                    || m.metric_type.is_some()
+            })
     }
 }
 
@@ -399,6 +448,33 @@ mod tests {
                 "Authentications",
                 "Age"
             ]
+        );
+    }
+
+    #[test]
+    fn triggers_and_authentications_columns_name_each_once() {
+        let t = |type_: &str, auth: Option<&str>| ScaleTriggers {
+            type_: type_.into(),
+            authentication_ref: auth.map(|a| AuthenticationRef {
+                name: a.into(),
+                kind: None,
+            }),
+            ..Default::default()
+        };
+        let triggers = [
+            t("cron", None),
+            t("kafka", Some("kafka-auth")),
+            t("cron", None),
+            t("prometheus", Some("kafka-auth")),
+            t("kafka", Some("other")),
+        ];
+        assert_eq!(
+            triggers_and_authentications_types(&triggers),
+            ("cron,kafka,prometheus".into(), "kafka-auth,other".into())
+        );
+        assert_eq!(
+            triggers_and_authentications_types(&[]),
+            (String::new(), String::new())
         );
     }
 

@@ -19,6 +19,25 @@ fn any_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})
 }
 
+fn any_object_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
+    })
+}
+
+/// `status` of both kinds, as KEDA keeps it: the names of the ScaledObjects and
+/// ScaledJobs that use the object, comma separated.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct TriggerAuthenticationStatus {
+    /// ScaledObjects using it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaledobjects: Option<String>,
+    /// ScaledJobs using it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaledjobs: Option<String>,
+}
+
 /// `secretTargetRef[]`: parameter ← Secret `name`, key `key`.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 pub struct AuthSecretTargetRef {
@@ -64,10 +83,13 @@ pub struct AuthEnvironment {
     shortname = "ta",
     shortname = "triggerauth",
     namespaced,
+    status = "TriggerAuthenticationStatus",
     printcolumn = r#"{"name":"PodIdentity","type":"string","jsonPath":".spec.podIdentity.provider"}"#,
     printcolumn = r#"{"name":"Secret","type":"string","jsonPath":".spec.secretTargetRef[*].name"}"#,
     printcolumn = r#"{"name":"Env","type":"string","jsonPath":".spec.env[*].name"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"VaultAddress","type":"string","jsonPath":".spec.hashiCorpVault.address"}"#,
+    printcolumn = r#"{"name":"ScaledObjects","type":"string","priority":1,"jsonPath":".status.scaledobjects"}"#,
+    printcolumn = r#"{"name":"ScaledJobs","type":"string","priority":1,"jsonPath":".status.scaledjobs"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TriggerAuthenticationSpec {
@@ -100,10 +122,18 @@ pub struct TriggerAuthenticationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "any_object")]
     pub gcp_secret_manager: Option<serde_json::Value>,
-    /// Bound service account tokens (not supported yet).
+    /// Bound service account tokens (not supported yet): a list, as in KEDA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "any_object_list")]
+    pub bound_service_account_token: Option<Vec<serde_json::Value>>,
+    /// OAuth2 client credentials (not supported yet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "any_object")]
-    pub bound_service_account_token: Option<serde_json::Value>,
+    pub oauth2: Option<serde_json::Value>,
+    /// A JSON file of parameters under the operator's root path (ClusterTriggerAuthentication
+    /// only in KEDA; not supported yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_path: Option<String>,
 }
 
 /// The cluster-scoped kind; its Secrets and ConfigMaps live in eventscale's namespace.
@@ -115,10 +145,14 @@ pub struct TriggerAuthenticationSpec {
     plural = "clustertriggerauthentications",
     shortname = "cta",
     shortname = "clustertriggerauth",
+    status = "TriggerAuthenticationStatus",
     printcolumn = r#"{"name":"PodIdentity","type":"string","jsonPath":".spec.podIdentity.provider"}"#,
     printcolumn = r#"{"name":"Secret","type":"string","jsonPath":".spec.secretTargetRef[*].name"}"#,
     printcolumn = r#"{"name":"Env","type":"string","jsonPath":".spec.env[*].name"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"FilePath","type":"string","jsonPath":".spec.filePath"}"#,
+    printcolumn = r#"{"name":"VaultAddress","type":"string","jsonPath":".spec.hashiCorpVault.address"}"#,
+    printcolumn = r#"{"name":"ScaledObjects","type":"string","priority":1,"jsonPath":".status.scaledobjects"}"#,
+    printcolumn = r#"{"name":"ScaledJobs","type":"string","priority":1,"jsonPath":".status.scaledjobs"}"#
 )]
 pub struct ClusterTriggerAuthenticationSpec {
     /// The same fields as a TriggerAuthentication.
@@ -162,6 +196,16 @@ pub enum AuthError {
         /// What is missing.
         what: String,
     },
+    /// A field that KEDA refuses too.
+    #[error("{kind} {name:?}: {message}")]
+    Invalid {
+        /// Kind of the authentication object.
+        kind: String,
+        /// Its name.
+        name: String,
+        /// KEDA's words.
+        message: String,
+    },
     /// The apiserver could not be asked.
     #[error("reading {what}: {message}")]
     Api {
@@ -199,8 +243,9 @@ pub trait Sources: Send + Sync {
         &self,
         name: &str,
     ) -> Result<Option<TriggerAuthenticationSpec>, AuthError>;
-    /// The environment of `container` (or the default one) of the scale target, with
-    /// `valueFrom` and `envFrom` resolved.
+    /// The environment of the scale target's `container` (the first when `None`), with
+    /// `envFrom`, `valueFrom` and `$(VAR)` resolved as KEDA does. A missing container is
+    /// an [`AuthError::Reference`].
     async fn container_env(
         &self,
         container: Option<&str>,
@@ -227,14 +272,14 @@ pub async fn trigger_params(
     index: usize,
     operator_namespace: &str,
     sources: &dyn Sources,
-) -> Result<AuthParams, AuthError> {
+) -> Result<Resolved, AuthError> {
     let Some(r) = so
         .spec
         .triggers
         .get(index)
         .and_then(|t| t.authentication_ref.as_ref())
     else {
-        return Ok(AuthParams::new());
+        return Ok(Resolved::default());
     };
     let namespace = so.metadata.namespace.clone().unwrap_or_default();
     match r.kind.as_deref().unwrap_or("TriggerAuthentication") {
@@ -272,7 +317,7 @@ pub async fn resolve(
     spec: &TriggerAuthenticationSpec,
     namespace: &str,
     sources: &dyn Sources,
-) -> Result<AuthParams, AuthError> {
+) -> Result<Resolved, AuthError> {
     let unsupported = [
         ("podIdentity", spec.pod_identity.is_some()),
         ("hashiCorpVault", spec.hashi_corp_vault.is_some()),
@@ -283,7 +328,19 @@ pub async fn resolve(
             "boundServiceAccountToken",
             spec.bound_service_account_token.is_some(),
         ),
+        ("oauth2", spec.oauth2.is_some()),
+        ("filePath", spec.file_path.is_some()),
     ];
+    // KEDA's own check comes first: a namespaced object may not read the operator's files.
+    if spec.file_path.is_some() && kind != "ClusterTriggerAuthentication" {
+        return Err(AuthError::Invalid {
+            kind: kind.into(),
+            name: name.into(),
+            message: format!(
+                "filePath is only supported for ClusterTriggerAuthentication, got kind: {kind}"
+            ),
+        });
+    }
     // podIdentity `none` is KEDA's explicit "no identity".
     let pod_identity_none = spec
         .pod_identity
@@ -300,53 +357,140 @@ pub async fn resolve(
             });
         }
     }
-    let reference = |what: String| AuthError::Reference {
-        kind: kind.into(),
-        name: name.into(),
-        what,
-    };
-    let mut params = AuthParams::new();
+    // KEDA sets a parameter whose Secret, ConfigMap, key, container or variable is
+    // missing to "" and goes on (the scaler then fails if it needs it); eventscale does
+    // the same and keeps the reason, for the error and the log. A failed API call is an
+    // error, never an empty parameter.
+    let mut out = Resolved::default();
     for e in &spec.env {
-        let env = sources.container_env(e.container_name.as_deref()).await?;
-        let value = env.get(&e.name).ok_or_else(|| {
-            reference(format!(
-                "environment variable {:?} not found in the scale target's container{}",
-                e.name,
-                e.container_name
-                    .as_deref()
-                    .map(|c| format!(" {c:?}"))
-                    .unwrap_or_default()
-            ))
-        })?;
-        params.insert(e.parameter.clone(), value.clone());
+        // KEDA reads `containerName`, else the first container (not envSourceContainerName).
+        let container = e.container_name.as_deref().filter(|c| !c.is_empty());
+        match sources.container_env(container).await {
+            Ok(env) => match env.get(&e.name) {
+                Some(v) => out.set(&e.parameter, v.clone()),
+                None => out.unresolved(
+                    &e.parameter,
+                    format!(
+                        "{kind} {name:?}: environment variable {:?} not found in the scale target's container{}",
+                        e.name,
+                        container.map(|c| format!(" {c:?}")).unwrap_or_default()
+                    ),
+                ),
+            },
+            Err(AuthError::Reference { what, .. }) => {
+                out.unresolved(&e.parameter, format!("{kind} {name:?}: {what}"))
+            }
+            Err(other) => return Err(other),
+        }
     }
     for r in &spec.config_map_target_ref {
-        let data = sources
-            .config_map(namespace, &r.name)
-            .await?
-            .ok_or_else(|| reference(format!("ConfigMap {namespace}/{} not found", r.name)))?;
-        let value = data.get(&r.key).ok_or_else(|| {
-            reference(format!(
-                "key {:?} not found in ConfigMap {namespace}/{}",
-                r.key, r.name
-            ))
-        })?;
-        params.insert(r.parameter.clone(), value.clone());
+        let found = sources.config_map(namespace, &r.name).await?;
+        match found.as_ref().map(|d| d.get(&r.key)) {
+            Some(Some(v)) => out.set(&r.parameter, v.clone()),
+            Some(None) => out.unresolved(
+                &r.parameter,
+                format!(
+                    "{kind} {name:?}: key {:?} not found in ConfigMap {namespace}/{}",
+                    r.key, r.name
+                ),
+            ),
+            None => out.unresolved(
+                &r.parameter,
+                format!(
+                    "{kind} {name:?}: ConfigMap {namespace}/{} not found",
+                    r.name
+                ),
+            ),
+        }
     }
     for r in &spec.secret_target_ref {
-        let data = sources
-            .secret(namespace, &r.name)
-            .await?
-            .ok_or_else(|| reference(format!("Secret {namespace}/{} not found", r.name)))?;
-        let value = data.get(&r.key).ok_or_else(|| {
-            reference(format!(
-                "key {:?} not found in Secret {namespace}/{}",
-                r.key, r.name
-            ))
-        })?;
-        params.insert(r.parameter.clone(), value.clone());
+        let found = sources.secret(namespace, &r.name).await?;
+        match found.as_ref().map(|d| d.get(&r.key)) {
+            Some(Some(v)) => out.set(&r.parameter, v.clone()),
+            Some(None) => out.unresolved(
+                &r.parameter,
+                format!(
+                    "{kind} {name:?}: key {:?} not found in Secret {namespace}/{}",
+                    r.key, r.name
+                ),
+            ),
+            None => out.unresolved(
+                &r.parameter,
+                format!("{kind} {name:?}: Secret {namespace}/{} not found", r.name),
+            ),
+        }
     }
-    Ok(params)
+    Ok(out)
+}
+
+/// A trigger's authentication parameters, and why any of them came out empty.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Resolved {
+    /// The parameters; an unresolved one is `""`, as in KEDA.
+    pub params: AuthParams,
+    /// Parameter → why it is empty (a Secret, ConfigMap, key, container or variable that
+    /// is missing).
+    pub unresolved: BTreeMap<String, String>,
+}
+
+impl Resolved {
+    fn set(&mut self, parameter: &str, value: String) {
+        self.unresolved.remove(parameter);
+        self.params.insert(parameter.to_string(), value);
+    }
+
+    fn unresolved(&mut self, parameter: &str, why: String) {
+        self.params.insert(parameter.to_string(), String::new());
+        self.unresolved.insert(parameter.to_string(), why);
+    }
+
+    /// `e` with the reason attached when it is about a parameter that came out empty.
+    pub fn explain(&self, e: crate::scalers::ScalerError) -> crate::scalers::ScalerError {
+        use crate::scalers::ScalerError;
+        let Some(why) = e.param().and_then(|p| self.unresolved.get(p)) else {
+            return e;
+        };
+        ScalerError::InvalidParameter {
+            param: e.param().unwrap_or_default().to_string(),
+            message: format!("{e} (from authenticationRef: {why})"),
+        }
+    }
+}
+
+/// KEDA's expansion of `$(VAR)` in a container's `env[].value`: `$(VAR)` becomes the value
+/// of a variable resolved before it (kept as written when there is none), `$$` becomes
+/// `$`. As in KEDA, a `$` with fewer than three characters after it is left alone.
+pub fn expand_env_refs(value: &str, env: &BTreeMap<String, String>) -> String {
+    let b = value.as_bytes();
+    let mut out: Vec<u8> = Vec::with_capacity(b.len());
+    let mut checkpoint = 0;
+    let mut cursor = 0;
+    while cursor < b.len() {
+        if b[cursor] == b'$' && cursor + 3 < b.len() {
+            out.extend_from_slice(&b[checkpoint..cursor]);
+            let mut length = 1;
+            match b[cursor + 1] {
+                b'$' => out.push(b'$'),
+                b'(' => match b[cursor + 2..].iter().position(|&c| c == b')') {
+                    Some(close) => {
+                        let key = String::from_utf8_lossy(&b[cursor + 2..cursor + 2 + close]);
+                        match env.get(key.as_ref()) {
+                            Some(v) => out.extend_from_slice(v.as_bytes()),
+                            None => out.extend_from_slice(&b[cursor..cursor + 3 + close]),
+                        }
+                        length = close + 2;
+                    }
+                    None => out.extend_from_slice(b"$("),
+                },
+                other => out.extend_from_slice(&[b'$', other]),
+            }
+            cursor += length;
+            checkpoint = cursor + 1;
+        }
+        cursor += 1;
+    }
+    out.extend_from_slice(&b[checkpoint.min(b.len())..]);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -399,13 +543,17 @@ mod tests {
             &self,
             container: Option<&str>,
         ) -> Result<BTreeMap<String, String>, AuthError> {
-            Ok(match container {
-                None | Some("main") => [("USER", "from-env"), ("TOKEN", "t0k")]
+            match container {
+                None | Some("main") => Ok([("USER", "from-env"), ("TOKEN", "t0k")]
                     .into_iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-                Some(_) => BTreeMap::new(),
-            })
+                    .collect()),
+                Some(n) => Err(AuthError::Reference {
+                    kind: "Deployment app/web".into(),
+                    name: "web".into(),
+                    what: format!("couldn't find container with name {n} on Target object"),
+                }),
+            }
         }
     }
 
@@ -434,11 +582,66 @@ secretTargetRef: [{parameter: username, name: creds, key: user}, {parameter: pas
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        assert_eq!(p, want);
+        assert_eq!(p.params, want);
+        assert!(p.unresolved.is_empty());
     }
 
     #[tokio::test]
-    async fn missing_references_and_unsupported_providers_are_named() {
+    async fn unsupported_providers_are_named() {
+        let cases = [
+            (
+                "hashiCorpVault: {address: http://vault}",
+                "spec.hashiCorpVault is not supported by eventscale yet",
+            ),
+            (
+                "podIdentity: {provider: azure-workload}",
+                "spec.podIdentity is not supported",
+            ),
+            (
+                "awsSecretManager: {secrets: []}",
+                "spec.awsSecretManager is not supported",
+            ),
+            (
+                "boundServiceAccountToken: [{parameter: token, serviceAccountName: sa}]",
+                "spec.boundServiceAccountToken is not supported",
+            ),
+            (
+                "oauth2: {type: clientCredentials, clientId: c, tokenUrl: http://t}",
+                "spec.oauth2 is not supported",
+            ),
+            (
+                "filePath: auth.json",
+                "filePath is only supported for ClusterTriggerAuthentication, got kind: TriggerAuthentication",
+            ),
+        ];
+        for (yaml, want) in cases {
+            let e = resolve("TriggerAuthentication", "ta", &spec(yaml), "app", &Fake)
+                .await
+                .expect_err(yaml)
+                .to_string();
+            assert!(e.contains(want), "{yaml}: {e}");
+        }
+        let e = resolve(
+            "ClusterTriggerAuthentication",
+            "cta",
+            &spec("filePath: auth.json"),
+            "eventscale",
+            &Fake,
+        )
+        .await
+        .expect_err("file path")
+        .to_string();
+        assert!(e.contains("spec.filePath is not supported"), "{e}");
+        let none = spec("podIdentity: {provider: none}\nsecretTargetRef: [{parameter: p, name: creds, key: pass}]");
+        assert!(resolve("TriggerAuthentication", "ta", &none, "app", &Fake)
+            .await
+            .is_ok());
+    }
+
+    /// KEDA leaves a parameter whose source is missing empty and goes on; eventscale does
+    /// too, and says why when the scaler then needs it.
+    #[tokio::test]
+    async fn missing_references_leave_the_parameter_empty_and_say_why() {
         let cases = [
             (
                 "secretTargetRef: [{parameter: p, name: nope, key: k}]",
@@ -453,37 +656,83 @@ secretTargetRef: [{parameter: username, name: creds, key: user}, {parameter: pas
                 "ConfigMap app/nope not found",
             ),
             (
+                "configMapTargetRef: [{parameter: p, name: settings, key: nope}]",
+                "key \"nope\" not found in ConfigMap app/settings",
+            ),
+            (
                 "env: [{parameter: p, name: NOPE}]",
                 "environment variable \"NOPE\" not found",
             ),
             (
                 "env: [{parameter: p, name: USER, containerName: sidecar}]",
-                "container \"sidecar\"",
+                "couldn't find container with name sidecar",
             ),
+            // A later source wins even when it is missing, as in KEDA.
             (
-                "hashiCorpVault: {address: http://vault}",
-                "spec.hashiCorpVault is not supported by eventscale yet",
-            ),
-            (
-                "podIdentity: {provider: azure-workload}",
-                "spec.podIdentity is not supported",
-            ),
-            (
-                "awsSecretManager: {secrets: []}",
-                "spec.awsSecretManager is not supported",
+                "env: [{parameter: p, name: USER}]\nsecretTargetRef: [{parameter: p, name: creds, key: nope}]",
+                "key \"nope\" not found in Secret app/creds",
             ),
         ];
         for (yaml, want) in cases {
-            let e = resolve("TriggerAuthentication", "ta", &spec(yaml), "app", &Fake)
+            let r = resolve("TriggerAuthentication", "ta", &spec(yaml), "app", &Fake)
                 .await
-                .expect_err(yaml)
-                .to_string();
-            assert!(e.contains(want), "{yaml}: {e}");
+                .expect(yaml);
+            assert_eq!(r.params.get("p").map(String::as_str), Some(""), "{yaml}");
+            let why = r.unresolved.get("p").cloned().unwrap_or_default();
+            assert!(why.contains(want), "{yaml}: {why}");
+            // The scaler's own error carries the reason.
+            let e = r.explain(crate::scalers::ScalerError::MissingParameter("p".into()));
+            assert!(
+                e.to_string()
+                    .starts_with("missing required parameter \"p\" (from authenticationRef: ")
+                    && e.to_string().contains(want),
+                "{e}"
+            );
+            assert_eq!(e.param(), Some("p"));
+            // Errors about other parameters are left alone.
+            let other = crate::scalers::ScalerError::MissingParameter("q".into());
+            assert_eq!(r.explain(other.clone()), other);
         }
-        let none = spec("podIdentity: {provider: none}\nsecretTargetRef: [{parameter: p, name: creds, key: pass}]");
-        assert!(resolve("TriggerAuthentication", "ta", &none, "app", &Fake)
-            .await
-            .is_ok());
+        // A source found later clears an earlier miss.
+        let r = resolve(
+            "TriggerAuthentication",
+            "ta",
+            &spec("env: [{parameter: p, name: NOPE}]\nsecretTargetRef: [{parameter: p, name: creds, key: pass}]"),
+            "app",
+            &Fake,
+        )
+        .await
+        .expect("resolved");
+        assert_eq!(r.params.get("p").map(String::as_str), Some("s3cret"));
+        assert!(r.unresolved.is_empty());
+    }
+
+    #[test]
+    fn env_references_expand_as_keda_does() {
+        let env: BTreeMap<String, String> = [("HOST", "db"), ("PORT", "3306"), ("E", "")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let cases = [
+            ("$(HOST):$(PORT)", "db:3306"),
+            ("mysql://$(HOST)/x", "mysql://db/x"),
+            ("$(MISSING)-x", "$(MISSING)-x"),
+            ("a$(E)b", "ab"),
+            ("$$(HOST)xx", "$(HOST)xx"),
+            ("cost: $$5 each", "cost: $5 each"),
+            ("$(HOST", "$(HOST"),
+            ("x$yzw", "x$yzw"),
+            ("$(E)", ""),
+            // KEDA leaves a `$` with fewer than three characters after it alone.
+            ("ab$$", "ab$$"),
+            ("$$x", "$$x"),
+            ("plain", "plain"),
+            ("", ""),
+            ("é$(HOST)é", "édbé"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(expand_env_refs(input, &env), want, "{input}");
+        }
     }
 
     #[test]

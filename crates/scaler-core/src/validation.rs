@@ -48,18 +48,7 @@ pub fn validate_spec(so: &ScaledObject) -> Result<(), String> {
             ));
         }
     }
-    // KEDA's IsUsingModifiers: any non-empty scalingModifiers.
-    let modifiers = spec
-        .advanced
-        .as_ref()
-        .and_then(|a| a.scaling_modifiers.as_ref())
-        .is_some_and(|m| {
-            m.formula.is_some()
-                || m.target.is_some()
-                || m.activation_target.is_some()
-                || m.metric_type.is_some()
-        });
-    if spec.fallback.is_some() && !modifiers {
+    if spec.fallback.is_some() && !spec.uses_modifiers() {
         // KEDA's message names AverageValue, but any trigger other than cpu/memory counts.
         let usable = spec
             .triggers

@@ -576,6 +576,7 @@ mod tests {
             namespace: "ns",
             name: "so",
             client: None,
+            as_metric_source: false,
         })
     }
 

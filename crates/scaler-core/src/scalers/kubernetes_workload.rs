@@ -36,12 +36,17 @@ impl WorkloadMetadata {
         pod_selector.parse::<Selector>().map_err(|e| {
             ScalerError::invalid("podSelector", format!("invalid podSelector: {e}"))
         })?;
+        // KEDA: `value` defaults to 0 and must be above 0, except for a ScaledObject with
+        // scalingModifiers, whose formula does the scaling (`AsMetricSource`).
+        let invalid_value =
+            || ScalerError::invalid("value", "value must be a float greater than 0");
         let value = ctx
-            .required("value")?
-            .parse::<f64>()
-            .ok()
-            .filter(|v| v.is_finite() && *v > 0.0)
-            .ok_or_else(|| ScalerError::invalid("value", "value must be a float greater than 0"))?;
+            .float("value")
+            .map_err(|_| invalid_value())?
+            .unwrap_or(0.0);
+        if value < 0.0 || (value == 0.0 && !ctx.as_metric_source) {
+            return Err(invalid_value());
+        }
         let activation_value = match ctx.param("activationValue") {
             None => 0.0,
             Some(v) => v
@@ -52,12 +57,7 @@ impl WorkloadMetadata {
                     ScalerError::invalid("activationValue", "activationValue must be a float")
                 })?,
         };
-        let group_by_node = match ctx.param("groupByNode") {
-            None => false,
-            Some(v) => v.parse::<bool>().map_err(|_| {
-                ScalerError::invalid("groupByNode", format!("groupByNode {v:?} is not a boolean"))
-            })?,
-        };
+        let group_by_node = ctx.flag("groupByNode", false)?;
         Ok(Self {
             pod_selector,
             value,
@@ -167,6 +167,13 @@ mod tests {
     use crate::scalers::AuthParams;
 
     fn build(meta: &[(&str, &str)]) -> Result<WorkloadScaler, ScalerError> {
+        build_as(meta, false)
+    }
+
+    fn build_as(
+        meta: &[(&str, &str)],
+        as_metric_source: bool,
+    ) -> Result<WorkloadScaler, ScalerError> {
         let t = ScaleTriggers {
             type_: "kubernetes-workload".into(),
             metadata: meta
@@ -182,6 +189,7 @@ mod tests {
             namespace: "team-a",
             name: "test",
             client: None,
+            as_metric_source,
         })
     }
 
@@ -200,6 +208,20 @@ mod tests {
                 ("value", "1"),
                 ("groupByNode", "true"),
             ],
+            // Go's ParseBool words, as KEDA.
+            vec![
+                ("podSelector", "app=demo"),
+                ("value", "1"),
+                ("groupByNode", "T"),
+            ],
+            // KEDA's namespaced name test.
+            vec![
+                (
+                    "podSelector",
+                    "app in (demo1, demo2),deploy in (deploy1, deploy2)",
+                ),
+                ("value", "1"),
+            ],
         ];
         for meta in ok {
             assert!(build(&meta).is_ok(), "{meta:?}: {:?}", build(&meta).err());
@@ -211,7 +233,7 @@ mod tests {
             ),
             (
                 vec![("podSelector", "app=demo")],
-                "missing required parameter \"value\"",
+                "value must be a float greater than 0",
             ),
             (
                 vec![("podSelector", "app=demo"), ("value", "0")],
@@ -253,6 +275,11 @@ mod tests {
         let s = build(&[("podSelector", "app=demo"), ("value", "2.5")]).expect("ok");
         assert_eq!(s.metric_spec().name, "s1-workload-team-a");
         assert_eq!(s.metric_spec().target, "2500m");
+        // With scalingModifiers the formula scales: `value` may be left out (KEDA's own
+        // scaling_modifiers e2e test does), but a negative one is still wrong.
+        let s = build_as(&[("podSelector", "app=demo")], true).expect("metric source");
+        assert_eq!(s.metric_spec().target, "0");
+        assert!(build_as(&[("podSelector", "app=demo"), ("value", "-1")], true).is_err());
     }
 
     fn pod(phase: &str, node: &str) -> Pod {

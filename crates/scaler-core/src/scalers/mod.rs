@@ -180,6 +180,9 @@ pub struct TriggerContext<'a> {
     /// A client of the cluster, for triggers that read it (kubernetes-workload); `None`
     /// outside a cluster (`eventscale eval`).
     pub client: Option<&'a kube::Client>,
+    /// The ScaledObject uses `scalingModifiers`: its triggers feed the formula (KEDA's
+    /// `AsMetricSource`), and kubernetes-workload's `value` may be left out.
+    pub as_metric_source: bool,
 }
 
 impl std::fmt::Debug for TriggerContext<'_> {
@@ -338,6 +341,7 @@ pub fn build_scalers(so: &ScaledObject) -> Vec<Result<Box<dyn Scaler>, TriggerEr
                 namespace,
                 name: so.metadata.name.as_deref().unwrap_or(""),
                 client: None,
+                as_metric_source: so.spec.uses_modifiers(),
             })
             .map_err(|source| TriggerError {
                 index,
@@ -423,6 +427,7 @@ mod tests {
                 namespace: "",
                 name: "test",
                 client: None,
+                as_metric_source: false,
             }
             .target_type()
         };

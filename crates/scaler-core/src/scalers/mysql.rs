@@ -368,6 +368,7 @@ mod tests {
             namespace: "ns",
             name: "test",
             client: None,
+            as_metric_source: false,
         })
     }
 

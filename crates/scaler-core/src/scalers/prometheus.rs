@@ -488,6 +488,7 @@ mod tests {
             namespace: "ns",
             name: "test",
             client: None,
+            as_metric_source: false,
         })
     }
 
@@ -660,6 +661,7 @@ mod tests {
             namespace: "ns",
             name: "test",
             client: None,
+            as_metric_source: false,
         })
         .expect("scaler")
     }

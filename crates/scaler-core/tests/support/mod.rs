@@ -33,5 +33,6 @@ pub fn build<S>(
         namespace: "ns",
         name,
         client: None,
+        as_metric_source: false,
     })
 }
