@@ -123,6 +123,11 @@ struct RunArgs {
     #[arg(long, env = "EVENTSCALE_DEFAULT_POLLING_INTERVAL", default_value_t = 30,
           value_parser = clap::value_parser!(i32).range(1..=86400))]
     default_polling_interval: i32,
+    /// Where ClusterTriggerAuthentications' Secrets and ConfigMaps are read (KEDA's
+    /// variable, so a deployment beside KEDA reads them where KEDA does); default: the
+    /// --namespace.
+    #[arg(long, env = "KEDA_CLUSTER_OBJECT_NAMESPACE")]
+    cluster_object_namespace: Option<String>,
     /// This replica's identity in the Lease (default: POD_NAME, else host name and PID).
     #[arg(long, env = "EVENTSCALE_IDENTITY")]
     identity: Option<String>,
@@ -186,11 +191,14 @@ async fn eval_command(a: EvalArgs) -> anyhow::Result<std::process::ExitCode> {
         evals.push(eval::evaluate(&inputs, so, &a.namespace).await);
     }
     match a.output {
-        Output::Text => print!("{}", eval::render_text(&evals)),
+        Output::Text => emit(&eval::render_text(&evals))?,
         Output::Json => {
+            let mut out = String::new();
             for e in &evals {
-                println!("{}", serde_json::to_string(e).context("serializing")?);
+                out.push_str(&serde_json::to_string(e).context("serializing")?);
+                out.push('\n');
             }
+            emit(&out)?;
         }
     }
     let failed = evals
@@ -414,6 +422,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     });
     tokio::spawn(reflect);
 
+    let cluster_objects = args
+        .cluster_object_namespace
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| args.cert.namespace.clone());
     let lease_config = activator::leader::LeaseConfig {
         namespace: args.cert.namespace.clone(),
         name: args.leader_election_id.clone(),
@@ -426,7 +439,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         );
         None
     } else {
-        let ctx = activator::Context::new(client.clone(), args.cert.namespace.clone())
+        let ctx = activator::Context::new(client.clone(), cluster_objects.clone())
             .await
             .context("starting the HPA controller")?;
         let leading = activator::leader::spawn(client.clone(), lease_config.clone());
@@ -441,7 +454,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     tokio::spawn(poller::run(
         client.clone(),
         store.clone(),
-        args.cert.namespace.clone(),
+        cluster_objects.clone(),
         poller::Shared {
             cache: cache.clone(),
             health: health.clone(),
@@ -452,7 +465,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let provider = Arc::new(ScaledObjectProvider::new(
         store,
         client.clone(),
-        args.cert.namespace.clone(),
+        cluster_objects,
         cache,
         health,
         telemetry.clone(),
@@ -523,6 +536,19 @@ async fn lead_controller(
     }
 }
 
+/// Print `text` on standard output; a reader that stopped reading (`| head`) is not an
+/// error.
+fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("writing to standard output")
+        }
+        _ => Ok(()),
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<std::process::ExitCode> {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -536,22 +562,18 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
             certs_command(a).await
         }
         Command::Eval(a) => return eval_command(a).await,
-        Command::Crds => {
-            print!(
-                "{}",
-                [
-                    ScaledObject::crd(),
-                    TriggerAuthentication::crd(),
-                    ClusterTriggerAuthentication::crd(),
-                ]
-                .iter()
-                .map(serde_yaml::to_string)
-                .collect::<Result<Vec<_>, _>>()
-                .context("serializing the CRDs")?
-                .join("---\n")
-            );
-            Ok(())
-        }
+        Command::Crds => emit(
+            &[
+                ScaledObject::crd(),
+                TriggerAuthentication::crd(),
+                ClusterTriggerAuthentication::crd(),
+            ]
+            .iter()
+            .map(serde_yaml::to_string)
+            .collect::<Result<Vec<_>, _>>()
+            .context("serializing the CRDs")?
+            .join("---\n"),
+        ),
     };
     done.map(|()| std::process::ExitCode::SUCCESS)
 }
