@@ -82,8 +82,12 @@ pub(crate) fn raw_metric(ns: &str, metric: &str, so: &str) -> Value {
 }
 
 pub(crate) async fn wait_for_hpa(hpas: &Api<DynamicObject>) -> DynamicObject {
-    eventually(Duration::from_secs(60), "HPA keda-hpa-web", || async {
-        hpas.get_opt("keda-hpa-web").await.ok().flatten()
+    wait_for_hpa_named(hpas, "keda-hpa-web").await
+}
+
+pub(crate) async fn wait_for_hpa_named(hpas: &Api<DynamicObject>, name: &str) -> DynamicObject {
+    eventually(Duration::from_secs(60), &format!("HPA {name}"), || async {
+        hpas.get_opt(name).await.ok().flatten()
     })
     .await
 }

@@ -3,19 +3,11 @@
 //! lag of 12 against `lagThreshold: '5.0'`, and the real HPA controller scaling the
 //! Deployment to ceil(12 / 5) = 3 replicas on eventscale's metric.
 
-use std::time::Duration;
-
-use crate::cron::{hpa_api, raw_metric};
-use crate::{apply, client, eventually, wait_for_replicas, Namespace};
+use crate::cron::{hpa_api, raw_metric, wait_for_hpa_named};
+use crate::{apply, client, wait_for_replicas, Namespace};
 
 use crate::kafka_support;
-
-fn seed(name: &str) -> String {
-    let path = crate::repo_root()
-        .join("../shared/seed-examples")
-        .join(name);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
+use crate::seed_behaviour::{seed, seed_deployment};
 
 #[tokio::test]
 async fn seed_example_lag_12_scales_to_3() {
@@ -36,21 +28,12 @@ async fn seed_example_lag_12_scales_to_3() {
         so.contains(&bootstrap) && so.contains("lagThreshold: '5.0'"),
         "{so}"
     );
-    let deployment = seed("deployment.yaml")
-        .split("\n---")
-        .find(|d| d.contains("kind: Deployment"))
-        .expect("the seed Deployment")
-        .to_string();
+    let deployment = seed_deployment();
     let ns = Namespace::create("e2e-kafka");
     apply(&ns.0, &format!("{deployment}\n---\n{so}"));
 
     let hpas = hpa_api(client().await, &ns.0);
-    let hpa = eventually(
-        Duration::from_secs(60),
-        "HPA keda-hpa-kafka-consumer",
-        || async { hpas.get_opt("keda-hpa-kafka-consumer").await.ok().flatten() },
-    )
-    .await;
+    let hpa = wait_for_hpa_named(&hpas, "keda-hpa-kafka-consumer").await;
     let metric = format!("s0-kafka-{topic}");
     let ext = &hpa.data["spec"]["metrics"][0]["external"];
     assert_eq!(ext["metric"]["name"], metric.as_str(), "{hpa:?}");

@@ -36,5 +36,6 @@ mod lifecycle;
 mod metrics_only;
 mod prometheus;
 mod rotation;
+mod seed_behaviour;
 mod seeds;
 mod workload;
