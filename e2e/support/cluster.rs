@@ -135,6 +135,25 @@ pub fn apply(namespace: &str, yaml: &str) {
     assert!(ok, "kubectl apply failed: {out}{err}\n{yaml}");
 }
 
+/// A Deployment `name` of `replicas` pods labelled `app: <name>` and `labels` (its pods
+/// stay Pending: the local cluster has no nodes, which is all the HPA needs).
+pub fn deployment(name: &str, replicas: u32, labels: &[(&str, &str)]) -> String {
+    let extra: String = labels.iter().map(|(k, v)| format!(", {k}: {v}")).collect();
+    format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}{extra}}}}}
+    spec: {{containers: [{{name: c, image: registry.invalid/{name}:1}}]}}
+"#
+    )
+}
+
 /// A fresh namespace, deleted when dropped.
 pub struct Namespace(pub String);
 

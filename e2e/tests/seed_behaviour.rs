@@ -11,7 +11,7 @@ use chrono::{Datelike, Timelike, Utc, Weekday};
 use chrono_tz::Tz;
 
 use crate::cron::{hpa_api, raw_metric, wait_for_hpa_named};
-use crate::{apply, client, eventually, wait_for_replicas, Namespace};
+use crate::{apply, client, deployment, eventually, wait_for_replicas, Namespace};
 
 /// A seed example's text.
 pub(crate) fn seed(name: &str) -> String {
@@ -144,23 +144,14 @@ async fn prometheus_seed_with_basic_auth_replicas_are_the_value_over_5() {
 #[tokio::test]
 async fn workload_seed_replicas_are_matching_pods_over_half() {
     let ns = Namespace::create("e2e-seed-workload");
-    let pods = |name: &str, k2: &str, replicas: u32| {
-        format!(
-            r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: {name}}}
-spec:
-  replicas: {replicas}
-  selector: {{matchLabels: {{app: {name}}}}}
-  template:
-    metadata: {{labels: {{app: {name}, k1: v1, k2: {k2}}}}}
-    spec: {{containers: [{{name: c, image: registry.invalid/{name}:1}}]}}
-"#
-        )
-    };
-    apply(&ns.0, &pods("matching", "v3", 2));
-    apply(&ns.0, &pods("excluded", "v2", 1));
+    apply(
+        &ns.0,
+        &deployment("matching", 2, &[("k1", "v1"), ("k2", "v3")]),
+    );
+    apply(
+        &ns.0,
+        &deployment("excluded", 1, &[("k1", "v1"), ("k2", "v2")]),
+    );
     apply(
         &ns.0,
         &format!(

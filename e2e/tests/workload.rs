@@ -5,28 +5,13 @@
 use std::time::Duration;
 
 use crate::cron::{hpa_api, raw_metric, wait_for_hpa};
-use crate::{apply, client, eventually, wait_for_replicas, Namespace};
+use crate::{apply, client, deployment, eventually, wait_for_replicas, Namespace};
 
 #[tokio::test]
 async fn pods_matching_the_selector_scale_the_target() {
     let ns = Namespace::create("e2e-workload");
-    let deployment = |name: &str, replicas: u32| {
-        format!(
-            r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: {name}}}
-spec:
-  replicas: {replicas}
-  selector: {{matchLabels: {{app: {name}}}}}
-  template:
-    metadata: {{labels: {{app: {name}}}}}
-    spec: {{containers: [{{name: c, image: registry.invalid/{name}:1}}]}}
-"#
-        )
-    };
-    apply(&ns.0, &deployment("worker", 3));
-    apply(&ns.0, &deployment("web", 1));
+    apply(&ns.0, &deployment("worker", 3, &[]));
+    apply(&ns.0, &deployment("web", 1, &[]));
     apply(
         &ns.0,
         r#"
