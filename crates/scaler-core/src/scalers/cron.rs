@@ -28,7 +28,7 @@ pub struct CronScaler {
     spec: MetricSpec,
 }
 
-/// Go's `time.LoadLocation`, with the error KEDA's cron scaler reports.
+/// Go's `time.LoadLocation` as KEDA's cron scaler reports it (`unable to load timezone: %w`).
 fn load_timezone(name: &str) -> Result<Tz, ScalerError> {
     // Go refuses these before looking for a file.
     let cause = if name.contains("..") || name.starts_with(['/', '\\']) {
@@ -41,7 +41,7 @@ fn load_timezone(name: &str) -> Result<Tz, ScalerError> {
     };
     Err(ScalerError::invalid(
         "timezone",
-        format!("unable to load timezone. Error: {cause}"),
+        format!("unable to load timezone: {cause}"),
     ))
 }
 
@@ -325,17 +325,17 @@ mod tests {
             (
                 with("timezone", "Mars/Olympus"),
                 "timezone",
-                "unable to load timezone. Error: unknown time zone Mars/Olympus",
+                "unable to load timezone: unknown time zone Mars/Olympus",
             ),
             (
                 with("timezone", "../etc/passwd"),
                 "timezone",
-                "unable to load timezone. Error: time: invalid location name",
+                "unable to load timezone: time: invalid location name",
             ),
             (
                 with("timezone", "/Europe/Paris"),
                 "timezone",
-                "unable to load timezone. Error: time: invalid location name",
+                "unable to load timezone: time: invalid location name",
             ),
             (
                 with("start", "0 8 * *"),
