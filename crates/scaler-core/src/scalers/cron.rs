@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
+use super::kafka::keda_int64;
 use super::{MetricSpec, Sample, Scaler, ScalerError, TriggerContext};
 use crate::linux_cron::LinuxCron;
 
@@ -27,6 +28,23 @@ pub struct CronScaler {
     spec: MetricSpec,
 }
 
+/// Go's `time.LoadLocation` as KEDA's cron scaler reports it (`unable to load timezone: %w`).
+fn load_timezone(name: &str) -> Result<Tz, ScalerError> {
+    // Go refuses these before looking for a file.
+    let cause = if name.contains("..") || name.starts_with(['/', '\\']) {
+        "time: invalid location name".to_string()
+    } else {
+        match name.parse::<Tz>() {
+            Ok(tz) => return Ok(tz),
+            Err(_) => format!("unknown time zone {name}"),
+        }
+    };
+    Err(ScalerError::invalid(
+        "timezone",
+        format!("unable to load timezone: {cause}"),
+    ))
+}
+
 /// KEDA's metric-name form of a schedule: spaces removed, `*`→`x`, `/`→`Sl`, `?`→`Qm`, `,`→`Cm`.
 fn schedule_name(s: &str) -> String {
     s.replace(' ', "")
@@ -37,18 +55,13 @@ fn schedule_name(s: &str) -> String {
 }
 
 impl CronScaler {
-    /// Parse and validate the trigger.
+    /// Parse and validate the trigger: KEDA's field reads, then its `Validate` checks in
+    /// their order, then the time zone.
     pub fn new(ctx: TriggerContext<'_>) -> Result<Self, ScalerError> {
-        let tz_name = ctx.required("timezone")?;
         let start_expr = ctx.required("start")?;
         let end_expr = ctx.required("end")?;
-        let replicas = ctx.required("desiredReplicas")?;
-        let timezone: Tz = tz_name.parse().map_err(|_| {
-            ScalerError::invalid(
-                "timezone",
-                format!("unable to load timezone. Error: unknown time zone {tz_name}"),
-            )
-        })?;
+        let tz_name = ctx.required("timezone")?;
+        let desired_replicas = keda_int64("desiredReplicas", ctx.required("desiredReplicas")?)?;
         let start: LinuxCron = start_expr.parse().map_err(|e| {
             ScalerError::invalid("start", format!("error parsing start schedule: {e}"))
         })?;
@@ -61,18 +74,15 @@ impl CronScaler {
                 "start and end can not have exactly same time input",
             ));
         }
-        let desired_replicas: i64 = replicas.parse().map_err(|_| {
-            ScalerError::invalid(
-                "desiredReplicas",
-                format!("error parsing desiredReplicas: {replicas:?} is not an integer"),
-            )
-        })?;
         if desired_replicas == 0 {
             return Err(ScalerError::invalid(
                 "desiredReplicas",
-                "no DesiredReplicas specified",
+                "no desiredReplicas specified",
             ));
         }
+        // KEDA loads the zone at every poll and fails the poll; checking it here gives the
+        // same message once, when the trigger is read.
+        let timezone = load_timezone(tz_name)?;
         let name = format!(
             "cron-{tz_name}-{}-{}",
             schedule_name(start_expr),
@@ -192,6 +202,21 @@ mod tests {
                 "15 * * * *",
                 "s1-cron-Asia-Shanghai-0xxxx-15xxxx",
             ),
+            // KEDA's cronMetricIdentifiers.
+            (
+                1,
+                "Etc/UTC",
+                "0 */2 * * *",
+                "0 1-23/2 * * *",
+                "s1-cron-Etc-UTC-0xSl2xxx-01-23Sl2xxx",
+            ),
+            (
+                2,
+                "Etc/UTC",
+                "0,30 * * * *",
+                "15,45 * * * *",
+                "s2-cron-Etc-UTC-0Cm30xxxx-15Cm45xxxx",
+            ),
             (
                 2,
                 "UTC",
@@ -301,7 +326,17 @@ mod tests {
             (
                 with("timezone", "Mars/Olympus"),
                 "timezone",
-                "unable to load timezone",
+                "unable to load timezone: unknown time zone Mars/Olympus",
+            ),
+            (
+                with("timezone", "../etc/passwd"),
+                "timezone",
+                "unable to load timezone: time: invalid location name",
+            ),
+            (
+                with("timezone", "/Europe/Paris"),
+                "timezone",
+                "unable to load timezone: time: invalid location name",
             ),
             (
                 with("start", "0 8 * *"),
@@ -321,12 +356,44 @@ mod tests {
             (
                 with("desiredReplicas", "two"),
                 "desiredReplicas",
-                "error parsing desiredReplicas",
+                "unable to set param \"desiredReplicas\" value \"two\": unable to unmarshal to field type int64: invalid character 'w' in literal true (expecting 'r')",
+            ),
+            // KEDA reads desiredReplicas with Go's encoding/json: no `+`, no fraction.
+            (
+                with("desiredReplicas", "+2"),
+                "desiredReplicas",
+                "invalid character '+' looking for beginning of value",
+            ),
+            (
+                with("desiredReplicas", "2.0"),
+                "desiredReplicas",
+                "json: cannot unmarshal number 2.0 into Go value of type int64",
             ),
             (
                 with("desiredReplicas", "0"),
                 "desiredReplicas",
-                "no DesiredReplicas specified",
+                "no desiredReplicas specified",
+            ),
+            // KEDA's Validate checks come before the time zone.
+            (
+                vec![
+                    ("timezone", "Mars/Olympus"),
+                    ("start", "0 8 * *"),
+                    ("end", "0 9 * * *"),
+                    ("desiredReplicas", "0"),
+                ],
+                "start",
+                "error parsing start schedule",
+            ),
+            (
+                vec![
+                    ("timezone", "Mars/Olympus"),
+                    ("start", "0 8 * * *"),
+                    ("end", "0 9 * * *"),
+                    ("desiredReplicas", "0"),
+                ],
+                "desiredReplicas",
+                "no desiredReplicas specified",
             ),
         ];
         for (meta, param, want) in cases {
@@ -336,6 +403,100 @@ mod tests {
                 err.to_string().contains(want),
                 "{err} should contain {want}"
             );
+        }
+    }
+
+    /// KEDA's testCronMetadata table: each case parses or fails as it does in KEDA.
+    #[test]
+    fn keda_parse_table() {
+        let kolkata = |start: &'static str, end: &'static str| -> Metadata<'static> {
+            vec![
+                ("timezone", "Asia/Kolkata"),
+                ("start", start),
+                ("end", end),
+                ("desiredReplicas", "10"),
+            ]
+        };
+        let cases: Vec<(Metadata, Option<(&str, &str)>)> = vec![
+            (
+                vec![],
+                Some(("start", "missing required parameter \"start\"")),
+            ),
+            (
+                vec![
+                    ("timezone", "Etc/UTC"),
+                    ("start", "0 0 * * Thu"),
+                    ("end", "59 23 * * Thu"),
+                    ("desiredReplicas", "10"),
+                ],
+                None,
+            ),
+            (
+                vec![
+                    ("timezone", "Etc/UTC"),
+                    ("start", "0 */2 * * *"),
+                    ("end", "0 1-23/2 * * *"),
+                    ("desiredReplicas", "10"),
+                ],
+                None,
+            ),
+            (
+                vec![
+                    ("timezone", "Etc/UTC"),
+                    ("start", "0,30 * * * *"),
+                    ("end", "15,45 * * * *"),
+                    ("desiredReplicas", "10"),
+                ],
+                None,
+            ),
+            (
+                vec![
+                    ("timezone", "Asia/Kolkata"),
+                    ("start", "30 * * * *"),
+                    ("end", "45 * * * *"),
+                ],
+                Some((
+                    "desiredReplicas",
+                    "missing required parameter \"desiredReplicas\"",
+                )),
+            ),
+            (
+                vec![
+                    ("start", "30 * * * *"),
+                    ("end", "45 * * * *"),
+                    ("desiredReplicas", "10"),
+                ],
+                Some(("timezone", "missing required parameter \"timezone\"")),
+            ),
+            (kolkata("30-33 * * * *", "45 * * * *"), None),
+            (kolkata("30 * * * *", "45-50 * * * *"), None),
+            (
+                kolkata("-30 * * * *", "45 * * * *"),
+                Some(("start", "error parsing start schedule")),
+            ),
+            (
+                kolkata("30 * * * *", "-50 * * * *"),
+                Some(("end", "error parsing end schedule")),
+            ),
+            (
+                kolkata("30 * * * *", "50 * * -3 *"),
+                Some(("end", "error parsing end schedule")),
+            ),
+            (
+                kolkata("30 * * * *", "30 * * * *"),
+                Some(("end", "start and end can not have exactly same time input")),
+            ),
+        ];
+        for (meta, want) in cases {
+            match (build(0, &meta), want) {
+                (Ok(_), None) => {}
+                (Err(e), None) => panic!("{meta:?}: unexpected error {e}"),
+                (Ok(_), Some(w)) => panic!("{meta:?}: expected {w:?}"),
+                (Err(e), Some((param, text))) => {
+                    assert_eq!(e.param(), Some(param), "{meta:?}: {e}");
+                    assert!(e.to_string().contains(text), "{meta:?}: {e}");
+                }
+            }
         }
     }
 }

@@ -55,22 +55,198 @@ fn bad(param: &str, message: impl Into<String>) -> ScalerError {
     ScalerError::invalid(param, message)
 }
 
-/// A whole number; KEDA's `int64`, with `5.0` accepted (the articles users copy write
-/// `lagThreshold: '5.0'`).
+/// KEDA's typed-config wrapper around a value it cannot read.
+fn unable_to_set(key: &str, value: &str, detail: impl std::fmt::Display) -> ScalerError {
+    bad(
+        key,
+        format!("unable to set param \"{key}\" value {value:?}: {detail}"),
+    )
+}
+
+/// Go's `encoding/json` quoting of one input byte in its syntax errors (`quoteChar`: the
+/// byte read as a rune, then `strconv.Quote`d between single quotes).
+fn json_char(b: u8) -> String {
+    let inner = match b {
+        b'\'' => r"\'".to_string(),
+        b'\\' => r"\\".to_string(),
+        0x07 => r"\a".to_string(),
+        0x08 => r"\b".to_string(),
+        b'\t' => r"\t".to_string(),
+        b'\n' => r"\n".to_string(),
+        0x0b => r"\v".to_string(),
+        0x0c => r"\f".to_string(),
+        b'\r' => r"\r".to_string(),
+        0x00..=0x1f | 0x7f => format!("\\x{b:02x}"),
+        0x80..=0x9f | 0xad => format!("\\u{b:04x}"),
+        _ => char::from(b).to_string(),
+    };
+    format!("'{inner}'")
+}
+
+/// Go's `encoding/json` message for input that ends inside a value.
+const JSON_EOF: &str = "unexpected end of JSON input";
+
+/// Go's `encoding/json` error for anything but whitespace after a top-level value.
+fn json_trailing(rest: &[u8]) -> Option<String> {
+    rest.iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        .map(|&b| format!("invalid character {} after top-level value", json_char(b)))
+}
+
+/// Go's `encoding/json` syntax check of a top-level JSON number, with its messages; the
+/// number's text on success.
+fn json_number(v: &str) -> Result<&str, String> {
+    let bytes = v.as_bytes();
+    let mut i = 0;
+    let at = |i: usize| bytes.get(i).copied();
+    let digits = |mut i: usize| {
+        while at(i).is_some_and(|b| b.is_ascii_digit()) {
+            i += 1;
+        }
+        i
+    };
+    if at(i) == Some(b'-') {
+        i += 1;
+    }
+    match at(i) {
+        None => return Err(JSON_EOF.into()),
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => i = digits(i),
+        Some(b) if i > 0 => {
+            return Err(format!(
+                "invalid character {} in numeric literal",
+                json_char(b)
+            ))
+        }
+        Some(b) => {
+            return Err(format!(
+                "invalid character {} looking for beginning of value",
+                json_char(b)
+            ))
+        }
+    }
+    if at(i) == Some(b'.') {
+        match at(i + 1) {
+            None => return Err(JSON_EOF.into()),
+            Some(b) if !b.is_ascii_digit() => {
+                return Err(format!(
+                    "invalid character {} after decimal point in numeric literal",
+                    json_char(b)
+                ))
+            }
+            Some(_) => i = digits(i + 1),
+        }
+    }
+    if matches!(at(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(at(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        match at(i) {
+            None => return Err(JSON_EOF.into()),
+            Some(b) if !b.is_ascii_digit() => {
+                return Err(format!(
+                    "invalid character {} in exponent of numeric literal",
+                    json_char(b)
+                ))
+            }
+            Some(_) => i = digits(i),
+        }
+    }
+    match json_trailing(&bytes[i..]) {
+        Some(e) => Err(e),
+        None => Ok(&v[..i]),
+    }
+}
+
+/// Go's `encoding/json` reading a top-level `true`/`false`/`null` (the values a number
+/// field can meet that start with a letter), with its messages.
+fn json_literal(v: &str) -> String {
+    let want = match v.as_bytes().first() {
+        Some(b't') => "true",
+        Some(b'f') => "false",
+        _ => "null",
+    };
+    for (i, w) in want.bytes().enumerate() {
+        match v.as_bytes().get(i) {
+            None => return JSON_EOF.into(),
+            Some(&b) if b != w => {
+                return format!(
+                    "invalid character {} in literal {want} (expecting {})",
+                    json_char(b),
+                    json_char(w)
+                )
+            }
+            Some(_) => {}
+        }
+    }
+    match json_trailing(&v.as_bytes()[want.len()..]) {
+        Some(e) => e,
+        None if want == "null" => "json: cannot unmarshal null into Go value of type int64".into(),
+        None => "json: cannot unmarshal bool into Go value of type int64".into(),
+    }
+}
+
+/// An `int64` parameter as KEDA's typed config reads it (Go's `encoding/json`): an
+/// optional `-` and digits, no `+`, no leading zero, no fraction or exponent (`1e3` is a
+/// JSON number but not an integer). The error is KEDA's, word for word for numbers and
+/// literals; a quoted string, array or object gets Go's type-mismatch wording.
+pub(super) fn keda_int64(key: &str, v: &str) -> Result<i64, ScalerError> {
+    let detail = match v.as_bytes().first() {
+        Some(b't' | b'f' | b'n') => json_literal(v),
+        Some(b'"') => "json: cannot unmarshal string into Go value of type int64".into(),
+        Some(b'[') => "json: cannot unmarshal array into Go value of type int64".into(),
+        Some(b'{') => "json: cannot unmarshal object into Go value of type int64".into(),
+        _ => match json_number(v) {
+            Ok(n) => match n.parse::<i64>() {
+                Ok(i) => return Ok(i),
+                Err(_) => format!("json: cannot unmarshal number {n} into Go value of type int64"),
+            },
+            Err(syntax) => syntax,
+        },
+    };
+    Err(unable_to_set(
+        key,
+        v,
+        format!("unable to unmarshal to field type int64: {detail}"),
+    ))
+}
+
+/// A whole-number kafka parameter, `default` when absent. As [`keda_int64`], and beyond
+/// KEDA a zero fraction (`5.0`) is read as the whole number: the published examples write
+/// `lagThreshold: '5.0'`.
 fn whole(ctx: &TriggerContext<'_>, key: &str, default: i64) -> Result<i64, ScalerError> {
     let Some(v) = ctx.param(key) else {
         return Ok(default);
     };
-    if let Ok(i) = v.parse::<i64>() {
-        return Ok(i);
+    if let Some((int, fraction)) = v.split_once('.') {
+        if !fraction.is_empty() && fraction.bytes().all(|b| b == b'0') {
+            if let Ok(i) = keda_int64(key, int) {
+                return Ok(i);
+            }
+        }
     }
-    match v.parse::<f64>() {
-        Ok(f) if f.is_finite() && f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(f as i64),
-        _ => Err(bad(
+    keda_int64(key, v)
+}
+
+/// A boolean as KEDA's typed config reads it (Go's `strconv.ParseBool`), with its wording;
+/// `default` when absent.
+fn keda_bool(key: &str, value: Option<&str>, default: bool) -> Result<bool, ScalerError> {
+    let Some(v) = value else {
+        return Ok(default);
+    };
+    crate::activation::go_bool(v).ok_or_else(|| {
+        unable_to_set(
             key,
-            format!("error parsing {key}: {v:?} is not a whole number"),
-        )),
-    }
+            v,
+            format!("unable to parse boolean value {v:?}: strconv.ParseBool: parsing {v:?}: invalid syntax"),
+        )
+    })
+}
+
+/// A metadata boolean.
+fn flag(ctx: &TriggerContext<'_>, key: &str, default: bool) -> Result<bool, ScalerError> {
+    keda_bool(key, ctx.param(key), default)
 }
 
 fn one_of<'a>(key: &str, v: &'a str, allowed: &[&str]) -> Result<&'a str, ScalerError> {
@@ -127,100 +303,128 @@ fn valid_version(v: &str) -> bool {
             .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// `sasl`/`tls` come from metadata first, then from the TriggerAuthentication.
+/// `sasl`, `tls` and `saslTokenProvider` come from metadata first, then from the
+/// TriggerAuthentication (KEDA's `order=triggerMetadata;authParams`).
 fn meta_or_auth<'a>(ctx: &'a TriggerContext<'_>, key: &str) -> Option<&'a str> {
     ctx.param(key).or_else(|| ctx.auth_param(key))
 }
 
+const SASL_MODES: [&str; 6] = [
+    "none",
+    "plaintext",
+    "scram_sha256",
+    "scram_sha512",
+    "oauthbearer",
+    "gssapi",
+];
+
+/// The security parameters as read, before KEDA's cross-field checks.
+struct SecurityParams<'a> {
+    tls: &'a str,
+    unsafe_ssl: bool,
+    sasl: Option<&'a str>,
+}
+
+/// Read and type-check the security parameters, each whether or not it ends up used, as
+/// KEDA's typed config does (a malformed `unsafeSsl` is an error with TLS off too).
+fn read_security<'a>(ctx: &'a TriggerContext<'_>) -> Result<SecurityParams<'a>, ScalerError> {
+    let tls = match meta_or_auth(ctx, "tls") {
+        None => "disable",
+        Some(v) => one_of("tls", v, &["enable", "disable"])?,
+    };
+    let unsafe_ssl = flag(ctx, "unsafeSsl", false)?;
+    let sasl = meta_or_auth(ctx, "sasl")
+        .map(|v| one_of("sasl", v, &SASL_MODES))
+        .transpose()?;
+    // Only OAUTHBEARER and GSSAPI use these (unsupported here), but KEDA refuses a bad
+    // value whatever the mechanism.
+    if let Some(v) = meta_or_auth(ctx, "saslTokenProvider") {
+        one_of("saslTokenProvider", v, &["bearer", "aws_msk_iam"])?;
+    }
+    keda_bool(
+        "kerberosDisableFAST",
+        ctx.auth_param("kerberosDisableFAST"),
+        false,
+    )?;
+    Ok(SecurityParams {
+        tls,
+        unsafe_ssl,
+        sasl,
+    })
+}
+
+/// KEDA's `parseTLS` and `parseSASL`: credentials from the TriggerAuthentication.
 fn parse_security(
     ctx: &TriggerContext<'_>,
+    params: SecurityParams<'_>,
 ) -> Result<(Option<TlsSettings>, Option<Sasl>), ScalerError> {
     let auth = |k: &str| ctx.auth_param(k).map(str::to_string);
-    let tls = match meta_or_auth(ctx, "tls") {
-        None => None,
-        Some(v) => match one_of("tls", v, &["enable", "disable"])? {
-            "enable" => {
-                let (cert, key) = (auth("cert"), auth("key"));
-                if cert.is_some() && key.is_none() {
-                    return Err(bad("key", "key must be provided with cert"));
-                }
-                if key.is_some() && cert.is_none() {
-                    return Err(bad("cert", "cert must be provided with key"));
-                }
-                if auth("keyPassword").is_some() {
-                    return Err(bad(
-                        "keyPassword",
-                        "keyPassword (an encrypted client key) is not supported by eventscale yet; \
-                         give the key unencrypted",
-                    ));
-                }
-                Some(TlsSettings {
-                    ca: auth("ca"),
-                    cert,
-                    key,
-                    unsafe_ssl: ctx.flag("unsafeSsl", false)?,
-                })
-            }
-            _ => None,
-        },
+    // With TLS off, a lone cert or key is not checked (KEDA ignores them).
+    let tls = if params.tls == "enable" {
+        let (cert, key) = (auth("cert"), auth("key"));
+        if cert.is_some() && key.is_none() {
+            return Err(bad("key", "key must be provided with cert"));
+        }
+        if key.is_some() && cert.is_none() {
+            return Err(bad("cert", "cert must be provided with key"));
+        }
+        if auth("keyPassword").is_some() {
+            return Err(bad(
+                "keyPassword",
+                "keyPassword (an encrypted client key) is not supported by eventscale yet; \
+                 give the key unencrypted",
+            ));
+        }
+        Some(TlsSettings {
+            ca: auth("ca"),
+            cert,
+            key,
+            unsafe_ssl: params.unsafe_ssl,
+        })
+    } else {
+        None
     };
-    let sasl = match meta_or_auth(ctx, "sasl") {
-        None => None,
-        Some(v) => {
-            let mode = one_of(
-                "sasl",
-                v,
-                &[
-                    "none",
-                    "plaintext",
-                    "scram_sha256",
-                    "scram_sha512",
-                    "oauthbearer",
-                    "gssapi",
-                ],
-            )?;
-            let creds = || -> Result<(String, String), ScalerError> {
-                let user = auth("username").ok_or_else(|| bad("username", "no username given"))?;
-                let password =
-                    auth("password").ok_or_else(|| bad("password", "no password given"))?;
-                Ok((user, password))
+    let creds = || -> Result<(String, String), ScalerError> {
+        let user = auth("username").ok_or_else(|| bad("username", "no username given"))?;
+        let password = auth("password").ok_or_else(|| bad("password", "no password given"))?;
+        Ok((user, password))
+    };
+    let sasl = match params.sasl {
+        None | Some("none") => None,
+        Some("plaintext") => {
+            let (user, password) = creds()?;
+            Some(Sasl::Plain { user, password })
+        }
+        Some(mode @ ("scram_sha256" | "scram_sha512")) => {
+            let (user, password) = creds()?;
+            let hash = if mode == "scram_sha256" {
+                ScramHash::Sha256
+            } else {
+                ScramHash::Sha512
             };
-            match mode {
-                "none" => None,
-                "plaintext" => {
-                    let (user, password) = creds()?;
-                    Some(Sasl::Plain { user, password })
-                }
-                "scram_sha256" | "scram_sha512" => {
-                    let (user, password) = creds()?;
-                    let hash = if mode == "scram_sha256" {
-                        ScramHash::Sha256
-                    } else {
-                        ScramHash::Sha512
-                    };
-                    Some(Sasl::Scram {
-                        hash,
-                        user,
-                        password,
-                    })
-                }
-                other => {
-                    return Err(bad(
-                        "sasl",
-                        format!(
-                            "sasl {other:?} is not supported by eventscale yet \
-                             (supported: none, plaintext, scram_sha256, scram_sha512)"
-                        ),
-                    ))
-                }
-            }
+            Some(Sasl::Scram {
+                hash,
+                user,
+                password,
+            })
+        }
+        Some(other) => {
+            return Err(bad(
+                "sasl",
+                format!(
+                    "sasl {other:?} is not supported by eventscale yet \
+                     (supported: none, plaintext, scram_sha256, scram_sha512)"
+                ),
+            ))
         }
     };
     Ok((tls, sasl))
 }
 
 impl KafkaMetadata {
-    /// Parse with KEDA's defaults, rules and messages.
+    /// Parse with KEDA's defaults, rules and messages: each parameter read and typed in
+    /// KEDA's field order, then KEDA's `Validate` checks in their order, so the first
+    /// error is the first of those KEDA reports.
     pub fn parse(ctx: &TriggerContext<'_>) -> Result<Self, ScalerError> {
         let bootstrap: Vec<String> = ctx
             .required("bootstrapServers")?
@@ -240,21 +444,8 @@ impl KafkaMetadata {
         }
         let group = ctx.required("consumerGroup")?.to_string();
         let topic = ctx.param("topic").map(str::to_string);
-
         let lag_threshold = whole(ctx, "lagThreshold", 10)?;
-        if lag_threshold <= 0 {
-            return Err(bad(
-                "lagThreshold",
-                "\"lagThreshold\" must be positive number",
-            ));
-        }
         let activation_lag_threshold = whole(ctx, "activationLagThreshold", 0)?;
-        if activation_lag_threshold < 0 {
-            return Err(bad(
-                "activationLagThreshold",
-                "\"activationLagThreshold\" must be a non-negative number",
-            ));
-        }
         let offset_reset_policy = match ctx.param("offsetResetPolicy") {
             None => OffsetResetPolicy::Latest,
             Some(v) => match one_of("offsetResetPolicy", v, &["latest", "earliest"])? {
@@ -262,28 +453,33 @@ impl KafkaMetadata {
                 _ => OffsetResetPolicy::Latest,
             },
         };
+        let allow_idle_consumers = flag(ctx, "allowIdleConsumers", false)?;
+        let exclude_persistent_lag = flag(ctx, "excludePersistentLag", false)?;
+        let scale_to_zero_on_invalid_offset = flag(ctx, "scaleToZeroOnInvalidOffset", false)?;
+        let limit_to_partitions_with_lag = flag(ctx, "limitToPartitionsWithLag", false)?;
+        let ensure_even_distribution_of_partitions =
+            flag(ctx, "ensureEvenDistributionOfPartitions", false)?;
+        let full_metadata = flag(ctx, "fullMetadata", true)?;
+        let security = read_security(ctx)?;
+
+        if lag_threshold <= 0 {
+            return Err(bad(
+                "lagThreshold",
+                "\"lagThreshold\" must be positive number",
+            ));
+        }
+        if activation_lag_threshold < 0 {
+            return Err(bad(
+                "activationLagThreshold",
+                "\"activationLagThreshold\" must be a non-negative number",
+            ));
+        }
         // Checked even without a topic (as KEDA does), then ignored there.
         let partition_limitation = ctx
             .param("partitionLimitation")
             .map(parse_partition_limitation)
             .transpose()?
             .filter(|_| topic.is_some());
-        let allow_idle_consumers = ctx.flag("allowIdleConsumers", false)?;
-        let exclude_persistent_lag = ctx.flag("excludePersistentLag", false)?;
-        let scale_to_zero_on_invalid_offset = ctx.flag("scaleToZeroOnInvalidOffset", false)?;
-        let limit_to_partitions_with_lag = ctx.flag("limitToPartitionsWithLag", false)?;
-        let ensure_even_distribution_of_partitions =
-            ctx.flag("ensureEvenDistributionOfPartitions", false)?;
-        let full_metadata = ctx.flag("fullMetadata", true)?;
-        if let Some(v) = ctx.param("version") {
-            if !valid_version(v) {
-                return Err(bad(
-                    "version",
-                    format!("error parsing kafka version: invalid version `{v}`"),
-                ));
-            }
-        }
-
         if allow_idle_consumers && limit_to_partitions_with_lag {
             return Err(bad(
                 "limitToPartitionsWithLag",
@@ -314,7 +510,16 @@ impl KafkaMetadata {
                 "topic must be specified when fullMetadata is false",
             ));
         }
-        let (tls, sasl) = parse_security(ctx)?;
+        let (tls, sasl) = parse_security(ctx, security)?;
+        // KEDA reads the version after the typed config.
+        if let Some(v) = ctx.param("version") {
+            if !valid_version(v) {
+                return Err(bad(
+                    "version",
+                    format!("error parsing kafka version: invalid version `{v}`"),
+                ));
+            }
+        }
         Ok(Self {
             client: ClientConfig {
                 bootstrap,
@@ -590,21 +795,50 @@ mod tests {
     ];
 
     /// `BASE` with `extra` added (a key in both takes `extra`'s value).
-    fn parse_base(extra: &[(&str, &str)]) -> Result<KafkaMetadata, ScalerError> {
-        let mut m: Pairs<'_> = BASE.to_vec();
-        for (k, v) in extra {
-            m.retain(|(key, _)| key != k);
+    fn with_base<'a>(extra: &[(&'a str, &'a str)]) -> Pairs<'a> {
+        let mut m: Pairs<'a> = BASE.to_vec();
+        for &(k, v) in extra {
+            m.retain(|(key, _)| *key != k);
             m.push((k, v));
         }
-        parse(&m)
+        m
+    }
+
+    fn parse_base(extra: &[(&str, &str)]) -> Result<KafkaMetadata, ScalerError> {
+        parse(&with_base(extra))
     }
 
     type Pairs<'a> = Vec<(&'a str, &'a str)>;
     /// The field and a part of the message an error must have; `None` for success.
     type Expect<'a> = Option<(&'a str, &'a str)>;
 
+    /// Check one parse against its expectation.
+    fn check(label: &str, got: Result<KafkaMetadata, ScalerError>, want: Expect<'_>) {
+        match (want, got) {
+            (None, Ok(_)) => {}
+            (None, Err(e)) => panic!("{label}: unexpected error {e}"),
+            (Some((param, text)), Ok(m)) => {
+                panic!("{label}: expected an error on {param} ({text}), parsed {m:?}")
+            }
+            (Some((param, text)), Err(e)) => {
+                assert_eq!(e.param(), Some(param), "{label}: {e}");
+                assert!(e.to_string().contains(text), "{label}: {e}");
+            }
+        }
+    }
+
+    /// KEDA's `validWithAuthParams` (TestGetBrokers): SASL/PLAIN from the
+    /// TriggerAuthentication.
+    const PLAINTEXT_AUTH: [(&str, &str); 3] = [
+        ("sasl", "plaintext"),
+        ("username", "admin"),
+        ("password", "admin"),
+    ];
+
     /// KEDA's parse table (kafka_scaler_test.go), and more: `None` expects success, `Some`
-    /// an error naming the field with a message containing the text.
+    /// an error naming the field with a message containing the text. As KEDA's
+    /// TestGetBrokers does, every case is parsed twice, without authentication and with
+    /// SASL/PLAIN from the TriggerAuthentication, and must end the same.
     #[test]
     fn metadata_table() {
         let t = &[("topic", "my-topic")];
@@ -617,55 +851,109 @@ mod tests {
             (vec![t[0], ("version", "1.2.3.4")], Some(("version", "error parsing kafka version"))),
             (vec![t[0], ("version", "1.0.0")], None),
             (vec![t[0], ("version", "0.10.2.1")], None),
-            (vec![t[0], ("lagThreshold", "-1")], Some(("lagThreshold", "must be positive number"))),
-            (vec![t[0], ("lagThreshold", "0")], Some(("lagThreshold", "must be positive number"))),
+            (vec![t[0], ("lagThreshold", "-1")], Some(("lagThreshold", "\"lagThreshold\" must be positive number"))),
+            (vec![t[0], ("lagThreshold", "0")], Some(("lagThreshold", "\"lagThreshold\" must be positive number"))),
+            (vec![t[0], ("lagThreshold", "-0")], Some(("lagThreshold", "\"lagThreshold\" must be positive number"))),
             (vec![t[0], ("lagThreshold", "1000000"), ("activationLagThreshold", "0")], None),
-            (vec![t[0], ("lagThreshold", "5.5")], Some(("lagThreshold", "not a whole number"))),
-            (vec![t[0], ("lagThreshold", "ten")], Some(("lagThreshold", "not a whole number"))),
-            (vec![t[0], ("activationLagThreshold", "AA")], Some(("activationLagThreshold", "not a whole number"))),
-            (vec![t[0], ("activationLagThreshold", "-1")], Some(("activationLagThreshold", "must be a non-negative number"))),
+            (vec![t[0], ("lagThreshold", "10"), ("activationLagThreshold", "0")], None),
+            // KEDA reads int64 parameters with Go's encoding/json: no `+`, no leading zero,
+            // no fraction or exponent.
+            (vec![t[0], ("lagThreshold", "5.5")], Some(("lagThreshold", "unable to set param \"lagThreshold\" value \"5.5\": unable to unmarshal to field type int64: json: cannot unmarshal number 5.5 into Go value of type int64"))),
+            (vec![t[0], ("lagThreshold", "1e3")], Some(("lagThreshold", "unable to set param \"lagThreshold\" value \"1e3\": unable to unmarshal to field type int64: json: cannot unmarshal number 1e3 into Go value of type int64"))),
+            (vec![t[0], ("lagThreshold", "1.0e1")], Some(("lagThreshold", "json: cannot unmarshal number 1.0e1 into Go value of type int64"))),
+            (vec![t[0], ("lagThreshold", "+5")], Some(("lagThreshold", "unable to set param \"lagThreshold\" value \"+5\": unable to unmarshal to field type int64: invalid character '+' looking for beginning of value"))),
+            (vec![t[0], ("lagThreshold", "05")], Some(("lagThreshold", "unable to unmarshal to field type int64: invalid character '5' after top-level value"))),
+            (vec![t[0], ("lagThreshold", "05.0")], Some(("lagThreshold", "invalid character '5' after top-level value"))),
+            (vec![t[0], ("lagThreshold", "5 6")], Some(("lagThreshold", "invalid character '6' after top-level value"))),
+            (vec![t[0], ("lagThreshold", "5.")], Some(("lagThreshold", "unable to unmarshal to field type int64: unexpected end of JSON input"))),
+            (vec![t[0], ("lagThreshold", "-")], Some(("lagThreshold", "unexpected end of JSON input"))),
+            (vec![t[0], ("lagThreshold", "1e")], Some(("lagThreshold", "unexpected end of JSON input"))),
+            (vec![t[0], ("lagThreshold", "-x")], Some(("lagThreshold", "invalid character 'x' in numeric literal"))),
+            (vec![t[0], ("lagThreshold", "1.x")], Some(("lagThreshold", "invalid character 'x' after decimal point in numeric literal"))),
+            (vec![t[0], ("lagThreshold", "1e+x")], Some(("lagThreshold", "invalid character 'x' in exponent of numeric literal"))),
+            (vec![t[0], ("lagThreshold", "99999999999999999999")], Some(("lagThreshold", "json: cannot unmarshal number 99999999999999999999 into Go value of type int64"))),
+            (vec![t[0], ("lagThreshold", "ten")], Some(("lagThreshold", "unable to unmarshal to field type int64: invalid character 'e' in literal true (expecting 'r')"))),
+            (vec![t[0], ("lagThreshold", "true")], Some(("lagThreshold", "json: cannot unmarshal bool into Go value of type int64"))),
+            (vec![t[0], ("lagThreshold", "nul")], Some(("lagThreshold", "unexpected end of JSON input"))),
+            (vec![t[0], ("lagThreshold", "\"5\"")], Some(("lagThreshold", "json: cannot unmarshal string into Go value of type int64"))),
+            (vec![t[0], ("lagThreshold", "'5'")], Some(("lagThreshold", r"invalid character '\'' looking for beginning of value"))),
+            (vec![t[0], ("lagThreshold", "\u{e9}")], Some(("lagThreshold", "invalid character '\u{c3}' looking for beginning of value"))),
+            (vec![t[0], ("lagThreshold", "10"), ("activationLagThreshold", "AA")], Some(("activationLagThreshold", "unable to set param \"activationLagThreshold\" value \"AA\": unable to unmarshal to field type int64: invalid character 'A' looking for beginning of value"))),
+            (vec![t[0], ("activationLagThreshold", "+1")], Some(("activationLagThreshold", "invalid character '+' looking for beginning of value"))),
+            (vec![t[0], ("activationLagThreshold", "-1")], Some(("activationLagThreshold", "\"activationLagThreshold\" must be a non-negative number"))),
+            // Parameters are read and typed before KEDA's Validate runs.
+            (vec![t[0], ("lagThreshold", "0"), ("allowIdleConsumers", "x")], Some(("allowIdleConsumers", "unable to parse boolean value"))),
+            (vec![t[0], ("partitionLimitation", "1,2,3,4")], None),
+            (vec![t[0], ("partitionLimitation", "1-4")], None),
+            (vec![t[0], ("partitionLimitation", "1-4,8,10-12")], None),
             (vec![t[0], ("partitionLimitation", "a,b,c,d")], Some(("partitionLimitation", "invalid partition limitation: a"))),
             (vec![t[0], ("partitionLimitation", "1-2-3")], Some(("partitionLimitation", "invalid partition limitation range: 1-2-3"))),
+            (vec![t[0], ("bootstrapServers", "foo:9092,bar:9092")], None),
+            (vec![t[0], ("offsetResetPolicy", "latest")], None),
+            (vec![t[0], ("offsetResetPolicy", "earliest")], None),
             (vec![t[0], ("offsetResetPolicy", "foo")], Some(("offsetResetPolicy", "parameter \"offsetResetPolicy\" value \"foo\" must be one of [latest earliest]"))),
-            (vec![t[0], ("allowIdleConsumers", "notvalid")], Some(("allowIdleConsumers", "error parsing allowIdleConsumers"))),
-            (vec![t[0], ("excludePersistentLag", "notvalid")], Some(("excludePersistentLag", "error parsing"))),
-            (vec![t[0], ("limitToPartitionsWithLag", "notvalid")], Some(("limitToPartitionsWithLag", "error parsing"))),
-            (vec![t[0], ("scaleToZeroOnInvalidOffset", "notvalid")], Some(("scaleToZeroOnInvalidOffset", "error parsing"))),
+            (vec![t[0], ("allowIdleConsumers", "notvalid")], Some(("allowIdleConsumers", "unable to set param \"allowIdleConsumers\" value \"notvalid\": unable to parse boolean value \"notvalid\": strconv.ParseBool: parsing \"notvalid\": invalid syntax"))),
+            (vec![t[0], ("allowIdleConsumers", "true")], None),
+            (vec![t[0], ("excludePersistentLag", "notvalid")], Some(("excludePersistentLag", "unable to set param \"excludePersistentLag\" value \"notvalid\": unable to parse boolean value"))),
+            (vec![t[0], ("excludePersistentLag", "true")], None),
+            (vec![t[0], ("allowIdleConsumers", "true"), ("version", "1.0.0")], None),
+            (vec![t[0], ("limitToPartitionsWithLag", "true")], None),
+            (vec![t[0], ("limitToPartitionsWithLag", "notvalid")], Some(("limitToPartitionsWithLag", "unable to parse boolean value \"notvalid\""))),
+            (vec![t[0], ("scaleToZeroOnInvalidOffset", "notvalid")], Some(("scaleToZeroOnInvalidOffset", "unable to parse boolean value \"notvalid\""))),
             (vec![t[0], ("allowIdleConsumers", "true"), ("limitToPartitionsWithLag", "true")], Some(("limitToPartitionsWithLag", "allowIdleConsumers and limitToPartitionsWithLag cannot be set simultaneously"))),
             (vec![t[0], ("allowIdleConsumers", "true"), ("limitToPartitionsWithLag", "false")], None),
             (vec![("limitToPartitionsWithLag", "true")], Some(("topic", "topic must be specified when using limitToPartitionsWithLag"))),
             (vec![t[0], ("ensureEvenDistributionOfPartitions", "true")], None),
-            (vec![t[0], ("ensureEvenDistributionOfPartitions", "true"), ("limitToPartitionsWithLag", "true")], Some(("ensureEvenDistributionOfPartitions", "cannot be set simultaneously"))),
+            (vec![t[0], ("ensureEvenDistributionOfPartitions", "true"), ("limitToPartitionsWithLag", "true")], Some(("ensureEvenDistributionOfPartitions", "limitToPartitionsWithLag and ensureEvenDistributionOfPartitions cannot be set simultaneously"))),
             (vec![("ensureEvenDistributionOfPartitions", "true")], Some(("topic", "topic must be specified when using ensureEvenDistributionOfPartitions"))),
             (vec![t[0], ("fullMetadata", "true")], None),
             (vec![("fullMetadata", "true")], None),
             (vec![t[0], ("fullMetadata", "false")], None),
             (vec![("fullMetadata", "false")], Some(("topic", "topic must be specified when fullMetadata is false"))),
-            (vec![t[0], ("fullMetadata", "notabool")], Some(("fullMetadata", "error parsing"))),
+            (vec![t[0], ("fullMetadata", "notabool")], Some(("fullMetadata", "unable to parse boolean value \"notabool\""))),
+            // unsafeSsl is read (and refused when malformed) with TLS off too.
+            (vec![t[0], ("unsafeSsl", "notabool")], Some(("unsafeSsl", "unable to set param \"unsafeSsl\" value \"notabool\": unable to parse boolean value \"notabool\": strconv.ParseBool: parsing \"notabool\": invalid syntax"))),
+            (vec![t[0], ("unsafeSsl", "yes"), ("tls", "disable")], Some(("unsafeSsl", "unable to parse boolean value \"yes\""))),
+            (vec![t[0], ("unsafeSsl", "true")], None),
+            // saslTokenProvider is checked whatever the mechanism; kerberosDisableFAST is
+            // read from the TriggerAuthentication only.
+            (vec![t[0], ("saslTokenProvider", "foo")], Some(("saslTokenProvider", "parameter \"saslTokenProvider\" value \"foo\" must be one of [bearer aws_msk_iam]"))),
+            (vec![t[0], ("saslTokenProvider", "bearer")], None),
+            (vec![t[0], ("saslTokenProvider", "aws_msk_iam")], None),
+            (vec![t[0], ("kerberosDisableFAST", "notabool")], None),
             (vec![("bootstrapServers", "kafka")], Some(("bootstrapServers", "is not host:port"))),
             (vec![("bootstrapServers", "")], Some(("bootstrapServers", "missing required parameter \"bootstrapServers\""))),
             (vec![("consumerGroup", "  ")], Some(("consumerGroup", "missing required parameter \"consumerGroup\""))),
-            (vec![t[0], ("tls", "maybe")], Some(("tls", "must be one of [enable disable]"))),
-            (vec![t[0], ("sasl", "foo")], Some(("sasl", "must be one of [none plaintext scram_sha256 scram_sha512 oauthbearer gssapi]"))),
-            (vec![t[0], ("sasl", "plaintext")], Some(("username", "no username given"))),
-            (vec![t[0], ("sasl", "none")], None),
-            (vec![t[0], ("sasl", "gssapi")], Some(("sasl", "not supported by eventscale yet"))),
-            (vec![t[0], ("sasl", "oauthbearer")], Some(("sasl", "not supported by eventscale yet"))),
         ];
         for (extra, want) in cases {
-            let got = parse_base(&extra);
-            match (want, got) {
-                (None, Ok(_)) => {}
-                (None, Err(e)) => panic!("{extra:?}: unexpected error {e}"),
-                (Some((param, text)), Ok(m)) => {
-                    panic!("{extra:?}: expected an error on {param} ({text}), parsed {m:?}")
-                }
-                (Some((param, text)), Err(e)) => {
-                    assert_eq!(e.param(), Some(param), "{extra:?}: {e}");
-                    assert!(e.to_string().contains(text), "{extra:?}: {e}");
-                }
+            check(&format!("{extra:?}"), parse_base(&extra), want);
+            let with_auth = parse_with(&with_base(&extra), &PLAINTEXT_AUTH);
+            if let Ok(m) = &with_auth {
+                assert_eq!(
+                    m.client.sasl,
+                    Some(Sasl::Plain {
+                        user: "admin".into(),
+                        password: "admin".into()
+                    }),
+                    "{extra:?}"
+                );
             }
+            check(&format!("{extra:?} with SASL/PLAIN"), with_auth, want);
         }
+        // KEDA's first two cases: nothing at all, then no consumer group.
+        check(
+            "{}",
+            parse(&[]),
+            Some(("bootstrapServers", "missing required parameter")),
+        );
+        check(
+            "no consumerGroup",
+            parse_with(&[BASE[0]], &PLAINTEXT_AUTH),
+            Some((
+                "consumerGroup",
+                "missing required parameter \"consumerGroup\"",
+            )),
+        );
     }
 
     #[test]
@@ -688,9 +976,16 @@ mod tests {
         let m = parse_base(&[]).expect("parses");
         assert_eq!(m.metric_name(), "kafka-my-group-topics");
 
-        // The seed example's '5.0'.
+        // Beyond KEDA: the seed example's '5.0' (a zero fraction) is the whole number.
+        for (v, want) in [("5.0", 5), ("5.00", 5), ("0.0", 0), ("-0", 0), ("7", 7)] {
+            let m = parse_base(&[("topic", "t"), ("activationLagThreshold", v)]).expect(v);
+            assert_eq!(m.activation_lag_threshold, want, "{v}");
+        }
         let m = parse_base(&[("topic", "t"), ("lagThreshold", "5.0")]).expect("parses");
         assert_eq!(m.lag_threshold, 5);
+        let m = parse_base(&[("topic", "t"), ("lagThreshold", " 9223372036854775807 ")])
+            .expect("parses");
+        assert_eq!(m.lag_threshold, i64::MAX);
 
         let m = parse_base(&[("bootstrapServers", "foo:9092, bar:9092,")]).expect("parses");
         assert_eq!(
@@ -719,152 +1014,169 @@ mod tests {
         assert!(m.allow_idle_consumers && m.exclude_persistent_lag);
     }
 
-    /// KEDA's auth table: sasl and tls from the TriggerAuthentication (or metadata).
+    /// KEDA's auth tables (TestKafkaAuthParamsInTriggerAuthentication and
+    /// TestKafkaAuthParamsInScaledObject): `sasl`/`tls` from metadata or the
+    /// TriggerAuthentication, credentials from the TriggerAuthentication.
     #[test]
     fn auth_table() {
+        let creds = [("username", "admin"), ("password", "admin")];
+        let full_tls = [("ca", "caaa"), ("cert", "ceert"), ("key", "keey")];
+        let join = |parts: &[&[(&'static str, &'static str)]]| -> Pairs<'static> { parts.concat() };
+        let unsupported = Some(("sasl", "is not supported by eventscale yet"));
         let cases: Vec<(Pairs<'_>, Pairs<'_>, Expect<'_>)> = vec![
-            (
-                vec![],
-                vec![
-                    ("sasl", "plaintext"),
-                    ("username", "admin"),
-                    ("password", "admin"),
-                ],
-                None,
-            ),
-            (
-                vec![],
-                vec![
-                    ("sasl", "scram_sha256"),
-                    ("username", "admin"),
-                    ("password", "admin"),
-                ],
-                None,
-            ),
-            (
-                vec![],
-                vec![
-                    ("sasl", "scram_sha512"),
-                    ("username", "admin"),
-                    ("password", "admin"),
-                ],
-                None,
-            ),
-            (
-                vec![],
-                vec![
-                    ("tls", "enable"),
-                    ("ca", "caaa"),
-                    ("cert", "ceert"),
-                    ("key", "keey"),
-                ],
-                None,
-            ),
-            (
-                vec![],
-                vec![("tls", "enable"), ("cert", "ceert"), ("key", "keey")],
-                None,
-            ),
+            // From the TriggerAuthentication.
+            (vec![], join(&[&[("sasl", "plaintext")], &creds]), None),
+            (vec![], join(&[&[("sasl", "scram_sha256")], &creds]), None),
+            (vec![], join(&[&[("sasl", "scram_sha512")], &creds]), None),
+            (vec![], join(&[&[("tls", "enable")], &full_tls]), None),
+            (vec![], vec![("tls", "enable"), ("cert", "ceert"), ("key", "keey")], None),
             (vec![], vec![("tls", "enable"), ("ca", "caaa")], None),
-            (
-                vec![],
-                vec![
-                    ("sasl", "plaintext"),
-                    ("username", "admin"),
-                    ("password", "admin"),
-                    ("tls", "enable"),
-                    ("ca", "caaa"),
-                    ("cert", "ceert"),
-                    ("key", "keey"),
-                ],
-                None,
-            ),
-            (
-                vec![],
-                vec![
-                    ("sasl", "plaintext"),
-                    ("username", "admin"),
-                    ("password", "admin"),
-                    ("tls", "disable"),
-                ],
-                None,
-            ),
-            (
-                vec![],
-                vec![
-                    ("sasl", "foo"),
-                    ("username", "admin"),
-                    ("password", "admin"),
-                ],
-                Some(("sasl", "must be one of")),
-            ),
-            (
-                vec![],
-                vec![("sasl", "plaintext"), ("password", "admin")],
-                Some(("username", "no username given")),
-            ),
-            (
-                vec![],
-                vec![("sasl", "plaintext"), ("username", "admin")],
-                Some(("password", "no password given")),
-            ),
-            (
-                vec![],
-                vec![("tls", "enable"), ("cert", "ceert")],
-                Some(("key", "key must be provided with cert")),
-            ),
-            (
-                vec![],
-                vec![("tls", "enable"), ("key", "keey")],
-                Some(("cert", "cert must be provided with key")),
-            ),
-            (
-                vec![],
-                vec![("tls", "yes")],
-                Some(("tls", "must be one of [enable disable]")),
-            ),
-            (
-                vec![],
-                vec![
-                    ("tls", "enable"),
-                    ("cert", "c"),
-                    ("key", "k"),
-                    ("keyPassword", "p"),
-                ],
-                Some(("keyPassword", "not supported")),
-            ),
-            // `tls`/`sasl` in metadata, credentials in the TriggerAuthentication.
-            (
-                vec![("sasl", "scram_sha512"), ("tls", "enable")],
-                vec![("username", "admin"), ("password", "admin")],
-                None,
-            ),
+            (vec![], join(&[&[("sasl", "plaintext"), ("tls", "enable")], &creds, &full_tls]), None),
+            (vec![], join(&[&[("sasl", "plaintext"), ("tls", "disable")], &creds]), None),
+            (vec![], vec![("sasl", "none")], None),
+            (vec![], join(&[&[("sasl", "foo")], &creds]), Some(("sasl", "parameter \"sasl\" value \"foo\" must be one of [none plaintext scram_sha256 scram_sha512 oauthbearer gssapi]"))),
+            (vec![], vec![("sasl", "plaintext"), ("password", "admin")], Some(("username", "no username given"))),
+            (vec![], vec![("sasl", "plaintext"), ("username", "admin")], Some(("password", "no password given"))),
+            (vec![], vec![("tls", "enable"), ("ca", "caaa"), ("key", "keey")], Some(("cert", "cert must be provided with key"))),
+            (vec![], vec![("tls", "enable"), ("ca", "caaa"), ("cert", "ceert")], Some(("key", "key must be provided with cert"))),
+            (vec![], join(&[&[("tls", "yes")], &full_tls]), Some(("tls", "parameter \"tls\" value \"yes\" must be one of [enable disable]"))),
+            // SASL + TLS, one thing wrong.
+            (vec![], join(&[&[("sasl", "foo"), ("tls", "enable")], &creds, &full_tls]), Some(("sasl", "must be one of"))),
+            (vec![], join(&[&[("sasl", "plaintext"), ("tls", "foo")], &creds, &full_tls]), Some(("tls", "must be one of [enable disable]"))),
+            (vec![], join(&[&[("sasl", "plaintext"), ("tls", "enable"), ("password", "admin")], &full_tls]), Some(("username", "no username given"))),
+            (vec![], join(&[&[("sasl", "plaintext"), ("tls", "enable"), ("username", "admin")], &full_tls]), Some(("password", "no password given"))),
+            (vec![], join(&[&[("sasl", "plaintext"), ("tls", "enable"), ("ca", "caaa"), ("key", "keey")], &creds]), Some(("cert", "cert must be provided with key"))),
+            (vec![], join(&[&[("sasl", "plaintext"), ("tls", "enable"), ("ca", "caaa"), ("cert", "ceert")], &creds]), Some(("key", "key must be provided with cert"))),
+            // TLS off: a lone cert or key is not checked.
+            (vec![], vec![("tls", "disable"), ("cert", "ceert")], None),
+            (vec![], vec![("tls", "disable"), ("key", "keey")], None),
+            (vec![], vec![("cert", "ceert")], None),
+            (vec![("tls", "disable")], vec![("cert", "ceert")], None),
+            // KEDA trims values from the TriggerAuthentication.
+            (vec![], join(&[&[("sasl", "plaintext\n")], &creds]), None),
+            (vec![], join(&[&[("sasl", "plaintext ")], &creds]), None),
+            (vec![], join(&[&[("sasl", "scram_sha256\n")], &creds]), None),
+            (vec![], join(&[&[("sasl", "scram_sha256 ")], &creds]), None),
+            (vec![], join(&[&[("sasl", "scram_sha512\n")], &creds]), None),
+            (vec![], join(&[&[("sasl", "scram_sha512 ")], &creds]), None),
+            (vec![], join(&[&[("tls", " enable\n")], &full_tls]), None),
+            // From the ScaledObject's metadata.
+            (vec![("sasl", "plaintext")], creds.to_vec(), None),
+            (vec![("sasl", "scram_sha256")], creds.to_vec(), None),
+            (vec![("sasl", "scram_sha512")], creds.to_vec(), None),
+            (vec![("tls", "enable")], full_tls.to_vec(), None),
+            (vec![("tls", "enable")], vec![("ca", "caaa")], None),
+            (vec![("tls", "enable"), ("unsafeSsl", "true")], vec![("ca", "caaa")], None),
+            (vec![("sasl", "plaintext"), ("tls", "enable")], join(&[&creds, &full_tls]), None),
+            (vec![("sasl", "plaintext"), ("tls", "disable")], creds.to_vec(), None),
+            (vec![("sasl", "scram_sha512"), ("tls", "enable")], creds.to_vec(), None),
+            (vec![("sasl", "none")], vec![], None),
+            (vec![("sasl", "foo")], creds.to_vec(), Some(("sasl", "must be one of"))),
+            (vec![("sasl", "plaintext")], vec![("password", "admin")], Some(("username", "no username given"))),
+            (vec![("sasl", "plaintext")], vec![("username", "admin")], Some(("password", "no password given"))),
+            (vec![("tls", "enable")], vec![("ca", "caaa"), ("key", "keey")], Some(("cert", "cert must be provided with key"))),
+            (vec![("tls", "enable")], vec![("ca", "caaa"), ("cert", "ceert")], Some(("key", "key must be provided with cert"))),
+            (vec![("tls", "random")], full_tls.to_vec(), Some(("tls", "must be one of [enable disable]"))),
+            (vec![("sasl", "foo"), ("tls", "enable")], join(&[&creds, &full_tls]), Some(("sasl", "must be one of"))),
+            (vec![("sasl", "plaintext"), ("tls", "foo")], join(&[&creds, &full_tls]), Some(("tls", "must be one of"))),
+            (vec![("sasl", "plaintext"), ("tls", "enable")], join(&[&[("password", "admin")], &full_tls]), Some(("username", "no username given"))),
+            (vec![("sasl", "plaintext"), ("tls", "enable")], join(&[&[("username", "admin")], &full_tls]), Some(("password", "no password given"))),
+            (vec![("sasl", "plaintext"), ("tls", "enable")], join(&[&creds, &[("ca", "caaa"), ("key", "keey")]]), Some(("cert", "cert must be provided with key"))),
+            (vec![("sasl", "plaintext"), ("tls", "enable")], join(&[&creds, &[("ca", "caaa"), ("cert", "ceert")]]), Some(("key", "key must be provided with cert"))),
             // Credentials in metadata do not count.
-            (
-                vec![
-                    ("sasl", "plaintext"),
-                    ("username", "admin"),
-                    ("password", "admin"),
-                ],
-                vec![],
-                Some(("username", "no username given")),
-            ),
+            (join(&[&[("sasl", "plaintext")], &creds]), vec![], Some(("username", "no username given"))),
+            // In both places the metadata wins; the TriggerAuthentication's value is not
+            // even read (KEDA takes the first source that has one).
+            (vec![("sasl", "scram_sha512")], join(&[&[("sasl", "scram_sha512")], &creds]), None),
+            (vec![("tls", "enable")], join(&[&[("tls", "enable")], &full_tls]), None),
+            (vec![("sasl", "none")], vec![("sasl", "plaintext")], None),
+            (vec![("sasl", "plaintext")], join(&[&[("sasl", "foo")], &creds]), None),
+            (vec![("tls", "disable")], vec![("tls", "enable"), ("cert", "ceert")], None),
+            (vec![("tls", "enable")], vec![("tls", "disable"), ("cert", "ceert")], Some(("key", "key must be provided with cert"))),
+            (vec![("tls", "disable")], vec![("tls", "foo")], None),
+            // Empty metadata counts as absent.
+            (vec![("sasl", " ")], vec![("sasl", "plaintext")], Some(("username", "no username given"))),
+            // saslTokenProvider: checked whatever the mechanism, metadata first.
+            (vec![], vec![("saslTokenProvider", "foo")], Some(("saslTokenProvider", "parameter \"saslTokenProvider\" value \"foo\" must be one of [bearer aws_msk_iam]"))),
+            (vec![], join(&[&[("sasl", "plaintext"), ("saslTokenProvider", "bearer")], &creds]), None),
+            (vec![("saslTokenProvider", "bearer")], vec![("saslTokenProvider", "foo")], None),
+            // kerberosDisableFAST: a Go boolean from the TriggerAuthentication.
+            (vec![], vec![("kerberosDisableFAST", "true")], None),
+            (vec![], vec![("kerberosDisableFAST", "0")], None),
+            (vec![], vec![("kerberosDisableFAST", "notabool")], Some(("kerberosDisableFAST", "unable to set param \"kerberosDisableFAST\" value \"notabool\": unable to parse boolean value \"notabool\": strconv.ParseBool: parsing \"notabool\": invalid syntax"))),
+            // unsafeSsl is read from metadata only.
+            (vec![], vec![("unsafeSsl", "notabool")], None),
+            // OAUTHBEARER and GSSAPI are not supported yet; a malformed parameter KEDA
+            // reads before its checks is still reported first.
+            (vec![], join(&[&[("sasl", "oauthbearer"), ("scopes", "scope"), ("oauthTokenEndpointUri", "https://website.com"), ("tls", "disable")], &creds]), unsupported),
+            (vec![], join(&[&[("sasl", "gssapi"), ("kerberosConfig", "<config>"), ("realm", "tst.com")], &creds]), unsupported),
+            (vec![], vec![("sasl", "gssapi"), ("username", "admin"), ("keytab", "/path/to/keytab"), ("kerberosConfig", "<config>"), ("realm", "tst.com"), ("kerberosDisableFAST", "true")], unsupported),
+            (vec![], vec![("sasl", "gssapi"), ("username", "admin"), ("keytab", "/path/to/keytab"), ("kerberosConfig", "<config>"), ("realm", "tst.com"), ("kerberosDisableFAST", "notabool")], Some(("kerberosDisableFAST", "unable to parse boolean value"))),
+            (vec![], vec![("sasl", "oauthbearer"), ("saslTokenProvider", "aws_msk_iam!")], Some(("saslTokenProvider", "must be one of [bearer aws_msk_iam]"))),
+            (vec![("sasl", "gssapi"), ("tls", "disable")], join(&[&creds, &[("kerberosConfig", "<config>"), ("realm", "test.com")], &full_tls]), unsupported),
+            (vec![("sasl", "oauthbearer"), ("tls", "disable")], join(&[&creds, &[("oauthTokenEndpointUri", "https://website.com")]]), unsupported),
+            // Not supported yet: an encrypted client key.
+            (vec![], vec![("tls", "enable"), ("cert", "c"), ("key", "k"), ("keyPassword", "p")], Some(("keyPassword", "not supported"))),
         ];
         for (meta, auth, want) in cases {
             let mut m = BASE.to_vec();
             m.push(("topic", "t"));
             m.extend(meta.iter().copied());
-            let got = parse_with(&m, &auth);
-            match (want, got) {
-                (None, Ok(_)) => {}
-                (None, Err(e)) => panic!("{meta:?} {auth:?}: unexpected error {e}"),
-                (Some(w), Ok(_)) => panic!("{meta:?} {auth:?}: expected error {w:?}"),
-                (Some((param, text)), Err(e)) => {
-                    assert_eq!(e.param(), Some(param), "{auth:?}: {e}");
-                    assert!(e.to_string().contains(text), "{auth:?}: {e}");
-                }
-            }
+            check(&format!("{meta:?} {auth:?}"), parse_with(&m, &auth), want);
         }
+    }
+
+    /// What the auth parameters turn into: trimmed mechanisms, the metadata's value over
+    /// the TriggerAuthentication's, unsafeSsl from metadata only.
+    #[test]
+    fn auth_values() {
+        let topic = [BASE[0], BASE[1], ("topic", "t")];
+        let with = |meta: &[(&str, &str)], auth: &[(&str, &str)]| {
+            let mut m = topic.to_vec();
+            m.extend_from_slice(meta);
+            parse_with(&m, auth).expect("parses").client
+        };
+        let creds = |mode: &'static str| vec![("sasl", mode), ("username", "u"), ("password", "p")];
+        let plain = Some(Sasl::Plain {
+            user: "u".into(),
+            password: "p".into(),
+        });
+        let scram = |hash| {
+            Some(Sasl::Scram {
+                hash,
+                user: "u".into(),
+                password: "p".into(),
+            })
+        };
+        assert_eq!(with(&[], &creds("plaintext\n")).sasl, plain);
+        assert_eq!(
+            with(&[], &creds("scram_sha256 ")).sasl,
+            scram(ScramHash::Sha256)
+        );
+        assert_eq!(
+            with(&[], &creds("scram_sha512\n")).sasl,
+            scram(ScramHash::Sha512)
+        );
+        // The metadata wins.
+        assert_eq!(
+            with(&[("sasl", "scram_sha256")], &creds("scram_sha512")).sasl,
+            scram(ScramHash::Sha256)
+        );
+        assert_eq!(with(&[("sasl", "none")], &creds("plaintext")).sasl, None);
+        assert_eq!(
+            with(&[("tls", "disable")], &[("tls", "enable"), ("ca", "CA")]).tls,
+            None
+        );
+        let tls = with(&[("tls", "enable")], &[("tls", "disable"), ("ca", "CA")])
+            .tls
+            .expect("tls on");
+        assert_eq!(tls.ca.as_deref(), Some("CA"));
+        // unsafeSsl only from metadata.
+        let tls = with(&[], &[("tls", "enable"), ("unsafeSsl", "true")])
+            .tls
+            .expect("tls on");
+        assert!(!tls.unsafe_ssl);
+
         let m = parse_with(
             &[
                 BASE[0],
@@ -876,19 +1188,46 @@ mod tests {
             &[("username", "u"), ("password", "p"), ("ca", "CA")],
         )
         .expect("parses");
-        assert_eq!(
-            m.client.sasl,
-            Some(Sasl::Scram {
-                hash: ScramHash::Sha512,
-                user: "u".into(),
-                password: "p".into()
-            })
-        );
+        assert_eq!(m.client.sasl, scram(ScramHash::Sha512));
         let tls = m.client.tls.clone().expect("tls");
         assert!(tls.unsafe_ssl);
         assert_eq!(tls.ca.as_deref(), Some("CA"));
         // Secrets never reach Debug output.
         assert!(!format!("{:?}", m.client).contains("\"p\""));
+    }
+
+    /// KEDA's kafkaMetricIdentifiers, and the whole spec as the HPA gets it.
+    #[test]
+    fn metric_specs_match_keda() {
+        let cases = [
+            (0, vec![("topic", "my-topic")], "s0-kafka-my-topic", "10"),
+            (1, vec![("topic", "my-topic")], "s1-kafka-my-topic", "10"),
+            (1, vec![], "s1-kafka-my-group-topics", "10"),
+            (
+                2,
+                vec![("topic", "orders.v1"), ("lagThreshold", "5.0")],
+                "s2-kafka-orders-v1",
+                "5",
+            ),
+        ];
+        for (index, extra, name, target) in cases {
+            let trigger = ScaleTriggers {
+                type_: "kafka".into(),
+                metadata: map(&with_base(&extra)),
+                ..Default::default()
+            };
+            let s = KafkaScaler::new(TriggerContext {
+                index,
+                trigger: &trigger,
+                auth: &AuthParams::new(),
+                namespace: "ns",
+                name: "so",
+                client: None,
+            })
+            .expect("valid trigger");
+            assert_eq!(s.metric_spec().name, name);
+            assert_eq!(s.metric_spec().target, target);
+        }
     }
 
     fn meta(extra: &[(&str, &str)]) -> KafkaMetadata {
