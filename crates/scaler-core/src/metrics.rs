@@ -156,7 +156,7 @@ spec:
             .expect_err("invalid");
         assert_eq!(
             err.to_string(),
-            "ScaledObject ns1/web: spec.triggers[0].metadata.timezone (cron): unable to load timezone. Error: unknown time zone Not/AZone"
+            "ScaledObject ns1/web: spec.triggers[0].metadata.timezone (cron): unable to load timezone: unknown time zone Not/AZone"
         );
     }
 }

@@ -1223,6 +1223,7 @@ mod tests {
                 namespace: "ns",
                 name: "so",
                 client: None,
+                as_metric_source: false,
             })
             .expect("valid trigger");
             assert_eq!(s.metric_spec().name, name);
