@@ -97,6 +97,22 @@ async fn values_activation_and_keda_edge_cases() {
         .await
         .is_err());
 
+    // A range vector (matrix) has `values`, not `value`: KEDA's empty value list.
+    let v = plain("vector(5)[1m:30s]", &[("timeout", "1.5s")])
+        .sample()
+        .await
+        .expect("a matrix is 0");
+    assert_eq!(v.value, 0.0);
+    let e = plain("vector(5)[1m:30s]", &[("ignoreNullValues", "false")])
+        .sample()
+        .await
+        .expect_err("strict");
+    assert!(
+        e.to_string()
+            .contains("target may be lost, the value list is empty"),
+        "{e}"
+    );
+
     // Several series.
     let two = r#"label_replace(vector(1), "a", "x", "", "") or label_replace(vector(2), "a", "y", "", "")"#;
     let e = plain(two, &[]).sample().await.expect_err("two elements");
@@ -147,6 +163,14 @@ async fn basic_auth_and_unreachable_servers() {
     ];
     let e = scaler(&meta, &wrong).sample().await.expect_err("401");
     assert!(e.to_string().contains("status: 401"), "{e}");
+    // The basic credentials replace a custom Authorization header; one header is sent.
+    let mut with_header = meta.to_vec();
+    with_header.push(("customHeaders", "Authorization=Bearer nope"));
+    let v = scaler(&with_header, &good)
+        .sample()
+        .await
+        .expect("basic wins");
+    assert_eq!(v.value, 3.0);
     let e = scaler(&meta, &[])
         .sample()
         .await

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{SecondsFormat, Utc};
-use serde::Deserialize;
+use serde_json::Value;
 
 use super::{MetricSpec, Sample, Scaler, ScalerError, TriggerContext};
 use crate::coalesce::Coalescer;
@@ -20,11 +20,11 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_millis(3000);
 pub struct PrometheusAuth {
     /// `basic`: user name and password.
     pub basic: Option<(String, String)>,
-    /// `bearer`: token.
+    /// `bearer`: token (`bearerToken`, or its alias `token`).
     pub bearer: Option<String>,
     /// `tls`: client certificate and key (PEM).
     pub client_cert: Option<(String, String)>,
-    /// CA (PEM) to trust, with `tls` or alone.
+    /// CA (PEM) to trust, with any of the modes.
     pub ca: Option<String>,
     /// `custom`: header and value.
     pub custom: Option<(String, String)>,
@@ -57,97 +57,256 @@ pub struct PrometheusMetadata {
     pub auth: PrometheusAuth,
 }
 
-/// `k1=v1,k2=v2`.
+/// A `k1=v1,k2=v2` map, read as KEDA's typed config reads one (typed_config.go:345-367):
+/// every comma-separated element, trimmed, must split on `=` into exactly a key and a
+/// value, so `k=a=b`, `k` and a trailing comma are errors; a repeated key keeps its last
+/// value.
 fn pairs(ctx: &TriggerContext<'_>, key: &str) -> Result<Vec<(String, String)>, ScalerError> {
     let Some(raw) = ctx.param(key) else {
         return Ok(Vec::new());
     };
-    raw.split(',')
-        .filter(|p| !p.trim().is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').ok_or_else(|| {
-                ScalerError::invalid(key, format!("error parsing {key}: {p:?} is not key=value"))
-            })?;
-            let k = k.trim();
-            if k.is_empty() {
-                return Err(ScalerError::invalid(
-                    key,
-                    format!("error parsing {key}: empty key in {p:?}"),
-                ));
-            }
-            Ok((k.to_string(), v.trim().to_string()))
-        })
-        .collect()
+    let mut out: Vec<(String, String)> = Vec::new();
+    for elem in raw.split(',').map(str::trim) {
+        let mut kv = elem.split('=');
+        let (Some(k), Some(v), None) = (kv.next(), kv.next(), kv.next()) else {
+            return Err(ScalerError::invalid(
+                key,
+                format!("unable to set param {key:?} value {raw:?}: expected format key=value, got {elem:?}"),
+            ));
+        };
+        let (k, v) = (k.trim().to_string(), v.trim().to_string());
+        match out.iter_mut().find(|(seen, _)| *seen == k) {
+            Some(slot) => slot.1 = v,
+            None => out.push((k, v)),
+        }
+    }
+    Ok(out)
 }
 
-/// `timeout`: milliseconds (`5000`) or a duration (`5s`, `500ms`, `1m`).
+/// Go's `time.ParseDuration`, in nanoseconds: `[-+]?([0-9]*(\.[0-9]*)?[a-z]+)+` with the
+/// units ns, us (µs, μs), ms, s, m, h, or a bare `0`.
+fn go_duration(orig: &str) -> Result<i64, String> {
+    const LIMIT: u64 = 1 << 63;
+    let invalid = || format!("time: invalid duration {orig:?}");
+    let (neg, mut s) = match orig.as_bytes().first() {
+        Some(b'-') => (true, &orig[1..]),
+        Some(b'+') => (false, &orig[1..]),
+        _ => (false, orig),
+    };
+    if s == "0" {
+        return Ok(0);
+    }
+    if s.is_empty() {
+        return Err(invalid());
+    }
+    let mut total: u64 = 0;
+    while !s.is_empty() {
+        if !s.starts_with(|c: char| c == '.' || c.is_ascii_digit()) {
+            return Err(invalid());
+        }
+        let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+        let mut whole: u64 = 0;
+        for c in s[..digits].bytes() {
+            whole = whole
+                .checked_mul(10)
+                .and_then(|w| w.checked_add(u64::from(c - b'0')))
+                .filter(|w| *w <= LIMIT)
+                .ok_or_else(invalid)?;
+        }
+        s = &s[digits..];
+        // Fraction digits beyond what fits are read and dropped, as Go does.
+        let (mut frac, mut scale, mut frac_digits) = (0u64, 1f64, 0usize);
+        if let Some(rest) = s.strip_prefix('.') {
+            frac_digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+            let mut overflow = false;
+            for c in rest[..frac_digits].bytes() {
+                match frac
+                    .checked_mul(10)
+                    .and_then(|f| f.checked_add(u64::from(c - b'0')))
+                {
+                    Some(f) if !overflow && f <= LIMIT => {
+                        frac = f;
+                        scale *= 10.0;
+                    }
+                    _ => overflow = true,
+                }
+            }
+            s = &rest[frac_digits..];
+        }
+        if digits == 0 && frac_digits == 0 {
+            return Err(invalid());
+        }
+        let unit_len = s
+            .find(|c: char| c == '.' || c.is_ascii_digit())
+            .unwrap_or(s.len());
+        if unit_len == 0 {
+            return Err(format!("time: missing unit in duration {orig:?}"));
+        }
+        let (unit, rest) = s.split_at(unit_len);
+        s = rest;
+        let unit: u64 = match unit {
+            "ns" => 1,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            other => return Err(format!("time: unknown unit {other:?} in duration {orig:?}")),
+        };
+        if whole > LIMIT / unit {
+            return Err(invalid());
+        }
+        let mut v = whole * unit;
+        if frac > 0 {
+            // Go truncates the float product the same way.
+            v += (frac as f64 * (unit as f64 / scale)) as u64;
+            if v > LIMIT {
+                return Err(invalid());
+            }
+        }
+        total = total
+            .checked_add(v)
+            .filter(|t| *t <= LIMIT)
+            .ok_or_else(invalid)?;
+    }
+    match (neg, i64::try_from(total)) {
+        (false, Ok(ns)) => Ok(ns),
+        (false, Err(_)) => Err(invalid()),
+        // `total` is at most 2^63, so its negation fits.
+        (true, _) => Ok((-i128::from(total)) as i64),
+    }
+}
+
+/// A `time.Duration` parameter as KEDA's typed config reads one (typed_config.go:450-470),
+/// in nanoseconds: a Go duration, else whole milliseconds (wrapping past `i64` as Go's
+/// multiplication does); negative is an error.
+fn keda_duration(v: &str) -> Result<i64, String> {
+    match go_duration(v) {
+        Ok(ns) if ns < 0 => Err(format!("duration cannot be negative: {v:?}")),
+        Ok(ns) => Ok(ns),
+        Err(_) => match v.parse::<i64>() {
+            Err(_) => Err(format!("unable to parse duration value {v:?}: must be either a duration string (e.g. '30s', '5m') or a number of milliseconds")),
+            Ok(ms) if ms < 0 => Err(format!("duration cannot be negative: {ms} milliseconds")),
+            Ok(ms) => Ok(ms.wrapping_mul(1_000_000)),
+        },
+    }
+}
+
+/// `timeout`: a Go duration or milliseconds; absent, zero (or wrapped negative) is the
+/// default, as KEDA then falls back to its global HTTP timeout
+/// (prometheus_scaler.go:90-93).
 fn timeout(ctx: &TriggerContext<'_>) -> Result<Duration, ScalerError> {
     let Some(v) = ctx.param("timeout") else {
         return Ok(DEFAULT_TIMEOUT);
     };
-    let bad = || {
+    let ns = keda_duration(v).map_err(|e| {
         ScalerError::invalid(
             "timeout",
-            format!("error parsing timeout: {v:?} is not milliseconds or a duration"),
+            format!("unable to set param \"timeout\" value {v:?}: {e}"),
         )
-    };
-    if let Ok(ms) = v.parse::<u64>() {
-        return if ms == 0 {
-            Err(bad())
-        } else {
-            Ok(Duration::from_millis(ms))
-        };
-    }
-    let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic()).ok_or_else(bad)?);
-    let n: f64 = num.parse().map_err(|_| bad())?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        _ => return Err(bad()),
-    };
-    if !(secs > 0.0 && secs.is_finite()) {
-        return Err(bad());
-    }
-    Ok(Duration::from_secs_f64(secs))
+    })?;
+    Ok(u64::try_from(ns)
+        .ok()
+        .filter(|ns| *ns > 0)
+        .map_or(DEFAULT_TIMEOUT, Duration::from_nanos))
 }
+
+/// KEDA's `authModes` values (authentication_types.go:77).
+const AUTH_MODES: [&str; 6] = ["apiKey", "basic", "tls", "bearer", "custom", "oauth"];
+/// Of which at most one may be set (authentication_types.go:77).
+const EXCLUSIVE_AUTH_MODES: [&str; 3] = ["bearer", "basic", "oauth"];
 
 fn auth(ctx: &TriggerContext<'_>) -> Result<PrometheusAuth, ScalerError> {
     let mut a = PrometheusAuth::default();
-    let Some(modes) = ctx
-        .auth_param("authModes")
-        .or_else(|| ctx.param("authModes"))
+    // Metadata before authentication parameters, `authModes` before `authMode`
+    // (authentication_types.go:77, typed_config.go:500-523).
+    let Some(raw) = ctx
+        .param("authModes")
+        .or_else(|| ctx.param("authMode"))
+        .or_else(|| ctx.auth_param("authModes"))
+        .or_else(|| ctx.auth_param("authMode"))
     else {
         return Ok(a);
     };
-    let get = |k: &str| ctx.auth_param(k).map(str::to_string);
-    let need = |k: &str| get(k).ok_or_else(|| ScalerError::MissingParameter(k.to_string()));
-    for mode in modes.split(',').map(str::trim).filter(|m| !m.is_empty()) {
-        match mode {
-            "basic" => a.basic = Some((need("username")?, get("password").unwrap_or_default())),
-            "bearer" => a.bearer = Some(need("bearerToken")?),
-            "tls" => {
-                a.client_cert = Some((need("cert")?, need("key")?));
-                a.ca = get("ca");
-            }
-            "custom" => a.custom = Some((need("customAuthHeader")?, need("customAuthValue")?)),
-            other => {
-                return Err(ScalerError::invalid(
-                    "authModes",
-                    format!("parameter \"authModes\" value {other:?} must be one of [basic bearer tls custom]"),
-                ))
-            }
-        }
-    }
-    if a.basic.is_some() && a.bearer.is_some() {
+    let modes: Vec<&str> = raw.split(',').map(str::trim).collect();
+    if modes.iter().any(|m| !AUTH_MODES.contains(m)) {
         return Err(ScalerError::invalid(
             "authModes",
-            "beare and basic authentication can not be set both",
+            format!("parameter \"authModes,authMode\" value {raw:?} must be one of [apiKey basic tls bearer custom oauth]"),
         ));
     }
-    if a.ca.is_none() {
-        a.ca = get("ca");
+    if modes
+        .iter()
+        .filter(|m| EXCLUSIVE_AUTH_MODES.contains(m))
+        .count()
+        > 1
+    {
+        return Err(ScalerError::invalid(
+            "authModes",
+            format!("parameter \"authModes,authMode\" value {raw:?} must contain only one of [bearer basic oauth]"),
+        ));
     }
+    if let Some(m) = modes.iter().find(|m| matches!(**m, "apiKey" | "oauth")) {
+        return Err(ScalerError::invalid(
+            "authModes",
+            format!("parameter \"authModes\" value {m:?} is not supported by eventscale yet"),
+        ));
+    }
+    let enabled = |m: &str| modes.contains(&m);
+    let get = |k: &str| ctx.auth_param(k).map(str::to_string);
+    let shown = |v: &Option<String>| if v.is_some() { "<present>" } else { "<empty>" };
+    // Checked in KEDA's order, first failure wins (authentication_types.go:115-139).
+    if enabled("bearer") {
+        let token = get("bearerToken").or_else(|| get("token"));
+        a.bearer = Some(token.ok_or_else(|| {
+            ScalerError::invalid(
+                "bearerToken",
+                "bearer token=<empty> is required when bearer auth is enabled",
+            )
+        })?);
+    }
+    if enabled("basic") {
+        let user = get("username").ok_or_else(|| {
+            ScalerError::invalid(
+                "username",
+                "username=<empty> is required when basic auth is enabled",
+            )
+        })?;
+        a.basic = Some((user, get("password").unwrap_or_default()));
+    }
+    if enabled("tls") {
+        let (cert, key) = (get("cert"), get("key"));
+        let message = format!(
+            "cert={} and key={} are required when tls auth is enabled",
+            shown(&cert),
+            shown(&key)
+        );
+        let param = if cert.is_none() { "cert" } else { "key" };
+        a.client_cert = Some(
+            cert.zip(key)
+                .ok_or_else(|| ScalerError::invalid(param, message))?,
+        );
+    }
+    if enabled("custom") {
+        let (header, value) = (get("customAuthHeader"), get("customAuthValue"));
+        let message = format!(
+            "customAuthHeader={} and customAuthValue={} are required when custom auth is enabled",
+            shown(&header),
+            shown(&value)
+        );
+        let param = if header.is_none() {
+            "customAuthHeader"
+        } else {
+            "customAuthValue"
+        };
+        a.custom = Some(
+            header
+                .zip(value)
+                .ok_or_else(|| ScalerError::invalid(param, message))?,
+        );
+    }
+    // A CA is trusted with any mode, but not without one (prometheus_scaler.go:97-98).
+    a.ca = get("ca");
     Ok(a)
 }
 
@@ -235,16 +394,57 @@ pub struct PrometheusScaler {
     client: reqwest::Client,
 }
 
-#[derive(Deserialize)]
-struct ApiResponse {
-    data: Option<ApiData>,
+/// The `value` lists of an answer's `data.result`, decoded as KEDA's Go struct is
+/// (prometheus_scaler.go:63-73, 258-262): a null or absent field is empty, a field of the
+/// wrong type fails. A `scalar` result (`[ts, "v"]`, which KEDA fails to decode) is one
+/// value list.
+fn result_values(body: &Value) -> Result<Vec<&[Value]>, String> {
+    fn kind(v: &Value) -> &'static str {
+        match v {
+            Value::Null => "null",
+            Value::Bool(_) => "a boolean",
+            Value::Number(_) => "a number",
+            Value::String(_) => "a string",
+            Value::Array(_) => "an array",
+            Value::Object(_) => "an object",
+        }
+    }
+    fn field<'a>(v: &'a Value, name: &str, path: &str) -> Result<Option<&'a Value>, String> {
+        match v {
+            Value::Null => Ok(None),
+            Value::Object(o) => Ok(o.get(name).filter(|f| !f.is_null())),
+            other => Err(format!("{path} is {}, not an object", kind(other))),
+        }
+    }
+    fn list<'a>(v: Option<&'a Value>, path: &str) -> Result<&'a [Value], String> {
+        match v {
+            None => Ok(&[]),
+            Some(Value::Array(a)) => Ok(a),
+            Some(other) => Err(format!("{path} is {}, not an array", kind(other))),
+        }
+    }
+    let Some(data) = field(body, "data", "the body")? else {
+        return Ok(Vec::new());
+    };
+    let result = field(data, "result", "data")?;
+    if field(data, "resultType", "data")?.and_then(Value::as_str) == Some("scalar") {
+        return Ok(vec![list(result, "data.result")?]);
+    }
+    list(result, "data.result")?
+        .iter()
+        .map(|item| list(field(item, "value", "a result")?, "a result's value"))
+        .collect()
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ApiData {
-    result_type: Option<String>,
-    result: serde_json::Value,
+/// Go's `%f` of a non-finite float.
+fn go_non_finite(v: f64) -> &'static str {
+    if v.is_nan() {
+        "NaN"
+    } else if v > 0.0 {
+        "+Inf"
+    } else {
+        "-Inf"
+    }
 }
 
 impl PrometheusScaler {
@@ -295,7 +495,9 @@ impl PrometheusScaler {
         url
     }
 
-    /// Turn the API's answer into a value, with KEDA's rules for empty, multiple and NaN.
+    /// Turn the API's answer into a value, as KEDA's `ExecutePromQuery` does
+    /// (prometheus_scaler.go:246-307): an empty result or value list is 0 (an error with
+    /// `ignoreNullValues: false`), so is NaN or ±Inf; several series are an error.
     pub fn value_of(&self, status: u16, body: &str) -> Result<f64, ScalerError> {
         let m = &self.metadata;
         if !(200..300).contains(&status) {
@@ -304,54 +506,109 @@ impl PrometheusScaler {
                 body.chars().take(512).collect::<String>()
             )));
         }
-        let parsed: ApiResponse = serde_json::from_str(body).map_err(|e| {
+        let unparsable = |why: String| {
             ScalerError::Query(format!(
-                "prometheus query api returned an unparsable body: {e}"
+                "prometheus query api returned an unparsable body: {why}"
             ))
-        })?;
-        let data = parsed
-            .data
-            .ok_or_else(|| ScalerError::Query("prometheus query api returned no data".into()))?;
-        let raw = match data.result_type.as_deref() {
-            // A scalar is `[ts, "v"]`; KEDA only reads vectors, a scalar is one value.
-            Some("scalar") => Some(data.result.get(1).cloned()),
-            _ => match data.result.as_array().map(Vec::as_slice) {
-                None | Some([]) => None,
-                Some([one]) => Some(one.get("value").and_then(|v| v.get(1)).cloned()),
-                Some(_) => {
-                    return Err(ScalerError::Query(format!(
-                        "prometheus query {} returned multiple elements",
-                        m.query
-                    )))
-                }
-            },
         };
-        let Some(raw) = raw else {
-            return if m.ignore_null_values {
+        let parsed: Value = serde_json::from_str(body).map_err(|e| unparsable(e.to_string()))?;
+        let results = result_values(&parsed).map_err(unparsable)?;
+        let empty = |what: &str| {
+            if m.ignore_null_values {
                 Ok(0.0)
             } else {
                 Err(ScalerError::Query(format!(
-                    "prometheus metrics '{}' target may be lost, the result is empty",
-                    self.spec.name
+                    "prometheus metrics 'prometheus' target may be lost, the {what} is empty"
                 )))
-            };
+            }
         };
-        let text = raw.as_ref().and_then(|v| v.as_str()).unwrap_or_default();
+        let values = match results.as_slice() {
+            [] => return empty("result"),
+            [one] => *one,
+            _ => {
+                return Err(ScalerError::Query(format!(
+                    "prometheus query {} returned multiple elements",
+                    m.query
+                )))
+            }
+        };
+        let raw = match values {
+            [] => return empty("value list"),
+            [_] => {
+                return Err(ScalerError::Query(format!(
+                    "prometheus query {} didn't return enough values",
+                    m.query
+                )))
+            }
+            [_, raw, ..] => raw,
+        };
+        // Prometheus sends values as strings; KEDA has no answer for anything else.
+        let Value::String(text) = raw else {
+            return Err(ScalerError::Query(format!(
+                "prometheus query {} returned a value that is not a string: {raw}",
+                m.query
+            )));
+        };
         let value: f64 = text.parse().map_err(|_| {
             ScalerError::Query(format!(
-                "prometheus query returned a value that is not a number: {raw:?}"
+                "strconv.ParseFloat: parsing {text:?}: invalid syntax"
             ))
         })?;
+        // Go's ParseFloat fails on a finite number too large for f64; Rust gives ±inf.
+        let spelled_inf = text
+            .trim_start_matches(['+', '-'])
+            .get(..3)
+            .is_some_and(|p| p.eq_ignore_ascii_case("inf"));
+        if value.is_infinite() && !spelled_inf {
+            return Err(ScalerError::Query(format!(
+                "strconv.ParseFloat: parsing {text:?}: value out of range"
+            )));
+        }
         if value.is_finite() {
             Ok(value)
         } else if m.ignore_null_values {
             Ok(0.0)
         } else {
             Err(ScalerError::Query(format!(
-                "prometheus query {} returned {value}, which is not a usable value",
-                m.query
+                "prometheus query returns {}",
+                go_non_finite(value)
             )))
         }
+    }
+
+    /// The request at `now`: the custom headers, then one authentication header (bearer,
+    /// else basic, else custom) that replaces a custom header of the same name, as KEDA's
+    /// `Header.Set` does (prometheus_scaler.go:225-238).
+    fn request(&self, now: &str) -> Result<reqwest::Request, ScalerError> {
+        let m = &self.metadata;
+        let a = &m.auth;
+        let auth_header = if a.bearer.is_some() || a.basic.is_some() {
+            Some("authorization")
+        } else {
+            a.custom.as_ref().map(|(h, _)| h.as_str())
+        };
+        let mut req = self.client.get(self.query_url(now)).timeout(m.timeout);
+        for (k, v) in &m.custom_headers {
+            if !auth_header.is_some_and(|h| h.eq_ignore_ascii_case(k)) {
+                req = req.header(k, v);
+            }
+        }
+        req = if let Some(token) = &a.bearer {
+            req.bearer_auth(token)
+        } else if let Some((user, pass)) = &a.basic {
+            req.basic_auth(user, Some(pass))
+        } else if let Some((h, v)) = &a.custom {
+            req.header(h, v)
+        } else {
+            req
+        };
+        req.build().map_err(|e| {
+            ScalerError::Query(format!(
+                "building the request to {}: {}",
+                m.server_address,
+                super::error_chain(&e)
+            ))
+        })
     }
 }
 
@@ -424,20 +681,7 @@ impl PrometheusScaler {
     /// One HTTP request to Prometheus, evaluated at `now` (RFC 3339, whole seconds).
     async fn query(&self, now: &str) -> Result<f64, ScalerError> {
         let m = &self.metadata;
-        let mut req = self.client.get(self.query_url(now)).timeout(m.timeout);
-        for (k, v) in &m.custom_headers {
-            req = req.header(k, v);
-        }
-        if let Some((user, pass)) = &m.auth.basic {
-            req = req.basic_auth(user, Some(pass));
-        }
-        if let Some(token) = &m.auth.bearer {
-            req = req.bearer_auth(token);
-        }
-        if let Some((h, v)) = &m.auth.custom {
-            req = req.header(h, v);
-        }
-        let resp = req.send().await.map_err(|e| {
+        let resp = self.client.execute(self.request(now)?).await.map_err(|e| {
             ScalerError::Query(format!(
                 "querying prometheus at {}: {}",
                 m.server_address,
@@ -472,17 +716,20 @@ mod tests {
         }
     }
 
-    fn parse(
+    /// `build` on trigger `index` of `meta` with the authentication parameters `auth`.
+    fn build<T>(
+        index: usize,
         meta: &[(&str, &str)],
         auth: &[(&str, &str)],
-    ) -> Result<PrometheusMetadata, ScalerError> {
+        build: impl FnOnce(TriggerContext<'_>) -> T,
+    ) -> T {
         let t = trigger(meta);
         let auth: AuthParams = auth
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        PrometheusMetadata::parse(&TriggerContext {
-            index: 0,
+        build(TriggerContext {
+            index,
             trigger: &t,
             auth: &auth,
             namespace: "ns",
@@ -490,6 +737,13 @@ mod tests {
             client: None,
             as_metric_source: false,
         })
+    }
+
+    fn parse(
+        meta: &[(&str, &str)],
+        auth: &[(&str, &str)],
+    ) -> Result<PrometheusMetadata, ScalerError> {
+        build(0, meta, auth, |ctx| PrometheusMetadata::parse(&ctx))
     }
 
     const BASE: [(&str, &str); 3] = [
@@ -508,7 +762,7 @@ mod tests {
     type Meta = Vec<(&'static str, &'static str)>;
     type Pairs = &'static [(&'static str, &'static str)];
 
-    /// KEDA's parse table, and a few more.
+    /// KEDA's parse tables (prometheus_scaler_test.go:35-124), and a few more.
     #[test]
     fn metadata_parse_table() {
         let ok: &[(Meta, Pairs)] = &[
@@ -523,10 +777,19 @@ mod tests {
                 with(&[("customHeaders", "X-Client-Id=cid,X-Tenant-Id=tid")]),
                 &[],
             ),
+            (with(&[("customHeaders", "key1=value1,key2=value2")]), &[]),
+            // Go accepts an empty key; an empty header name fails at query time.
+            (with(&[("queryParameters", "=v,k=")]), &[]),
             (with(&[("ignoreNullValues", "false")]), &[]),
             (with(&[("unsafeSsl", "true")]), &[]),
             (with(&[("timeout", "500")]), &[]),
+            (with(&[("timeout", "1000")]), &[]),
             (with(&[("timeout", "2s")]), &[]),
+            (with(&[("timeout", "0")]), &[]),
+            (with(&[("timeout", "1h")]), &[]),
+            (with(&[("timeout", "1m30s")]), &[]),
+            (with(&[("timeout", "250us")]), &[]),
+            (with(&[("timeout", "1.5s")]), &[]),
             (with(&[("threshold", "0.5")]), &[]),
             (
                 BASE.to_vec(),
@@ -537,12 +800,49 @@ mod tests {
                 BASE.to_vec(),
                 &[("authModes", "bearer"), ("bearerToken", "t")],
             ),
+            (BASE.to_vec(), &[("authModes", "bearer"), ("token", "t")]),
+            (BASE.to_vec(), &[("authMode", "bearer"), ("token", "t")]),
+            (
+                with(&[("authModes", "basic")]),
+                &[("username", "u"), ("password", "p")],
+            ),
             (
                 BASE.to_vec(),
                 &[
                     ("authModes", "custom"),
                     ("customAuthHeader", "X-Key"),
                     ("customAuthValue", "v"),
+                ],
+            ),
+            (
+                BASE.to_vec(),
+                &[
+                    ("authModes", "custom"),
+                    ("customAuthHeader", "header\n"),
+                    ("customAuthValue", "value\n"),
+                ],
+            ),
+            (
+                BASE.to_vec(),
+                &[
+                    ("authModes", "tls"),
+                    ("ca", "caaa"),
+                    ("cert", "ceert"),
+                    ("key", "keey"),
+                ],
+            ),
+            (
+                BASE.to_vec(),
+                &[("authModes", "tls"), ("cert", "ceert"), ("key", "keey")],
+            ),
+            (
+                with(&[("authModes", "tls, basic")]),
+                &[
+                    ("ca", "caaa"),
+                    ("cert", "ceert"),
+                    ("key", "keey"),
+                    ("username", "user"),
+                    ("password", "pass"),
                 ],
             ),
         ];
@@ -556,6 +856,11 @@ mod tests {
         let bad: &[(Meta, Pairs, &str)] = &[
             (
                 vec![("query", "q"), ("threshold", "1")],
+                &[],
+                "missing required parameter \"serverAddress\"",
+            ),
+            (
+                with(&[("serverAddress", "")]),
                 &[],
                 "missing required parameter \"serverAddress\"",
             ),
@@ -602,29 +907,97 @@ mod tests {
             (
                 with(&[("queryParameters", "novalue")]),
                 &[],
-                "is not key=value",
+                "unable to set param \"queryParameters\" value \"novalue\": expected format key=value, got \"novalue\"",
             ),
-            (with(&[("timeout", "soon")]), &[], "error parsing timeout"),
-            (with(&[("timeout", "0")]), &[], "error parsing timeout"),
+            (
+                with(&[("customHeaders", "key1=value1,key2")]),
+                &[],
+                "unable to set param \"customHeaders\" value \"key1=value1,key2\": expected format key=value, got \"key2\"",
+            ),
+            (
+                with(&[("queryParameters", "key1=value1,key2")]),
+                &[],
+                "expected format key=value, got \"key2\"",
+            ),
+            (
+                with(&[("customHeaders", "k=a=b")]),
+                &[],
+                "expected format key=value, got \"k=a=b\"",
+            ),
+            (
+                with(&[("customHeaders", "k=v,")]),
+                &[],
+                "expected format key=value, got \"\"",
+            ),
+            (
+                with(&[("timeout", "-1")]),
+                &[],
+                "unable to set param \"timeout\" value \"-1\": duration cannot be negative: -1 milliseconds",
+            ),
+            (
+                with(&[("timeout", "-1s")]),
+                &[],
+                "duration cannot be negative: \"-1s\"",
+            ),
+            (
+                with(&[("timeout", "a")]),
+                &[],
+                "unable to set param \"timeout\" value \"a\": unable to parse duration value \"a\": must be either a duration string (e.g. '30s', '5m') or a number of milliseconds",
+            ),
+            (
+                with(&[("timeout", "soon")]),
+                &[],
+                "unable to parse duration value",
+            ),
+            (
+                with(&[("timeout", "1d")]),
+                &[],
+                "unable to parse duration value",
+            ),
+            (
+                with(&[("timeout", "1.5")]),
+                &[],
+                "unable to parse duration value",
+            ),
             (
                 BASE.to_vec(),
                 &[("authModes", "basic")],
-                "missing required parameter \"username\"",
+                "username=<empty> is required when basic auth is enabled",
             ),
             (
                 BASE.to_vec(),
                 &[("authModes", "bearer")],
-                "missing required parameter \"bearerToken\"",
+                "bearer token=<empty> is required when bearer auth is enabled",
             ),
             (
                 BASE.to_vec(),
-                &[("authModes", "tls"), ("cert", "c")],
-                "missing required parameter \"key\"",
+                &[("authModes", "tls"), ("ca", "caaa"), ("cert", "ceert")],
+                "cert=<present> and key=<empty> are required when tls auth is enabled",
+            ),
+            (
+                BASE.to_vec(),
+                &[("authModes", "tls"), ("ca", "caaa"), ("key", "keey")],
+                "cert=<empty> and key=<present> are required when tls auth is enabled",
+            ),
+            (
+                with(&[("authModes", "tls,basic")]),
+                &[("username", "user"), ("password", "pass")],
+                "cert=<empty> and key=<empty> are required when tls auth is enabled",
+            ),
+            (
+                BASE.to_vec(),
+                &[("authModes", "custom"), ("customAuthHeader", "")],
+                "customAuthHeader=<empty> and customAuthValue=<empty> are required when custom auth is enabled",
+            ),
+            (
+                BASE.to_vec(),
+                &[("authModes", "custom"), ("customAuthValue", "v")],
+                "customAuthHeader=<empty> and customAuthValue=<present> are required when custom auth is enabled",
             ),
             (
                 BASE.to_vec(),
                 &[("authModes", "custom"), ("customAuthHeader", "h")],
-                "missing required parameter \"customAuthValue\"",
+                "customAuthHeader=<present> and customAuthValue=<empty> are required when custom auth is enabled",
             ),
             (
                 BASE.to_vec(),
@@ -633,37 +1006,222 @@ mod tests {
                     ("username", "u"),
                     ("bearerToken", "t"),
                 ],
-                "can not be set both",
+                "parameter \"authModes,authMode\" value \"basic,bearer\" must contain only one of [bearer basic oauth]",
+            ),
+            (
+                BASE.to_vec(),
+                &[("authModes", "nope")],
+                "parameter \"authModes,authMode\" value \"nope\" must be one of [apiKey basic tls bearer custom oauth]",
+            ),
+            (
+                BASE.to_vec(),
+                &[("authModes", "basic,"), ("username", "u")],
+                "must be one of [apiKey basic tls bearer custom oauth]",
+            ),
+            (
+                BASE.to_vec(),
+                &[("authModes", "apiKey"), ("apiKey", "k")],
+                "parameter \"authModes\" value \"apiKey\" is not supported by eventscale yet",
             ),
             (
                 BASE.to_vec(),
                 &[("authModes", "oauth")],
-                "must be one of [basic bearer tls custom]",
+                "parameter \"authModes\" value \"oauth\" is not supported by eventscale yet",
+            ),
+            // The trigger's `authModes` comes before the authentication's.
+            (
+                with(&[("authModes", "bearer")]),
+                &[("authModes", "basic"), ("username", "u")],
+                "bearer token=<empty> is required when bearer auth is enabled",
             ),
         ];
         for (meta, auth, want) in bad {
             let err = parse(meta, auth).expect_err(want).to_string();
             assert!(err.contains(want), "{meta:?} {auth:?}: {err}");
         }
+    }
+
+    #[test]
+    fn parsed_values() {
         let m = parse(&with(&[("timeout", "1500")]), &[]).expect("ok");
         assert_eq!(m.timeout, Duration::from_millis(1500));
         assert!(m.ignore_null_values, "default true");
         assert_eq!(parse(&BASE, &[]).expect("ok").timeout, DEFAULT_TIMEOUT);
+        let timeouts = [
+            ("0", DEFAULT_TIMEOUT),
+            ("-0s", DEFAULT_TIMEOUT),
+            ("1h", Duration::from_secs(3600)),
+            ("1m30s", Duration::from_secs(90)),
+            ("250us", Duration::from_micros(250)),
+            ("250\u{b5}s", Duration::from_micros(250)),
+            ("1.5s", Duration::from_millis(1500)),
+            ("+20", Duration::from_millis(20)),
+            // Go's milliseconds-to-nanoseconds product wraps negative: the default.
+            ("9223372036854775807", DEFAULT_TIMEOUT),
+        ];
+        for (v, want) in timeouts {
+            let m = parse(&with(&[("timeout", v)]), &[]).expect(v);
+            assert_eq!(m.timeout, want, "{v}");
+        }
+
+        let m = parse(
+            &with(&[
+                ("customHeaders", " a = 1 , b=2, a=3 "),
+                ("queryParameters", "x=y"),
+            ]),
+            &[],
+        )
+        .expect("ok");
+        let owned = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(m.custom_headers, owned(&[("a", "3"), ("b", "2")]));
+        assert_eq!(m.query_parameters, owned(&[("x", "y")]));
+
+        let pair = |a: &str, b: &str| Some((a.to_string(), b.to_string()));
+        let auth = |meta: &[(&'static str, &'static str)], auth: Pairs| {
+            parse(&with(meta), auth).expect("auth").auth
+        };
+        let custom = auth(
+            &[],
+            &[
+                ("authModes", "custom"),
+                ("customAuthHeader", "header\n"),
+                ("customAuthValue", "value\n"),
+            ],
+        );
+        assert_eq!(custom.custom, pair("header", "value"), "trimmed");
+        let token = auth(&[], &[("authModes", "bearer"), ("token", "t")]);
+        assert_eq!(token.bearer.as_deref(), Some("t"));
+        let both = auth(
+            &[],
+            &[
+                ("authModes", "bearer"),
+                ("bearerToken", "b"),
+                ("token", "t"),
+            ],
+        );
+        assert_eq!(both.bearer.as_deref(), Some("b"), "bearerToken first");
+        let meta_first = auth(
+            &[("authModes", "basic")],
+            &[("authModes", "bearer"), ("username", "u")],
+        );
+        assert_eq!((meta_first.basic, meta_first.bearer), (pair("u", ""), None));
+        let tls = auth(
+            &[("authModes", "tls, basic")],
+            &[
+                ("ca", "caaa"),
+                ("cert", "ceert"),
+                ("key", "keey"),
+                ("username", "user"),
+                ("password", "pass"),
+            ],
+        );
+        assert_eq!(
+            (tls.client_cert, tls.ca.as_deref(), tls.basic),
+            (pair("ceert", "keey"), Some("caaa"), pair("user", "pass"))
+        );
+        // Without a mode KEDA builds no TLS transport: the CA goes unused.
+        assert_eq!(auth(&[], &[("ca", "caaa")]).ca, None);
+    }
+
+    /// Go's `time.ParseDuration` cases (time_test.go), in nanoseconds.
+    #[test]
+    fn go_durations() {
+        const S: i64 = 1_000_000_000;
+        let ok: &[(&str, i64)] = &[
+            ("0", 0),
+            ("5s", 5 * S),
+            ("30s", 30 * S),
+            ("1478s", 1478 * S),
+            ("-5s", -5 * S),
+            ("+5s", 5 * S),
+            ("-0", 0),
+            ("+0", 0),
+            ("5.0s", 5 * S),
+            ("5.6s", 5 * S + 600_000_000),
+            ("5.s", 5 * S),
+            (".5s", S / 2),
+            ("1.004s", S + 4_000_000),
+            ("100.00100s", 100 * S + 1_000_000),
+            ("10ns", 10),
+            ("11us", 11_000),
+            ("12\u{b5}s", 12_000),
+            ("12\u{3bc}s", 12_000),
+            ("13ms", 13_000_000),
+            ("15m", 15 * 60 * S),
+            ("16h", 16 * 3600 * S),
+            ("3h30m", 3 * 3600 * S + 30 * 60 * S),
+            ("10.5s4m", 4 * 60 * S + 10 * S + S / 2),
+            ("-2m3.4s", -(2 * 60 * S + 3 * S + 400_000_000)),
+            (
+                "1h2m3s4ms5us6ns",
+                3600 * S + 2 * 60 * S + 3 * S + 4_000_000 + 5_000 + 6,
+            ),
+            (
+                "39h9m14.425s",
+                39 * 3600 * S + 9 * 60 * S + 14 * S + 425_000_000,
+            ),
+            ("52763797000ns", 52_763_797_000),
+            ("0.3333333333333333333h", 20 * 60 * S),
+            ("9007199254740993ns", (1 << 53) + 1),
+            ("9223372036854775807ns", i64::MAX),
+            ("9223372036854775.807us", i64::MAX),
+            ("9223372036s854ms775us807ns", i64::MAX),
+            ("-9223372036s854ms775us808ns", i64::MIN),
+            ("-2562047h47m16.854775808s", i64::MIN),
+            ("-9223372036854775808ns", i64::MIN),
+            ("-9223372036854775.808us", i64::MIN),
+            ("0.100000000000000000000h", 6 * 60 * S),
+            (
+                "0.830103483285477580700h",
+                49 * 60 * S + 48 * S + 372_539_827,
+            ),
+        ];
+        for (v, want) in ok {
+            assert_eq!(go_duration(v), Ok(*want), "{v}");
+        }
+        let bad = [
+            "",
+            "3",
+            "-",
+            "s",
+            ".",
+            "-.",
+            ".s",
+            "+.s",
+            "1d",
+            "1 s",
+            "\u{fffd}",
+            "9223372036854775810ns",
+            "9223372036854775808ns",
+            "-9223372036854775809ns",
+            "9223372036854776us",
+            "3000000h",
+            "9223372036854775.808us",
+            "9223372036854ms775us808ns",
+        ];
+        for v in bad {
+            assert!(go_duration(v).is_err(), "{v}: {:?}", go_duration(v));
+        }
+        assert_eq!(
+            go_duration("3"),
+            Err("time: missing unit in duration \"3\"".into())
+        );
+        assert_eq!(
+            go_duration("1d"),
+            Err("time: unknown unit \"d\" in duration \"1d\"".into())
+        );
     }
 
     fn scaler(meta: &[(&str, &str)]) -> PrometheusScaler {
-        let t = trigger(meta);
-        let auth = AuthParams::new();
-        PrometheusScaler::new(TriggerContext {
-            index: 2,
-            trigger: &t,
-            auth: &auth,
-            namespace: "ns",
-            name: "test",
-            client: None,
-            as_metric_source: false,
-        })
-        .expect("scaler")
+        scaler_with(meta, &[])
+    }
+
+    fn scaler_with(meta: &[(&str, &str)], auth: &[(&str, &str)]) -> PrometheusScaler {
+        build(2, meta, auth, PrometheusScaler::new).expect("scaler")
     }
 
     #[test]
@@ -683,44 +1241,220 @@ mod tests {
         );
     }
 
+    /// KEDA's query result table (prometheus_scaler_test.go:191-327), and a few more.
     #[test]
     fn values_follow_keda() {
         let lenient = scaler(&BASE);
         let strict = scaler(&with(&[("ignoreNullValues", "false")]));
-        let vector = |vals: &[&str]| {
-            let items: Vec<String> = vals
-                .iter()
-                .map(|v| format!(r#"{{"metric":{{}},"value":[1700000000,"{v}"]}}"#))
-                .collect();
+        let matrix = r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[[1700000000,"5"]]}]}}"#;
+        let one = |v: &str| {
             format!(
-                r#"{{"status":"success","data":{{"resultType":"vector","result":[{}]}}}}"#,
-                items.join(",")
+                r#"{{"status":"success","data":{{"resultType":"vector","result":[{{"metric":{{}},"value":[1700000000,"{v}"]}}]}}}}"#
             )
         };
-        assert_eq!(lenient.value_of(200, &vector(&["42"])), Ok(42.0));
-        assert_eq!(lenient.value_of(200, &vector(&["1.5"])), Ok(1.5));
-        assert_eq!(lenient.value_of(200, &vector(&[])), Ok(0.0));
-        assert_eq!(lenient.value_of(200, &vector(&["NaN"])), Ok(0.0));
-        assert_eq!(lenient.value_of(200, &vector(&["+Inf"])), Ok(0.0));
-        assert!(strict.value_of(200, &vector(&[])).is_err_and(|e| e
-            .to_string()
-            .contains("target may be lost, the result is empty")));
-        assert!(strict.value_of(200, &vector(&["NaN"])).is_err());
-        assert!(lenient
-            .value_of(200, &vector(&["1", "2"]))
-            .is_err_and(|e| e.to_string().contains("returned multiple elements")));
-        assert!(lenient
-            .value_of(400, r#"{"status":"error"}"#)
-            .is_err_and(|e| e
-                .to_string()
-                .starts_with("prometheus query api returned error. status: 400")));
-        assert!(lenient.value_of(200, "<html>").is_err());
-        assert_eq!(
-            lenient.value_of(
+        let two = r#"{"data":{"result":[{"value":[1,"1"]},{"value":[1,"2"]}]}}"#;
+        // (ignoreNullValues, status, body, value or a part of the error)
+        let cases: Vec<(bool, u16, String, Result<f64, &str>)> =
+            vec![
+            (true, 200, "{}".into(), Ok(0.0)),
+            (
+                false,
+                200,
+                "{}".into(),
+                Err("prometheus metrics 'prometheus' target may be lost, the result is empty"),
+            ),
+            (true, 200, r#"{"data":{"result":[]}}"#.into(), Ok(0.0)),
+            (
+                false,
+                200,
+                r#"{"data":{"result":[]}}"#.into(),
+                Err("prometheus metrics 'prometheus' target may be lost, the result is empty"),
+            ),
+            (true, 200, r#"{"data":null}"#.into(), Ok(0.0)),
+            (
+                true,
+                200,
+                r#"{"data":{"result":[{"value": []}]}}"#.into(),
+                Ok(0.0),
+            ),
+            (
+                false,
+                200,
+                r#"{"data":{"result":[{"value": []}]}}"#.into(),
+                Err("prometheus metrics 'prometheus' target may be lost, the value list is empty"),
+            ),
+            (true, 200, matrix.into(), Ok(0.0)),
+            (
+                false,
+                200,
+                matrix.into(),
+                Err("prometheus metrics 'prometheus' target may be lost, the value list is empty"),
+            ),
+            (
+                true,
+                200,
+                r#"{"data":{"result":[{"value": ["1", "2"]}]}}"#.into(),
+                Ok(2.0),
+            ),
+            (
+                true,
+                200,
+                r#"{"data":{"result":[{"value": ["1"]}]}}"#.into(),
+                Err("prometheus query sum(up) didn't return enough values"),
+            ),
+            (
+                true,
+                200,
+                r#"{"data":{"result":[{},{}]}}"#.into(),
+                Err("prometheus query sum(up) returned multiple elements"),
+            ),
+            (
+                true,
+                200,
+                two.into(),
+                Err("prometheus query sum(up) returned multiple elements"),
+            ),
+            (
+                true,
+                400,
+                "{}".into(),
+                Err("prometheus query api returned error. status: 400"),
+            ),
+            (
+                true,
+                503,
+                r#"{"status":"error"}"#.into(),
+                Err("prometheus query api returned error. status: 503"),
+            ),
+            (true, 200, one("+Inf"), Ok(0.0)),
+            (false, 200, one("+Inf"), Err("prometheus query returns +Inf")),
+            (true, 200, one("-Inf"), Ok(0.0)),
+            (false, 200, one("-Inf"), Err("prometheus query returns -Inf")),
+            (true, 200, one("NaN"), Ok(0.0)),
+            (false, 200, one("NaN"), Err("prometheus query returns NaN")),
+            (true, 200, one("42"), Ok(42.0)),
+            (false, 200, one("1.5"), Ok(1.5)),
+            (true, 299, one("-3"), Ok(-3.0)),
+            (
+                true,
+                200,
+                one("abc"),
+                Err("strconv.ParseFloat: parsing \"abc\": invalid syntax"),
+            ),
+            (
+                true,
+                200,
+                one("1e400"),
+                Err("strconv.ParseFloat: parsing \"1e400\": value out of range"),
+            ),
+            (
+                true,
+                200,
+                r#"{"data":{"result":[{"value":[1,2]}]}}"#.into(),
+                Err("returned a value that is not a string: 2"),
+            ),
+            (
+                true,
+                200,
+                r#"{"data":{"result":"x"}}"#.into(),
+                Err("unparsable body: data.result is a string, not an array"),
+            ),
+            (
+                true,
+                200,
+                r#"{"data":{"result":[{"value":{}}]}}"#.into(),
+                Err("unparsable body: a result's value is an object, not an array"),
+            ),
+            (true, 200, "<html>".into(), Err("unparsable body")),
+            // Beyond KEDA: a scalar is one value.
+            (
+                true,
                 200,
                 r#"{"status":"success","data":{"resultType":"scalar","result":[1700000000,"7"]}}"#
+                    .into(),
+                Ok(7.0),
             ),
-            Ok(7.0)
-        );
+        ];
+        for (ignore, status, body, want) in cases {
+            let s = if ignore { &lenient } else { &strict };
+            let got = s.value_of(status, &body);
+            match want {
+                Ok(v) => assert_eq!(got, Ok(v), "{ignore} {status} {body}"),
+                Err(part) => assert!(
+                    got.as_ref().is_err_and(|e| e.to_string().contains(part)),
+                    "{ignore} {status} {body}: {got:?}, want an error with {part:?}"
+                ),
+            }
+        }
+    }
+
+    /// One authentication header, KEDA's choice (bearer, else basic, else custom), and it
+    /// replaces a custom header of the same name.
+    #[test]
+    fn one_authentication_header() {
+        let base = |headers: &'static str| with(&[("customHeaders", headers)]);
+        // (metadata, authentication, header, the values it is sent with)
+        let cases: &[(Meta, Pairs, &str, &[&str])] = &[
+            (
+                base("Authorization=Bearer x,X-A=1"),
+                &[("authModes", "basic"), ("username", "u"), ("password", "p")],
+                "authorization",
+                &["Basic dTpw"],
+            ),
+            (
+                base("Authorization=Bearer x,X-A=1"),
+                &[("authModes", "basic"), ("username", "u"), ("password", "p")],
+                "x-a",
+                &["1"],
+            ),
+            (
+                base("X-A=1"),
+                &[
+                    ("authModes", "bearer,custom"),
+                    ("bearerToken", "t"),
+                    ("customAuthHeader", "X-Key"),
+                    ("customAuthValue", "v"),
+                ],
+                "authorization",
+                &["Bearer t"],
+            ),
+            (
+                base("X-A=1"),
+                &[
+                    ("authModes", "bearer,custom"),
+                    ("bearerToken", "t"),
+                    ("customAuthHeader", "X-Key"),
+                    ("customAuthValue", "v"),
+                ],
+                "x-key",
+                &[],
+            ),
+            (
+                base("x-key=old"),
+                &[
+                    ("authModes", "custom"),
+                    ("customAuthHeader", "X-Key"),
+                    ("customAuthValue", "v"),
+                ],
+                "x-key",
+                &["v"],
+            ),
+            (
+                base("Authorization=Bearer x"),
+                &[],
+                "authorization",
+                &["Bearer x"],
+            ),
+        ];
+        for (meta, auth, header, want) in cases {
+            let req = scaler_with(meta, auth).request("now").expect("request");
+            let got: Vec<&str> = req
+                .headers()
+                .get_all(*header)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            assert_eq!(&got, want, "{meta:?} {auth:?} {header}");
+        }
     }
 }
