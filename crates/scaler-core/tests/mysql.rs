@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use scaler_core::scalers::mysql::MysqlScaler;
-use scaler_core::scalers::Scaler;
+use scaler_core::scalers::{Scaler, ScalerError};
 
 fn env() -> &'static BTreeMap<String, String> {
     static ENV: OnceLock<BTreeMap<String, String>> = OnceLock::new();
@@ -29,6 +29,20 @@ fn go_dsn(password: &str) -> String {
 
 fn scaler(meta: &[(&str, &str)], auth: &[(&str, &str)]) -> MysqlScaler {
     support::build("mysql", "test", meta, auth, MysqlScaler::new).expect("valid")
+}
+
+/// The Go DSN with the right password and `options` after `?`.
+fn go_dsn_with(options: &str) -> String {
+    format!("{}?{options}", go_dsn(&env()["EVENTSCALE_MYSQL_PASSWORD"]))
+}
+
+/// What `query` gives over `connectionString`.
+async fn value(connection_string: &str, query: &str) -> Result<f64, ScalerError> {
+    let s = scaler(
+        &[("query", query), ("queryValue", "1")],
+        &[("connectionString", connection_string)],
+    );
+    s.sample().await.map(|v| v.value)
 }
 
 /// Rows of this test's own state value, so runs do not see each other's rows.
@@ -179,4 +193,167 @@ async fn errors_name_the_problem() {
             .contains("error establishing MySQL connection"),
         "{e}"
     );
+}
+
+#[tokio::test]
+async fn dsn_options_are_used_or_refused() {
+    let e = env();
+    // KEDA names the metric after everything behind the last '/', options included.
+    let s = scaler(
+        &[("query", "SELECT 7"), ("queryValue", "1")],
+        &[("connectionString", &go_dsn_with("tls=false"))],
+    );
+    assert_eq!(
+        s.metric_spec().name,
+        format!("s0-mysql-{}?tls=false", e["EVENTSCALE_MYSQL_DB"])
+    );
+    assert_eq!(s.sample().await.expect("tls=false").value, 7.0);
+
+    for options in [
+        "timeout=5s&readTimeout=5s&writeTimeout=5s",
+        "parseTime=true&loc=UTC&allowNativePasswords=true",
+        // The local MariaDB has no TLS: these fall back to plaintext.
+        "tls=preferred",
+        "tls=true&allowFallbackToPlaintext=true",
+    ] {
+        let v = value(&go_dsn_with(options), "SELECT 7").await;
+        assert_eq!(v, Ok(7.0), "{options}");
+    }
+    // TLS required of a server without it: the Go driver's words.
+    for options in ["tls=true", "tls=skip-verify"] {
+        let err = value(&go_dsn_with(options), "SELECT 7")
+            .await
+            .expect_err(options)
+            .to_string();
+        assert!(
+            err.starts_with("error establishing MySQL connection: ")
+                && err.contains("TLS requested but server does not support TLS"),
+            "{options}: {err}"
+        );
+    }
+    // An option eventscale does not know is refused when parsing, by name.
+    let err = support::build(
+        "mysql",
+        "test",
+        &[("query", "SELECT 7"), ("queryValue", "1")],
+        &[("connectionString", &go_dsn_with("tls=false&sql_mode=ANSI"))],
+        MysqlScaler::new,
+    )
+    .expect_err("unknown option");
+    assert!(
+        err.to_string()
+            .contains("invalid MySQL connection string: unsupported option \"sql_mode\""),
+        "{err}"
+    );
+
+    // The same options on a mysql:// URL.
+    let url = format!(
+        "mysql://{}:{}@{}:{}/{}",
+        e["EVENTSCALE_MYSQL_USER"],
+        e["EVENTSCALE_MYSQL_PASSWORD"],
+        e["EVENTSCALE_MYSQL_HOST"],
+        e["EVENTSCALE_MYSQL_PORT"],
+        e["EVENTSCALE_MYSQL_DB"]
+    );
+    let v = value(&format!("{url}?tls=false&timeout=5s"), "SELECT 7").await;
+    assert_eq!(v, Ok(7.0));
+    let err = value(&format!("{url}?tls=true"), "SELECT 7")
+        .await
+        .expect_err("tls=true");
+    assert!(
+        err.to_string()
+            .contains("TLS requested but server does not support TLS"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn read_timeout_bounds_the_query() {
+    let started = std::time::Instant::now();
+    let err = value(&go_dsn_with("readTimeout=300ms"), "SELECT SLEEP(3)")
+        .await
+        .expect_err("too slow");
+    assert!(
+        err.to_string().starts_with("error inspecting MySQL: ")
+            && err.to_string().contains("readTimeout"),
+        "{err}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn charset_and_collation_are_set() {
+    // Twice each: the second sample reuses the pooled connection, which must keep its
+    // session.
+    let one = |options: &'static str, query: &'static str| async move {
+        let s = scaler(
+            &[("query", query), ("queryValue", "1")],
+            &[("connectionString", &go_dsn_with(options))],
+        );
+        for round in 0..2 {
+            let v = s.sample().await.map(|v| v.value);
+            assert_eq!(v, Ok(1.0), "{options}, sample {round}");
+            // Time for the connection to go back to the pool.
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    };
+    one(
+        "charset=latin1",
+        "SELECT @@character_set_connection = 'latin1'",
+    )
+    .await;
+    // As the Go driver: the first character set the server knows wins.
+    one(
+        "charset=no_such_charset,latin1",
+        "SELECT @@character_set_connection = 'latin1'",
+    )
+    .await;
+    one(
+        "charset=utf8mb4&collation=utf8mb4_bin",
+        "SELECT @@collation_connection = 'utf8mb4_bin'",
+    )
+    .await;
+    // A collation alone sets the client, connection and result character sets too.
+    one(
+        "collation=latin1_bin",
+        "SELECT @@collation_connection = 'latin1_bin' AND @@character_set_client = 'latin1' \
+         AND @@character_set_results = 'latin1'",
+    )
+    .await;
+    let err = value(&go_dsn_with("charset=no_such_charset"), "SELECT 1")
+        .await
+        .expect_err("unknown charset");
+    assert!(
+        err.to_string()
+            .starts_with("error establishing MySQL connection: "),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn fields_without_database_or_password() {
+    let e = env();
+    let state = format!("f{}", std::process::id());
+    seed(&state, 3);
+    // No dbName: the query names the database itself.
+    let query = format!(
+        "SELECT COUNT(*) FROM {}.jobs WHERE state = '{state}'",
+        e["EVENTSCALE_MYSQL_DB"]
+    );
+    let base = [
+        ("query", query.as_str()),
+        ("queryValue", "1"),
+        ("host", e["EVENTSCALE_MYSQL_HOST"].as_str()),
+        ("port", e["EVENTSCALE_MYSQL_PORT"].as_str()),
+        ("username", e["EVENTSCALE_MYSQL_USER"].as_str()),
+    ];
+    let s = scaler(&base, &[("password", &e["EVENTSCALE_MYSQL_PASSWORD"])]);
+    assert_eq!(s.metric_spec().name, "s0-mysql-");
+    assert_eq!(s.sample().await.expect("no dbName").value, 3.0);
+    // No password: a passwordless login is tried (this user has a password, so it fails).
+    let err = scaler(&base, &[])
+        .sample()
+        .await
+        .expect_err("the user has a password");
+    assert!(err.to_string().contains("using password: NO"), "{err}");
 }
