@@ -124,6 +124,11 @@ mod tests {
         )
         .expect("set-based");
         assert!(r.selector.exact_value("env").is_none());
+        // KEDA names a mysql metric after everything past the DSN's last `/`, options
+        // included; the HPA sends the `?` escaped.
+        let r = MetricRequest::parse(&format!("{P}ns/s0-mysql-app%3Ftls=false"), None)
+            .expect("escaped question mark");
+        assert_eq!(r.metric, "s0-mysql-app?tls=false");
     }
 
     #[test]
