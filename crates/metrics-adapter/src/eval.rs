@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use scaler_core::hpa::{expected_replicas, Reading};
 use scaler_core::quantity::parse_quantity;
-use scaler_core::scalers::{build_scaler, with_env, ScalerError, TriggerContext};
+use scaler_core::scalers::{build_scaler, explain, with_env, ScalerError, TriggerContext};
 use scaler_core::trigger_auth::{
     secret_data, trigger_params, AuthError, ClusterTriggerAuthentication, Sources,
     TriggerAuthentication, TriggerAuthenticationSpec,
@@ -248,14 +248,7 @@ pub async fn evaluate(inputs: &Inputs, so: &ScaledObject, operator_ns: &str) -> 
                 continue;
             }
         };
-        let trigger = match with_env(trigger, &inputs.env) {
-            Ok(t) => t,
-            Err(e) => {
-                result.error = Some(field(e));
-                triggers.push(result);
-                continue;
-            }
-        };
+        let (trigger, env_unresolved) = with_env(trigger, &inputs.env);
         let scaler = match build_scaler(TriggerContext {
             index,
             trigger: &trigger,
@@ -267,7 +260,7 @@ pub async fn evaluate(inputs: &Inputs, so: &ScaledObject, operator_ns: &str) -> 
         }) {
             Ok(s) => s,
             Err(e) => {
-                result.error = Some(field(auth.explain(e)));
+                result.error = Some(field(auth.explain(explain(e, &env_unresolved))));
                 triggers.push(result);
                 continue;
             }

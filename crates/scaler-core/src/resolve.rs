@@ -12,7 +12,7 @@ use kube::{Api, Client};
 
 use crate::scaled_object::{ScaleTarget, ScaledObject};
 use crate::scalers::{
-    build_scaler, reads_env, with_env, Scaler, ScalerError, TriggerContext, TriggerError,
+    build_scaler, explain, reads_env, with_env, Scaler, ScalerError, TriggerContext, TriggerError,
 };
 use tracing::warn;
 
@@ -247,22 +247,18 @@ pub async fn build_scalers_resolved(
             trigger_type: trigger.type_.clone(),
             source,
         };
-        let resolved = if reads_env(trigger) {
+        let (trigger, env_unresolved) = if reads_env(trigger) {
             match sources.container_env(env_container).await {
                 Ok(env) => with_env(trigger, &env),
-                Err(e) => Err(ScalerError::Query(format!(
-                    "reading the scale target's environment: {e}"
-                ))),
+                Err(e) => {
+                    out.push(Err(error(ScalerError::Query(format!(
+                        "reading the scale target's environment: {e}"
+                    )))));
+                    continue;
+                }
             }
         } else {
-            Ok(trigger.clone())
-        };
-        let trigger = match resolved {
-            Ok(t) => t,
-            Err(e) => {
-                out.push(Err(error(e)));
-                continue;
-            }
+            (trigger.clone(), BTreeMap::new())
         };
         let trigger = &trigger;
         let built = match trigger_params(so, index, operator_namespace, &sources).await {
@@ -279,7 +275,7 @@ pub async fn build_scalers_resolved(
                     client: Some(client),
                     as_metric_source: so.spec.uses_modifiers(),
                 })
-                .map_err(|e| error(auth.explain(e)))
+                .map_err(|e| error(auth.explain(explain(e, &env_unresolved))))
             }
             Err(e) => Err(error(ScalerError::Authentication(e.to_string()))),
         };

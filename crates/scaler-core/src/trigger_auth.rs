@@ -446,14 +446,12 @@ impl Resolved {
 
     /// `e` with the reason attached when it is about a parameter that came out empty.
     pub fn explain(&self, e: crate::scalers::ScalerError) -> crate::scalers::ScalerError {
-        use crate::scalers::ScalerError;
-        let Some(why) = e.param().and_then(|p| self.unresolved.get(p)) else {
-            return e;
-        };
-        ScalerError::InvalidParameter {
-            param: e.param().unwrap_or_default().to_string(),
-            message: format!("{e} (from authenticationRef: {why})"),
-        }
+        let unresolved: BTreeMap<String, String> = self
+            .unresolved
+            .iter()
+            .map(|(p, why)| (p.clone(), format!("from authenticationRef: {why}")))
+            .collect();
+        crate::scalers::explain(e, &unresolved)
     }
 }
 

@@ -279,12 +279,14 @@ pub fn reads_env(trigger: &ScaleTriggers) -> bool {
 
 /// `trigger` with each `<param>FromEnv: VAR` resolved from the target container's `env`:
 /// `<param>` takes `env[VAR]` unless it is already set (a non-empty metadata value wins).
-/// A variable that is missing while `<param>` is unset is an error naming both.
+/// A variable that is missing or empty leaves `<param>` unset, as KEDA leaves it; the
+/// second map says why, for [`explain`] to attach to the scaler's error.
 pub fn with_env(
     trigger: &ScaleTriggers,
     env: &BTreeMap<String, String>,
-) -> Result<ScaleTriggers, ScalerError> {
+) -> (ScaleTriggers, BTreeMap<String, String>) {
     let mut out = trigger.clone();
+    let mut unresolved = BTreeMap::new();
     for (key, var) in &trigger.metadata {
         let Some(param) = key.strip_suffix("FromEnv").filter(|p| !p.is_empty()) else {
             continue;
@@ -302,14 +304,30 @@ pub fn with_env(
                 out.metadata.insert(param.to_string(), v.to_string());
             }
             None => {
-                return Err(ScalerError::invalid(
-                    key,
+                unresolved.insert(
+                    param.to_string(),
                     format!("environment variable {var:?} (named by {key}) is not set in the scale target's container"),
-                ))
+                );
             }
         }
     }
-    Ok(out)
+    (out, unresolved)
+}
+
+/// `e` with the reason attached when it is about a parameter in `unresolved` (one whose
+/// source was missing and that came out empty).
+pub fn explain(e: ScalerError, unresolved: &BTreeMap<String, String>) -> ScalerError {
+    let Some((param, why)) = e
+        .param()
+        .and_then(|p| unresolved.get_key_value(p))
+        .map(|(p, w)| (p.clone(), w.clone()))
+    else {
+        return e;
+    };
+    ScalerError::InvalidParameter {
+        message: format!("{e} ({why})"),
+        param,
+    }
 }
 
 /// Build the scaler for one trigger.
@@ -376,19 +394,28 @@ mod tests {
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let r = with_env(&t, &env).expect("resolved");
+        let (r, unresolved) = with_env(&t, &env);
+        assert!(unresolved.is_empty());
         assert_eq!(r.metadata["serverAddress"], "http://p:9090");
         assert_eq!(
             r.metadata["threshold"], "3",
             "metadata wins over the environment"
         );
-        let e = with_env(&t, &BTreeMap::new()).expect_err("missing");
-        assert_eq!(e.param(), Some("serverAddressFromEnv"));
-        assert!(
-            e.to_string()
-                .contains("\"PROM\" (named by serverAddressFromEnv) is not set"),
-            "{e}"
+        // A missing variable leaves the parameter unset, as KEDA does; the scaler's
+        // error then says why.
+        let (r, unresolved) = with_env(&t, &BTreeMap::new());
+        assert!(!r.metadata.contains_key("serverAddress"));
+        let e = explain(
+            ScalerError::MissingParameter("serverAddress".into()),
+            &unresolved,
         );
+        assert_eq!(e.param(), Some("serverAddress"));
+        assert_eq!(
+            e.to_string(),
+            "missing required parameter \"serverAddress\" (environment variable \"PROM\" (named by serverAddressFromEnv) is not set in the scale target's container)"
+        );
+        let other = ScalerError::MissingParameter("query".into());
+        assert_eq!(explain(other.clone(), &unresolved), other);
     }
 
     #[test]

@@ -1111,7 +1111,7 @@ mod tests {
             ..Default::default()
         };
         // `...FromEnv` is resolved before a scaler is built, as the adapter does.
-        let t = with_env(&t, &pairs(env))?;
+        let (t, unresolved) = with_env(&t, &pairs(env));
         let auth: AuthParams = pairs(auth);
         MysqlScaler::new(TriggerContext {
             index,
@@ -1122,6 +1122,7 @@ mod tests {
             client: None,
             as_metric_source: false,
         })
+        .map_err(|e| crate::scalers::explain(e, &unresolved))
     }
 
     fn build(meta: &[(&str, &str)], auth: &[(&str, &str)]) -> Result<MysqlScaler, ScalerError> {
