@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
-use super::kafka::keda_int64;
+use super::typed::keda_int64;
 use super::{MetricSpec, Sample, Scaler, ScalerError, TriggerContext};
 use crate::linux_cron::LinuxCron;
 

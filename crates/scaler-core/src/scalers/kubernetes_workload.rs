@@ -265,7 +265,7 @@ mod tests {
                     ("value", "1"),
                     ("groupByNode", "maybe"),
                 ],
-                "is not a boolean",
+                "unable to set param \"groupByNode\" value \"maybe\": unable to parse boolean value \"maybe\": strconv.ParseBool: parsing \"maybe\": invalid syntax",
             ),
         ];
         for (meta, want) in bad {

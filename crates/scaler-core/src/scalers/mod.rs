@@ -8,6 +8,7 @@ pub mod kafka;
 pub mod kubernetes_workload;
 pub mod mysql;
 pub mod prometheus;
+mod typed;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -238,12 +239,7 @@ impl TriggerContext<'_> {
     /// A boolean metadata value in Go's syntax (`true`, `1`, `False`, ...), `default`
     /// when absent.
     pub fn flag(&self, key: &str, default: bool) -> Result<bool, ScalerError> {
-        match self.param(key) {
-            None => Ok(default),
-            Some(v) => crate::activation::go_bool(v).ok_or_else(|| {
-                ScalerError::invalid(key, format!("error parsing {key}: {v:?} is not a boolean"))
-            }),
-        }
+        typed::keda_bool(key, self.param(key), default)
     }
 
     /// A finite number from metadata, `None` when absent.

@@ -897,12 +897,12 @@ mod tests {
             (
                 with(&[("ignoreNullValues", "maybe")]),
                 &[],
-                "error parsing ignoreNullValues",
+                "unable to set param \"ignoreNullValues\" value \"maybe\": unable to parse boolean value",
             ),
             (
                 with(&[("unsafeSsl", "yes")]),
                 &[],
-                "error parsing unsafeSsl",
+                "unable to set param \"unsafeSsl\" value \"yes\": unable to parse boolean value",
             ),
             (
                 with(&[("queryParameters", "novalue")]),
