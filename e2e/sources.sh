@@ -7,8 +7,9 @@
 #   e2e/sources.sh env               print `export ...` lines the tests read
 #   e2e/sources.sh status            one line per source
 #
-# Sources: prometheus (two servers: plain on 19090, basic auth on 19091); mysql (MariaDB
-# on 13306 with database `shop`, user `eventscale`); kafka (tansu brokers, in-memory, so
+# Sources: prometheus (three servers: plain on 19090, basic auth on 19091, TLS requiring
+# client certificates on 19097, with a CA made here); mysql (MariaDB on 13306 with
+# database `shop`, user `eventscale`); kafka (tansu brokers, in-memory, so
 # empty after each start: plain on 19092; SASL PLAIN, SCRAM-SHA-256 and -512 on 19093, user
 # `eventscale`; TLS on 19094 with a CA made here. tansu can do neither SASL nor TLS itself
 # in this build, so e2e/kafka_front.py serves those two ports in front of a plain tansu on
@@ -32,6 +33,8 @@ MYSQL_PASSWORD=local-mysql-password
 MYSQL_DB=shop
 PROM_PORT=19090
 PROM_AUTH_PORT=19091
+PROM_TLS_PORT=19097
+PROM_TLS_DIR=$STATE_DIR/prometheus/tls
 PROM_USER=eventscale
 PROM_PASSWORD=local-test-password
 CACHE_DIR=${EVENTSCALE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/eventscale}
@@ -83,13 +86,29 @@ prometheus_up() {
       --storage.tsdb.path "$dir/auth/data" --web.listen-address "127.0.0.1:$PROM_AUTH_PORT" \
       --web.config.file "$dir/auth/web.yml"
   fi
+  # TLS with client certificates required (KEDA's `authModes: tls`).
+  if ! running prometheus-tls; then
+    port_free $PROM_TLS_PORT || die "port $PROM_TLS_PORT (prometheus-tls) is taken by a process this script did not start"
+    ensure_pkg openssl openssl
+    make_certs "$PROM_TLS_DIR" prometheus client
+    prom_config "$dir/tls-server" $PROM_TLS_PORT 0
+    printf '%s\n' "tls_server_config:" "  cert_file: $PROM_TLS_DIR/server.crt" \
+      "  key_file: $PROM_TLS_DIR/server.key" "  client_auth_type: RequireAndVerifyClientCert" \
+      "  client_ca_file: $PROM_TLS_DIR/ca.crt" >"$dir/tls-server/web.yml"
+    start_bg prometheus-tls prometheus --config.file "$dir/tls-server/prometheus.yml" \
+      --storage.tsdb.path "$dir/tls-server/data" --web.listen-address "127.0.0.1:$PROM_TLS_PORT" \
+      --web.config.file "$dir/tls-server/web.yml"
+  fi
   wait_for prometheus 60 curl -fsS "http://127.0.0.1:$PROM_PORT/-/ready"
   wait_for prometheus-auth 60 curl -fsS -u "$PROM_USER:$PROM_PASSWORD" "http://127.0.0.1:$PROM_AUTH_PORT/-/ready"
+  wait_for prometheus-tls 60 curl -fsS --cacert "$PROM_TLS_DIR/ca.crt" --cert "$PROM_TLS_DIR/client.crt" \
+    --key "$PROM_TLS_DIR/client.key" "https://127.0.0.1:$PROM_TLS_PORT/-/ready"
 }
 
 prometheus_down() {
   stop_one prometheus
   stop_one prometheus-auth
+  stop_one prometheus-tls
 }
 
 mysql_up() {
@@ -154,31 +173,42 @@ tansu_bin() {
   echo "$bin"
 }
 
-# kafka_certs: a CA and a server certificate for 127.0.0.1 and localhost, kept across runs.
-kafka_certs() {
-  local d=$KAFKA_DIR
+# make_certs DIR NAME [client]: a CA and a server certificate for 127.0.0.1 and localhost
+# (and with `client` a client certificate), kept across runs while valid.
+make_certs() {
+  local d=$1 name=$2 client=${3:-}
   mkdir -p "$d"
   if [[ -s $d/ca.crt && -s $d/server.crt && -s $d/server.key ]] &&
     openssl verify -CAfile "$d/ca.crt" "$d/server.crt" >/dev/null 2>&1 &&
-    openssl x509 -checkend 86400 -noout -in "$d/server.crt" >/dev/null 2>&1; then
+    openssl x509 -checkend 86400 -noout -in "$d/server.crt" >/dev/null 2>&1 &&
+    { [[ -z $client ]] || openssl verify -CAfile "$d/ca.crt" "$d/client.crt" >/dev/null 2>&1; }; then
     return 0
   fi
-  log "making a CA and a server certificate in $d"
+  log "making a CA and certificates for $name in $d"
+  local leaf
   (
     umask 077
     openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -keyout "$d/ca.key" -out "$d/ca.crt" \
-      -subj "/CN=eventscale local Kafka CA" \
-      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" &&
-      openssl req -newkey rsa:2048 -nodes -keyout "$d/server.key" -out "$d/server.csr" \
-        -subj "/CN=localhost" &&
-      printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" "basicConstraints=CA:FALSE" \
-        "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" \
-        >"$d/server.ext" &&
-      openssl x509 -req -in "$d/server.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial \
-        -days 3650 -out "$d/server.crt" -extfile "$d/server.ext"
-  ) >"$LOGS/kafka-certs.log" 2>&1 || die "making the Kafka certificates failed; read $LOGS/kafka-certs.log"
-  chmod 644 "$d/ca.crt" "$d/server.crt"
+      -subj "/CN=eventscale local $name CA" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" || exit 1
+    for leaf in server ${client:+client}; do
+      openssl req -newkey rsa:2048 -nodes -keyout "$d/$leaf.key" -out "$d/$leaf.csr" \
+        -subj "/CN=${leaf/server/localhost}" || exit 1
+      if [[ $leaf == server ]]; then
+        printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" "extendedKeyUsage=serverAuth"
+      else
+        printf '%s\n' "extendedKeyUsage=clientAuth"
+      fi >"$d/$leaf.ext"
+      printf '%s\n' "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
+        >>"$d/$leaf.ext"
+      openssl x509 -req -in "$d/$leaf.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial \
+        -days 3650 -out "$d/$leaf.crt" -extfile "$d/$leaf.ext" || exit 1
+    done
+  ) >"$LOGS/$name-certs.log" 2>&1 || die "making the $name certificates failed; read $LOGS/$name-certs.log"
+  chmod 644 "$d/ca.crt" "$d/server.crt" ${client:+"$d/client.crt" "$d/client.key"}
 }
+
+kafka_certs() { make_certs "$KAFKA_DIR" kafka; }
 
 # kafka_tool ARGS...: e2e/kafka_tool.py with the virtualenv's interpreter.
 kafka_tool() { "$KAFKA_PY" "$REPO/e2e/kafka_tool.py" "$@"; }
@@ -280,6 +310,8 @@ case $cmd in
     echo "export EVENTSCALE_PROMETHEUS_AUTH_URL=http://127.0.0.1:$PROM_AUTH_PORT"
     echo "export EVENTSCALE_PROMETHEUS_USER=$PROM_USER"
     echo "export EVENTSCALE_PROMETHEUS_PASSWORD=$PROM_PASSWORD"
+    echo "export EVENTSCALE_PROMETHEUS_TLS_URL=https://127.0.0.1:$PROM_TLS_PORT"
+    echo "export EVENTSCALE_PROMETHEUS_TLS_DIR=$PROM_TLS_DIR"
     echo "export EVENTSCALE_MYSQL_HOST=127.0.0.1"
     echo "export EVENTSCALE_MYSQL_PORT=$MYSQL_PORT"
     echo "export EVENTSCALE_MYSQL_USER=$MYSQL_USER"
@@ -296,7 +328,7 @@ case $cmd in
     echo "export EVENTSCALE_SOURCES_DIR=$STATE_DIR"
     ;;
   status)
-    for n in prometheus prometheus-auth mysql kafka kafka-sasl kafka-sasl-broker kafka-tls kafka-tls-broker; do
+    for n in prometheus prometheus-auth prometheus-tls mysql kafka kafka-sasl kafka-sasl-broker kafka-tls kafka-tls-broker; do
       if running $n; then echo "$n running (pid $(cat "$PIDS/$n.pid"))"; else echo "$n stopped"; fi
     done
     ;;

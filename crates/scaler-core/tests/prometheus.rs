@@ -1,5 +1,6 @@
 //! The prometheus scaler against real Prometheus servers started by `e2e/sources.sh`
-//! (Debian's prometheus 2.42 on loopback: one plain, one behind basic auth).
+//! (Debian's prometheus 2.42 on loopback: one plain, one behind basic auth, one on TLS
+//! that requires a client certificate).
 
 #[path = "../../../e2e/support/sources.rs"]
 mod sources;
@@ -15,6 +16,8 @@ struct Servers {
     auth: String,
     user: String,
     password: String,
+    tls: String,
+    tls_dir: std::path::PathBuf,
 }
 
 fn servers() -> &'static Servers {
@@ -31,6 +34,8 @@ fn servers() -> &'static Servers {
             auth: get("EVENTSCALE_PROMETHEUS_AUTH_URL"),
             user: get("EVENTSCALE_PROMETHEUS_USER"),
             password: get("EVENTSCALE_PROMETHEUS_PASSWORD"),
+            tls: get("EVENTSCALE_PROMETHEUS_TLS_URL"),
+            tls_dir: get("EVENTSCALE_PROMETHEUS_TLS_DIR").into(),
         }
     })
 }
@@ -241,4 +246,74 @@ async fn identical_concurrent_queries_are_coalesced() {
         distinct >= 50.0,
         "distinct queries are not merged, got {distinct}"
     );
+}
+
+/// `authModes: tls` against a server that requires a client certificate: the CA, the
+/// certificate and the key come as PEM text from the authentication parameters, as KEDA
+/// takes them; `unsafeSsl` skips checking the server; each missing piece is a clear error.
+#[tokio::test]
+async fn tls_client_certificates_and_unsafe_ssl() {
+    let s = servers();
+    let pem = |name: &str| {
+        std::fs::read_to_string(s.tls_dir.join(name))
+            .unwrap_or_else(|e| panic!("{}: {e}", s.tls_dir.join(name).display()))
+    };
+    let (ca, cert, key) = (pem("ca.crt"), pem("client.crt"), pem("client.key"));
+    let meta = |extra: &[(&'static str, &'static str)]| {
+        let mut m = vec![
+            ("serverAddress", s.tls.as_str()),
+            ("query", "vector(8)"),
+            ("threshold", "2"),
+        ];
+        m.extend_from_slice(extra);
+        m
+    };
+    let tls_auth = |with_ca: bool| {
+        let mut a = vec![
+            ("authModes", "tls"),
+            ("cert", cert.as_str()),
+            ("key", key.as_str()),
+        ];
+        if with_ca {
+            a.push(("ca", ca.as_str()));
+        }
+        a
+    };
+
+    // The CA verifies the server; the client certificate satisfies it.
+    let v = scaler(&meta(&[]), &tls_auth(true))
+        .sample()
+        .await
+        .expect("mutual TLS");
+    assert_eq!((v.value, v.active), (8.0, true));
+    // Without the CA the server's certificate is unknown, unless unsafeSsl.
+    let e = scaler(&meta(&[]), &tls_auth(false))
+        .sample()
+        .await
+        .expect_err("unknown issuer")
+        .to_string();
+    assert!(e.contains("invalid peer certificate: UnknownIssuer"), "{e}");
+    let v = scaler(&meta(&[("unsafeSsl", "true")]), &tls_auth(false))
+        .sample()
+        .await
+        .expect("unsafeSsl");
+    assert_eq!(v.value, 8.0);
+    // No client certificate: the server refuses the handshake, and the error says so.
+    let e = scaler(&meta(&[("unsafeSsl", "true")]), &[])
+        .sample()
+        .await
+        .expect_err("no client certificate")
+        .to_string();
+    assert!(e.contains(&s.tls) && e.contains("BadCertificate"), "{e}");
+    // A certificate without its key is KEDA's parse error.
+    let e = support::build(
+        "prometheus",
+        "test",
+        &meta(&[]),
+        &[("authModes", "tls"), ("cert", cert.as_str())],
+        PrometheusScaler::new,
+    )
+    .expect_err("no key")
+    .to_string();
+    assert!(e.contains("are required when tls auth is enabled"), "{e}");
 }
