@@ -180,13 +180,26 @@ async fn custom_name_rename_trigger_update_value_type_and_paused_scale_in() {
     assert_eq!(so["status"]["hpaName"], "custom-b");
 
     // Trigger update: lagThreshold 5 → 7, metricType Value.
-    let (ok, out, err) = kubectl(&["-n", &ns.0, "get", "scaledobject", "web", "-o", "json"]);
-    assert!(ok, "{err}");
-    let mut v: Value = serde_json::from_str(&out).expect("JSON");
-    v["spec"]["triggers"][0]["metadata"]["lagThreshold"] = "7".into();
-    v["spec"]["triggers"][0]["metricType"] = "Value".into();
-    let (ok, _, err) = kubectl_stdin(&["-n", &ns.0, "replace", "-f", "-"], Some(&v.to_string()));
-    assert!(ok, "{err}");
+    // Read, change, replace: the controller may write the status in between (a 409
+    // Conflict), so read again then, as any client of the apiserver does.
+    let mut attempts = 0;
+    loop {
+        let (ok, out, err) = kubectl(&["-n", &ns.0, "get", "scaledobject", "web", "-o", "json"]);
+        assert!(ok, "{err}");
+        let mut v: Value = serde_json::from_str(&out).expect("JSON");
+        v["spec"]["triggers"][0]["metadata"]["lagThreshold"] = "7".into();
+        v["spec"]["triggers"][0]["metricType"] = "Value".into();
+        let (ok, _, err) =
+            kubectl_stdin(&["-n", &ns.0, "replace", "-f", "-"], Some(&v.to_string()));
+        attempts += 1;
+        if ok {
+            break;
+        }
+        assert!(
+            err.contains("Conflict") && attempts < 5,
+            "replace failed ({attempts} attempts): {err}"
+        );
+    }
     let hpas = hpa_api(client().await, &ns.0);
     eventually(
         Duration::from_secs(60),
