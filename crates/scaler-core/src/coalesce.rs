@@ -36,8 +36,8 @@ where
     K: Hash + Eq + Clone + Send + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    /// A coalescer whose finished calls keep answering their key for `linger` (needs a
-    /// Tokio runtime when not zero).
+    /// A coalescer whose finished calls keep answering their key for `linger`. Calls run
+    /// on a Tokio runtime.
     pub fn with_linger(linger: std::time::Duration) -> Self {
         Self {
             inflight: Mutex::new(HashMap::new()),
@@ -86,6 +86,11 @@ where
                     }
                     .boxed()
                     .shared();
+                    // Driven to its end on its own task: if every caller is cancelled (HPA
+                    // reads whose clients went away), the call still finishes and forgets
+                    // itself instead of staying half done in the map, holding whatever it
+                    // holds (a broker connection) until someone asks the same again.
+                    tokio::spawn(shared.clone().map(drop));
                     map.insert(key, (id, shared.clone()));
                     (shared, false)
                 }
@@ -202,5 +207,27 @@ mod tests {
         let c: Arc<Coalescer<u8, u8>> = Arc::new(Coalescer::default());
         let (a, b) = tokio::join!(c.run(1, async { 1 }), c.run(2, async { 2 }));
         assert_eq!((a.0, b.0), (1, 2));
+    }
+    #[tokio::test]
+    async fn a_call_whose_callers_all_left_still_finishes_and_is_forgotten() {
+        let c: Arc<Coalescer<&'static str, u32>> = Arc::new(Coalescer::default());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let call = |calls: Arc<AtomicUsize>| async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            7
+        };
+        // The only caller gives up before the answer.
+        let gave_up =
+            tokio::time::timeout(Duration::from_millis(10), c.run("q", call(calls.clone()))).await;
+        assert!(gave_up.is_err());
+        assert_eq!(c.in_flight(), 1);
+        // Nobody drives it, yet it finishes and leaves the map.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(c.in_flight(), 0);
+        // A later caller gets a call of its own.
+        let (v, joined) = c.run("q", call(calls.clone())).await;
+        assert_eq!((v, joined), (7, false));
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 }
