@@ -36,3 +36,53 @@ spec:
     wait_for_hpa(&hpa_api(client.clone(), &ns.0)).await;
     wait_for_replicas(&ns.0, "web", 4).await;
 }
+
+/// Fallback under scalingModifiers, as KEDA: with the `static` behaviour a trigger failing
+/// past the threshold makes `composite-metric` the fallback value for the composite
+/// target (4 replicas); with the `scalingModifiers` behaviour the trigger is nil for the
+/// formula instead, and `??` decides ((nil ?? 25) + 10 = 35 against 5 → 7 replicas).
+#[tokio::test]
+async fn fallback_with_scaling_modifiers_both_behaviours() {
+    let url = crate::prometheus::prometheus_url();
+    for (behavior, formula, replicas) in [
+        ("static", "down + up", 4),
+        ("scalingModifiers", "(down ?? 25) + up", 7),
+    ] {
+        let ns = Namespace::create(&format!("e2e-fallback-{}", behavior.to_lowercase()));
+        apply(
+            &ns.0,
+            &format!(
+                r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec: {{containers: [{{name: web, image: registry.invalid/web:1}}]}}
+---
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata: {{name: web}}
+spec:
+  scaleTargetRef: {{name: web}}
+  minReplicaCount: 1
+  fallback: {{failureThreshold: 1, replicas: 4, behavior: {behavior}}}
+  advanced: {{scalingModifiers: {{formula: "{formula}", target: "5"}}}}
+  triggers:
+  - type: prometheus
+    name: down
+    metadata: {{serverAddress: "http://127.0.0.1:1", query: up, threshold: "5", timeout: "500"}}
+  - type: prometheus
+    name: up
+    metadata: {{serverAddress: "{url}", query: vector(10), threshold: "5"}}
+"#
+            ),
+        );
+        let client = client().await;
+        wait_for_hpa(&hpa_api(client, &ns.0)).await;
+        wait_for_replicas(&ns.0, "web", replicas).await;
+    }
+}

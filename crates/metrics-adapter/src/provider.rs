@@ -109,52 +109,88 @@ fn metric_error(e: MetricError) -> ApiError {
 }
 
 impl ScaledObjectProvider {
-    /// The scalingModifiers formula over every named trigger's value.
+    /// The scalingModifiers formula over every named trigger's value, with KEDA's
+    /// fallback: failures are counted per trigger metric; past `failureThreshold` the
+    /// `scalingModifiers` behaviour makes the trigger nil for the formula, the other
+    /// behaviours serve the fallback value for the composite target.
     async fn composite(
         &self,
         so: &ScaledObject,
         m: &modifiers::Modifiers,
     ) -> Result<f64, ApiError> {
+        let namespace = so.metadata.namespace.as_deref().unwrap_or_default();
+        let name = so.metadata.name.as_deref().unwrap_or_default();
+        let fallback = so
+            .spec
+            .fallback
+            .as_ref()
+            .filter(|_| fallback::has_valid_fallback(&so.spec));
         let built = build_scalers_resolved(&self.client, so, &self.operator_namespace).await;
         let samples = so.spec.triggers.iter().zip(built).map(|(t, b)| async move {
-            let name = t.name.clone()?;
+            let trigger = t.name.clone()?;
             let scaler = match b {
                 Ok(s) => s,
-                Err(e) => return Some((name, Err(e.to_string()))),
+                Err(e) => return Some((trigger, None, Err(e.to_string()))),
             };
             let started = Instant::now();
             let r = scaler.sample().await;
             self.telemetry
                 .scaler_query(scaler.scaler_type(), started.elapsed(), r.is_ok());
-            Some((name, r.map(|s| s.value).map_err(|e| e.to_string())))
+            let metric = scaler.metric_spec().name.clone();
+            Some((
+                trigger,
+                Some(metric),
+                r.map(|s| s.value).map_err(|e| e.to_string()),
+            ))
         });
-        let mut vars = std::collections::BTreeMap::new();
-        let mut any_error = false;
-        for (name, r) in futures::future::join_all(samples)
+        let mut outcomes = Vec::new();
+        for (trigger, metric, r) in futures::future::join_all(samples)
             .await
             .into_iter()
             .flatten()
         {
-            match r {
-                Ok(v) => {
-                    vars.insert(name, v);
+            // Health is kept only where a fallback can use it, as KEDA keeps it.
+            let health = match (fallback, &metric) {
+                (Some(_), Some(metric)) => {
+                    Some(self.health.record(namespace, name, metric, r.is_ok()))
                 }
-                Err(e) => {
-                    any_error = true;
-                    warn!(trigger = %name, error = %e, "trigger failed; the formula sees it as nil");
+                _ => None,
+            };
+            let outcome = match r {
+                Ok(v) => modifiers::Outcome::Value(v),
+                Err(error) => {
+                    let past_threshold = fallback
+                        .zip(health.as_ref())
+                        .is_some_and(|(f, h)| fallback::falling_back(f, h));
+                    warn!(scaledobject = %format!("{namespace}/{name}"), %trigger, %error, past_threshold, "trigger of the composite metric failed");
+                    modifiers::Outcome::Failed {
+                        error,
+                        past_threshold,
+                    }
                 }
-            }
+            };
+            outcomes.push((trigger, outcome));
         }
-        let fallback = so.spec.fallback.as_ref().map(|f| f.replicas);
-        modifiers::composite(m, &vars, any_error, fallback)
+        let behavior_is_modifiers =
+            fallback.and_then(|f| f.behavior.as_deref()) == Some("scalingModifiers");
+        let failed =
+            |e: String| ApiError::internal(format!("ScaledObject {namespace}/{name}: {e}"));
+        match modifiers::plan(behavior_is_modifiers, &outcomes) {
+            modifiers::Plan::Evaluate(vars) => modifiers::composite(
+                m,
+                &vars,
+                false,
+                so.spec.fallback.as_ref().map(|f| f.replicas),
+            )
             .map(|(value, _active)| value)
-            .map_err(|e| {
-                ApiError::internal(format!(
-                    "ScaledObject {}/{}: {e}",
-                    so.metadata.namespace.as_deref().unwrap_or_default(),
-                    so.metadata.name.as_deref().unwrap_or_default()
-                ))
-            })
+            .map_err(|e| failed(e.to_string())),
+            modifiers::Plan::Fallback => {
+                let fb = fallback.ok_or_else(|| failed("no fallback".into()))?;
+                let kind = modifiers::composite_spec(so, m).target_type;
+                self.fallback_value(so, fb, m.target, kind).await
+            }
+            modifiers::Plan::Error(e) => Err(failed(e)),
+        }
     }
 
     /// The value that makes the HPA choose the fallback replicas.
@@ -183,7 +219,13 @@ impl ScaledObjectProvider {
             (0, 0)
         };
         let replicas = fallback::replicas(fb, behavior, current);
-        Ok(fallback::value(target, kind, replicas, ready))
+        fallback::value(target, kind, replicas, ready).ok_or_else(|| {
+            ApiError::internal(format!(
+                "ScaledObject {}/{}: no fallback for a Value target while the target has no ready replicas",
+                so.metadata.namespace.as_deref().unwrap_or_default(),
+                so.metadata.name.as_deref().unwrap_or_default()
+            ))
+        })
     }
 }
 

@@ -88,12 +88,19 @@ pub fn replicas(fallback: &Fallback, behavior: Behavior, current: i32) -> i32 {
 
 /// The metric value that makes the HPA choose `replicas`: `target × replicas` for an
 /// AverageValue target (the HPA divides by the target); for a Value target the HPA scales
-/// the current ready pods by value/target, so the value is divided by them (at least 1).
-pub fn value(target: f64, metric_type: MetricTargetType, replicas: i32, ready_pods: i32) -> f64 {
+/// the current ready pods by value/target, so the value is divided by them. With no ready
+/// pod there is no such value (`None`), and KEDA serves no fallback either.
+pub fn value(
+    target: f64,
+    metric_type: MetricTargetType,
+    replicas: i32,
+    ready_pods: i32,
+) -> Option<f64> {
     let v = target * f64::from(replicas);
     match metric_type {
-        MetricTargetType::AverageValue => v,
-        MetricTargetType::Value => v / f64::from(ready_pods.max(1)),
+        MetricTargetType::AverageValue => Some(v),
+        MetricTargetType::Value if ready_pods > 0 => Some(v / f64::from(ready_pods)),
+        MetricTargetType::Value => None,
     }
 }
 
@@ -166,14 +173,12 @@ mod tests {
     #[test]
     fn values_make_the_hpa_choose_the_replicas() {
         // AverageValue: ceil(value / target) = replicas.
-        assert_eq!(value(5.0, MetricTargetType::AverageValue, 4, 7), 20.0);
+        assert_eq!(value(5.0, MetricTargetType::AverageValue, 4, 7), Some(20.0));
+        assert_eq!(value(5.0, MetricTargetType::AverageValue, 4, 0), Some(20.0));
         // Value: ceil(ready × value / target) = replicas.
-        assert_eq!(value(5.0, MetricTargetType::Value, 4, 2), 10.0);
-        assert_eq!(
-            value(5.0, MetricTargetType::Value, 4, 0),
-            20.0,
-            "no ready pods: as 1"
-        );
+        assert_eq!(value(5.0, MetricTargetType::Value, 4, 2), Some(10.0));
+        // No ready pod: no value makes the HPA choose, and KEDA serves none.
+        assert_eq!(value(5.0, MetricTargetType::Value, 4, 0), None);
     }
 }
 

@@ -752,9 +752,115 @@ pub fn composite(
     Ok((value, !any_error && value > m.activation_target))
 }
 
+/// One named trigger's part in a composite read: its value, or its failure and whether
+/// that failure is past the fallback's `failureThreshold`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The source answered.
+    Value(f64),
+    /// The source failed.
+    Failed {
+        /// Why.
+        error: String,
+        /// Past `failureThreshold` with a usable fallback.
+        past_threshold: bool,
+    },
+}
+
+/// What a read of `composite-metric` serves, as KEDA decides it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Plan {
+    /// The formula over these values. A trigger past its threshold under the
+    /// `scalingModifiers` fallback behaviour is left out: the formula sees nil (for `??`).
+    Evaluate(BTreeMap<String, f64>),
+    /// The fallback value for the composite target (a trigger past its threshold under
+    /// any other behaviour).
+    Fallback,
+    /// A trigger failed and no fallback covers it: the read fails.
+    Error(String),
+}
+
+/// KEDA's composite read: failures within the threshold fail the read; past it, the
+/// `scalingModifiers` behaviour turns the trigger into nil and the others serve the
+/// fallback value, which wins over other triggers' errors.
+pub fn plan(behavior_is_modifiers: bool, outcomes: &[(String, Outcome)]) -> Plan {
+    let mut vars = BTreeMap::new();
+    let mut errors = Vec::new();
+    let mut fallback = false;
+    for (name, outcome) in outcomes {
+        match outcome {
+            Outcome::Value(v) => {
+                vars.insert(name.clone(), *v);
+            }
+            Outcome::Failed {
+                past_threshold: true,
+                ..
+            } if behavior_is_modifiers => {}
+            Outcome::Failed {
+                past_threshold: true,
+                ..
+            } => fallback = true,
+            Outcome::Failed { error, .. } => errors.push(format!("trigger {name:?}: {error}")),
+        }
+    }
+    if fallback {
+        Plan::Fallback
+    } else if !errors.is_empty() {
+        Plan::Error(errors.join("; "))
+    } else {
+        Plan::Evaluate(vars)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn composite_plan_follows_keda() {
+        let ok = |n: &str, v: f64| (n.to_string(), Outcome::Value(v));
+        let failed = |n: &str, past: bool| {
+            (
+                n.to_string(),
+                Outcome::Failed {
+                    error: "down".into(),
+                    past_threshold: past,
+                },
+            )
+        };
+        let vars = |pairs: &[(&str, f64)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect::<BTreeMap<_, _>>()
+        };
+        // All answer: the formula runs.
+        assert_eq!(
+            plan(false, &[ok("a", 1.0), ok("b", 2.0)]),
+            Plan::Evaluate(vars(&[("a", 1.0), ("b", 2.0)]))
+        );
+        // Within the threshold a failure fails the read, whatever the behaviour.
+        for modifiers in [false, true] {
+            assert_eq!(
+                plan(modifiers, &[ok("a", 1.0), failed("b", false)]),
+                Plan::Error("trigger \"b\": down".into())
+            );
+        }
+        // Past it: nil for the formula under the scalingModifiers behaviour...
+        assert_eq!(
+            plan(true, &[ok("a", 1.0), failed("b", true)]),
+            Plan::Evaluate(vars(&[("a", 1.0)]))
+        );
+        // ...the fallback value under the others, even beside another failure.
+        assert_eq!(
+            plan(false, &[failed("a", false), failed("b", true)]),
+            Plan::Fallback
+        );
+        assert_eq!(
+            plan(true, &[failed("a", false), failed("b", true)]),
+            Plan::Error("trigger \"a\": down".into())
+        );
+    }
 
     fn vars() -> BTreeMap<String, f64> {
         [("trig_one", 4.0), ("trig_two", 2.0), ("trig_three", 0.5)]
