@@ -211,6 +211,10 @@ pub struct Evaluation {
     pub active: bool,
     /// Per trigger.
     pub triggers: Vec<TriggerResult>,
+    /// With scalingModifiers: the composite metric's value, or why it has none (text
+    /// output only; the JSON shape is the issue's).
+    #[serde(skip)]
+    pub composite: Option<Result<f64, String>>,
 }
 
 /// Evaluate one ScaledObject's triggers.
@@ -283,11 +287,54 @@ pub async fn evaluate(inputs: &Inputs, so: &ScaledObject, operator_ns: &str) -> 
         }
         triggers.push(result);
     }
+    // With scalingModifiers the HPA reads one composite metric: the formula over the
+    // named triggers' values decides, as in the cluster (no failure history here, so a
+    // failed trigger fails the composite, as a first failure does there).
+    let composite = scaler_core::modifiers::of_scaled_object(so).map(|m| {
+        let m = m.map_err(|e| e.to_string())?;
+        let outcomes: Vec<_> = so
+            .spec
+            .triggers
+            .iter()
+            .zip(&triggers)
+            .filter_map(|(t, r)| {
+                let outcome = match (r.value, &r.error) {
+                    (Some(v), None) => scaler_core::modifiers::Outcome::Value(v),
+                    (_, e) => scaler_core::modifiers::Outcome::Failed {
+                        error: e.clone().unwrap_or_default(),
+                        past_threshold: false,
+                    },
+                };
+                Some((t.name.clone()?, outcome))
+            })
+            .collect();
+        match scaler_core::modifiers::plan(false, &outcomes) {
+            scaler_core::modifiers::Plan::Evaluate(vars) => {
+                let fallback = so.spec.fallback.as_ref().map(|f| f.replicas);
+                scaler_core::modifiers::composite(&m, &vars, false, fallback)
+                    .map(|(value, active)| (value, m.target, active))
+                    .map_err(|e| e.to_string())
+            }
+            scaler_core::modifiers::Plan::Error(e) => Err(e),
+            // Only a failure past a threshold falls back, and eval keeps no failure count.
+            scaler_core::modifiers::Plan::Fallback => Err("falling back".into()),
+        }
+    });
+    let readings = match &composite {
+        Some(Ok((value, target, active))) => vec![Reading {
+            value: *value,
+            target: *target,
+            active: *active,
+        }],
+        Some(Err(_)) => Vec::new(),
+        None => readings,
+    };
     Evaluation {
         scaled_object: format!("{ns}/{}", so.metadata.name.clone().unwrap_or_default()),
         replicas: expected_replicas(&so.spec, &readings),
         active: readings.iter().any(|r| r.active),
         triggers,
+        composite: composite.map(|c| c.map(|(value, _, _)| value)),
     }
 }
 
@@ -309,6 +356,13 @@ pub fn render_text(evals: &[Evaluation]) -> String {
             e.replicas,
             if e.active { "active" } else { "inactive" }
         ));
+        match &e.composite {
+            Some(Ok(v)) => out.push_str(&format!("  composite-metric (scalingModifiers): {v}\n")),
+            Some(Err(err)) => out.push_str(&format!(
+                "  composite-metric (scalingModifiers): ERROR {err}\n"
+            )),
+            None => {}
+        }
         for t in &e.triggers {
             match (&t.error, t.value) {
                 (Some(err), _) => {

@@ -171,7 +171,8 @@ struct EvalArgs {
     namespace: String,
 }
 
-async fn eval_command(a: EvalArgs) -> anyhow::Result<std::process::ExitCode> {
+/// The `-f` files and the `--env-file`, read and checked.
+fn eval_inputs(a: &EvalArgs) -> anyhow::Result<eval::Inputs> {
     let mut inputs = eval::Inputs::default();
     for f in &a.files {
         inputs.add_file(f)?;
@@ -186,6 +187,19 @@ async fn eval_command(a: EvalArgs) -> anyhow::Result<std::process::ExitCode> {
         "no ScaledObject in {:?}",
         a.files
     );
+    Ok(inputs)
+}
+
+async fn eval_command(a: EvalArgs) -> anyhow::Result<std::process::ExitCode> {
+    // Input that cannot be used is bad usage (2), as clap's own argument errors are; a
+    // trigger that fails is 1.
+    let inputs = match eval_inputs(&a) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(std::process::ExitCode::from(2));
+        }
+    };
     let mut evals = Vec::new();
     for so in &inputs.scaled_objects {
         evals.push(eval::evaluate(&inputs, so, &a.namespace).await);
@@ -201,10 +215,21 @@ async fn eval_command(a: EvalArgs) -> anyhow::Result<std::process::ExitCode> {
             emit(&out)?;
         }
     }
+    let composite_errors: Vec<String> = evals
+        .iter()
+        .filter_map(|e| match &e.composite {
+            Some(Err(err)) => Some(format!(
+                "ScaledObject {}: composite-metric: {err}",
+                e.scaled_object
+            )),
+            _ => None,
+        })
+        .collect();
     let failed = evals
         .iter()
         .flat_map(|e| &e.triggers)
         .filter_map(|t| t.error.as_ref())
+        .chain(&composite_errors)
         .collect::<Vec<_>>();
     for e in &failed {
         eprintln!("error: {e}");

@@ -114,8 +114,64 @@ fn eval_against_real_prometheus_with_trigger_authentication() {
 
     // A file that is not Kubernetes YAML for eval.
     let (code, _, err) = eval(&["-f", &env_file]);
-    assert_ne!(code, 0);
+    assert_eq!(code, 2, "bad usage");
     assert!(err.contains("document 1"), "{err}");
+    let (code, _, err) = eval(&["-f", "/nonexistent/so.yaml"]);
+    assert_eq!(code, 2, "bad usage");
+    assert!(err.contains("/nonexistent/so.yaml"), "{err}");
+
+    // scalingModifiers: the formula over the named triggers decides, as the HPA reads
+    // composite-metric: (10 + 20) / 2 = 15 against target 5 → 3 replicas.
+    let plain = &env["EVENTSCALE_PROMETHEUS_URL"];
+    let modifiers = dir.join("modifiers.yaml");
+    let so = |formula: &str, second: &str| {
+        format!(
+            r#"
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata: {{name: mix, namespace: shop}}
+spec:
+  scaleTargetRef: {{name: api}}
+  advanced: {{scalingModifiers: {{formula: "{formula}", target: "5", activationTarget: "1"}}}}
+  triggers:
+  - {{type: prometheus, name: a, metadata: {{serverAddress: "{plain}", query: "vector(10)", threshold: "100"}}}}
+  - {{type: prometheus, name: b, metadata: {{serverAddress: "{second}", query: "vector(20)", threshold: "100"}}}}
+"#
+        )
+    };
+    std::fs::write(&modifiers, so("(a + b) / 2", plain)).expect("write");
+    let (code, out, err) = eval(&["-f", &modifiers.display().to_string(), "-o", "json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert_eq!(
+        (v["replicas"].as_i64(), v["active"].as_bool()),
+        (Some(3), Some(true)),
+        "{v}"
+    );
+    let (_, out, _) = eval(&["-f", &modifiers.display().to_string()]);
+    assert!(
+        out.contains("composite-metric (scalingModifiers): 15"),
+        "{out}"
+    );
+    // Below activationTarget: inactive, 0 replicas (minReplicaCount 0).
+    std::fs::write(&modifiers, so("a - b + 10", plain)).expect("write");
+    let (code, out, _) = eval(&["-f", &modifiers.display().to_string(), "-o", "json"]);
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert_eq!(
+        (v["replicas"].as_i64(), v["active"].as_bool()),
+        (Some(0), Some(false)),
+        "{v}"
+    );
+    // A trigger down: the composite cannot be computed, exit 1.
+    std::fs::write(&modifiers, so("(a + b) / 2", "http://127.0.0.1:1")).expect("write");
+    let (code, out, err) = eval(&["-f", &modifiers.display().to_string()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("composite-metric (scalingModifiers): ERROR"),
+        "{out}"
+    );
+    assert!(err.contains("Connection refused"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
