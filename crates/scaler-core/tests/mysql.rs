@@ -69,6 +69,73 @@ fn seed(state: &str, rows: usize) {
     assert!(ok.success());
 }
 
+/// The output of one statement through the `mariadb` client, tab-separated, no header.
+fn mariadb_output(sql: &str) -> String {
+    let e = env();
+    let out = Command::new("mariadb")
+        .args([
+            "--no-defaults",
+            "-N",
+            "-h",
+            &e["EVENTSCALE_MYSQL_HOST"],
+            "-P",
+            &e["EVENTSCALE_MYSQL_PORT"],
+        ])
+        .arg(format!("-u{}", e["EVENTSCALE_MYSQL_USER"]))
+        .arg(format!("-p{}", e["EVENTSCALE_MYSQL_PASSWORD"]))
+        .args(["-e", sql])
+        .output()
+        .expect("mariadb client");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Twenty ScaledObjects asking the same query of the same database at once share one
+/// query, as the server itself shows: one statement with the query's text is running.
+/// Another query (different text) is its own statement.
+#[tokio::test]
+async fn identical_concurrent_queries_run_once_on_the_server() {
+    let password = env()["EVENTSCALE_MYSQL_PASSWORD"].clone();
+    let go = go_dsn(&password);
+    let marker = format!("coalesce-{}", std::process::id());
+    let query = |n: u32| format!("SELECT SLEEP(1) + {n} + 0 * LENGTH('{marker}')");
+    let scalers: Vec<_> = (0..20)
+        .map(|i| {
+            scaler(
+                &[
+                    ("query", &query(if i < 19 { 7 } else { 8 })),
+                    ("queryValue", "2"),
+                ],
+                &[("connectionString", &go)],
+            )
+        })
+        .collect();
+    let samples = futures::future::join_all(scalers.iter().map(|s| s.sample()));
+    let running = async {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let list = mariadb_output(&format!(
+            "SELECT INFO FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT SLEEP(1)%{marker}%'"
+        ));
+        list.lines().map(str::to_string).collect::<Vec<_>>()
+    };
+    let (samples, running) = tokio::join!(samples, running);
+    let values: Vec<f64> = samples
+        .into_iter()
+        .map(|r| r.expect("value").value)
+        .collect();
+    assert_eq!(values.iter().filter(|v| **v == 7.0).count(), 19);
+    assert_eq!(values.iter().filter(|v| **v == 8.0).count(), 1);
+    assert_eq!(
+        running.len(),
+        2,
+        "one statement per distinct query: {running:?}"
+    );
+}
+
 #[tokio::test]
 async fn counts_rows_with_both_connection_forms_and_fields() {
     let e = env();

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,6 +16,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, DriverError, Opts, OptsBuilder, Pool, PoolOpts, Row, SslOpts, Value};
 
 use super::{MetricSpec, Sample, Scaler, ScalerError, TriggerContext};
+use crate::coalesce::Coalescer;
 use crate::quantity::quantity_string;
 
 /// Connecting plus querying may take this long, unless the DSN's timeouts add up to more.
@@ -770,6 +771,14 @@ fn describe(e: &mysql_async::Error) -> String {
     }
 }
 
+/// Identical queries (same DSN, so the same server, database and credentials, and the
+/// same SQL) in flight at the same moment, across all ScaledObjects, share one round trip.
+static INFLIGHT: LazyLock<Arc<Coalescer<QueryKey, Result<f64, ScalerError>>>> =
+    LazyLock::new(|| Arc::new(Coalescer::default()));
+
+/// The connection and the SQL: what makes two mysql queries the same question.
+type QueryKey = (Dsn, String);
+
 /// The mysql scaler.
 #[derive(Debug, Clone)]
 pub struct MysqlScaler {
@@ -862,14 +871,19 @@ impl Scaler for MysqlScaler {
 
     async fn sample(&self) -> Result<Sample, ScalerError> {
         let budget = self.metadata.dsn.options.budget();
-        let value = tokio::time::timeout(budget, self.query())
-            .await
-            .map_err(|_| {
-                ScalerError::Query(format!(
-                    "error inspecting MySQL: {:?}: no answer within {budget:?}",
-                    self.metadata.dsn
-                ))
-            })??;
+        let this = self.clone();
+        let key = (self.metadata.dsn.clone(), self.metadata.query.clone());
+        let call = async move {
+            tokio::time::timeout(budget, this.query())
+                .await
+                .map_err(|_| {
+                    ScalerError::Query(format!(
+                        "error inspecting MySQL: {:?}: no answer within {budget:?}",
+                        this.metadata.dsn
+                    ))
+                })?
+        };
+        let value = INFLIGHT.run(key, call).await.0?;
         Ok(Sample {
             value,
             active: value > self.metadata.activation_query_value,
