@@ -102,7 +102,7 @@ async fn several_partitions_and_no_committed_offset() {
         &[("offsetResetPolicy", "earliest")],
     ))
     .await;
-    assert_eq!(v.value, (3 + 1 + 4) as f64);
+    assert_eq!((v.value, v.active), ((3 + 1 + 4) as f64, true));
     // scaleToZeroOnInvalidOffset: 0 for it, under both policies.
     for policy in ["latest", "earliest"] {
         let v = sample(&scaler(
@@ -114,7 +114,7 @@ async fn several_partitions_and_no_committed_offset() {
             ],
         ))
         .await;
-        assert_eq!(v.value, 4.0, "{policy}");
+        assert_eq!((v.value, v.active), (4.0, true), "{policy}");
     }
 }
 
@@ -167,7 +167,7 @@ async fn lag_is_capped_without_idle_consumers() {
         &[("lagThreshold", "1"), ("allowIdleConsumers", "true")],
     ))
     .await;
-    assert_eq!(v.value, 10.0);
+    assert_eq!((v.value, v.active), (10.0, true));
     // Only one partition has lag: one consumer.
     let v = sample(&scaler(
         &group,
@@ -175,7 +175,7 @@ async fn lag_is_capped_without_idle_consumers() {
         &[("lagThreshold", "1"), ("limitToPartitionsWithLag", "true")],
     ))
     .await;
-    assert_eq!(v.value, 1.0);
+    assert_eq!((v.value, v.active), (1.0, true));
 }
 
 #[tokio::test]
@@ -195,7 +195,7 @@ async fn even_distribution_of_partitions() {
         ],
     ))
     .await;
-    assert_eq!(v.value, 10.0);
+    assert_eq!((v.value, v.active), (10.0, true));
 }
 
 #[tokio::test]
@@ -214,7 +214,7 @@ async fn partition_limitation() {
         ],
     ))
     .await;
-    assert_eq!(v.value, 10.0);
+    assert_eq!((v.value, v.active), (10.0, true));
     let v = sample(&scaler(
         &group,
         &topic,
@@ -224,7 +224,7 @@ async fn partition_limitation() {
         ],
     ))
     .await;
-    assert_eq!(v.value, 7.0);
+    assert_eq!((v.value, v.active), (7.0, true));
     // No partition left: KEDA's error.
     let e = scaler(&group, &topic, &[("partitionLimitation", "9")])
         .sample()
