@@ -8,6 +8,7 @@ pub mod activation;
 pub mod coalesce;
 pub mod fallback;
 pub mod hpa;
+pub mod idle_map;
 pub mod kafka;
 pub mod label_selector;
 pub mod linux_cron;

@@ -5,9 +5,8 @@
 //! parse error here, what its dialer rejects (a port like `test_port`, a host that does
 //! not resolve) is an error when connecting, as in KEDA.
 
-use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,6 +16,7 @@ use mysql_async::{Conn, DriverError, Opts, OptsBuilder, Pool, PoolOpts, Row, Ssl
 
 use super::{MetricSpec, Sample, Scaler, ScalerError, TriggerContext};
 use crate::coalesce::Coalescer;
+use crate::idle_map::{self, IdleMap};
 use crate::quantity::quantity_string;
 
 /// Connecting plus querying may take this long, unless the DSN's timeouts add up to more.
@@ -721,15 +721,22 @@ enum Pick {
     Plaintext,
 }
 
-/// The pool in use for each DSN, shared by every mysql trigger.
-static POOLS: LazyLock<Mutex<HashMap<Dsn, Pool>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+/// The pool in use for each DSN, shared by every mysql trigger; one unused for 15 minutes
+/// is closed.
+static POOLS: LazyLock<IdleMap<Dsn, Pool>> = LazyLock::new(|| IdleMap::new(idle_map::IDLE));
 
 fn pool(dsn: &Dsn, pick: Pick) -> Result<Pool, String> {
-    let mut pools = POOLS.lock().unwrap_or_else(|p| p.into_inner());
+    for idle in POOLS.sweep() {
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = idle.disconnect().await;
+            });
+        }
+    }
     let tls = match pick {
         Pick::Current => {
-            if let Some(p) = pools.get(dsn) {
-                return Ok(p.clone());
+            if let Some(p) = POOLS.get(dsn) {
+                return Ok(p);
             }
             dsn.options.tls
         }
@@ -737,7 +744,7 @@ fn pool(dsn: &Dsn, pick: Pick) -> Result<Pool, String> {
         Pick::Plaintext => Tls::Off,
     };
     let p = new_pool(dsn, tls)?;
-    pools.insert(dsn.clone(), p.clone());
+    POOLS.insert(dsn.clone(), p.clone());
     Ok(p)
 }
 

@@ -1,7 +1,6 @@
 //! The `prometheus` trigger: the value of one PromQL query against a Prometheus server.
 
-use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -10,6 +9,7 @@ use serde_json::Value;
 
 use super::{MetricSpec, Sample, Scaler, ScalerError, TriggerContext};
 use crate::coalesce::Coalescer;
+use crate::idle_map::{self, IdleMap};
 use crate::quantity::quantity_string;
 
 /// KEDA's default query timeout.
@@ -355,14 +355,14 @@ struct ClientKey {
 }
 
 /// One HTTP client (connection pool) per distinct TLS configuration, shared by every
-/// prometheus trigger.
-static CLIENTS: LazyLock<Mutex<HashMap<ClientKey, reqwest::Client>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
+/// prometheus trigger; one unused for 15 minutes is dropped (with its credentials).
+static CLIENTS: LazyLock<IdleMap<ClientKey, reqwest::Client>> =
+    LazyLock::new(|| IdleMap::new(idle_map::IDLE));
 
 fn client(key: &ClientKey) -> Result<reqwest::Client, ScalerError> {
-    let mut clients = CLIENTS.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(c) = clients.get(key) {
-        return Ok(c.clone());
+    drop(CLIENTS.sweep());
+    if let Some(c) = CLIENTS.get(key) {
+        return Ok(c);
     }
     let mut b = reqwest::Client::builder()
         .use_rustls_tls()
@@ -382,7 +382,7 @@ fn client(key: &ClientKey) -> Result<reqwest::Client, ScalerError> {
     let c = b
         .build()
         .map_err(|e| ScalerError::Query(format!("building the HTTP client: {e}")))?;
-    clients.insert(key.clone(), c.clone());
+    CLIENTS.insert(key.clone(), c.clone());
     Ok(c)
 }
 
