@@ -1,8 +1,10 @@
 //! Fallback on the real cluster: the event source is down, and after `failureThreshold`
 //! failed reads the HPA is served the value that makes it choose `fallback.replicas`.
 
+use std::time::Duration;
+
 use crate::cron::{hpa_api, wait_for_hpa};
-use crate::{apply, client, wait_for_replicas, Namespace};
+use crate::{apply, client, eventually, wait_for_replicas, Namespace};
 
 #[tokio::test]
 async fn unreachable_source_falls_back_to_the_fallback_replicas() {
@@ -84,5 +86,60 @@ spec:
         let client = client().await;
         wait_for_hpa(&hpa_api(client, &ns.0)).await;
         wait_for_replicas(&ns.0, "web", replicas).await;
+    }
+}
+
+/// The behaviours that read the target's replicas: with 2 replicas and `replicas: 5`,
+/// `currentReplicasIfLower` serves 2 × target (10), `currentReplicasIfHigher` 5 × target
+/// (25), read through the aggregator as the HPA reads them.
+#[tokio::test]
+async fn current_replicas_behaviours_read_the_target() {
+    for (behavior, want) in [
+        ("currentReplicasIfLower", "10"),
+        ("currentReplicasIfHigher", "25"),
+    ] {
+        let ns = Namespace::create(&format!("e2e-fallback-{}", behavior.to_lowercase()));
+        apply(
+            &ns.0,
+            &format!(
+                r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec: {{containers: [{{name: web, image: registry.invalid/web:1}}]}}
+---
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata: {{name: web}}
+spec:
+  scaleTargetRef: {{name: web}}
+  minReplicaCount: 1
+  fallback: {{failureThreshold: 1, replicas: 5, behavior: {behavior}}}
+  triggers:
+  - type: prometheus
+    metadata: {{serverAddress: "http://127.0.0.1:1", query: up, threshold: "5", timeout: "500"}}
+"#
+            ),
+        );
+        wait_for_hpa(&hpa_api(client().await, &ns.0)).await;
+        let ns_name = ns.0.clone();
+        eventually(
+            Duration::from_secs(60),
+            &format!("{behavior}: fallback value {want}"),
+            || {
+                let (ok, out, _) = crate::kubectl(&[
+                    "get",
+                    "--raw",
+                    &format!("/apis/external.metrics.k8s.io/v1beta1/namespaces/{ns_name}/s0-prometheus?labelSelector=scaledobject.keda.sh%2Fname%3Dweb"),
+                ]);
+                async move { (ok && out.contains(&format!("\"value\":\"{want}\""))).then_some(()) }
+            },
+        )
+        .await;
     }
 }
