@@ -317,3 +317,38 @@ async fn tls_client_certificates_and_unsafe_ssl() {
     .to_string();
     assert!(e.contains("are required when tls auth is enabled"), "{e}");
 }
+
+/// `timeout` bounds a server that accepts the connection and never answers: the error
+/// comes after the 300 ms asked for, well before the 3 s default.
+#[tokio::test]
+async fn timeout_bounds_a_server_that_never_answers() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    // Accept and hold every connection, answering nothing.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in listener.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    let server = format!("http://{addr}");
+    let started = std::time::Instant::now();
+    let e = scaler(
+        &[
+            ("serverAddress", server.as_str()),
+            ("query", "up"),
+            ("threshold", "1"),
+            ("timeout", "300ms"),
+        ],
+        &[],
+    )
+    .sample()
+    .await
+    .expect_err("no answer");
+    let took = started.elapsed();
+    assert!(
+        took >= std::time::Duration::from_millis(250) && took < std::time::Duration::from_secs(2),
+        "{took:?}: {e}"
+    );
+    assert!(e.to_string().contains(&server), "{e}");
+}
