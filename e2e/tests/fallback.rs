@@ -4,24 +4,15 @@
 use std::time::Duration;
 
 use crate::cron::{hpa_api, wait_for_hpa};
-use crate::{apply, client, eventually, wait_for_replicas, Namespace};
+use crate::{apply, client, deployment, eventually, wait_for_replicas, Namespace};
 
 #[tokio::test]
 async fn unreachable_source_falls_back_to_the_fallback_replicas() {
     let ns = Namespace::create("e2e-fallback");
+    apply(&ns.0, &deployment("web", 1, &[]));
     apply(
         &ns.0,
         r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec: {containers: [{name: web, image: registry.invalid/web:1}]}
----
 apiVersion: keda.sh/v1alpha1
 kind: ScaledObject
 metadata: {name: web}
@@ -51,20 +42,11 @@ async fn fallback_with_scaling_modifiers_both_behaviours() {
         ("scalingModifiers", "(down ?? 25) + up", 7),
     ] {
         let ns = Namespace::create(&format!("e2e-fallback-{}", behavior.to_lowercase()));
+        apply(&ns.0, &deployment("web", 1, &[]));
         apply(
             &ns.0,
             &format!(
                 r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: web}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: web}}}}
-  template:
-    metadata: {{labels: {{app: web}}}}
-    spec: {{containers: [{{name: web, image: registry.invalid/web:1}}]}}
----
 apiVersion: keda.sh/v1alpha1
 kind: ScaledObject
 metadata: {{name: web}}
@@ -99,20 +81,11 @@ async fn current_replicas_behaviours_read_the_target() {
         ("currentReplicasIfHigher", "25"),
     ] {
         let ns = Namespace::create(&format!("e2e-fallback-{}", behavior.to_lowercase()));
+        apply(&ns.0, &deployment("web", 2, &[]));
         apply(
             &ns.0,
             &format!(
                 r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: web}}
-spec:
-  replicas: 2
-  selector: {{matchLabels: {{app: web}}}}
-  template:
-    metadata: {{labels: {{app: web}}}}
-    spec: {{containers: [{{name: web, image: registry.invalid/web:1}}]}}
----
 apiVersion: keda.sh/v1alpha1
 kind: ScaledObject
 metadata: {{name: web}}
