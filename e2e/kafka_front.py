@@ -386,10 +386,16 @@ async def serve(args):
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         ctx.load_cert_chain(args.cert, args.key)
+        if args.client_ca:
+            # Mutual TLS: a client without a certificate from this CA is refused.
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            ctx.load_verify_locations(cafile=args.client_ca)
+    elif args.client_ca:
+        sys.exit("kafka_front: --client-ca needs --cert and --key")
     front = Front(host_port(args.backend), users, passwords)
     host, port = host_port(args.listen)
     server = await asyncio.start_server(front.handle, host, port, ssl=ctx, reuse_address=True)
-    what = " + ".join(x for x in ("TLS" if ctx else "", "SASL/PLAIN+SCRAM" if users else "") if x) or "plain"
+    what = " + ".join(x for x in (("mutual TLS" if args.client_ca else "TLS") if ctx else "", "SASL/PLAIN+SCRAM" if users else "") if x) or "plain"
     log(f"listening on {host}:{port} ({what}) in front of {args.backend}; users: {sorted(users or [])}")
     async with server:
         await server.serve_forever()
@@ -401,6 +407,7 @@ def main():
     p.add_argument("--backend", required=True, help="HOST:PORT of the plain broker behind")
     p.add_argument("--cert", help="PEM certificate (chain) to serve TLS with")
     p.add_argument("--key", help="PEM private key of --cert")
+    p.add_argument("--client-ca", help="PEM CA that clients' certificates must chain to (mutual TLS)")
     p.add_argument("--scram-user", action="append", help="NAME:PASSWORD, for PLAIN, SCRAM-SHA-256 and -512; repeatable")
     args = p.parse_args()
     try:

@@ -125,6 +125,11 @@ def client_config(args, what):
             fail(f"CA file {args.ca} does not exist")
         conf["ssl.ca.location"] = args.ca
         conf["ssl.endpoint.identification.algorithm"] = "https"
+    if args.cert or args.key:
+        if not (tls and args.cert and args.key):
+            fail("--cert and --key go together, with --ca")
+        conf["ssl.certificate.location"] = args.cert
+        conf["ssl.key.location"] = args.key
     return conf
 
 
@@ -301,6 +306,8 @@ def parse(argv):
     p.add_argument("--user")
     p.add_argument("--password")
     p.add_argument("--ca", help="CA certificate (PEM): connect with TLS and verify the broker")
+    p.add_argument("--cert", help="client certificate (PEM), for a broker that requires one")
+    p.add_argument("--key", help="the client certificate's key (PEM)")
     p.add_argument("--timeout", type=float, default=20.0, help="seconds for the whole call (at most 30)")
     sub = p.add_subparsers(dest="cmd", required=True)
 

@@ -11,9 +11,10 @@
 # client certificates on 19097, with a CA made here); mysql (MariaDB on 13306 with
 # database `shop`, user `eventscale`); kafka (tansu brokers, in-memory, so
 # empty after each start: plain on 19092; SASL PLAIN, SCRAM-SHA-256 and -512 on 19093, user
-# `eventscale`; TLS on 19094 with a CA made here. tansu can do neither SASL nor TLS itself
-# in this build, so e2e/kafka_front.py serves those two ports in front of a plain tansu on
-# 19095 and 19096). `env` also names a command running e2e/kafka_tool.py, the client the
+# `eventscale`; TLS on 19094 with a CA made here; SASL over mutual TLS (a client
+# certificate required) on 19098. tansu can do neither SASL nor TLS itself in this build,
+# so e2e/kafka_front.py serves those ports in front of a plain tansu each, on 19095, 19096
+# and 19099). `env` also names a command running e2e/kafka_tool.py, the client the
 # tests drive the brokers with.
 # State: <repo>/.state/sources (EVENTSCALE_SOURCES_DIR); the Kafka virtualenv in
 # EVENTSCALE_CACHE_DIR (default ~/.cache/eventscale)/kafka-venv.
@@ -48,6 +49,8 @@ KAFKA_SASL_PORT=19093
 KAFKA_TLS_PORT=19094
 KAFKA_SASL_BACKEND_PORT=19095
 KAFKA_TLS_BACKEND_PORT=19096
+KAFKA_MTLS_PORT=19098
+KAFKA_MTLS_BACKEND_PORT=19099
 KAFKA_USER=eventscale
 KAFKA_PASSWORD=local-kafka-password
 KAFKA_DIR=$STATE_DIR/kafka
@@ -208,7 +211,10 @@ make_certs() {
   chmod 644 "$d/ca.crt" "$d/server.crt" ${client:+"$d/client.crt" "$d/client.key"}
 }
 
-kafka_certs() { make_certs "$KAFKA_DIR" kafka; }
+kafka_certs() {
+  make_certs "$KAFKA_DIR" kafka
+  make_certs "$KAFKA_DIR/mtls" kafka-mtls client
+}
 
 # kafka_tool ARGS...: e2e/kafka_tool.py with the virtualenv's interpreter.
 kafka_tool() { "$KAFKA_PY" "$REPO/e2e/kafka_tool.py" "$@"; }
@@ -247,18 +253,27 @@ kafka_up() {
   tansu_start kafka $KAFKA_PORT $KAFKA_PORT
   tansu_start kafka-sasl-broker $KAFKA_SASL_BACKEND_PORT $KAFKA_SASL_PORT
   tansu_start kafka-tls-broker $KAFKA_TLS_BACKEND_PORT $KAFKA_TLS_PORT
+  tansu_start kafka-mtls-broker $KAFKA_MTLS_BACKEND_PORT $KAFKA_MTLS_PORT
   front_start kafka-sasl $KAFKA_SASL_PORT $KAFKA_SASL_BACKEND_PORT \
     --scram-user "$KAFKA_USER:$KAFKA_PASSWORD"
   front_start kafka-tls $KAFKA_TLS_PORT $KAFKA_TLS_BACKEND_PORT \
     --cert "$KAFKA_DIR/server.crt" --key "$KAFKA_DIR/server.key"
+  # SASL over mutual TLS: a client certificate is required, then SCRAM or PLAIN.
+  front_start kafka-mtls $KAFKA_MTLS_PORT $KAFKA_MTLS_BACKEND_PORT \
+    --cert "$KAFKA_DIR/mtls/server.crt" --key "$KAFKA_DIR/mtls/server.key" \
+    --client-ca "$KAFKA_DIR/mtls/ca.crt" --scram-user "$KAFKA_USER:$KAFKA_PASSWORD"
 
   wait_for kafka-sasl-broker 30 port_open $KAFKA_SASL_BACKEND_PORT
   wait_for kafka-tls-broker 30 port_open $KAFKA_TLS_BACKEND_PORT
+  wait_for kafka-mtls-broker 30 port_open $KAFKA_MTLS_BACKEND_PORT
   wait_for kafka 30 kafka_tool --timeout 2 --bootstrap 127.0.0.1:$KAFKA_PORT metadata
   wait_for kafka-sasl 30 kafka_tool --timeout 2 --bootstrap 127.0.0.1:$KAFKA_SASL_PORT \
     --sasl-mechanism SCRAM-SHA-256 --user "$KAFKA_USER" --password "$KAFKA_PASSWORD" metadata
   wait_for kafka-tls 30 kafka_tool --timeout 2 --bootstrap 127.0.0.1:$KAFKA_TLS_PORT \
     --ca "$KAFKA_DIR/ca.crt" metadata
+  wait_for kafka-mtls 30 kafka_tool --timeout 2 --bootstrap 127.0.0.1:$KAFKA_MTLS_PORT \
+    --ca "$KAFKA_DIR/mtls/ca.crt" --cert "$KAFKA_DIR/mtls/client.crt" --key "$KAFKA_DIR/mtls/client.key" \
+    --sasl-mechanism SCRAM-SHA-512 --user "$KAFKA_USER" --password "$KAFKA_PASSWORD" metadata
 }
 
 port_open() { ! port_free "$1"; }
@@ -266,8 +281,10 @@ port_open() { ! port_free "$1"; }
 kafka_down() {
   stop_one kafka-sasl
   stop_one kafka-tls
+  stop_one kafka-mtls
   stop_one kafka-sasl-broker
   stop_one kafka-tls-broker
+  stop_one kafka-mtls-broker
   stop_one kafka
 }
 
@@ -323,12 +340,14 @@ case $cmd in
     echo "export EVENTSCALE_KAFKA_SASL_PASSWORD=$KAFKA_PASSWORD"
     echo "export EVENTSCALE_KAFKA_TLS_BOOTSTRAP=127.0.0.1:$KAFKA_TLS_PORT"
     echo "export EVENTSCALE_KAFKA_TLS_CA=$KAFKA_DIR/ca.crt"
+    echo "export EVENTSCALE_KAFKA_MTLS_BOOTSTRAP=127.0.0.1:$KAFKA_MTLS_PORT"
+    echo "export EVENTSCALE_KAFKA_MTLS_DIR=$KAFKA_DIR/mtls"
     echo "export EVENTSCALE_KAFKA_TOOL=$KAFKA_DIR/kafka-tool"
     # Where the PID files are, for tests that stop a source on purpose.
     echo "export EVENTSCALE_SOURCES_DIR=$STATE_DIR"
     ;;
   status)
-    for n in prometheus prometheus-auth prometheus-tls mysql kafka kafka-sasl kafka-sasl-broker kafka-tls kafka-tls-broker; do
+    for n in prometheus prometheus-auth prometheus-tls mysql kafka kafka-sasl kafka-sasl-broker kafka-tls kafka-tls-broker kafka-mtls kafka-mtls-broker; do
       if running $n; then echo "$n running (pid $(cat "$PIDS/$n.pid"))"; else echo "$n stopped"; fi
     done
     ;;

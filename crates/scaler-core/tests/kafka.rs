@@ -502,3 +502,63 @@ async fn tls_with_the_ca_and_without_it() {
     .expect_err("bad CA");
     assert_eq!(bad.param(), Some("ca"), "{bad}");
 }
+
+/// SASL over mutual TLS: the listener requires a client certificate from its CA, then
+/// SCRAM. The CA, certificate and key come as PEM text from the TriggerAuthentication, as
+/// KEDA takes them; without the client certificate the handshake is refused.
+#[tokio::test]
+async fn sasl_over_mutual_tls_with_a_client_certificate() {
+    let e = env();
+    let bootstrap = e["EVENTSCALE_KAFKA_MTLS_BOOTSTRAP"].as_str();
+    let dir = std::path::Path::new(&e["EVENTSCALE_KAFKA_MTLS_DIR"]);
+    let path = |f: &str| dir.join(f).display().to_string();
+    let pem = |f: &str| std::fs::read_to_string(dir.join(f)).expect("PEM file");
+    let (ca_path, cert_path, key_path) = (path("ca.crt"), path("client.crt"), path("client.key"));
+    let (user, password) = (
+        e["EVENTSCALE_KAFKA_SASL_USER"].as_str(),
+        e["EVENTSCALE_KAFKA_SASL_PASSWORD"].as_str(),
+    );
+    let security = [
+        "--ca",
+        ca_path.as_str(),
+        "--cert",
+        cert_path.as_str(),
+        "--key",
+        key_path.as_str(),
+        "--sasl-mechanism",
+        "SCRAM-SHA-256",
+        "--user",
+        user,
+        "--password",
+        password,
+    ];
+    let (topic, group) = topic_with_lag_at(bootstrap, &security, 5, 2);
+    let meta = [
+        ("bootstrapServers", bootstrap),
+        ("consumerGroup", group.as_str()),
+        ("topic", topic.as_str()),
+    ];
+    let (ca, cert, key) = (pem("ca.crt"), pem("client.crt"), pem("client.key"));
+    let mut auth = vec![
+        ("tls", "enable"),
+        ("ca", ca.as_str()),
+        ("cert", cert.as_str()),
+        ("key", key.as_str()),
+    ];
+    auth.extend(sasl_auth("scram_sha512", password));
+    let v = scaler_at(&unique("so"), &meta, &auth)
+        .expect("valid")
+        .sample()
+        .await
+        .expect("SASL over mutual TLS");
+    assert_eq!((v.value, v.active), (3.0, true));
+    // No client certificate: refused during the handshake, and the error says TLS.
+    let mut no_cert = vec![("tls", "enable"), ("ca", ca.as_str())];
+    no_cert.extend(sasl_auth("scram_sha512", password));
+    let err = scaler_at(&unique("so"), &meta, &no_cert)
+        .expect("valid")
+        .sample()
+        .await
+        .expect_err("no client certificate");
+    assert!(err.to_string().contains("TLS"), "{err}");
+}
