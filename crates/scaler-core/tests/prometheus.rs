@@ -352,3 +352,37 @@ async fn timeout_bounds_a_server_that_never_answers() {
     );
     assert!(e.to_string().contains(&server), "{e}");
 }
+
+/// An answer over 8 MiB is refused, not read into memory whole.
+#[tokio::test]
+async fn an_oversized_answer_is_refused() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for mut c in listener.incoming().flatten() {
+            let mut request = [0u8; 4096];
+            let _ = c.read(&mut request);
+            let body = vec![b' '; 9 << 20];
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            let _ = c.write_all(head.as_bytes());
+            let _ = c.write_all(&body);
+        }
+    });
+    let server = format!("http://{addr}");
+    let e = scaler(
+        &[
+            ("serverAddress", server.as_str()),
+            ("query", "up"),
+            ("threshold", "1"),
+        ],
+        &[],
+    )
+    .sample()
+    .await
+    .expect_err("too large");
+    assert!(e.to_string().contains("larger than 8 MiB"), "{e}");
+}

@@ -386,6 +386,9 @@ fn client(key: &ClientKey) -> Result<reqwest::Client, ScalerError> {
     Ok(c)
 }
 
+/// The largest answer read from Prometheus.
+const MAX_ANSWER_BYTES: usize = 8 << 20;
+
 /// The prometheus scaler.
 #[derive(Debug, Clone)]
 pub struct PrometheusScaler {
@@ -689,13 +692,26 @@ impl PrometheusScaler {
             ))
         })?;
         let status = resp.status().as_u16();
-        let body = resp.text().await.map_err(|e| {
+        let reading = |e: String| {
             ScalerError::Query(format!(
                 "reading prometheus' answer from {}: {e}",
                 m.server_address
             ))
-        })?;
-        self.value_of(status, &body)
+        };
+        // One value is a few hundred bytes; a query matching a whole TSDB is not read
+        // into memory whole.
+        let mut resp = resp;
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| reading(e.to_string()))? {
+            if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+                return Err(reading(format!(
+                    "the answer is larger than {} MiB; the query must return one element",
+                    MAX_ANSWER_BYTES >> 20
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        self.value_of(status, &String::from_utf8_lossy(&body))
     }
 }
 
