@@ -694,10 +694,13 @@ pub fn validate(
 pub const COMPOSITE_METRIC: &str = "composite-metric";
 
 /// The ScaledObject's `scalingModifiers`, validated against its trigger names; `None`
-/// when it has none (no formula).
+/// when it has none. Any field set counts (KEDA's `IsUsingModifiers`), so a target without
+/// a formula is the "formula required" error, not silently no modifiers.
 pub fn of_scaled_object(so: &crate::ScaledObject) -> Option<Result<Modifiers, FormulaError>> {
+    if !so.spec.uses_modifiers() {
+        return None;
+    }
     let m = so.spec.advanced.as_ref()?.scaling_modifiers.as_ref()?;
-    m.formula.as_ref()?;
     let names: Vec<&str> = so
         .spec
         .triggers

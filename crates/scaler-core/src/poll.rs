@@ -143,8 +143,16 @@ pub fn activity(
                     .is_some_and(|h| crate::fallback::falling_back(f, h))
             })
     };
-    let any_fallback = samples.iter().any(falling_back);
-    let error = !any_fallback && samples.iter().any(|s| s.result.is_err());
+    // Under the `scalingModifiers` behaviour a trigger past its threshold is nil for the
+    // formula (as on the metric path), not a fallback: the composite decides activity.
+    let nil_for_formula = fallback
+        .is_some_and(|f| f.behavior.as_deref() == Some("scalingModifiers"))
+        && crate::modifiers::of_scaled_object(so).is_some();
+    let any_fallback = !nil_for_formula && samples.iter().any(falling_back);
+    let error = !any_fallback
+        && samples
+            .iter()
+            .any(|s| s.result.is_err() && !(nil_for_formula && falling_back(s)));
     let per_metric: std::collections::BTreeMap<String, bool> = samples
         .iter()
         .filter(|s| !s.metric.is_empty())
@@ -304,6 +312,34 @@ mod tests {
             !a.active && a.error,
             "a failing trigger makes the composite inactive"
         );
+
+        // Past the threshold under the scalingModifiers behaviour the failing trigger is
+        // nil for the formula: `(b ?? 0) + a` = 2 is not above 4, so inactive, and not an
+        // error; under the static behaviour the fallback keeps the target up.
+        let failing = std::collections::BTreeMap::from([(
+            "s1-y".to_string(),
+            crate::scaled_object::HealthStatus {
+                number_of_failures: Some(3),
+                status: Some("Failing".into()),
+            },
+        )]);
+        let with_behavior = |behavior: &str| {
+            so(serde_json::json!({
+                "fallback": {"failureThreshold": 1, "replicas": 4, "behavior": behavior},
+                "advanced": {"scalingModifiers": {
+                    "formula": "(b ?? 0) + a", "target": "5", "activationTarget": "4"}}}))
+        };
+        let samples = [
+            sample("a", "s0-x", Ok((2.0, false))),
+            sample("b", "s1-y", Err("down")),
+        ];
+        let a = activity(&with_behavior("scalingModifiers"), &samples, &failing);
+        assert!(
+            !a.active && !a.error,
+            "nil for the formula: 2 is not above 4"
+        );
+        let a = activity(&with_behavior("static"), &samples, &failing);
+        assert!(a.active && !a.error, "the fallback keeps the target up");
     }
 
     #[test]
