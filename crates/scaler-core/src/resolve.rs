@@ -14,7 +14,7 @@ use crate::scaled_object::{ScaleTarget, ScaledObject};
 use crate::scalers::{
     build_scaler, explain, reads_env, with_env, Scaler, ScalerError, TriggerContext, TriggerError,
 };
-use tracing::warn;
+use tracing::debug;
 
 use crate::trigger_auth::{
     secret_data, trigger_params, AuthError, ClusterTriggerAuthentication, Sources,
@@ -187,6 +187,8 @@ impl Sources for KubeSources {
         &self,
         container: Option<&str>,
     ) -> Result<BTreeMap<String, String>, AuthError> {
+        // An empty name is no name: the first container.
+        let container = container.filter(|c| !c.is_empty());
         let key = container.map(str::to_string);
         if let Some(env) = self
             .envs
@@ -263,8 +265,10 @@ pub async fn build_scalers_resolved(
         let trigger = &trigger;
         let built = match trigger_params(so, index, operator_namespace, &sources).await {
             Ok(auth) => {
+                // Attached to the scaler's error when the scaler needs the parameter; else
+                // only worth a debug line (this runs on every live read).
                 for (param, why) in &auth.unresolved {
-                    warn!(scaledobject = %format!("{namespace}/{name}"), trigger = index, param = %param, "authentication parameter left empty: {why}");
+                    debug!(scaledobject = %format!("{namespace}/{name}"), trigger = index, param = %param, "authentication parameter left empty: {why}");
                 }
                 build_scaler(TriggerContext {
                     index,

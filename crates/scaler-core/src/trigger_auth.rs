@@ -364,7 +364,7 @@ pub async fn resolve(
     let mut out = Resolved::default();
     for e in &spec.env {
         // KEDA reads `containerName`, else the first container (not envSourceContainerName).
-        let container = e.container_name.as_deref().filter(|c| !c.is_empty());
+        let container = e.container_name.as_deref();
         match sources.container_env(container).await {
             Ok(env) => match env.get(&e.name) {
                 Some(v) => out.set(&e.parameter, v.clone()),
@@ -373,7 +373,10 @@ pub async fn resolve(
                     format!(
                         "{kind} {name:?}: environment variable {:?} not found in the scale target's container{}",
                         e.name,
-                        container.map(|c| format!(" {c:?}")).unwrap_or_default()
+                        container
+                            .filter(|c| !c.is_empty())
+                            .map(|c| format!(" {c:?}"))
+                            .unwrap_or_default()
                     ),
                 ),
             },
