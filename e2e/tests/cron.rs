@@ -68,7 +68,7 @@ pub(crate) fn hpa_api(client: kube::Client, ns: &str) -> Api<DynamicObject> {
     )
 }
 
-fn metric_path(ns: &str, metric: &str, so: &str) -> String {
+pub(crate) fn metric_path(ns: &str, metric: &str, so: &str) -> String {
     format!(
         "/apis/external.metrics.k8s.io/v1beta1/namespaces/{ns}/{metric}?labelSelector=scaledobject.keda.sh%2Fname%3D{so}"
     )

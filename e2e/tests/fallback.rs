@@ -105,11 +105,9 @@ spec:
             Duration::from_secs(60),
             &format!("{behavior}: fallback value {want}"),
             || {
-                let (ok, out, _) = crate::kubectl(&[
-                    "get",
-                    "--raw",
-                    &format!("/apis/external.metrics.k8s.io/v1beta1/namespaces/{ns_name}/s0-prometheus?labelSelector=scaledobject.keda.sh%2Fname%3Dweb"),
-                ]);
+                // Reads fail until the threshold is passed: not raw_metric, which asserts.
+                let path = crate::cron::metric_path(&ns_name, "s0-prometheus", "web");
+                let (ok, out, _) = crate::kubectl(&["get", "--raw", &path]);
                 async move { (ok && out.contains(&format!("\"value\":\"{want}\""))).then_some(()) }
             },
         )

@@ -76,14 +76,9 @@ impl<K: Hash + Eq, V: Clone> IdleMap<K, V> {
         out
     }
 
-    /// Entries held now.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.lock().entries.len()
-    }
-
-    /// Whether it holds nothing.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

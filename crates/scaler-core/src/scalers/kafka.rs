@@ -73,11 +73,6 @@ fn whole(ctx: &TriggerContext<'_>, key: &str, default: i64) -> Result<i64, Scale
     keda_int64(key, v)
 }
 
-/// A metadata boolean.
-fn flag(ctx: &TriggerContext<'_>, key: &str, default: bool) -> Result<bool, ScalerError> {
-    keda_bool(key, ctx.param(key), default)
-}
-
 fn one_of<'a>(key: &str, v: &'a str, allowed: &[&str]) -> Result<&'a str, ScalerError> {
     if allowed.contains(&v) {
         Ok(v)
@@ -161,7 +156,7 @@ fn read_security<'a>(ctx: &'a TriggerContext<'_>) -> Result<SecurityParams<'a>, 
         None => "disable",
         Some(v) => one_of("tls", v, &["enable", "disable"])?,
     };
-    let unsafe_ssl = flag(ctx, "unsafeSsl", false)?;
+    let unsafe_ssl = ctx.flag("unsafeSsl", false)?;
     let sasl = meta_or_auth(ctx, "sasl")
         .map(|v| one_of("sasl", v, &SASL_MODES))
         .transpose()?;
@@ -282,13 +277,13 @@ impl KafkaMetadata {
                 _ => OffsetResetPolicy::Latest,
             },
         };
-        let allow_idle_consumers = flag(ctx, "allowIdleConsumers", false)?;
-        let exclude_persistent_lag = flag(ctx, "excludePersistentLag", false)?;
-        let scale_to_zero_on_invalid_offset = flag(ctx, "scaleToZeroOnInvalidOffset", false)?;
-        let limit_to_partitions_with_lag = flag(ctx, "limitToPartitionsWithLag", false)?;
+        let allow_idle_consumers = ctx.flag("allowIdleConsumers", false)?;
+        let exclude_persistent_lag = ctx.flag("excludePersistentLag", false)?;
+        let scale_to_zero_on_invalid_offset = ctx.flag("scaleToZeroOnInvalidOffset", false)?;
+        let limit_to_partitions_with_lag = ctx.flag("limitToPartitionsWithLag", false)?;
         let ensure_even_distribution_of_partitions =
-            flag(ctx, "ensureEvenDistributionOfPartitions", false)?;
-        let full_metadata = flag(ctx, "fullMetadata", true)?;
+            ctx.flag("ensureEvenDistributionOfPartitions", false)?;
+        let full_metadata = ctx.flag("fullMetadata", true)?;
         let security = read_security(ctx)?;
 
         if lag_threshold <= 0 {

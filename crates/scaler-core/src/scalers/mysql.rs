@@ -233,50 +233,10 @@ fn read_bool(v: &str) -> Option<bool> {
 /// Go's `time.ParseDuration` (`5s`, `1m30s`, `1.5h`, `500ms`, `0`); negative is an error
 /// here, as a negative deadline only makes every read fail.
 fn go_duration(s: &str) -> Result<Duration, String> {
-    let invalid = || format!("invalid duration {s:?}");
-    let unsigned = s.strip_prefix('+').unwrap_or(s);
-    if unsigned.starts_with('-') {
-        return if unsigned == "-0" {
-            Ok(Duration::ZERO)
-        } else {
-            Err(format!("negative duration {s:?}"))
-        };
+    match super::typed::go_duration(s)? {
+        ns if ns < 0 => Err(format!("negative duration {s:?}")),
+        ns => Ok(Duration::from_nanos(ns.unsigned_abs())),
     }
-    if unsigned == "0" {
-        return Ok(Duration::ZERO);
-    }
-    if unsigned.is_empty() {
-        return Err(invalid());
-    }
-    let mut rest = unsigned;
-    let mut seconds = 0.0_f64;
-    while !rest.is_empty() {
-        let number_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(|| format!("missing unit in duration {s:?}"))?;
-        let (number, tail) = rest.split_at(number_end);
-        if number.is_empty() || number == "." || number.matches('.').count() > 1 {
-            return Err(invalid());
-        }
-        let n: f64 = number.parse().map_err(|_| invalid())?;
-        let unit_end = tail
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(tail.len());
-        let (unit, tail) = tail.split_at(unit_end);
-        let scale = match unit {
-            "ns" => 1e-9,
-            "us" | "µs" | "μs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            "" => return Err(format!("missing unit in duration {s:?}")),
-            other => return Err(format!("unknown unit {other:?} in duration {s:?}")),
-        };
-        seconds += n * scale;
-        rest = tail;
-    }
-    Duration::try_from_secs_f64(seconds).map_err(|_| invalid())
 }
 
 /// A character set or collation name: it goes into `SET NAMES`, so letters, digits and `_`.

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use chrono::{SecondsFormat, Utc};
 use serde_json::Value;
 
+use super::typed::{go_duration, unable_to_set};
 use super::{MetricSpec, Sample, Scaler, ScalerError, TriggerContext};
 use crate::coalesce::Coalescer;
 use crate::idle_map::{self, IdleMap};
@@ -69,9 +70,10 @@ fn pairs(ctx: &TriggerContext<'_>, key: &str) -> Result<Vec<(String, String)>, S
     for elem in raw.split(',').map(str::trim) {
         let mut kv = elem.split('=');
         let (Some(k), Some(v), None) = (kv.next(), kv.next(), kv.next()) else {
-            return Err(ScalerError::invalid(
+            return Err(unable_to_set(
                 key,
-                format!("unable to set param {key:?} value {raw:?}: expected format key=value, got {elem:?}"),
+                raw,
+                format!("expected format key=value, got {elem:?}"),
             ));
         };
         let (k, v) = (k.trim().to_string(), v.trim().to_string());
@@ -81,100 +83,6 @@ fn pairs(ctx: &TriggerContext<'_>, key: &str) -> Result<Vec<(String, String)>, S
         }
     }
     Ok(out)
-}
-
-/// Go's `time.ParseDuration`, in nanoseconds: `[-+]?([0-9]*(\.[0-9]*)?[a-z]+)+` with the
-/// units ns, us (µs, μs), ms, s, m, h, or a bare `0`.
-fn go_duration(orig: &str) -> Result<i64, String> {
-    const LIMIT: u64 = 1 << 63;
-    let invalid = || format!("time: invalid duration {orig:?}");
-    let (neg, mut s) = match orig.as_bytes().first() {
-        Some(b'-') => (true, &orig[1..]),
-        Some(b'+') => (false, &orig[1..]),
-        _ => (false, orig),
-    };
-    if s == "0" {
-        return Ok(0);
-    }
-    if s.is_empty() {
-        return Err(invalid());
-    }
-    let mut total: u64 = 0;
-    while !s.is_empty() {
-        if !s.starts_with(|c: char| c == '.' || c.is_ascii_digit()) {
-            return Err(invalid());
-        }
-        let digits = s.bytes().take_while(u8::is_ascii_digit).count();
-        let mut whole: u64 = 0;
-        for c in s[..digits].bytes() {
-            whole = whole
-                .checked_mul(10)
-                .and_then(|w| w.checked_add(u64::from(c - b'0')))
-                .filter(|w| *w <= LIMIT)
-                .ok_or_else(invalid)?;
-        }
-        s = &s[digits..];
-        // Fraction digits beyond what fits are read and dropped, as Go does.
-        let (mut frac, mut scale, mut frac_digits) = (0u64, 1f64, 0usize);
-        if let Some(rest) = s.strip_prefix('.') {
-            frac_digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-            let mut overflow = false;
-            for c in rest[..frac_digits].bytes() {
-                match frac
-                    .checked_mul(10)
-                    .and_then(|f| f.checked_add(u64::from(c - b'0')))
-                {
-                    Some(f) if !overflow && f <= LIMIT => {
-                        frac = f;
-                        scale *= 10.0;
-                    }
-                    _ => overflow = true,
-                }
-            }
-            s = &rest[frac_digits..];
-        }
-        if digits == 0 && frac_digits == 0 {
-            return Err(invalid());
-        }
-        let unit_len = s
-            .find(|c: char| c == '.' || c.is_ascii_digit())
-            .unwrap_or(s.len());
-        if unit_len == 0 {
-            return Err(format!("time: missing unit in duration {orig:?}"));
-        }
-        let (unit, rest) = s.split_at(unit_len);
-        s = rest;
-        let unit: u64 = match unit {
-            "ns" => 1,
-            "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
-            "ms" => 1_000_000,
-            "s" => 1_000_000_000,
-            "m" => 60_000_000_000,
-            "h" => 3_600_000_000_000,
-            other => return Err(format!("time: unknown unit {other:?} in duration {orig:?}")),
-        };
-        if whole > LIMIT / unit {
-            return Err(invalid());
-        }
-        let mut v = whole * unit;
-        if frac > 0 {
-            // Go truncates the float product the same way.
-            v += (frac as f64 * (unit as f64 / scale)) as u64;
-            if v > LIMIT {
-                return Err(invalid());
-            }
-        }
-        total = total
-            .checked_add(v)
-            .filter(|t| *t <= LIMIT)
-            .ok_or_else(invalid)?;
-    }
-    match (neg, i64::try_from(total)) {
-        (false, Ok(ns)) => Ok(ns),
-        (false, Err(_)) => Err(invalid()),
-        // `total` is at most 2^63, so its negation fits.
-        (true, _) => Ok((-i128::from(total)) as i64),
-    }
 }
 
 /// A `time.Duration` parameter as KEDA's typed config reads one (typed_config.go:450-470),
@@ -199,12 +107,7 @@ fn timeout(ctx: &TriggerContext<'_>) -> Result<Duration, ScalerError> {
     let Some(v) = ctx.param("timeout") else {
         return Ok(DEFAULT_TIMEOUT);
     };
-    let ns = keda_duration(v).map_err(|e| {
-        ScalerError::invalid(
-            "timeout",
-            format!("unable to set param \"timeout\" value {v:?}: {e}"),
-        )
-    })?;
+    let ns = keda_duration(v).map_err(|e| unable_to_set("timeout", v, e))?;
     Ok(u64::try_from(ns)
         .ok()
         .filter(|ns| *ns > 0)

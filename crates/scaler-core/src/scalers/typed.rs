@@ -179,3 +179,97 @@ pub(super) fn keda_bool(
         )
     })
 }
+
+/// Go's `time.ParseDuration`, in nanoseconds: `[-+]?([0-9]*(\.[0-9]*)?[a-z]+)+` with the
+/// units ns, us (µs, μs), ms, s, m, h, or a bare `0`.
+pub(super) fn go_duration(orig: &str) -> Result<i64, String> {
+    const LIMIT: u64 = 1 << 63;
+    let invalid = || format!("time: invalid duration {orig:?}");
+    let (neg, mut s) = match orig.as_bytes().first() {
+        Some(b'-') => (true, &orig[1..]),
+        Some(b'+') => (false, &orig[1..]),
+        _ => (false, orig),
+    };
+    if s == "0" {
+        return Ok(0);
+    }
+    if s.is_empty() {
+        return Err(invalid());
+    }
+    let mut total: u64 = 0;
+    while !s.is_empty() {
+        if !s.starts_with(|c: char| c == '.' || c.is_ascii_digit()) {
+            return Err(invalid());
+        }
+        let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+        let mut whole: u64 = 0;
+        for c in s[..digits].bytes() {
+            whole = whole
+                .checked_mul(10)
+                .and_then(|w| w.checked_add(u64::from(c - b'0')))
+                .filter(|w| *w <= LIMIT)
+                .ok_or_else(invalid)?;
+        }
+        s = &s[digits..];
+        // Fraction digits beyond what fits are read and dropped, as Go does.
+        let (mut frac, mut scale, mut frac_digits) = (0u64, 1f64, 0usize);
+        if let Some(rest) = s.strip_prefix('.') {
+            frac_digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+            let mut overflow = false;
+            for c in rest[..frac_digits].bytes() {
+                match frac
+                    .checked_mul(10)
+                    .and_then(|f| f.checked_add(u64::from(c - b'0')))
+                {
+                    Some(f) if !overflow && f <= LIMIT => {
+                        frac = f;
+                        scale *= 10.0;
+                    }
+                    _ => overflow = true,
+                }
+            }
+            s = &rest[frac_digits..];
+        }
+        if digits == 0 && frac_digits == 0 {
+            return Err(invalid());
+        }
+        let unit_len = s
+            .find(|c: char| c == '.' || c.is_ascii_digit())
+            .unwrap_or(s.len());
+        if unit_len == 0 {
+            return Err(format!("time: missing unit in duration {orig:?}"));
+        }
+        let (unit, rest) = s.split_at(unit_len);
+        s = rest;
+        let unit: u64 = match unit {
+            "ns" => 1,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            other => return Err(format!("time: unknown unit {other:?} in duration {orig:?}")),
+        };
+        if whole > LIMIT / unit {
+            return Err(invalid());
+        }
+        let mut v = whole * unit;
+        if frac > 0 {
+            // Go truncates the float product the same way.
+            v += (frac as f64 * (unit as f64 / scale)) as u64;
+            if v > LIMIT {
+                return Err(invalid());
+            }
+        }
+        total = total
+            .checked_add(v)
+            .filter(|t| *t <= LIMIT)
+            .ok_or_else(invalid)?;
+    }
+    match (neg, i64::try_from(total)) {
+        (false, Ok(ns)) => Ok(ns),
+        (false, Err(_)) => Err(invalid()),
+        // `total` is at most 2^63, so its negation fits.
+        (true, _) => Ok((-i128::from(total)) as i64),
+    }
+}
