@@ -47,45 +47,32 @@ async fn value(connection_string: &str, query: &str) -> Result<f64, ScalerError>
 
 /// Rows of this test's own state value, so runs do not see each other's rows.
 fn seed(state: &str, rows: usize) {
-    let e = env();
     let values = vec![format!("('{state}')"); rows].join(",");
     let sql = format!(
         "DELETE FROM jobs WHERE state = '{state}'; INSERT INTO jobs (state) VALUES {values};"
     );
-    let ok = Command::new("mariadb")
-        .args([
-            "--no-defaults",
-            "-h",
-            &e["EVENTSCALE_MYSQL_HOST"],
-            "-P",
-            &e["EVENTSCALE_MYSQL_PORT"],
-        ])
-        .arg(format!("-u{}", e["EVENTSCALE_MYSQL_USER"]))
-        .arg(format!("-p{}", e["EVENTSCALE_MYSQL_PASSWORD"]))
-        .arg(&e["EVENTSCALE_MYSQL_DB"])
-        .args(["-e", &sql])
-        .status()
-        .expect("mariadb client");
-    assert!(ok.success());
+    mariadb_output(&sql, true);
 }
 
-/// The output of one statement through the `mariadb` client, tab-separated, no header.
-fn mariadb_output(sql: &str) -> String {
+/// The output of `sql` through the `mariadb` client as the test user (tab-separated, no
+/// header), in the test database when `in_db`.
+fn mariadb_output(sql: &str, in_db: bool) -> String {
     let e = env();
-    let out = Command::new("mariadb")
-        .args([
-            "--no-defaults",
-            "-N",
-            "-h",
-            &e["EVENTSCALE_MYSQL_HOST"],
-            "-P",
-            &e["EVENTSCALE_MYSQL_PORT"],
-        ])
-        .arg(format!("-u{}", e["EVENTSCALE_MYSQL_USER"]))
-        .arg(format!("-p{}", e["EVENTSCALE_MYSQL_PASSWORD"]))
-        .args(["-e", sql])
-        .output()
-        .expect("mariadb client");
+    let mut cmd = Command::new("mariadb");
+    cmd.args([
+        "--no-defaults",
+        "-N",
+        "-h",
+        &e["EVENTSCALE_MYSQL_HOST"],
+        "-P",
+        &e["EVENTSCALE_MYSQL_PORT"],
+    ])
+    .arg(format!("-u{}", e["EVENTSCALE_MYSQL_USER"]))
+    .arg(format!("-p{}", e["EVENTSCALE_MYSQL_PASSWORD"]));
+    if in_db {
+        cmd.arg(&e["EVENTSCALE_MYSQL_DB"]);
+    }
+    let out = cmd.args(["-e", sql]).output().expect("mariadb client");
     assert!(
         out.status.success(),
         "{}",
@@ -117,9 +104,12 @@ async fn identical_concurrent_queries_run_once_on_the_server() {
     let samples = futures::future::join_all(scalers.iter().map(|s| s.sample()));
     let running = async {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        let list = mariadb_output(&format!(
-            "SELECT INFO FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT SLEEP(1)%{marker}%'"
-        ));
+        let list = mariadb_output(
+            &format!(
+                "SELECT INFO FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT SLEEP(1)%{marker}%'"
+            ),
+            false,
+        );
         list.lines().map(str::to_string).collect::<Vec<_>>()
     };
     let (samples, running) = tokio::join!(samples, running);
