@@ -114,3 +114,61 @@ spec:
         .await;
     }
 }
+
+/// A `Value` target's fallback is divided among the target's ready pods, as KEDA counts
+/// them (Running with Ready True): of 2 pods 1 is made ready (no kubelet here, so by
+/// writing its status), so `replicas: 4` at target 5 is served as 20, and the HPA, which
+/// scales a Value metric by the ready pods too, chooses ceil(20 / 5 × 1) = 4.
+#[tokio::test]
+async fn value_fallback_is_divided_among_ready_pods() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{ListParams, Patch, PatchParams};
+
+    let ns = Namespace::create("e2e-fallback-value");
+    apply(&ns.0, &deployment("web", 2, &[]));
+    let pods: kube::Api<Pod> = kube::Api::namespaced(client().await, &ns.0);
+    let first = eventually(Duration::from_secs(60), "two web pods", || async {
+        let list = pods
+            .list(&ListParams::default().labels("app=web"))
+            .await
+            .ok()?;
+        (list.items.len() == 2)
+            .then(|| list.items[0].metadata.name.clone())
+            .flatten()
+    })
+    .await;
+    pods.patch_status(
+        &first,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"status": {
+            "phase": "Running",
+            "conditions": [{"type": "Ready", "status": "True"}],
+        }})),
+    )
+    .await
+    .expect("pod status");
+    apply(
+        &ns.0,
+        r#"
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata: {name: web}
+spec:
+  scaleTargetRef: {name: web}
+  minReplicaCount: 1
+  fallback: {failureThreshold: 1, replicas: 4}
+  triggers:
+  - type: prometheus
+    metricType: Value
+    metadata: {serverAddress: "http://127.0.0.1:1", query: up, threshold: "5", timeout: "500"}
+"#,
+    );
+    wait_for_hpa(&hpa_api(client().await, &ns.0)).await;
+    let path = crate::cron::metric_path(&ns.0, "s0-prometheus", "web");
+    eventually(Duration::from_secs(60), "fallback value 20", || {
+        let (ok, out, _) = crate::kubectl(&["get", "--raw", &path]);
+        async move { (ok && out.contains("\"value\":\"20\"")).then_some(()) }
+    })
+    .await;
+    wait_for_replicas(&ns.0, "web", 4).await;
+}

@@ -17,7 +17,7 @@ use scaler_core::poll::MetricCache;
 use scaler_core::quantity::parse_quantity;
 use scaler_core::quantity::quantity_string;
 use scaler_core::resolve::build_scalers_resolved;
-use scaler_core::resolve::target_scale;
+use scaler_core::resolve::{ready_pods, target_scale};
 use scaler_core::scaled_object::Fallback;
 use scaler_core::MetricTargetType;
 use scaler_core::{MetricError, ScaledObject, SCALED_OBJECT_NAME_LABEL};
@@ -211,12 +211,25 @@ impl ScaledObjectProvider {
             behavior,
             fallback::Behavior::Static | fallback::Behavior::ScalingModifiers
         ) || kind == MetricTargetType::Value;
-        let (current, ready) = if needs_scale {
-            target_scale(&self.client, so).await.map_err(|e| {
+        let scale = if needs_scale {
+            Some(target_scale(&self.client, so).await.map_err(|e| {
                 ApiError::internal(format!("fallback needs the target's replicas: {e}"))
-            })?
+            })?)
         } else {
-            (0, 0)
+            None
+        };
+        let current = scale.as_ref().map_or(0, |s| s.replicas);
+        // A Value target is divided among the ready pods, which KEDA counts as the HPA does.
+        let ready = match (kind, scale.as_ref().and_then(|s| s.selector.as_deref())) {
+            (MetricTargetType::Value, Some(selector)) => {
+                let namespace = so.metadata.namespace.as_deref().unwrap_or_default();
+                ready_pods(&self.client, namespace, selector)
+                    .await
+                    .map_err(|e| {
+                        ApiError::internal(format!("fallback needs the ready pods: {e}"))
+                    })?
+            }
+            _ => 0,
         };
         let replicas = fallback::replicas(fb, behavior, current);
         fallback::value(target, kind, replicas, ready).ok_or_else(|| {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
 use kube::api::{DynamicObject, GroupVersionKind};
 use kube::{Api, Client};
 
@@ -304,15 +304,80 @@ async fn target_api(
     Ok((Api::namespaced_with(client.clone(), namespace, &ar), what))
 }
 
-/// The scale target's `/scale`: (spec.replicas, status.replicas).
-pub async fn target_scale(client: &Client, so: &ScaledObject) -> Result<(i32, i32), AuthError> {
+/// What a fallback reads of the scale target's `/scale`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetScale {
+    /// `spec.replicas`.
+    pub replicas: i32,
+    /// `status.selector`: the label selector of the target's pods.
+    pub selector: Option<String>,
+}
+
+/// The scale target's `/scale`.
+pub async fn target_scale(client: &Client, so: &ScaledObject) -> Result<TargetScale, AuthError> {
     let target = &so.spec.scale_target_ref;
     let namespace = so.metadata.namespace.clone().unwrap_or_default();
     let (api, what) = target_api(client, &namespace, target).await?;
     let scale = timed(what, api.get_subresource("scale", &target.name)).await?;
-    let n = |v: &serde_json::Value| v.as_i64().and_then(|n| i32::try_from(n).ok()).unwrap_or(0);
-    Ok((
-        n(&scale.data["spec"]["replicas"]),
-        n(&scale.data["status"]["replicas"]),
-    ))
+    Ok(TargetScale {
+        replicas: scale.data["spec"]["replicas"]
+            .as_i64()
+            .and_then(|n| i32::try_from(n).ok())
+            .unwrap_or(0),
+        selector: scale.data["status"]["selector"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
+    })
+}
+
+/// Whether a pod counts as ready, as KEDA's fallback and the HPA count: phase Running and
+/// condition Ready True.
+pub fn pod_ready(pod: &Pod) -> bool {
+    let Some(status) = &pod.status else {
+        return false;
+    };
+    status.phase.as_deref() == Some("Running")
+        && status
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == "Ready")
+            .is_some_and(|c| c.status == "True")
+}
+
+/// The ready pods among those `selector` matches in `namespace`.
+pub async fn ready_pods(
+    client: &Client,
+    namespace: &str,
+    selector: &str,
+) -> Result<i32, AuthError> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let lp = kube::api::ListParams::default().labels(selector);
+    let pods = timed(format!("pods {namespace}/{selector}"), api.list(&lp)).await?;
+    Ok(i32::try_from(pods.items.iter().filter(|p| pod_ready(p)).count()).unwrap_or(i32::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_means_running_with_the_ready_condition_true() {
+        let pod = |phase: &str, ready: Option<&str>| -> Pod {
+            let conditions: Vec<serde_json::Value> = ready
+                .map(|r| vec![serde_json::json!({"type": "Ready", "status": r})])
+                .unwrap_or_default();
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "p"},
+                "status": {"phase": phase, "conditions": conditions},
+            }))
+            .expect("pod")
+        };
+        assert!(pod_ready(&pod("Running", Some("True"))));
+        assert!(!pod_ready(&pod("Running", Some("False"))));
+        assert!(!pod_ready(&pod("Running", None)));
+        assert!(!pod_ready(&pod("Pending", Some("True"))));
+        assert!(!pod_ready(&Pod::default()));
+    }
 }
