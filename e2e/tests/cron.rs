@@ -81,6 +81,37 @@ pub(crate) fn raw_metric(ns: &str, metric: &str, so: &str) -> Value {
     serde_json::from_str(&out).expect("JSON")
 }
 
+/// Wait up to a minute until the metric reads `want` through the aggregator. A failed
+/// read fails the test, as [`raw_metric`], unless `failing_reads_expected` (a fallback
+/// before its threshold is passed).
+pub(crate) async fn wait_for_metric(
+    ns: &str,
+    metric: &str,
+    so: &str,
+    want: &str,
+    failing_reads_expected: bool,
+) {
+    let path = metric_path(ns, metric, so);
+    eventually(
+        Duration::from_secs(60),
+        &format!("{metric} = {want}"),
+        || {
+            let (ok, out, err) = kubectl(&["get", "--raw", &path]);
+            assert!(
+                ok || failing_reads_expected,
+                "kubectl get --raw failed: {err}"
+            );
+            let value: Value = if ok {
+                serde_json::from_str(&out).expect("JSON")
+            } else {
+                Value::Null
+            };
+            async move { (value["items"][0]["value"] == want).then_some(()) }
+        },
+    )
+    .await
+}
+
 pub(crate) async fn wait_for_hpa(hpas: &Api<DynamicObject>) -> DynamicObject {
     wait_for_hpa_named(hpas, "keda-hpa-web").await
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::cron::{hpa_api, wait_for_hpa};
+use crate::cron::{hpa_api, wait_for_hpa, wait_for_metric};
 use crate::{apply, client, deployment, eventually, wait_for_replicas, Namespace};
 
 #[tokio::test]
@@ -100,18 +100,8 @@ spec:
             ),
         );
         wait_for_hpa(&hpa_api(client().await, &ns.0)).await;
-        let ns_name = ns.0.clone();
-        eventually(
-            Duration::from_secs(60),
-            &format!("{behavior}: fallback value {want}"),
-            || {
-                // Reads fail until the threshold is passed: not raw_metric, which asserts.
-                let path = crate::cron::metric_path(&ns_name, "s0-prometheus", "web");
-                let (ok, out, _) = crate::kubectl(&["get", "--raw", &path]);
-                async move { (ok && out.contains(&format!("\"value\":\"{want}\""))).then_some(()) }
-            },
-        )
-        .await;
+        // Reads fail until the threshold is passed.
+        wait_for_metric(&ns.0, "s0-prometheus", "web", want, true).await;
     }
 }
 
@@ -164,11 +154,6 @@ spec:
 "#,
     );
     wait_for_hpa(&hpa_api(client().await, &ns.0)).await;
-    let path = crate::cron::metric_path(&ns.0, "s0-prometheus", "web");
-    eventually(Duration::from_secs(60), "fallback value 20", || {
-        let (ok, out, _) = crate::kubectl(&["get", "--raw", &path]);
-        async move { (ok && out.contains("\"value\":\"20\"")).then_some(()) }
-    })
-    .await;
+    wait_for_metric(&ns.0, "s0-prometheus", "web", "20", true).await;
     wait_for_replicas(&ns.0, "web", 4).await;
 }

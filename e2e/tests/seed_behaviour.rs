@@ -5,13 +5,12 @@
 //! each test keeps to its own namespace. The HPA decisions are the real controller's.
 
 use std::process::Command;
-use std::time::Duration;
 
 use chrono::{Datelike, Timelike, Utc, Weekday};
 use chrono_tz::Tz;
 
-use crate::cron::{hpa_api, raw_metric, wait_for_hpa_named};
-use crate::{apply, client, deployment, eventually, wait_for_replicas, Namespace};
+use crate::cron::{hpa_api, raw_metric, wait_for_hpa_named, wait_for_metric};
+use crate::{apply, client, deployment, wait_for_replicas, Namespace};
 
 /// A seed example's text.
 pub(crate) fn seed(name: &str) -> String {
@@ -171,11 +170,7 @@ async fn workload_seed_replicas_are_matching_pods_over_half() {
         "keda-hpa-workload-follower",
     )
     .await;
-    eventually(Duration::from_secs(60), "two matching pods counted", || {
-        let list = raw_metric(&ns.0, &metric, "workload-follower");
-        async move { (list["items"][0]["value"] == "2").then_some(()) }
-    })
-    .await;
+    wait_for_metric(&ns.0, &metric, "workload-follower", "2", false).await;
     wait_for_replicas(&ns.0, "go-helloworld", 4).await;
 }
 

@@ -2,10 +2,8 @@
 //! (Pending here, as no node runs them, and still counted, as KEDA counts them) drive the
 //! HPA of the target.
 
-use std::time::Duration;
-
-use crate::cron::{hpa_api, raw_metric, wait_for_hpa};
-use crate::{apply, client, deployment, eventually, wait_for_replicas, Namespace};
+use crate::cron::{hpa_api, wait_for_hpa, wait_for_metric};
+use crate::{apply, client, deployment, wait_for_replicas, Namespace};
 
 #[tokio::test]
 async fn pods_matching_the_selector_scale_the_target() {
@@ -33,11 +31,7 @@ spec:
         hpa.data["spec"]["metrics"][0]["external"]["metric"]["name"],
         metric.as_str()
     );
-    eventually(Duration::from_secs(60), "three worker pods counted", || {
-        let list = raw_metric(&ns.0, &metric, "web");
-        async move { (list["items"][0]["value"] == "3").then_some(()) }
-    })
-    .await;
+    wait_for_metric(&ns.0, &metric, "web", "3", false).await;
     wait_for_replicas(&ns.0, "web", 3).await;
 }
 
@@ -100,16 +94,7 @@ spec:
         apply(&ns.0, &pod(name, &nodes.0[node]));
     }
     let metric = format!("s0-workload-{}", ns.0);
-    let value_is = |want: &'static str| {
-        let (ns, metric) = (ns.0.clone(), metric.clone());
-        async move {
-            eventually(Duration::from_secs(60), &format!("value {want}"), || {
-                let list = raw_metric(&ns, &metric, "web");
-                async move { (list["items"][0]["value"] == want).then_some(()) }
-            })
-            .await
-        }
-    };
+    let value_is = |want: &'static str| wait_for_metric(&ns.0, &metric, "web", want, false);
     wait_for_hpa(&hpa_api(client().await, &ns.0)).await;
     value_is("2").await;
     // 2 is not above 3: inactive, and with cooldownPeriod 0 the target goes to zero.
