@@ -14,9 +14,7 @@ use crate::{apply, client, deployment, wait_for_replicas, Namespace};
 
 /// A seed example's text.
 pub(crate) fn seed(name: &str) -> String {
-    let path = crate::repo_root()
-        .join("../shared/seed-examples")
-        .join(name);
+    let path = crate::repo_root().join("examples").join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 

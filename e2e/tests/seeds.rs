@@ -167,11 +167,11 @@ spec:
 
 #[test]
 fn seed_examples_apply_unchanged_to_the_crds() {
-    let dir = crate::repo_root().join("../shared/seed-examples");
+    let dir = crate::repo_root().join("examples");
     let ns = Namespace::create("e2e-seeds");
     let mut applied = 0;
     let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .expect("shared/seed-examples beside the checkout")
+        .expect("the repository's examples/")
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("yaml"))

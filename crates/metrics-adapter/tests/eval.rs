@@ -180,10 +180,10 @@ spec:
 /// TriggerAuthentication, and none is a type eventscale lacks.
 #[test]
 fn seed_examples_evaluate_as_keda_yaml() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/seed-examples");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
     let mut seen = 0;
     for entry in std::fs::read_dir(&dir)
-        .expect("shared/seed-examples beside the checkout")
+        .expect("the repository's examples/")
         .flatten()
     {
         let path = entry.path();
@@ -256,8 +256,7 @@ fn kafka_seed_example_against_the_real_broker() {
     kafka_support::commit(&env, &group, &topic, 0, 1);
     kafka_support::commit(&env, &group, &topic, 1, 0);
     kafka_support::commit(&env, &group, &topic, 2, 2);
-    let seed =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/seed-examples/kafka.yaml");
+    let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/kafka.yaml");
     let yaml = std::fs::read_to_string(&seed)
         .expect("the seed example")
         .replace("kafka:9092", &env["EVENTSCALE_KAFKA_BOOTSTRAP"])

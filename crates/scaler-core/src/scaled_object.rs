@@ -511,9 +511,8 @@ spec:
 
     #[test]
     fn seed_examples_parse() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/seed-examples");
-        // shared/ sits beside the checkout, in CI and on developer machines alike.
-        let entries = std::fs::read_dir(dir).expect("shared/seed-examples beside the checkout");
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples");
+        let entries = std::fs::read_dir(dir).expect("the repository's examples/");
         let mut seen = 0;
         for entry in entries.flatten() {
             let path = entry.path();
