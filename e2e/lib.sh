@@ -34,6 +34,17 @@ ensure_pkg() {
   fi
 }
 
+# install_file PATH MODE CONTENT: PATH holds CONTENT (and a newline), replaced atomically
+# (written aside, then renamed over) and only when it differs, so that a reader or an exec
+# of PATH never sees it half written.
+install_file() {
+  local path=$1 mode=$2 content=$3
+  [[ -f $path && $(cat "$path") == "$content" ]] && return 0
+  printf '%s\n' "$content" >"$path.tmp.$$"
+  chmod "$mode" "$path.tmp.$$"
+  mv -f "$path.tmp.$$" "$path"
+}
+
 # --- processes ---------------------------------------------------------------------------
 
 # running NAME: true when the process recorded in NAME's PID file is alive and is ours.

@@ -246,8 +246,10 @@ kafka_up() {
   kafka_certs
   TANSU=$(tansu_bin)
   # The command the tests run the client with: one path, so that `env` stays valid shell.
-  printf '#!/bin/sh\nexec "%s" "%s" "$@"\n' "$KAFKA_PY" "$REPO/e2e/kafka_tool.py" >"$KAFKA_DIR/kafka-tool"
-  chmod 755 "$KAFKA_DIR/kafka-tool"
+  # Tests run it while another test's `up` is here, so it is never rewritten in place (an
+  # exec of a file open for writing fails with ETXTBSY): written aside, then renamed over.
+  install_file "$KAFKA_DIR/kafka-tool" 755 \
+    "$(printf '#!/bin/sh\nexec "%s" "%s" "$@"' "$KAFKA_PY" "$REPO/e2e/kafka_tool.py")"
 
   # The backends advertise their front's port, so clients come back through the front.
   tansu_start kafka $KAFKA_PORT $KAFKA_PORT
