@@ -35,6 +35,18 @@ pki_leaf() {
   rm -f "$dir/$name.csr" "$ext"
 }
 
+# pki_node DIR NAME IP: the local node's identities. The kubelet's client certificate names
+# the node in group system:nodes (the Node authorizer then allows it what a node needs, with
+# no RBAC); its serving certificate is what the apiserver verifies for logs and exec;
+# kube-scheduler and kube-proxy are the users the bootstrap RBAC roles are bound to.
+pki_node() {
+  local dir=$1 name=$2 ip=$3
+  pki_leaf "$dir" kubelet-client ca "/O=system:nodes/CN=system:node:$name" clientAuth
+  pki_leaf "$dir" kubelet-serving ca "/O=system:nodes/CN=system:node:$name" serverAuth "DNS:$name,IP:$ip"
+  pki_leaf "$dir" kube-scheduler ca "/CN=system:kube-scheduler" clientAuth
+  pki_leaf "$dir" kube-proxy ca "/CN=system:kube-proxy" clientAuth
+}
+
 # pki_cluster DIR: everything the control plane needs.
 pki_cluster() {
   local dir=$1
@@ -44,8 +56,9 @@ pki_cluster() {
     "DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,IP:127.0.0.1,IP:10.96.0.1"
   pki_leaf "$dir" admin ca "/O=system:masters/CN=eventscale-admin" clientAuth
   pki_leaf "$dir" controller-manager ca "/CN=system:kube-controller-manager" clientAuth
-  # The apiserver's client certificate towards kubelets; none run here, but the flag is set.
+  # The apiserver's client certificate towards the kubelet (logs, exec, port-forward).
   pki_leaf "$dir" apiserver-kubelet-client ca "/O=system:masters/CN=kube-apiserver-kubelet-client" clientAuth
+  pki_node "$dir" "${NODE_NAME:-eventscale-node}" "${NODE_IP:-10.244.0.1}"
   if [[ ! -s "$dir/sa.key" ]]; then
     openssl genrsa -out "$dir/sa.key" 2048 2>/dev/null
     openssl rsa -in "$dir/sa.key" -pubout -out "$dir/sa.pub" 2>/dev/null

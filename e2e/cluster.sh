@@ -2,10 +2,12 @@
 # A real local Kubernetes control plane for eventscale, on loopback.
 #
 #   e2e/cluster.sh up      install what is missing, build/cache Kubernetes v1.20.2, start
-#                          etcd, kube-apiserver, kube-controller-manager, install eventscale
-#                          into the cluster and start it; idempotent
-#   e2e/cluster.sh down    stop what `up` started (by PID file); keeps the cache and state
-#                          (`down --purge` also deletes the state directory)
+#                          etcd, kube-apiserver, kube-controller-manager, kube-scheduler and
+#                          one real node (containerd, kubelet, kube-proxy: e2e/node.sh),
+#                          install eventscale into the cluster and start it; idempotent
+#   e2e/cluster.sh down    stop what `up` started (by PID file) and undo the node's host
+#                          changes; keeps the cache and state (`down --purge` also deletes
+#                          the state directory)
 #   e2e/cluster.sh env     print `export KUBECONFIG=...` and friends, for `eval`
 #   e2e/cluster.sh status  one line per component
 #   e2e/cluster.sh logs [component]   print the logs (all, or one component)
@@ -24,8 +26,11 @@ source "$REPO/certs/pki.sh"
 K8S_VERSION=1.20.2
 K8S_DEB_VERSION=1.20.5+really1.20.2-1.1+deb12u1
 CACHE_DIR=${EVENTSCALE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/eventscale}
-# The suffix names the vendor fix below: binaries cached without it crash, so never reuse them.
-K8S_DIR=$CACHE_DIR/k8s-v$K8S_VERSION-reflect2-1.0.2
+# The suffix names the vendor fix below (binaries cached without it crash, so never reuse them)
+# and the set of binaries built: the control plane and the node (kubelet, kube-scheduler,
+# kube-proxy, the pause binary), all from one source tree and one `make`.
+K8S_DIR=$CACHE_DIR/k8s-v$K8S_VERSION-reflect2-1.0.2-node
+K8S_COMPONENTS="kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubelet"
 K8S_BIN=$K8S_DIR/bin
 STATE_DIR=${EVENTSCALE_STATE_DIR:-$REPO/.state/cluster}
 PKI=$STATE_DIR/pki
@@ -47,6 +52,8 @@ CARGO_PROFILE=${EVENTSCALE_CARGO_PROFILE:-dev}
 LOG_TAG=cluster
 # shellcheck source=lib.sh
 source "$REPO/e2e/lib.sh"
+# shellcheck source=node.sh
+source "$REPO/e2e/node.sh"
 
 # --- packages and the Kubernetes build --------------------------------------------------
 
@@ -60,11 +67,15 @@ ensure_deb_src() {
   APT_UPDATED=0
 }
 
+k8s_built() {
+  local c
+  for c in $K8S_COMPONENTS pause; do [[ -x $K8S_BIN/$c ]] || return 1; done
+}
+
 build_k8s() {
-  if [[ -x $K8S_BIN/kube-apiserver && -x $K8S_BIN/kube-controller-manager ]]; then
-    return 0
-  fi
+  k8s_built && return 0
   ensure_pkg go golang-go
+  ensure_pkg gcc gcc
   ensure_pkg make make
   ensure_pkg rsync rsync
   ensure_deb_src
@@ -96,15 +107,22 @@ build_k8s() {
   [[ -f $reflect2/go_above_118.go ]] || die "$reflect2 is not reflect2 v1.0.2 (no go_above_118.go)"
   rm -rf "$src/vendor/github.com/modern-go/reflect2"
   cp -r "$reflect2" "$src/vendor/github.com/modern-go/reflect2"
-  log "building kube-apiserver and kube-controller-manager v$K8S_VERSION (about 10 minutes on 2 cores; log: $work/build.log)"
+  local what="" c
+  for c in $K8S_COMPONENTS; do what+="cmd/$c "; done
+  log "building $K8S_COMPONENTS v$K8S_VERSION (about 20 minutes on 2 cores, once; log: $work/build.log)"
   mkdir -p "$src/.go/src/k8s.io" "$work/home"
   ln -sfn ../../.. "$src/.go/src/k8s.io/kubernetes"
   (
     cd "$src"
-    GOPATH=$src/.go CGO_ENABLED=0 HOME=$work/home GOFLAGS= GO111MODULE=off \
-      make WHAT="cmd/kube-apiserver cmd/kube-controller-manager"
+    GOPATH=$src/.go CGO_ENABLED=0 HOME=$work/home GOFLAGS= GO111MODULE=off make WHAT="${what% }"
   ) >"$work/build.log" 2>&1 || die "building Kubernetes failed; read $work/build.log"
-  cp "$src/_output/bin/kube-apiserver" "$src/_output/bin/kube-controller-manager" "$K8S_BIN/"
+  # The pod sandbox's pause process, from the same tree (build/pause/linux/pause.c), static so
+  # that its image needs nothing else; packed into an image by e2e/node.sh.
+  gcc -Os -Wall -static -DVERSION="v$K8S_VERSION-eventscale" -o "$src/_output/bin/pause" \
+    "$src/build/pause/linux/pause.c" >>"$work/build.log" 2>&1 ||
+    die "building the pause binary failed; read $work/build.log"
+  strip "$src/_output/bin/pause"
+  for c in $K8S_COMPONENTS pause; do cp "$src/_output/bin/$c" "$K8S_BIN/"; done
   log "cached the Kubernetes binaries in $K8S_BIN"
   # The source tree is 1+ GB once built; the binaries are all we keep.
   rm -rf "$src"
@@ -177,37 +195,44 @@ start_etcd() {
 }
 
 start_apiserver() {
-  running kube-apiserver && return 0
-  port_free "$APISERVER_PORT" || die "port $APISERVER_PORT (kube-apiserver) is taken by a process this script did not start"
-  start_bg kube-apiserver "$K8S_BIN/kube-apiserver" \
-    --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$APISERVER_PORT" --insecure-port 0 \
-    --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
-    --client-ca-file "$PKI/ca.crt" \
-    --kubelet-client-certificate "$PKI/apiserver-kubelet-client.crt" --kubelet-client-key "$PKI/apiserver-kubelet-client.key" \
-    --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
-    --service-account-issuer https://kubernetes.default.svc.cluster.local \
-    --authorization-mode Node,RBAC --service-cluster-ip-range 10.96.0.0/12 \
-    --requestheader-client-ca-file "$PKI/front-proxy-ca.crt" --requestheader-allowed-names front-proxy-client \
-    --requestheader-username-headers X-Remote-User --requestheader-group-headers X-Remote-Group \
-    --requestheader-extra-headers-prefix X-Remote-Extra- \
-    --proxy-client-cert-file "$PKI/front-proxy-client.crt" --proxy-client-key-file "$PKI/front-proxy-client.key" \
-    --enable-aggregator-routing=false --allow-privileged=true --v 1
+  local args=(--etcd-servers "http://127.0.0.1:$ETCD_PORT"
+    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$APISERVER_PORT" --insecure-port 0
+    --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key"
+    --client-ca-file "$PKI/ca.crt"
+    --kubelet-client-certificate "$PKI/apiserver-kubelet-client.crt" --kubelet-client-key "$PKI/apiserver-kubelet-client.key"
+    --kubelet-certificate-authority "$PKI/ca.crt" --kubelet-preferred-address-types InternalIP,Hostname
+    --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key"
+    --service-account-issuer https://kubernetes.default.svc.cluster.local
+    --authorization-mode Node,RBAC --service-cluster-ip-range "$SERVICE_CIDR"
+    --requestheader-client-ca-file "$PKI/front-proxy-ca.crt" --requestheader-allowed-names front-proxy-client
+    --requestheader-username-headers X-Remote-User --requestheader-group-headers X-Remote-Group
+    --requestheader-extra-headers-prefix X-Remote-Extra-
+    --proxy-client-cert-file "$PKI/front-proxy-client.crt" --proxy-client-key-file "$PKI/front-proxy-client.key"
+    --enable-aggregator-routing=false --allow-privileged=true --v 1)
+  if ! same_args kube-apiserver "$K8S_BIN/kube-apiserver" "${args[@]}"; then
+    stop_one kube-apiserver
+    port_free "$APISERVER_PORT" || die "port $APISERVER_PORT (kube-apiserver) is taken by a process this script did not start"
+    start_bg kube-apiserver "$K8S_BIN/kube-apiserver" "${args[@]}"
+  fi
   wait_for kube-apiserver 90 k get --raw /readyz
 }
 
 start_controller_manager() {
-  running kube-controller-manager && return 0
-  port_free "$KCM_PORT" || die "port $KCM_PORT (kube-controller-manager) is taken by a process this script did not start"
   local kc=$STATE_DIR/controller-manager.kubeconfig
   [[ -s $kc ]] || write_kubeconfig "$kc" "$(cert_user_block controller-manager)"
-  start_bg kube-controller-manager "$K8S_BIN/kube-controller-manager" \
-    --kubeconfig "$kc" --authentication-kubeconfig "$kc" --authorization-kubeconfig "$kc" \
-    --bind-address 127.0.0.1 --secure-port "$KCM_PORT" --port 0 \
-    --use-service-account-credentials --service-account-private-key-file "$PKI/sa.key" \
-    --root-ca-file "$PKI/ca.crt" --leader-elect=false \
-    --controllers '*,-nodeipam,-nodelifecycle,-attachdetach,-persistentvolume-binder,-ttl' \
-    --horizontal-pod-autoscaler-sync-period 2s --v 1
+  # nodelifecycle takes the not-ready taint off the node once it is Ready (and puts it back
+  # when the kubelet stops reporting), so users' manifests need no tolerations.
+  local args=(--kubeconfig "$kc" --authentication-kubeconfig "$kc" --authorization-kubeconfig "$kc"
+    --bind-address 127.0.0.1 --secure-port "$KCM_PORT" --port 0
+    --use-service-account-credentials --service-account-private-key-file "$PKI/sa.key"
+    --root-ca-file "$PKI/ca.crt" --leader-elect=false
+    --controllers '*,-nodeipam,-attachdetach,-persistentvolume-binder,-ttl'
+    --horizontal-pod-autoscaler-sync-period 2s --v 1)
+  if ! same_args kube-controller-manager "$K8S_BIN/kube-controller-manager" "${args[@]}"; then
+    stop_one kube-controller-manager
+    port_free "$KCM_PORT" || die "port $KCM_PORT (kube-controller-manager) is taken by a process this script did not start"
+    start_bg kube-controller-manager "$K8S_BIN/kube-controller-manager" "${args[@]}"
+  fi
   # The token controller creating the default ServiceAccount shows the manager is working.
   wait_for kube-controller-manager 60 k -n default get serviceaccount default
 }
@@ -281,6 +306,7 @@ up() {
   start_etcd
   start_apiserver
   start_controller_manager
+  node_up
   local bin=${EVENTSCALE_BIN:-}
   if [[ -z $bin ]]; then
     build_eventscale
@@ -300,6 +326,7 @@ up() {
 
 down() {
   stop_one eventscale
+  node_down
   stop_one kube-controller-manager
   stop_one kube-apiserver
   stop_one etcd
@@ -318,9 +345,11 @@ env_cmd() {
   echo "export PATH=$K8S_BIN:\$PATH"
 }
 
+COMPONENTS=(etcd kube-apiserver kube-controller-manager "${NODE_COMPONENTS[@]}" eventscale)
+
 status() {
   local name rc=0
-  for name in etcd kube-apiserver kube-controller-manager eventscale; do
+  for name in "${COMPONENTS[@]}"; do
     if running "$name"; then
       printf '%-24s running (pid %s)\n' "$name" "$(cat "$PIDS/$name.pid")"
     else
@@ -328,6 +357,12 @@ status() {
       rc=1
     fi
   done
+  if [[ -s $KUBECONFIG_FILE ]] && node_schedulable 2>/dev/null; then
+    printf '%-24s Ready\n' "node/$NODE_NAME"
+  else
+    printf '%-24s not ready\n' "node/$NODE_NAME"
+    rc=1
+  fi
   if [[ -s $KUBECONFIG_FILE ]] && apiservice_available 2>/dev/null; then
     printf '%-24s Available\n' apiservice
   else
@@ -344,7 +379,7 @@ logs() {
     cat "$LOGS/$1.log"
     return
   fi
-  for name in etcd kube-apiserver kube-controller-manager eventscale; do
+  for name in "${COMPONENTS[@]}"; do
     [[ -f $LOGS/$name.log ]] || continue
     echo "==> $LOGS/$name.log <=="
     tail -n 50 "$LOGS/$name.log"
@@ -352,8 +387,20 @@ logs() {
 }
 
 case ${1:-} in
-  up) up ;;
-  down) down "${2:-}" ;;
+  up)
+    mkdir -p "$STATE_DIR"
+    # One `up` at a time (tests and a user may start it at once); servers started here
+    # do not inherit the lock (start_bg closes descriptor 9).
+    exec 9>"$STATE_DIR/.lock"
+    flock -w 1200 9 || die "another e2e/cluster.sh up has held $STATE_DIR/.lock for 20 minutes"
+    up
+    ;;
+  down)
+    mkdir -p "$STATE_DIR"
+    exec 9>"$STATE_DIR/.lock"
+    flock -w 1200 9 || die "another e2e/cluster.sh has held $STATE_DIR/.lock for 20 minutes"
+    down "${2:-}"
+    ;;
   env) env_cmd ;;
   status) status ;;
   logs) logs "${2:-}" ;;

@@ -67,6 +67,21 @@ start_bg() {
   nohup "$@" >>"$LOGS/$name.log" 2>&1 </dev/null 9>&- &
   echo $! >"$PIDS/$name.pid"
   basename "$1" >"$PIDS/$name.cmd"
+  args_sum "$@" >"$PIDS/$name.args"
+}
+
+# args_sum ARGS...: a digest of a command line and of $ARGS_SALT (the caller sets it to a
+# digest of the configuration files the command reads, so that a change to those restarts
+# it too).
+args_sum() { printf '%s\0' "$@" "${ARGS_SALT:-}" | sha256sum | cut -d' ' -f1; }
+
+# same_args NAME BINARY ARGS...: NAME is running, started with exactly this command line
+# and configuration (so that `up` restarts a component whose flags or files changed, and
+# leaves the others alone).
+same_args() {
+  local name=$1
+  shift
+  running "$name" && [[ $(cat "$PIDS/$name.args" 2>/dev/null) == "$(args_sum "$@")" ]]
 }
 
 stop_one() {
@@ -81,7 +96,7 @@ stop_one() {
     done
     kill -9 "$pid" 2>/dev/null || true
   fi
-  rm -f "$pidfile" "$PIDS/$name.cmd"
+  rm -f "$pidfile" "$PIDS/$name.cmd" "$PIDS/$name.args"
 }
 
 # port_free PORT: nothing listens on 127.0.0.1:PORT.
