@@ -171,7 +171,7 @@ fn deployment(ns: &str, name: &str, replicas: i32) -> anyhow::Result<Deployment>
         "metadata": {"name": name, "namespace": ns},
         "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
                  "template": {"metadata": {"labels": {"app": name}},
-                              "spec": {"containers": [{"name": "c", "image": "registry.invalid/web:1"}]}}}
+                              "spec": {"containers": [{"name": "c", "image": "localhost/eventscale/demo:v1", "imagePullPolicy": "Never"}]}}}
     }))?)
 }
 

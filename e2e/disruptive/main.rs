@@ -1,5 +1,5 @@
 //! End-to-end tests that stop or replace parts of the local cluster: eventscale replicas
-//! and their leader election, kube-apiserver itself. They run in a test binary of their
+//! and their leader election, kube-apiserver itself, the node. They run in a test binary of their
 //! own (cargo runs test binaries one after another, so the other end-to-end tests never
 //! see the disruption) and one at a time.
 
@@ -19,6 +19,7 @@ mod workloads;
 mod helm_support;
 
 mod leader;
+mod node;
 mod rbac;
 mod restart;
 

@@ -340,7 +340,7 @@ fn scenario_yaml(prom: &str, prom_auth: &str, user: &str) -> String {
         format!(
             "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec:\n  replicas: {replicas}\n  \
              selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    \
-             spec: {{containers: [{{name: c, image: registry.invalid/x:1, env: [{{name: PROM_URL, value: '{prom}'}}]}}]}}\n"
+             spec: {{containers: [{{name: c, image: localhost/eventscale/demo:v1, imagePullPolicy: Never, env: [{{name: PROM_URL, value: '{prom}'}}]}}]}}\n"
         )
     };
     let so = |name: &str, kind: &str, trigger: &str| {
@@ -395,7 +395,7 @@ fn scenario_yaml(prom: &str, prom_auth: &str, user: &str) -> String {
         format!(
             "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {{name: db}}\nspec:\n  replicas: 1\n  serviceName: db\n  \
              selector: {{matchLabels: {{app: db}}}}\n  template:\n    metadata: {{labels: {{app: db}}}}\n    \
-             spec: {{containers: [{{name: c, image: registry.invalid/x:1, env: [{{name: PROM_URL, value: '{prom}'}}]}}]}}\n"
+             spec: {{containers: [{{name: c, image: localhost/eventscale/demo:v1, imagePullPolicy: Never, env: [{{name: PROM_URL, value: '{prom}'}}]}}]}}\n"
         ),
         so(
             "db",

@@ -135,8 +135,13 @@ pub fn apply(namespace: &str, yaml: &str) {
     assert!(ok, "kubectl apply failed: {out}{err}\n{yaml}");
 }
 
-/// A Deployment `name` of `replicas` pods labelled `app: <name>` and `labels` (its pods
-/// stay Pending: the local cluster has no nodes, which is all the HPA needs).
+/// The image of the project's demo application (`e2e/demo`), built and imported into the
+/// node by `e2e/cluster.sh up`: it serves `hello from <pod>` on :8080 and `/healthz`.
+pub const DEMO_IMAGE: &str = "localhost/eventscale/demo:v1";
+
+/// A Deployment `name` of `replicas` pods labelled `app: <name>` and `labels`, running the
+/// demo application on the real node; a pod is Ready once its readiness probe (`/healthz`,
+/// every second) passes.
 pub fn deployment(name: &str, replicas: u32, labels: &[(&str, &str)]) -> String {
     let extra: String = labels.iter().map(|(k, v)| format!(", {k}: {v}")).collect();
     format!(
@@ -149,9 +154,94 @@ spec:
   selector: {{matchLabels: {{app: {name}}}}}
   template:
     metadata: {{labels: {{app: {name}{extra}}}}}
-    spec: {{containers: [{{name: c, image: registry.invalid/{name}:1}}]}}
+    spec:
+      terminationGracePeriodSeconds: 5
+      enableServiceLinks: false
+      containers:
+      - name: c
+        image: {DEMO_IMAGE}
+        imagePullPolicy: Never
+        ports: [{{containerPort: 8080, name: http}}]
+        readinessProbe: {{httpGet: {{path: /healthz, port: 8080}}, periodSeconds: 1}}
 "#
     )
+}
+
+/// A Service `name` in front of the pods labelled `app: <name>` (port 80 to 8080).
+pub fn service(name: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}}}
+spec:
+  selector: {{app: {name}}}
+  ports: [{{port: 80, targetPort: 8080, name: http}}]
+"#
+    )
+}
+
+/// Deployment `namespace/name` as the cluster has it, as JSON.
+pub fn deployment_json(namespace: &str, name: &str) -> Option<Value> {
+    let (ok, out, _) = kubectl(&["-n", namespace, "get", "deployment", name, "-o", "json"]);
+    ok.then(|| serde_json::from_str(&out).ok()).flatten()
+}
+
+/// The ready addresses of Endpoints `namespace/name` (pod IPs).
+pub fn endpoint_ips(namespace: &str, name: &str) -> Vec<String> {
+    let (ok, out, _) = kubectl(&["-n", namespace, "get", "endpoints", name, "-o", "json"]);
+    let v: Value = if ok {
+        serde_json::from_str(&out).unwrap_or(Value::Null)
+    } else {
+        Value::Null
+    };
+    v["subsets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["addresses"].as_array().into_iter().flatten())
+        .filter_map(|a| a["ip"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Wait until exactly `ready` pods of Deployment `namespace/name` are Ready on the node
+/// (its `readyReplicas`; 120 s at most) and, with `service`, that Service's Endpoints hold
+/// exactly that many addresses. Pods that are going away may linger for a minute (the
+/// kubelet deletes their objects late), so readiness and Endpoints are what is waited on.
+pub async fn wait_for_ready(namespace: &str, name: &str, ready: i64, service: Option<&str>) {
+    eventually(
+        Duration::from_secs(120),
+        &format!("Deployment {name} with {ready} ready replicas"),
+        || {
+            let d = deployment_json(namespace, name).unwrap_or(Value::Null);
+            let now = d["status"]["readyReplicas"].as_i64().unwrap_or(0);
+            let endpoints_match =
+                service.is_none_or(|s| endpoint_ips(namespace, s).len() as i64 == ready);
+            async move { (now == ready && endpoints_match).then_some(()) }
+        },
+    )
+    .await;
+}
+
+/// `METHOD http://ADDR/PATH` with curl (ADDR: a pod's `IP:8080` on the node's bridge, or a
+/// ClusterIP and port); (HTTP code, body), code 0 when nothing answered.
+pub fn http(method: &str, addr: &str, path: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-X",
+            method,
+            "-w",
+            "\n%{http_code}",
+        ])
+        .arg(format!("http://{addr}{path}"))
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
+    (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
 /// A fresh namespace, deleted when dropped.

@@ -8,11 +8,12 @@ use serde_json::Value;
 
 use crate::{apply, eventually, kafka_support, kubectl};
 
-/// A Deployment `web` at `replicas` and a kafka ScaledObject `web` on a new topic of three
-/// partitions (nothing produced yet) and group, with `extra` spec lines.
+/// A Deployment `web` of the demo application at `replicas`, its Service, and a kafka
+/// ScaledObject `web` on a new topic of three partitions (nothing produced yet) and group,
+/// with `extra` spec lines.
 pub fn setup(
     ns: &str,
-    replicas: i32,
+    replicas: u32,
     extra: &str,
 ) -> (std::collections::BTreeMap<String, String>, String, String) {
     let env = crate::sources::sources_env(&["kafka"]);
@@ -25,15 +26,9 @@ pub fn setup(
         ns,
         &format!(
             r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: web}}
-spec:
-  replicas: {replicas}
-  selector: {{matchLabels: {{app: web}}}}
-  template:
-    metadata: {{labels: {{app: web}}}}
-    spec: {{containers: [{{name: web, image: registry.invalid/web:1}}]}}
+{deployment}
+---
+{service}
 ---
 apiVersion: keda.sh/v1alpha1
 kind: ScaledObject
@@ -51,7 +46,9 @@ spec:
       topic: {topic}
       lagThreshold: "5"
 "#,
-            bootstrap = env["EVENTSCALE_KAFKA_BOOTSTRAP"]
+            bootstrap = env["EVENTSCALE_KAFKA_BOOTSTRAP"],
+            deployment = crate::deployment("web", replicas, &[]),
+            service = crate::service("web"),
         ),
     );
     (env, topic, group)

@@ -10,7 +10,9 @@ use kube::Api;
 use crate::cron::{hpa_api, raw_metric};
 use crate::kafka_support;
 use crate::workloads::{produce, setup, wait_for_condition};
-use crate::{client, eventually, kubectl, wait_for_replicas, Namespace};
+use crate::{
+    client, endpoint_ips, eventually, http, kubectl, wait_for_ready, wait_for_replicas, Namespace,
+};
 
 /// 1 → 0 while the lag is 0 (cooldownPeriod 0); lag 12 → activated to 1 by eventscale,
 /// then 3 by the HPA; caught up → 0 again; deleted with restoreToOriginalReplicaCount → 1.
@@ -22,8 +24,9 @@ async fn activation_to_and_from_zero_and_restore_on_delete() {
         1,
         "  minReplicaCount: 0\n  cooldownPeriod: 0\n  advanced: {restoreToOriginalReplicaCount: true}",
     );
-    // Inactive and cooled down: to zero.
+    // Inactive and cooled down: to zero, and the Service has no endpoint left.
     wait_for_replicas(&ns.0, "web", 0).await;
+    wait_for_ready(&ns.0, "web", 0, Some("web")).await;
     let so = wait_for_condition(&ns.0, "Active", "False", "ScalerNotActive").await;
     assert_eq!(so["status"]["originalReplicaCount"], 1, "{so}");
     assert_eq!(so["status"]["scaleTargetKind"], "apps/v1.Deployment");
@@ -39,6 +42,23 @@ async fn activation_to_and_from_zero_and_restore_on_delete() {
     let so = wait_for_condition(&ns.0, "Active", "True", "ScalerActive").await;
     assert!(so["status"]["lastActiveTime"].is_string(), "{so}");
     wait_for_replicas(&ns.0, "web", 3).await;
+    // Three real pods, Ready and behind the Service, each answering for itself.
+    wait_for_ready(&ns.0, "web", 3, Some("web")).await;
+    let mut answered: Vec<String> = endpoint_ips(&ns.0, "web")
+        .iter()
+        .map(|ip| {
+            let (code, body) = http("GET", &format!("{ip}:8080"), "/");
+            assert_eq!(code, 200, "{ip}: {body}");
+            body
+        })
+        .collect();
+    answered.sort();
+    answered.dedup();
+    assert_eq!(answered.len(), 3, "three pods, three names: {answered:?}");
+    assert!(
+        answered.iter().all(|b| b.starts_with("hello from web-")),
+        "{answered:?}"
+    );
     let (ok, events, _) = kubectl(&[
         "-n",
         &ns.0,
@@ -56,6 +76,7 @@ async fn activation_to_and_from_zero_and_restore_on_delete() {
         kafka_support::commit(&env, &group, &topic, p, 4);
     }
     wait_for_replicas(&ns.0, "web", 0).await;
+    wait_for_ready(&ns.0, "web", 0, Some("web")).await;
     wait_for_condition(&ns.0, "Active", "False", "ScalerNotActive").await;
 
     // Deleted: the finalizer restores the original replica count, then lets go.

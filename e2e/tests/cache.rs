@@ -47,7 +47,7 @@ spec:
   selector: {{matchLabels: {{app: web{i}}}}}
   template:
     metadata: {{labels: {{app: web{i}}}}}
-    spec: {{containers: [{{name: c, image: registry.invalid/web:1}}]}}
+    spec: {{containers: [{{name: c, image: localhost/eventscale/demo:v1, imagePullPolicy: Never}}]}}
 ---
 apiVersion: keda.sh/v1alpha1
 kind: ScaledObject

@@ -76,7 +76,7 @@ spec:
   selector: {matchLabels: {app: web}}
   template:
     metadata: {labels: {app: web}}
-    spec: {containers: [{name: web, image: registry.invalid/web:1}]}
+    spec: {containers: [{name: web, image: localhost/eventscale/demo:v1, imagePullPolicy: Never}]}
 ---
 apiVersion: keda.sh/v1alpha1
 kind: ScaledObject
@@ -131,7 +131,7 @@ spec:
   selector: {{matchLabels: {{app: db}}}}
   template:
     metadata: {{labels: {{app: db}}}}
-    spec: {{containers: [{{name: db, image: registry.invalid/db:1}}]}}
+    spec: {{containers: [{{name: db, image: localhost/eventscale/demo:v1, imagePullPolicy: Never}}]}}
 ---
 apiVersion: keda.sh/v1alpha1
 kind: ScaledObject
@@ -175,10 +175,8 @@ spec:
 #[tokio::test]
 async fn seed_hourly_cron_scales_out_inside_and_to_zero_outside() {
     let ns = Namespace::create("e2e-cron-hourly");
-    let seed = std::fs::read_to_string(
-        crate::repo_root().join("../shared/seed-examples/cron-hourly.yaml"),
-    )
-    .expect("seed example");
+    let seed = std::fs::read_to_string(crate::repo_root().join("examples/cron-hourly.yaml"))
+        .expect("examples/cron-hourly.yaml");
     apply(
         &ns.0,
         &format!(
@@ -191,7 +189,7 @@ spec:
   selector: {{matchLabels: {{app: nginx}}}}
   template:
     metadata: {{labels: {{app: nginx}}}}
-    spec: {{containers: [{{name: nginx, image: registry.invalid/nginx:1}}]}}
+    spec: {{containers: [{{name: nginx, image: localhost/eventscale/demo:v1, imagePullPolicy: Never}}]}}
 ---
 {seed}"#
         ),

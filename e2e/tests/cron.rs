@@ -10,7 +10,7 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::Api;
 use serde_json::Value;
 
-use crate::{apply, client, eventually, kubectl, wait_for_replicas, Namespace};
+use crate::{apply, client, eventually, kubectl, wait_for_ready, wait_for_replicas, Namespace};
 
 /// A zone away from UTC with a half-hour offset, so a wrong zone shows.
 pub(crate) const TZ: &str = "Asia/Kolkata";
@@ -27,18 +27,13 @@ pub(crate) fn daily(t: DateTime<Tz>) -> (String, String) {
     )
 }
 
+/// The demo Deployment `web` (1 replica), its Service, and a cron ScaledObject for it.
 pub(crate) fn manifests(start: &str, end: &str, tz: &str) -> String {
     format!(
         r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: web}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: web}}}}
-  template:
-    metadata: {{labels: {{app: web}}}}
-    spec: {{containers: [{{name: web, image: registry.invalid/web:1}}]}}
+{deployment}
+---
+{service}
 ---
 apiVersion: keda.sh/v1alpha1
 kind: ScaledObject
@@ -54,7 +49,9 @@ spec:
       start: "{start}"
       end: "{end}"
       desiredReplicas: "4"
-"#
+"#,
+        deployment = crate::deployment("web", 1, &[]),
+        service = crate::service("web"),
     )
 }
 
@@ -172,8 +169,10 @@ async fn window_including_now_scales_the_deployment_to_desired_replicas() {
     let upper = raw_metric(&ns.0, &metric.to_uppercase(), "web");
     assert_eq!(upper["items"][0]["value"], "4", "{upper}");
 
-    // The real HPA controller reads the metric through the aggregator and scales.
+    // The real HPA controller reads the metric through the aggregator and scales: four
+    // pods run on the node, Ready and behind the Service.
     wait_for_replicas(&ns.0, "web", 4).await;
+    wait_for_ready(&ns.0, "web", 4, Some("web")).await;
 }
 
 #[tokio::test]

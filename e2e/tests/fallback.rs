@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::cron::{hpa_api, wait_for_hpa, wait_for_metric};
-use crate::{apply, client, deployment, eventually, wait_for_replicas, Namespace};
+use crate::{apply, client, deployment, http, wait_for_ready, wait_for_replicas, Namespace};
 
 #[tokio::test]
 async fn unreachable_source_falls_back_to_the_fallback_replicas() {
@@ -106,37 +106,32 @@ spec:
 }
 
 /// A `Value` target's fallback is divided among the target's ready pods, as KEDA counts
-/// them (Running with Ready True): of 2 pods 1 is made ready (no kubelet here, so by
-/// writing its status), so `replicas: 4` at target 5 is served as 20, and the HPA, which
-/// scales a Value metric by the ready pods too, chooses ceil(20 / 5 × 1) = 4.
+/// them (Running with Ready True), and readiness is the kubelet's, from each pod's real
+/// readiness probe: of 2 running pods one is made to fail its probe, so `replicas: 4` at
+/// target 5 is served as 4 × 5 / 1 = 20; once it passes again, as 4 × 5 / 2 = 10. (The
+/// HPA, which scales a Value metric by the ready pods too, would choose 4 either way;
+/// `maxReplicaCount: 2` holds the pods still so that the division shows.)
 #[tokio::test]
 async fn value_fallback_is_divided_among_ready_pods() {
     use k8s_openapi::api::core::v1::Pod;
-    use kube::api::{ListParams, Patch, PatchParams};
+    use kube::api::ListParams;
 
     let ns = Namespace::create("e2e-fallback-value");
     apply(&ns.0, &deployment("web", 2, &[]));
+    wait_for_ready(&ns.0, "web", 2, None).await;
     let pods: kube::Api<Pod> = kube::Api::namespaced(client().await, &ns.0);
-    let first = eventually(Duration::from_secs(60), "two web pods", || async {
-        let list = pods
-            .list(&ListParams::default().labels("app=web"))
-            .await
-            .ok()?;
-        (list.items.len() == 2)
-            .then(|| list.items[0].metadata.name.clone())
-            .flatten()
-    })
-    .await;
-    pods.patch_status(
-        &first,
-        &PatchParams::default(),
-        &Patch::Merge(serde_json::json!({"status": {
-            "phase": "Running",
-            "conditions": [{"type": "Ready", "status": "True"}],
-        }})),
-    )
-    .await
-    .expect("pod status");
+    let list = pods
+        .list(&ListParams::default().labels("app=web"))
+        .await
+        .expect("pods");
+    let ip = list
+        .items
+        .iter()
+        .find_map(|p| p.status.as_ref()?.pod_ip.clone())
+        .expect("a pod with an IP");
+    let (code, body) = http("POST", &format!("{ip}:8080"), "/healthz/fail");
+    assert_eq!(code, 200, "{body}");
+    wait_for_ready(&ns.0, "web", 1, None).await;
     apply(
         &ns.0,
         r#"
@@ -146,6 +141,7 @@ metadata: {name: web}
 spec:
   scaleTargetRef: {name: web}
   minReplicaCount: 1
+  maxReplicaCount: 2
   fallback: {failureThreshold: 1, replicas: 4}
   triggers:
   - type: prometheus
@@ -155,5 +151,9 @@ spec:
     );
     wait_for_hpa(&hpa_api(client().await, &ns.0)).await;
     wait_for_metric(&ns.0, "s0-prometheus", "web", "20", true).await;
-    wait_for_replicas(&ns.0, "web", 4).await;
+    let (code, body) = http("POST", &format!("{ip}:8080"), "/healthz/pass");
+    assert_eq!(code, 200, "{body}");
+    wait_for_ready(&ns.0, "web", 2, None).await;
+    wait_for_metric(&ns.0, "s0-prometheus", "web", "10", true).await;
+    wait_for_replicas(&ns.0, "web", 2).await;
 }

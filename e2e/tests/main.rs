@@ -34,6 +34,7 @@ mod helm;
 mod kafka;
 mod lifecycle;
 mod metrics_only;
+mod node;
 mod prometheus;
 mod rotation;
 mod seed_behaviour;

@@ -45,7 +45,8 @@ spec:
     spec:
       containers:
       - name: web
-        image: registry.invalid/web:1
+        image: localhost/eventscale/demo:v1
+        imagePullPolicy: Never
         env:
         - name: PROM_URL
           valueFrom: {{configMapKeyRef: {{name: web-config, key: prometheus}}}}
@@ -106,7 +107,7 @@ spec:
   selector: {{matchLabels: {{app: web}}}}
   template:
     metadata: {{labels: {{app: web}}}}
-    spec: {{containers: [{{name: web, image: registry.invalid/web:1}}]}}
+    spec: {{containers: [{{name: web, image: localhost/eventscale/demo:v1, imagePullPolicy: Never}}]}}
 ---
 apiVersion: keda.sh/v1alpha1
 kind: ScaledObject
@@ -198,7 +199,7 @@ spec:
   selector: {{matchLabels: {{app: web}}}}
   template:
     metadata: {{labels: {{app: web}}}}
-    spec: {{containers: [{{name: web, image: registry.invalid/web:1}}]}}
+    spec: {{containers: [{{name: web, image: localhost/eventscale/demo:v1, imagePullPolicy: Never}}]}}
 ---
 apiVersion: keda.sh/v1alpha1
 kind: ScaledObject
@@ -276,10 +277,12 @@ spec:
     spec:
       containers:
       - name: sidecar
-        image: registry.invalid/sidecar:1
-        env: [{{name: PROM_URL, value: "http://127.0.0.1:1"}}]
+        image: localhost/eventscale/demo:v1
+        imagePullPolicy: Never
+        env: [{{name: PROM_URL, value: "http://127.0.0.1:1"}}, {{name: PORT, value: "8081"}}]
       - name: main
-        image: registry.invalid/web:1
+        image: localhost/eventscale/demo:v1
+        imagePullPolicy: Never
         envFrom:
         - configMapRef: {{name: not-there, optional: true}}
         - configMapRef: {{name: prom-parts}}

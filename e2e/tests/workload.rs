@@ -1,9 +1,8 @@
-//! The kubernetes-workload trigger on the real cluster: pods of another Deployment
-//! (Pending here, as no node runs them, and still counted, as KEDA counts them) drive the
-//! HPA of the target.
+//! The kubernetes-workload trigger on the real cluster: pods of another Deployment, running
+//! on the node, drive the HPA of the target.
 
 use crate::cron::{hpa_api, wait_for_hpa, wait_for_metric};
-use crate::{apply, client, deployment, wait_for_replicas, Namespace};
+use crate::{apply, client, deployment, kubectl, wait_for_ready, wait_for_replicas, Namespace};
 
 #[tokio::test]
 async fn pods_matching_the_selector_scale_the_target() {
@@ -31,8 +30,31 @@ spec:
         hpa.data["spec"]["metrics"][0]["external"]["metric"]["name"],
         metric.as_str()
     );
+    // Three worker pods Running and Ready on the node: 3, and the target follows.
+    wait_for_ready(&ns.0, "worker", 3, None).await;
+    let (ok, out, err) = kubectl(&[
+        "-n",
+        &ns.0,
+        "get",
+        "pods",
+        "-l",
+        "app=worker",
+        "--field-selector",
+        "status.phase=Running",
+        "-o",
+        "name",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 3, "{out}");
     wait_for_metric(&ns.0, &metric, "web", "3", false).await;
     wait_for_replicas(&ns.0, "web", 3).await;
+    wait_for_ready(&ns.0, "web", 3, None).await;
+    // Two more workers: 5 pods, 5 replicas.
+    let (ok, _, err) = kubectl(&["-n", &ns.0, "scale", "deployment", "worker", "--replicas=5"]);
+    assert!(ok, "{err}");
+    wait_for_ready(&ns.0, "worker", 5, None).await;
+    wait_for_metric(&ns.0, &metric, "web", "5", false).await;
+    wait_for_replicas(&ns.0, "web", 5).await;
 }
 
 /// Node objects for the test (no kubelet behind them), deleted when dropped. Pods bound
