@@ -150,6 +150,7 @@ deps() {
   ensure_pkg jq jq
   ensure_pkg etcd etcd-server
   ensure_kubectl
+  node_deps
   build_k8s
 }
 

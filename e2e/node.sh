@@ -400,7 +400,6 @@ node_schedulable() {
 
 node_up() {
   [[ $(id -u) -eq 0 ]] || die "the node (containerd, kubelet, kube-proxy, a bridge and iptables rules) needs root; run e2e/cluster.sh as root"
-  node_deps
   save_sysctls
   install_guards
   write_node_config
