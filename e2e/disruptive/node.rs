@@ -147,7 +147,9 @@ async fn down_undoes_every_host_change_and_up_restores_the_node() {
     }
     let (_, mounts) = output("findmnt", &["-rn", "-o", "TARGET"]);
     assert!(
-        !mounts.lines().any(|m| m.starts_with(DATA) || m.starts_with(RUN)),
+        !mounts
+            .lines()
+            .any(|m| m.starts_with(DATA) || m.starts_with(RUN)),
         "{mounts}"
     );
     assert!(!Path::new(DATA).exists() && !Path::new(RUN).exists());
