@@ -1,8 +1,6 @@
 //! Fallback on the real cluster: the event source is down, and after `failureThreshold`
 //! failed reads the HPA is served the value that makes it choose `fallback.replicas`.
 
-use std::time::Duration;
-
 use crate::cron::{hpa_api, wait_for_hpa, wait_for_metric};
 use crate::{apply, client, deployment, http, wait_for_ready, wait_for_replicas, Namespace};
 
