@@ -405,6 +405,7 @@ node_up() {
   write_node_config
   start_containerd
   node_images
+  mount_pod_logs
   start_kubelet
   start_scheduler
   start_kube_proxy
@@ -433,7 +434,7 @@ unmount_under() {
 # neither containerd nor the kubelet running: by node_down, and before containerd starts
 # afresh, so that every start begins clean (the images are imported again, in a second).
 clear_node_runtime() {
-  local pid f uid
+  local pid f
   # containerd itself if it outlived its PID file, and the shims, which outlive containerd.
   for pid in $(grep -ls -e "$CONTAINERD_SOCK" -e "$NODE_DIR/containerd.toml" /proc/[0-9]*/cmdline 2>/dev/null |
     cut -d/ -f3); do
@@ -443,16 +444,12 @@ clear_node_runtime() {
   for f in $(find /sys/fs/cgroup/*/"$NODE_CGROUP" "/sys/fs/cgroup/$NODE_CGROUP" -name cgroup.procs 2>/dev/null); do
     for pid in $(cat "$f" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
   done
-  # The kubelet 1.20 always logs pods under /var/log/pods/<ns>_<pod>_<uid>.
-  for uid in $(ls "$NODE_DATA/kubelet/pods" 2>/dev/null); do
-    rm -rf /var/log/pods/*_"$uid"
-  done
-  find /var/log/containers -xtype l -delete 2>/dev/null || true
+  unmount_pod_logs
   # The pods' network namespaces are mounts under $NODE_RUN (netns_mounts_under_state_dir).
   unmount_under "$NODE_RUN"
   unmount_under "$NODE_DATA"
   rm -rf --one-file-system "$NODE_RUN" "$NODE_DATA/cni" "$NODE_DATA/containerd" \
-    "$NODE_DATA/containerd-opt" "$NODE_DATA/kubelet" "$NODE_DATA/volume-plugins"
+    "$NODE_DATA/containerd-opt" "$NODE_DATA/kubelet" "$NODE_DATA/volume-plugins" "$NODE_DATA/log"
   # The kubelet's cgroups, emptied above (a killed process may take a moment to go).
   local i
   for i in 1 2 3 4 5; do
@@ -460,6 +457,36 @@ clear_node_runtime() {
       -exec rmdir {} + 2>/dev/null && break
     [[ -n $(ls -d /sys/fs/cgroup/*/"$NODE_CGROUP" "/sys/fs/cgroup/$NODE_CGROUP" 2>/dev/null) ]] || break
     sleep 0.2
+  done
+  return 0
+}
+
+# The kubelet v1.20 writes pod logs to /var/log/pods and /var/log/containers, paths no flag
+# changes: both are bind mounts of directories under $NODE_DATA while the node runs, so that
+# its pods' logs never mix with the machine's and go with `down`.
+POD_LOG_DIRS=(/var/log/pods /var/log/containers)
+
+mount_pod_logs() {
+  local d ours
+  for d in "${POD_LOG_DIRS[@]}"; do
+    ours=$NODE_DATA/log/$(basename "$d")
+    [[ $(findmnt -rn -o FSROOT --target "$d" 2>/dev/null) == "$ours" ]] && continue
+    mkdir -p "$ours"
+    if [[ ! -d $d ]]; then
+      mkdir -p "$d"
+      touch "$NODE_DATA/log/created-$(basename "$d")"
+    fi
+    mount --bind "$ours" "$d" || die "could not bind-mount $ours on $d"
+  done
+}
+
+unmount_pod_logs() {
+  local d
+  for d in "${POD_LOG_DIRS[@]}"; do
+    while [[ $(findmnt -rn -o FSROOT --target "$d" 2>/dev/null) == "$NODE_DATA/log/$(basename "$d")" ]]; do
+      umount -l "$d" 2>/dev/null || break
+    done
+    [[ -f $NODE_DATA/log/created-$(basename "$d") ]] && rmdir "$d" 2>/dev/null
   done
   return 0
 }

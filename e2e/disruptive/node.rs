@@ -145,11 +145,11 @@ async fn down_undoes_every_host_change_and_up_restores_the_node() {
         let (_, now) = output("sysctl", &["-n", name]);
         assert_eq!(now.trim(), value.trim(), "{name} not restored");
     }
-    let (_, mounts) = output("findmnt", &["-rn", "-o", "TARGET"]);
+    // Nothing mounted from or onto the node's directories (its pods' mounts, network
+    // namespaces, and the bind mounts of /var/log/pods and /var/log/containers).
+    let (_, mounts) = output("findmnt", &["-rn", "-o", "TARGET,FSROOT"]);
     assert!(
-        !mounts
-            .lines()
-            .any(|m| m.starts_with(DATA) || m.starts_with(RUN)),
+        !mounts.lines().any(|m| m.contains(DATA) || m.contains(RUN)),
         "{mounts}"
     );
     assert!(!Path::new(DATA).exists() && !Path::new(RUN).exists());
