@@ -143,6 +143,26 @@ pub const DEMO_IMAGE: &str = "localhost/eventscale/demo:v1";
 /// demo application on the real node; a pod is Ready once its readiness probe (`/healthz`,
 /// every second) passes.
 pub fn deployment(name: &str, replicas: u32, labels: &[(&str, &str)]) -> String {
+    deployment_with(
+        name,
+        replicas,
+        labels,
+        &format!(
+            "{{name: c, image: {DEMO_IMAGE}, imagePullPolicy: Never, \
+             ports: [{{containerPort: 8080, name: http}}], \
+             readinessProbe: {{httpGet: {{path: /healthz, port: 8080}}, periodSeconds: 1}}}}"
+        ),
+    )
+}
+
+/// A Deployment `name` of `replicas` pods labelled `app: <name>` and `labels`, whose pods
+/// run `containers` (the YAML flow mappings of the containers, comma-separated).
+pub fn deployment_with(
+    name: &str,
+    replicas: u32,
+    labels: &[(&str, &str)],
+    containers: &str,
+) -> String {
     let extra: String = labels.iter().map(|(k, v)| format!(", {k}: {v}")).collect();
     format!(
         r#"
@@ -157,12 +177,7 @@ spec:
     spec:
       terminationGracePeriodSeconds: 5
       enableServiceLinks: false
-      containers:
-      - name: c
-        image: {DEMO_IMAGE}
-        imagePullPolicy: Never
-        ports: [{{containerPort: 8080, name: http}}]
-        readinessProbe: {{httpGet: {{path: /healthz, port: 8080}}, periodSeconds: 1}}
+      containers: [{containers}]
 "#
     )
 }

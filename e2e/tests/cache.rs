@@ -39,15 +39,7 @@ async fn cached_metrics_and_one_query_per_interval() {
         yaml.push_str(&format!(
             r#"
 ---
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: web{i}}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: web{i}}}}}
-  template:
-    metadata: {{labels: {{app: web{i}}}}}
-    spec: {{containers: [{{name: c, image: localhost/eventscale/demo:v1, imagePullPolicy: Never}}]}}
+{deployment}
 ---
 apiVersion: keda.sh/v1alpha1
 kind: ScaledObject
@@ -60,7 +52,8 @@ spec:
   - type: prometheus
     useCachedMetrics: true
     metadata: {{serverAddress: "{url}", query: "vector(21)", threshold: "7"}}
-"#
+"#,
+            deployment = crate::deployment(&format!("web{i}"), 1, &[]),
         ));
     }
     apply(&ns.0, &yaml);

@@ -181,17 +181,10 @@ async fn seed_hourly_cron_scales_out_inside_and_to_zero_outside() {
         &ns.0,
         &format!(
             r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: nginx}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: nginx}}}}
-  template:
-    metadata: {{labels: {{app: nginx}}}}
-    spec: {{containers: [{{name: nginx, image: localhost/eventscale/demo:v1, imagePullPolicy: Never}}]}}
+{deployment}
 ---
-{seed}"#
+{seed}"#,
+            deployment = crate::deployment("nginx", 1, &[]),
         ),
     );
     // Minutes 0-14 (Shanghai has a whole-hour offset) are inside. Near a boundary the

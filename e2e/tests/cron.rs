@@ -27,6 +27,16 @@ pub(crate) fn daily(t: DateTime<Tz>) -> (String, String) {
     )
 }
 
+/// A daily window in [`TZ`] from two minutes ago to twenty minutes from now: its start and
+/// end schedules, and the metric name KEDA gives a cron trigger with them.
+pub(crate) fn open_window() -> (String, String, String) {
+    let now = local_now();
+    let (start, start_name) = daily(now - TimeDelta::minutes(2));
+    let (end, end_name) = daily(now + TimeDelta::minutes(20));
+    let metric = format!("s0-cron-Asia-Kolkata-{start_name}-{end_name}");
+    (start, end, metric)
+}
+
 /// The demo Deployment `web` (1 replica), its Service, and a cron ScaledObject for it.
 pub(crate) fn manifests(start: &str, end: &str, tz: &str) -> String {
     format!(
@@ -151,11 +161,8 @@ fn assert_hpa_spec(hpa: &DynamicObject, metric: &str) {
 #[tokio::test]
 async fn window_including_now_scales_the_deployment_to_desired_replicas() {
     let ns = Namespace::create("e2e-cron-in");
-    let now = local_now();
-    let (start, start_name) = daily(now - TimeDelta::minutes(2));
-    let (end, end_name) = daily(now + TimeDelta::minutes(20));
+    let (start, end, metric) = open_window();
     apply(&ns.0, &manifests(&start, &end, TZ));
-    let metric = format!("s0-cron-Asia-Kolkata-{start_name}-{end_name}");
 
     let client = client().await;
     let hpa = wait_for_hpa(&hpa_api(client.clone(), &ns.0)).await;

@@ -7,9 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use chrono::TimeDelta;
-
-use crate::cron::{daily, local_now, manifests, TZ};
+use crate::cron::{manifests, open_window, TZ};
 use crate::{
     apply, cluster, curl_at, eventually, kubectl, kubectl_stdin, service_account_token, Namespace,
 };
@@ -113,11 +111,8 @@ async fn metrics_only_serves_values_and_writes_nothing() {
             .expect("eventscale starts"),
     );
 
-    let now = local_now();
-    let (start, start_name) = daily(now - TimeDelta::minutes(2));
-    let (end, end_name) = daily(now + TimeDelta::minutes(20));
+    let (start, end, metric) = open_window();
     apply(&ns.0, &manifests(&start, &end, TZ));
-    let metric = format!("s0-cron-Asia-Kolkata-{start_name}-{end_name}");
     let path = format!(
         "/apis/external.metrics.k8s.io/v1beta1/namespaces/{}/{metric}?labelSelector=scaledobject.keda.sh%2Fname%3Dweb",
         ns.0

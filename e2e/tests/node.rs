@@ -6,13 +6,12 @@
 
 use std::time::Duration;
 
-use chrono::TimeDelta;
 use serde_json::Value;
 
-use crate::cron::{daily, hpa_api, local_now, wait_for_hpa_named, wait_for_metric, TZ};
+use crate::cron::{hpa_api, open_window, wait_for_hpa_named, wait_for_metric, TZ};
 use crate::{
-    apply, client, cluster, deployment, endpoint_ips, eventually, http, kubectl, service,
-    wait_for_ready, wait_for_replicas, Namespace,
+    apply, client, cluster, deployment, deployment_with, endpoint_ips, eventually, http, kubectl,
+    service, wait_for_ready, wait_for_replicas, Namespace,
 };
 
 const NODE: &str = "eventscale-node";
@@ -347,9 +346,7 @@ spec:
 #[tokio::test]
 async fn broken_pods_are_visible_and_do_not_confuse_eventscale() {
     let ns = Namespace::create("e2e-node-broken");
-    let now = local_now();
-    let (start, start_name) = daily(now - TimeDelta::minutes(2));
-    let (end, end_name) = daily(now + TimeDelta::minutes(20));
+    let (start, end, metric) = open_window();
     let so = |name: &str| {
         format!(
             r#"
@@ -368,37 +365,24 @@ spec:
     apply(
         &ns.0,
         &format!(
-            r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: web}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: web}}}}
-  template:
-    metadata: {{labels: {{app: web}}}}
-    spec:
-      terminationGracePeriodSeconds: 5
-      containers: [{{name: c, image: localhost/eventscale/missing:v1}}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: crash}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: crash}}}}
-  template:
-    metadata: {{labels: {{app: crash}}}}
-    spec:
-      terminationGracePeriodSeconds: 5
-      containers: [{{name: c, image: {image}, imagePullPolicy: Never, args: [no-such-command]}}]
----
-{web}
----
-{crash}"#,
-            image = crate::DEMO_IMAGE,
-            web = so("web"),
-            crash = so("crash"),
+            "{}\n---\n{}\n---\n{}\n---\n{}",
+            deployment_with(
+                "web",
+                1,
+                &[],
+                "{name: c, image: localhost/eventscale/missing:v1}"
+            ),
+            deployment_with(
+                "crash",
+                1,
+                &[],
+                &format!(
+                    "{{name: c, image: {}, imagePullPolicy: Never, args: [no-such-command]}}",
+                    crate::DEMO_IMAGE
+                )
+            ),
+            so("web"),
+            so("crash"),
         ),
     );
     wait_for_waiting(&ns.0, "app=web", &["ErrImagePull", "ImagePullBackOff"]).await;
@@ -421,7 +405,6 @@ spec:
 
     // The cron window is open: 2 replicas for both, whatever their pods do.
     let hpas = hpa_api(client().await, &ns.0);
-    let metric = format!("s0-cron-Asia-Kolkata-{start_name}-{end_name}");
     for name in ["web", "crash"] {
         wait_for_hpa_named(&hpas, &format!("keda-hpa-{name}")).await;
         wait_for_metric(&ns.0, &metric, name, "2", false).await;

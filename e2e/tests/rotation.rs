@@ -6,10 +6,9 @@
 use std::process::Command;
 use std::time::Duration;
 
-use chrono::TimeDelta;
 use serde_json::Value;
 
-use crate::cron::{daily, hpa_api, local_now, manifests, wait_for_hpa, TZ};
+use crate::cron::{hpa_api, manifests, open_window, wait_for_hpa, TZ};
 use crate::{apply, client, cluster, eventually, kubectl, Namespace};
 
 /// The serial number of the certificate eventscale serves to a new connection.
@@ -68,9 +67,7 @@ fn hpa_health(ns: &str) -> (String, usize) {
 async fn serving_certificate_rotates_without_a_failed_hpa_read() {
     let c = cluster();
     let ns = Namespace::create("e2e-rotation");
-    let now = local_now();
-    let (start, _) = daily(now - TimeDelta::minutes(2));
-    let (end, _) = daily(now + TimeDelta::minutes(20));
+    let (start, end, _) = open_window();
     apply(&ns.0, &manifests(&start, &end, TZ));
     let client = client().await;
     wait_for_hpa(&hpa_api(client, &ns.0)).await;
