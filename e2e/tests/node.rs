@@ -401,7 +401,20 @@ spec:
         "{table}"
     );
     assert!(table.contains("CrashLoopBackOff"), "{table}");
-    assert!(!event_messages(&ns.0, "BackOff").is_empty());
+    // The kubelet's events say why, for each (they may trail the pods' status a little).
+    eventually(
+        Duration::from_secs(60),
+        "BackOff events for the pull and for the crashing container",
+        || {
+            let messages = event_messages(&ns.0, "BackOff");
+            let pull = messages.iter().any(|m| m.contains("pulling image"));
+            let restart = messages
+                .iter()
+                .any(|m| m.contains("restarting failed container"));
+            async move { (pull && restart).then_some(()) }
+        },
+    )
+    .await;
 
     // The cron window is open: 2 replicas for both, whatever their pods do.
     let hpas = hpa_api(client().await, &ns.0);
