@@ -53,7 +53,8 @@ running() {
   [[ -s $pidfile ]] || return 1
   pid=$(cat "$pidfile")
   kill -0 "$pid" 2>/dev/null || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$(cat "$PIDS/$1.cmd" 2>/dev/null || echo "$1")"
+  # Captured, not piped into `grep -q`: under pipefail tr's SIGPIPE would read as "not ours".
+  [[ $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) == *"$(cat "$PIDS/$1.cmd" 2>/dev/null || echo "$1")"* ]]
 }
 
 # start_bg NAME BINARY ARGS...: start in the background with its log in $LOGS/NAME.log.

@@ -129,7 +129,9 @@ install_guards() {
   # 2. The pod bridge, also the node's address (the kubelet refuses loopback).
   ip link show "$NODE_BRIDGE" >/dev/null 2>&1 || ip link add "$NODE_BRIDGE" type bridge ||
     die "could not create the bridge $NODE_BRIDGE"
-  ip addr show dev "$NODE_BRIDGE" | grep -q "inet $NODE_IP/" ||
+  # (Tests of command output are on captured text, not `| grep -q`: under pipefail the
+  # writer's SIGPIPE, when grep stops reading at the match, would read as "missing".)
+  [[ $(ip addr show dev "$NODE_BRIDGE") == *"inet $NODE_IP/"* ]] ||
     ip addr add "$NODE_IP/24" dev "$NODE_BRIDGE"
   ip link set "$NODE_BRIDGE" up
   # 3. Only bridge-to-bridge traffic is forwarded: nothing from a pod leaves the bridge, and
@@ -146,7 +148,7 @@ install_guards() {
     "! -d $POD_CIDR -m conntrack --ctstate DNAT --ctorigdst $SERVICE_CIDR -j REJECT --reject-with icmp-port-unreachable"
   # 4. ClusterIPs that kube-proxy has not translated (yet) stay on the bridge, never take the
   #    default route.
-  ip route show "$SERVICE_CIDR" | grep -q "dev $NODE_BRIDGE" ||
+  [[ $(ip route show "$SERVICE_CIDR") == *"dev $NODE_BRIDGE"* ]] ||
     ip route replace "$SERVICE_CIDR" dev "$NODE_BRIDGE" src "$NODE_IP"
   # 5. The apiserver reaches the kubelet by the node's name: resolve it here, not by DNS.
   grep -q "^$NODE_IP $NODE_NAME " /etc/hosts ||
@@ -394,8 +396,7 @@ node_ready() {
 
 # Ready, and without the not-ready taint (removed by the node lifecycle controller).
 node_schedulable() {
-  node_ready && ! k get node "$NODE_NAME" -o 'jsonpath={.spec.taints[*].key}' 2>/dev/null |
-    grep -q 'node.kubernetes.io/not-ready'
+  node_ready && [[ $(k get node "$NODE_NAME" -o 'jsonpath={.spec.taints[*].key}' 2>/dev/null) != *node.kubernetes.io/not-ready* ]]
 }
 
 node_up() {
