@@ -150,7 +150,8 @@ install_guards() {
   #    default route.
   [[ $(ip route show "$SERVICE_CIDR") == *"dev $NODE_BRIDGE"* ]] ||
     ip route replace "$SERVICE_CIDR" dev "$NODE_BRIDGE" src "$NODE_IP"
-  # 5. The apiserver reaches the kubelet by the node's name: resolve it here, not by DNS.
+  # 5. The node's name resolves here, never by DNS (the apiserver dials the kubelet by its
+  #    address first; anything that looks the name up finds it in /etc/hosts).
   grep -q "^$NODE_IP $NODE_NAME " /etc/hosts ||
     echo "$NODE_IP $NODE_NAME # eventscale-node" >>/etc/hosts
 }
