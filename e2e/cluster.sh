@@ -210,11 +210,7 @@ start_apiserver() {
     --requestheader-extra-headers-prefix X-Remote-Extra-
     --proxy-client-cert-file "$PKI/front-proxy-client.crt" --proxy-client-key-file "$PKI/front-proxy-client.key"
     --enable-aggregator-routing=false --allow-privileged=true --v 1)
-  if ! same_args kube-apiserver "$K8S_BIN/kube-apiserver" "${args[@]}"; then
-    stop_one kube-apiserver
-    port_free "$APISERVER_PORT" || die "port $APISERVER_PORT (kube-apiserver) is taken by a process this script did not start"
-    start_bg kube-apiserver "$K8S_BIN/kube-apiserver" "${args[@]}"
-  fi
+  start_unless_same kube-apiserver "$APISERVER_PORT" "$K8S_BIN/kube-apiserver" "${args[@]}"
   wait_for kube-apiserver 90 k get --raw /readyz
 }
 
@@ -229,11 +225,7 @@ start_controller_manager() {
     --root-ca-file "$PKI/ca.crt" --leader-elect=false
     --controllers '*,-nodeipam,-attachdetach,-persistentvolume-binder,-ttl'
     --horizontal-pod-autoscaler-sync-period 2s --v 1)
-  if ! same_args kube-controller-manager "$K8S_BIN/kube-controller-manager" "${args[@]}"; then
-    stop_one kube-controller-manager
-    port_free "$KCM_PORT" || die "port $KCM_PORT (kube-controller-manager) is taken by a process this script did not start"
-    start_bg kube-controller-manager "$K8S_BIN/kube-controller-manager" "${args[@]}"
-  fi
+  start_unless_same kube-controller-manager "$KCM_PORT" "$K8S_BIN/kube-controller-manager" "${args[@]}"
   # The token controller creating the default ServiceAccount shows the manager is working.
   wait_for kube-controller-manager 60 k -n default get serviceaccount default
 }

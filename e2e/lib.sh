@@ -85,6 +85,19 @@ same_args() {
   running "$name" && [[ $(cat "$PIDS/$name.args" 2>/dev/null) == "$(args_sum "$@")" ]]
 }
 
+# start_unless_same NAME PORT BINARY ARGS...: leave NAME alone when it runs with exactly this
+# command line and configuration ($ARGS_SALT); else stop it and start it so, after checking
+# that its loopback PORT is free (no check when PORT is empty).
+start_unless_same() {
+  local name=$1 port=$2
+  shift 2
+  same_args "$name" "$@" && return 0
+  stop_one "$name"
+  [[ -z $port ]] || port_free "$port" ||
+    die "port $port ($name) is taken by a process this script did not start"
+  start_bg "$name" "$@"
+}
+
 stop_one() {
   local name=$1 pidfile=$PIDS/$1.pid pid i
   if running "$name"; then

@@ -336,13 +336,10 @@ start_kubelet() {
     --volume-plugin-dir="$NODE_DATA/volume-plugins" --v=1)
   local ARGS_SALT
   ARGS_SALT=$(cat "$NODE_DIR/kubelet.yaml" "$NODE_DIR/kubelet.kubeconfig" "$NODE_DIR/resolv.conf" | sha256sum)
-  if ! same_args kubelet "$K8S_BIN/kubelet" "${args[@]}"; then
-    stop_one kubelet
-    make_cgroup_root
-    # The kubelet's in-tree AWS credential provider asks the metadata service at start
-    # unless this is set (the OUTPUT reject rule above is the second guard).
-    AWS_EC2_METADATA_DISABLED=true start_bg kubelet "$K8S_BIN/kubelet" "${args[@]}"
-  fi
+  make_cgroup_root
+  # The kubelet's in-tree AWS credential provider asks the metadata service at start
+  # unless this is set (the OUTPUT reject rule above is the second guard).
+  AWS_EC2_METADATA_DISABLED=true start_unless_same kubelet "" "$K8S_BIN/kubelet" "${args[@]}"
   wait_for kubelet 60 curl -fsS "http://127.0.0.1:$KUBELET_HEALTHZ_PORT/healthz"
 }
 
@@ -368,10 +365,7 @@ start_scheduler() {
   ARGS_SALT=$(sha256sum <"$kc")
   local args=(--kubeconfig="$kc" --authentication-kubeconfig="$kc" --authorization-kubeconfig="$kc"
     --bind-address=127.0.0.1 --secure-port="$SCHEDULER_PORT" --port=0 --leader-elect=false --v=1)
-  same_args kube-scheduler "$K8S_BIN/kube-scheduler" "${args[@]}" && return 0
-  stop_one kube-scheduler
-  port_free "$SCHEDULER_PORT" || die "port $SCHEDULER_PORT (kube-scheduler) is taken by a process this script did not start"
-  start_bg kube-scheduler "$K8S_BIN/kube-scheduler" "${args[@]}"
+  start_unless_same kube-scheduler "$SCHEDULER_PORT" "$K8S_BIN/kube-scheduler" "${args[@]}"
   wait_for kube-scheduler 30 curl -fsSk "https://127.0.0.1:$SCHEDULER_PORT/healthz"
 }
 
@@ -385,9 +379,7 @@ start_kube_proxy() {
     --conntrack-tcp-timeout-established=0 --conntrack-tcp-timeout-close-wait=0 --v=1)
   local ARGS_SALT
   ARGS_SALT=$(sha256sum <"$NODE_DIR/kube-proxy.kubeconfig")
-  same_args kube-proxy "$K8S_BIN/kube-proxy" "${args[@]}" && return 0
-  stop_one kube-proxy
-  start_bg kube-proxy "$K8S_BIN/kube-proxy" "${args[@]}"
+  start_unless_same kube-proxy "" "$K8S_BIN/kube-proxy" "${args[@]}"
   wait_for kube-proxy 30 curl -fsS "http://127.0.0.1:$PROXY_HEALTHZ_PORT/healthz"
 }
 
