@@ -20,8 +20,14 @@ pub mod quantity;
 pub mod resolve;
 pub mod scaled_object;
 pub mod scalers;
+pub mod tls;
 pub mod trigger_auth;
 pub mod validation;
+
+/// Certificates and keys made with openssl, shared with the other crates' tests.
+#[cfg(test)]
+#[path = "../../../e2e/support/pki.rs"]
+mod test_pki;
 
 pub use metrics::{evaluate_metric, MetricError, MetricSample};
 pub use scaled_object::{ScaledObject, ScaledObjectSpec, ScaledObjectStatus};

@@ -147,6 +147,8 @@ struct SecurityParams<'a> {
     tls: &'a str,
     unsafe_ssl: bool,
     sasl: Option<&'a str>,
+    /// `saslTokenProvider`, which only OAUTHBEARER reads (as in KEDA).
+    token_provider: Option<&'a str>,
 }
 
 /// Read and type-check the security parameters, each whether or not it ends up used, as
@@ -162,9 +164,9 @@ fn read_security<'a>(ctx: &'a TriggerContext<'_>) -> Result<SecurityParams<'a>, 
         .transpose()?;
     // Only OAUTHBEARER and GSSAPI use these (unsupported here), but KEDA refuses a bad
     // value whatever the mechanism.
-    if let Some(v) = meta_or_auth(ctx, "saslTokenProvider") {
-        one_of("saslTokenProvider", v, &["bearer", "aws_msk_iam"])?;
-    }
+    let token_provider = meta_or_auth(ctx, "saslTokenProvider")
+        .map(|v| one_of("saslTokenProvider", v, &["bearer", "aws_msk_iam"]))
+        .transpose()?;
     keda_bool(
         "kerberosDisableFAST",
         ctx.auth_param("kerberosDisableFAST"),
@@ -174,6 +176,7 @@ fn read_security<'a>(ctx: &'a TriggerContext<'_>) -> Result<SecurityParams<'a>, 
         tls,
         unsafe_ssl,
         sasl,
+        token_provider,
     })
 }
 
@@ -192,13 +195,14 @@ fn parse_security(
         if key.is_some() && cert.is_none() {
             return Err(bad("cert", "cert must be provided with key"));
         }
-        if auth("keyPassword").is_some() {
-            return Err(bad(
-                "keyPassword",
-                "keyPassword (an encrypted client key) is not supported by eventscale yet; \
-                 give the key unencrypted",
-            ));
-        }
+        // KEDA decrypts the key with keyPassword (tls_config.go, NewTLSConfigWithPassword).
+        let key = match (key, auth("keyPassword")) {
+            (Some(k), Some(password)) => Some(
+                crate::tls::private_key::decrypt(&k, &password)
+                    .map_err(|e| bad("keyPassword", format!("keyPassword: {e}")))?,
+            ),
+            (key, _) => key,
+        };
         Some(TlsSettings {
             ca: auth("ca"),
             cert,
@@ -233,13 +237,18 @@ fn parse_security(
             })
         }
         Some(other) => {
+            // OAUTHBEARER's token comes from saslTokenProvider (bearer by default).
+            let provider = match params.token_provider {
+                Some(p) if other == "oauthbearer" => format!(" with saslTokenProvider {p:?}"),
+                _ => String::new(),
+            };
             return Err(bad(
                 "sasl",
                 format!(
-                    "sasl {other:?} is not supported by eventscale yet \
+                    "sasl {other:?}{provider} is not supported by eventscale yet \
                      (supported: none, plaintext, scram_sha256, scram_sha512)"
                 ),
-            ))
+            ));
         }
     };
     Ok((tls, sasl))
@@ -939,8 +948,19 @@ mod tests {
             (vec![], vec![("sasl", "oauthbearer"), ("saslTokenProvider", "aws_msk_iam!")], Some(("saslTokenProvider", "must be one of [bearer aws_msk_iam]"))),
             (vec![("sasl", "gssapi"), ("tls", "disable")], join(&[&creds, &[("kerberosConfig", "<config>"), ("realm", "test.com")], &full_tls]), unsupported),
             (vec![("sasl", "oauthbearer"), ("tls", "disable")], join(&[&creds, &[("oauthTokenEndpointUri", "https://website.com")]]), unsupported),
-            // Not supported yet: an encrypted client key.
-            (vec![], vec![("tls", "enable"), ("cert", "c"), ("key", "k"), ("keyPassword", "p")], Some(("keyPassword", "not supported"))),
+            (vec![], vec![("sasl", "oauthbearer"), ("saslTokenProvider", "aws_msk_iam"), ("tls", "enable")], Some(("sasl", "sasl \"oauthbearer\" with saslTokenProvider \"aws_msk_iam\" is not supported by eventscale yet"))),
+            (vec![("sasl", "oauthbearer"), ("saslTokenProvider", "aws_msk_iam"), ("awsRegion", "eu-west-1")], vec![("tls", "enable")], Some(("sasl", "with saslTokenProvider \"aws_msk_iam\""))),
+            // Only OAUTHBEARER reads the token provider: KEDA ignores it with another
+            // mechanism, and so does eventscale.
+            (vec![], join(&[&[("sasl", "scram_sha512"), ("saslTokenProvider", "aws_msk_iam")], &creds]), None),
+            // keyPassword decrypts an encrypted PKCS#8 key (the decryption itself is tested
+            // with real keys in tls::private_key); what it cannot apply to is named.
+            (vec![], vec![("tls", "enable"), ("cert", "c"), ("key", "k"), ("keyPassword", "p")], Some(("keyPassword", "keyPassword: the key is not PEM"))),
+            (vec![], vec![("tls", "enable"), ("cert", "c"), ("key", "-----BEGIN PRIVATE KEY-----\nMAA=\n-----END PRIVATE KEY-----\n"), ("keyPassword", "p")], Some(("keyPassword", "is not encrypted, so keyPassword does not apply"))),
+            (vec![], vec![("tls", "enable"), ("cert", "c"), ("key", "-----BEGIN EC PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-256-CBC,00\n\nMAA=\n-----END EC PRIVATE KEY-----\n"), ("keyPassword", "p")], Some(("keyPassword", "legacy PEM encryption"))),
+            // With TLS off (or without a key) KEDA never reads keyPassword.
+            (vec![], vec![("tls", "disable"), ("cert", "c"), ("key", "k"), ("keyPassword", "p")], None),
+            (vec![], vec![("tls", "enable"), ("ca", "caaa"), ("keyPassword", "p")], None),
         ];
         for (meta, auth, want) in cases {
             let mut m = BASE.to_vec();
