@@ -7,6 +7,7 @@
 pub mod activation;
 pub mod coalesce;
 pub mod fallback;
+pub mod gcp;
 pub mod hpa;
 pub mod idle_map;
 pub mod kafka;

@@ -3,6 +3,7 @@
 //! Building a scaler parses and validates its trigger's metadata once, into a typed struct;
 //! querying it never looks at the raw strings again.
 
+pub mod cloud_auth;
 pub mod cron;
 pub mod kafka;
 pub mod kubernetes_workload;
@@ -265,18 +266,23 @@ impl TriggerContext<'_> {
     }
 }
 
-/// Whether any metadata key of `trigger` is a `<param>FromEnv` reference.
+/// Whether any metadata key of `trigger` is a `<param>FromEnv` or `<param>FromEnvFile`
+/// reference.
 pub fn reads_env(trigger: &ScaleTriggers) -> bool {
-    trigger
-        .metadata
-        .keys()
-        .any(|k| k.len() > 7 && k.ends_with("FromEnv"))
+    trigger.metadata.keys().any(|k| {
+        (k.len() > 7 && k.ends_with("FromEnv")) || (k.len() > 11 && k.ends_with("FromEnvFile"))
+    })
 }
 
 /// `trigger` with each `<param>FromEnv: VAR` resolved from the target container's `env`:
 /// `<param>` takes `env[VAR]` unless it is already set (a non-empty metadata value wins).
 /// A variable that is missing or empty leaves `<param>` unset, as KEDA leaves it; the
 /// second map says why, for [`explain`] to attach to the scaler's error.
+///
+/// `<param>FromEnvFile: VAR` (KEDA's `credentialsFromEnvFile`, whose variable holds a path)
+/// is resolved into `<param>File`, always from the environment: the path is read on
+/// eventscale's own filesystem, as KEDA reads it on its operator's, so the trigger's own
+/// metadata never names it.
 pub fn with_env(
     trigger: &ScaleTriggers,
     env: &BTreeMap<String, String>,
@@ -284,6 +290,18 @@ pub fn with_env(
     let mut out = trigger.clone();
     let mut unresolved = BTreeMap::new();
     for (key, var) in &trigger.metadata {
+        if let Some(param) = key.strip_suffix("FromEnvFile").filter(|p| !p.is_empty()) {
+            let file = format!("{param}File");
+            match env
+                .get(var.trim())
+                .map(|v| v.trim())
+                .filter(|v| !v.is_empty())
+            {
+                Some(path) => out.metadata.insert(file, path.to_string()),
+                None => out.metadata.remove(&file),
+            };
+            continue;
+        }
         let Some(param) = key.strip_suffix("FromEnv").filter(|p| !p.is_empty()) else {
             continue;
         };
@@ -412,6 +430,36 @@ mod tests {
         );
         let other = ScalerError::MissingParameter("query".into());
         assert_eq!(explain(other.clone(), &unresolved), other);
+    }
+
+    /// `<param>FromEnvFile` names a variable holding a path: resolved into `<param>File`,
+    /// never taken from the metadata itself.
+    #[test]
+    fn from_env_file_resolves_into_a_path_parameter() {
+        let t = ScaleTriggers {
+            type_: "prometheus".into(),
+            metadata: [
+                ("credentialsFromEnvFile", "CREDS_PATH"),
+                ("credentialsFile", "/etc/written-by-the-trigger"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+            ..Default::default()
+        };
+        assert!(reads_env(&t));
+        let env: BTreeMap<String, String> =
+            [("CREDS_PATH".to_string(), "/var/run/key.json".to_string())].into();
+        let (r, unresolved) = with_env(&t, &env);
+        assert_eq!(r.metadata["credentialsFile"], "/var/run/key.json");
+        assert!(unresolved.is_empty());
+        let (r, _) = with_env(&t, &BTreeMap::new());
+        assert!(!r.metadata.contains_key("credentialsFile"));
+        let plain = ScaleTriggers {
+            metadata: [("FromEnvFile".to_string(), "X".to_string())].into(),
+            ..Default::default()
+        };
+        assert!(!reads_env(&plain));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::typed::{go_duration, unable_to_set};
 use super::{MetricSpec, Sample, Scaler, ScalerError, TriggerContext};
 use crate::coalesce::Coalescer;
+use crate::gcp::{self, ServiceAccountKey};
 use crate::idle_map::{self, IdleMap};
 use crate::quantity::quantity_string;
 
@@ -29,6 +30,10 @@ pub struct PrometheusAuth {
     pub ca: Option<String>,
     /// `custom`: header and value.
     pub custom: Option<(String, String)>,
+    /// Without a mode: a Google service-account key (`GoogleApplicationCredentials`,
+    /// `credentialsFromEnv`, `credentialsFromEnvFile`), whose access tokens are sent as
+    /// bearer tokens.
+    pub gcp: Option<ServiceAccountKey>,
 }
 
 /// Parsed `prometheus` trigger metadata.
@@ -129,6 +134,10 @@ fn auth(ctx: &TriggerContext<'_>) -> Result<PrometheusAuth, ScalerError> {
         .or_else(|| ctx.auth_param("authModes"))
         .or_else(|| ctx.auth_param("authMode"))
     else {
+        // Without a mode KEDA tries the cloud providers' transports
+        // (prometheus_scaler.go:110-140): AWS SigV4 (refused here), or a Google key.
+        super::cloud_auth::refuse_aws_sigv4(ctx)?;
+        a.gcp = super::cloud_auth::gcp_credentials(ctx)?.map(|(_, key)| key);
         return Ok(a);
     };
     let modes: Vec<&str> = raw.split(',').map(str::trim).collect();
@@ -267,22 +276,18 @@ fn client(key: &ClientKey) -> Result<reqwest::Client, ScalerError> {
     if let Some(c) = CLIENTS.get(key) {
         return Ok(c);
     }
-    let mut b = reqwest::Client::builder()
-        .use_rustls_tls()
-        .danger_accept_invalid_certs(key.unsafe_ssl);
-    if let Some(ca) = &key.ca {
-        let cert = reqwest::Certificate::from_pem(ca.as_bytes())
-            .map_err(|e| ScalerError::invalid("ca", format!("error parsing ca: {e}")))?;
-        b = b.add_root_certificate(cert);
-    }
-    if let Some((cert, k)) = &key.client_cert {
-        let identity =
-            reqwest::Identity::from_pem(format!("{cert}\n{k}").as_bytes()).map_err(|e| {
-                ScalerError::invalid("cert", format!("error parsing cert and key: {e}"))
-            })?;
-        b = b.identity(identity);
-    }
-    let c = b
+    // The shared TLS configuration: X.509 v1 certificates where Go takes them, too.
+    let tls = crate::tls::client_config(&crate::tls::ClientSettings {
+        ca: key.ca.as_deref(),
+        cert_key: key
+            .client_cert
+            .as_ref()
+            .map(|(c, k)| (c.as_str(), k.as_str())),
+        unsafe_ssl: key.unsafe_ssl,
+    })
+    .map_err(|e| ScalerError::invalid(e.param, format!("error parsing {e}")))?;
+    let c = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
         .build()
         .map_err(|e| ScalerError::Query(format!("building the HTTP client: {e}")))?;
     CLIENTS.insert(key.clone(), c.clone());
@@ -298,6 +303,8 @@ pub struct PrometheusScaler {
     metadata: Arc<PrometheusMetadata>,
     spec: MetricSpec,
     client: reqwest::Client,
+    /// Access tokens for the Google key, kept by this scaler (and its clones).
+    gcp: Option<Arc<gcp::TokenSource>>,
 }
 
 /// The `value` lists of an answer's `data.result`, decoded as KEDA's Go struct is
@@ -367,10 +374,19 @@ impl PrometheusScaler {
             ca: metadata.auth.ca.clone(),
             client_cert: metadata.auth.client_cert.clone(),
         })?;
+        let gcp = metadata
+            .auth
+            .gcp
+            .clone()
+            .map(|key| gcp::TokenSource::new(key, gcp::SCOPE_MONITORING_READ, metadata.timeout))
+            .transpose()
+            .map_err(ScalerError::Query)?
+            .map(Arc::new);
         Ok(Self {
             metadata: Arc::new(metadata),
             spec,
             client,
+            gcp,
         })
     }
 
@@ -563,7 +579,15 @@ impl PrometheusScaler {
             url: self.query_url("").to_string(),
             time: time.to_string(),
             headers: m.custom_headers.clone(),
-            auth: format!("{:?}", (&m.auth.basic, &m.auth.bearer, &m.auth.custom)),
+            auth: format!(
+                "{:?}",
+                (
+                    &m.auth.basic,
+                    &m.auth.bearer,
+                    &m.auth.custom,
+                    m.auth.gcp.as_ref().map(ServiceAccountKey::fingerprint)
+                )
+            ),
             tls: ClientKey {
                 unsafe_ssl: m.unsafe_ssl,
                 ca: m.auth.ca.clone(),
@@ -587,7 +611,19 @@ impl PrometheusScaler {
     /// One HTTP request to Prometheus, evaluated at `now` (RFC 3339, whole seconds).
     async fn query(&self, now: &str) -> Result<f64, ScalerError> {
         let m = &self.metadata;
-        let resp = self.client.execute(self.request(now)?).await.map_err(|e| {
+        let mut req = self.request(now)?;
+        if let Some(gcp) = &self.gcp {
+            // As Go's oauth2.Transport, the token replaces any Authorization header.
+            let token = gcp.authorization().await.map_err(|e| {
+                ScalerError::Query(format!(
+                    "getting a Google access token for {}: {e}",
+                    gcp.key().client_email()
+                ))
+            })?;
+            req.headers_mut()
+                .insert(reqwest::header::AUTHORIZATION, token);
+        }
+        let resp = self.client.execute(req).await.map_err(|e| {
             ScalerError::Query(format!(
                 "querying prometheus at {}: {}",
                 m.server_address,
@@ -957,6 +993,108 @@ mod tests {
         for (meta, auth, want) in bad {
             let err = parse(meta, auth).expect_err(want).to_string();
             assert!(err.contains(want), "{meta:?} {auth:?}: {err}");
+        }
+    }
+
+    /// Without `authModes`, KEDA's cloud transports: a Google key from any of its three
+    /// parameters (prometheus_scaler.go:110-140, gcp_common.go), AWS SigV4 refused. With a
+    /// mode KEDA never looks at them.
+    #[test]
+    fn cloud_authentication_parse_table() {
+        let pki = crate::test_pki::Pki::new("prometheus-gcp");
+        let pem = pki.openssl(&[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+        ]);
+        let key = serde_json::json!({"type": "service_account", "client_email": "sa@p", "private_key": pem}).to_string();
+        let gcp = |meta: &[(&'static str, &'static str)], auth: &[(&str, &str)]| {
+            build(0, &with(meta), auth, |ctx| PrometheusMetadata::parse(&ctx))
+                .map(|m| m.auth.gcp.map(|k| k.client_email().to_string()))
+        };
+        let some = Ok(Some("sa@p".to_string()));
+        assert_eq!(gcp(&[], &[("GoogleApplicationCredentials", &key)]), some);
+        assert_eq!(gcp(&[], &[]), Ok(None));
+        // A mode set: the key is not KEDA's concern, nor eventscale's.
+        assert_eq!(
+            gcp(
+                &[("authModes", "basic")],
+                &[("GoogleApplicationCredentials", &key), ("username", "u")]
+            ),
+            Ok(None)
+        );
+        assert_eq!(
+            gcp(
+                &[],
+                &[
+                    ("authModes", "bearer"),
+                    ("bearerToken", "t"),
+                    ("GoogleApplicationCredentials", "{}")
+                ]
+            ),
+            Ok(None)
+        );
+        assert_eq!(
+            gcp(
+                &[],
+                &[
+                    ("authModes", "basic"),
+                    ("username", "u"),
+                    ("awsRoleArn", "arn")
+                ]
+            ),
+            Ok(None)
+        );
+        // (metadata, authentication, parameter named, part of the message)
+        type Case<'a> = (Meta, &'a [(&'a str, &'a str)], &'a str, &'a str);
+        let bad: &[Case<'_>] = &[
+            (
+                vec![],
+                &[("GoogleApplicationCredentials", "{}")],
+                "GoogleApplicationCredentials",
+                "expected credential type \"service_account\", found \"\"",
+            ),
+            (
+                vec![("credentialsFromEnv", "GCP")],
+                &[],
+                "credentialsFromEnv",
+                "environment variable \"GCP\" (named by credentialsFromEnv) is not set",
+            ),
+            (
+                vec![("credentialsFromEnvFile", "GCP_FILE")],
+                &[],
+                "credentialsFromEnvFile",
+                "environment variable \"GCP_FILE\" (named by credentialsFromEnvFile) is not set",
+            ),
+            (
+                vec![("identityOwner", "operator")],
+                &[],
+                "identityOwner",
+                "AWS SigV4",
+            ),
+            (
+                vec![],
+                &[("awsAccessKeyID", "AKIA"), ("awsSecretAccessKey", "s")],
+                "awsAccessKeyID",
+                "AWS SigV4",
+            ),
+            // AWS wins over Google in KEDA: refused first.
+            (
+                vec![],
+                &[
+                    ("awsRoleArn", "arn"),
+                    ("GoogleApplicationCredentials", &key),
+                ],
+                "awsRoleArn",
+                "AWS SigV4",
+            ),
+        ];
+        for (meta, auth, param, want) in bad {
+            let err = gcp(meta, auth).expect_err(want);
+            assert_eq!(err.param(), Some(*param), "{err}");
+            assert!(err.to_string().contains(want), "{want}: {err}");
         }
     }
 
