@@ -16,3 +16,8 @@ pub mod routes;
 pub mod server;
 pub mod status;
 pub mod telemetry;
+
+/// Certificates and keys made with openssl, shared with the other crates' tests.
+#[cfg(test)]
+#[path = "../../../e2e/support/pki.rs"]
+mod test_pki;

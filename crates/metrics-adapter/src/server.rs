@@ -101,7 +101,9 @@ impl ClientCertVerifier for AnyClientCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+        // Version 1 certificates too (front-proxy client certificates made with
+        // `openssl x509 -req`): authentication then checks who issued them.
+        scaler_core::tls::v1::verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -110,7 +112,7 @@ impl ClientCertVerifier for AnyClientCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+        scaler_core::tls::v1::verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -243,5 +245,136 @@ pub async fn serve_with(
                 debug!(%peer, error = %e, "connection closed");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::authn::{Authenticated, ConfigHolder};
+    use crate::auth::config::{tests::configmap_data, AuthnConfig};
+    use crate::auth::tests::FakeReviews;
+    use crate::auth::Auth;
+    use crate::telemetry::Telemetry;
+    use crate::test_pki::{KeyType, Pki};
+    use axum::routing::get;
+    use axum::Extension;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// `GET /apis/test` over TLS to `addr` presenting client certificate `name` of `pki`,
+    /// with the front proxy's header naming user `allowed`: the status line and body.
+    async fn request(addr: std::net::SocketAddr, pki: &Pki, name: &str) -> (String, String) {
+        let (ca, cert, key) = (
+            pki.read("ca.crt"),
+            pki.read(&format!("{name}.crt")),
+            pki.read(&format!("{name}.key")),
+        );
+        let cfg = scaler_core::tls::client_config(&scaler_core::tls::ClientSettings {
+            ca: Some(&ca),
+            cert_key: Some((&cert, &key)),
+            unsafe_ssl: false,
+        })
+        .expect("client TLS");
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let server_name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect(server_name, tcp)
+            .await
+            .expect("the handshake takes the certificate");
+        tls.write_all(
+            b"GET /apis/test HTTP/1.1\r\nHost: localhost\r\nX-Remote-User: allowed\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .expect("request");
+        let mut answer = String::new();
+        tls.read_to_string(&mut answer).await.expect("answer");
+        let status = answer.lines().next().unwrap_or_default().to_string();
+        let body = answer
+            .split("\r\n\r\n")
+            .nth(1)
+            .unwrap_or_default()
+            .to_string();
+        (status, body)
+    }
+
+    /// A front proxy presenting an X.509 version 1 client certificate (what
+    /// `openssl x509 -req` makes without an extensions file): the handshake takes its
+    /// signature and authentication its issuer, as kube-apiserver does; one from another
+    /// CA, or expired, is refused.
+    #[tokio::test]
+    async fn version_1_front_proxy_certificates_authenticate() {
+        let pki = Pki::new("server-v1");
+        pki.ca("ca", KeyType::Ec, false);
+        let serving = "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n";
+        pki.leaf(
+            "serving",
+            "/CN=localhost",
+            "ca",
+            KeyType::Ec,
+            2,
+            Some(serving),
+        );
+        pki.ca("front-proxy-ca", KeyType::Rsa, false);
+        pki.ca("stranger", KeyType::Ec, false);
+        let proxy = "/CN=front-proxy-client";
+        pki.leaf("proxy-rsa", proxy, "front-proxy-ca", KeyType::Rsa, 2, None);
+        pki.leaf("proxy-ec", proxy, "front-proxy-ca", KeyType::Ec, 2, None);
+        pki.leaf("expired", proxy, "front-proxy-ca", KeyType::Ec, -1, None);
+        pki.leaf("impostor", proxy, "stranger", KeyType::Ec, 2, None);
+
+        let holder = Arc::new(ConfigHolder::default());
+        let data = configmap_data(
+            &pki.read("ca.crt"),
+            &pki.read("front-proxy-ca.crt"),
+            &["front-proxy-client"],
+        );
+        let (cfg, errors) = AuthnConfig::from_data(&data);
+        assert!(errors.is_empty(), "{errors:?}");
+        holder.set(cfg);
+        let auth = Arc::new(Auth::new(
+            holder,
+            Arc::new(FakeReviews::default()),
+            false,
+            Telemetry::new(),
+        ));
+        let app =
+            Router::new()
+                .route(
+                    "/apis/test",
+                    get(|Extension(who): Extension<Authenticated>| async move {
+                        who.user().name.clone()
+                    }),
+                )
+                .layer(axum::middleware::from_fn_with_state(
+                    auth,
+                    crate::auth::layer,
+                ));
+        let tls = tls_config(
+            &pki.dir().join("serving.crt"),
+            &pki.dir().join("serving.key"),
+        )
+        .expect("serving TLS");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, tls, app, async {
+            let _ = stopped.await;
+        }));
+
+        for name in ["proxy-rsa", "proxy-ec"] {
+            let (status, body) = request(addr, &pki, name).await;
+            assert!(status.contains(" 200 "), "{name}: {status} {body}");
+            assert_eq!(body, "allowed", "{name}");
+        }
+        for (name, why) in [
+            ("impostor", "not signed by a trusted CA"),
+            ("expired", "has expired"),
+        ] {
+            let (status, body) = request(addr, &pki, name).await;
+            assert!(status.contains(" 401 "), "{name}: {status} {body}");
+            assert!(body.contains(why), "{name}: {body}");
+        }
+        let _ = stop.send(());
+        server.await.expect("server task").expect("server");
     }
 }

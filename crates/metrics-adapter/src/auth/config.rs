@@ -4,10 +4,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
+use scaler_core::tls::v1;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 /// Namespace of the authentication ConfigMap.
@@ -25,9 +27,15 @@ pub struct ConfigError {
     pub message: String,
 }
 
-/// Verifies client certificate chains against one CA bundle (with ClientAuth usage).
+/// Verifies client certificate chains against one CA bundle (with ClientAuth usage), X.509
+/// version 1 leaves included, as kube-apiserver (Go) accepts them.
 #[derive(Clone)]
-pub struct CaVerifier(Arc<dyn ClientCertVerifier>);
+pub struct CaVerifier {
+    webpki: Arc<dyn ClientCertVerifier>,
+    /// The bundle, for v1 leaves, which webpki does not read.
+    roots: Arc<RootCertStore>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
 
 impl std::fmt::Debug for CaVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -50,17 +58,36 @@ impl CaVerifier {
             return Err(err("no CA certificate in the bundle".into()));
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        let algorithms = provider.signature_verification_algorithms;
+        let roots = Arc::new(roots);
+        let webpki = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider)
             .build()
             .map_err(|e| err(format!("building the verifier: {e}")))?;
-        Ok(Self(verifier))
+        Ok(Self {
+            webpki,
+            roots,
+            algorithms,
+        })
     }
 
     /// Whether `chain` (leaf first) chains to this bundle and may authenticate a client.
     pub fn verify(&self, chain: &[CertificateDer<'static>]) -> Result<(), String> {
+        self.verify_at(chain, UnixTime::now())
+    }
+
+    /// [`Self::verify`] at `now`.
+    pub fn verify_at(
+        &self,
+        chain: &[CertificateDer<'static>],
+        now: UnixTime,
+    ) -> Result<(), String> {
         let (leaf, intermediates) = chain.split_first().ok_or("no client certificate")?;
-        self.0
-            .verify_client_cert(leaf, intermediates, UnixTime::now())
+        if v1::is_v1(leaf) {
+            return v1::verify_client_cert(leaf, &self.roots, now, &self.algorithms)
+                .map_err(|e| e.to_string());
+        }
+        self.webpki
+            .verify_client_cert(leaf, intermediates, now)
             .map(|_| ())
             .map_err(|e| e.to_string())
     }
@@ -274,5 +301,56 @@ pub(crate) mod tests {
         // rcgen keeps one value per attribute type, so one organization here.
         let (cn, orgs) = subject(&client_cert(&ca, "alice", &["ops"])[0]).expect("subject");
         assert_eq!((cn.as_str(), orgs), ("alice", vec!["ops".to_string()]));
+    }
+
+    /// X.509 version 1 client certificates (`openssl x509 -req` without extensions), as
+    /// kube-apiserver's Go accepts them: from a trusted CA while valid, under a v1 CA too;
+    /// from another CA or expired, refused.
+    #[test]
+    fn verifies_version_1_client_certificates() {
+        use crate::test_pki::{KeyType, Pki};
+        let pki = Pki::new("adapter-v1");
+        pki.ca("front-proxy-ca", KeyType::Rsa, false);
+        pki.ca("v1-ca", KeyType::Ec, true);
+        pki.ca("stranger", KeyType::Ec, false);
+        let leaf = |name: &str, issuer: &str, days: i32| {
+            pki.leaf(
+                name,
+                "/CN=front-proxy-client/O=proxies",
+                issuer,
+                KeyType::Ec,
+                days,
+                None,
+            );
+            vec![CertificateDer::from(pki.der(name))]
+        };
+        let (good, under_v1, stranger, expired) = (
+            leaf("good", "front-proxy-ca", 2),
+            leaf("under-v1", "v1-ca", 2),
+            leaf("strangers", "stranger", 2),
+            leaf("expired", "front-proxy-ca", -1),
+        );
+        let bundle = format!(
+            "{}{}",
+            pki.read("front-proxy-ca.crt"),
+            pki.read("v1-ca.crt")
+        );
+        let v = CaVerifier::from_pem("requestheader-client-ca-file", &bundle).expect("verifier");
+        assert_eq!(v.verify(&good), Ok(()));
+        assert_eq!(v.verify(&under_v1), Ok(()));
+        let e = v.verify(&stranger).expect_err("untrusted");
+        assert!(e.contains("not signed by a trusted CA"), "{e}");
+        let e = v.verify(&expired).expect_err("expired");
+        assert!(e.contains("has expired"), "{e}");
+        // Valid for two days from its making: refused three days on.
+        let later = UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+            UnixTime::now().as_secs() + 3 * 86_400,
+        ));
+        assert!(v.verify_at(&good, later).is_err());
+        let (cn, orgs) = subject(&good[0]).expect("subject");
+        assert_eq!(
+            (cn.as_str(), orgs),
+            ("front-proxy-client", vec!["proxies".to_string()])
+        );
     }
 }
