@@ -8,6 +8,8 @@ mod sources;
 
 #[path = "../../../e2e/support/kafka.rs"]
 mod kafka_support;
+#[path = "../../../e2e/support/pki.rs"]
+mod pki;
 mod support;
 
 use std::collections::BTreeMap;
@@ -561,4 +563,110 @@ async fn sasl_over_mutual_tls_with_a_client_certificate() {
         .await
         .expect_err("no client certificate");
     assert!(err.to_string().contains("TLS"), "{err}");
+}
+
+/// Over mutual TLS: the client key encrypted as PKCS#8 (`openssl pkcs8 -topk8 -v2
+/// aes-256-cbc`) with its password as keyPassword, decrypted as KEDA does; a wrong
+/// password fails the trigger naming keyPassword. And an X.509 version 1 client
+/// certificate (`openssl x509 -req` without extensions) signed by the listener's CA,
+/// which its OpenSSL takes, as Go's does.
+#[tokio::test]
+async fn encrypted_client_keys_and_version_1_client_certificates() {
+    let e = env();
+    let bootstrap = e["EVENTSCALE_KAFKA_MTLS_BOOTSTRAP"].as_str();
+    let dir = std::path::Path::new(&e["EVENTSCALE_KAFKA_MTLS_DIR"]);
+    let pki = pki::Pki::new("kafka-key-password");
+    // The listener's client CA and client key, copied: signing here leaves the shared
+    // directory's serial alone.
+    for (from, to) in [
+        ("ca.crt", "mtls-ca.crt"),
+        ("ca.key", "mtls-ca.key"),
+        ("client.key", "client.key"),
+    ] {
+        std::fs::copy(dir.join(from), pki.dir().join(to)).expect("copy");
+    }
+    let path = |f: &str| dir.join(f).display().to_string();
+    let (ca_path, cert_path, key_path) = (path("ca.crt"), path("client.crt"), path("client.key"));
+    let password = e["EVENTSCALE_KAFKA_SASL_PASSWORD"].as_str();
+    let security = [
+        "--ca",
+        ca_path.as_str(),
+        "--cert",
+        cert_path.as_str(),
+        "--key",
+        key_path.as_str(),
+        "--sasl-mechanism",
+        "SCRAM-SHA-256",
+        "--user",
+        e["EVENTSCALE_KAFKA_SASL_USER"].as_str(),
+        "--password",
+        password,
+    ];
+    let (topic, group) = topic_with_lag_at(bootstrap, &security, 4, 1);
+    let meta = [
+        ("bootstrapServers", bootstrap),
+        ("consumerGroup", group.as_str()),
+        ("topic", topic.as_str()),
+    ];
+    let ca = pki.read("mtls-ca.crt");
+    let cert = std::fs::read_to_string(dir.join("client.crt")).expect("client certificate");
+    let auth = |cert: &str, key: &str, key_password: Option<&str>| {
+        let mut a: Vec<(String, String)> = [
+            ("tls", "enable"),
+            ("ca", ca.as_str()),
+            ("cert", cert),
+            ("key", key),
+        ]
+        .into_iter()
+        .chain(key_password.map(|p| ("keyPassword", p)))
+        .chain(sasl_auth("scram_sha512", password))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        a.sort();
+        a
+    };
+    let build = |auth: &[(String, String)]| {
+        let pairs: Vec<(&str, &str)> = auth.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        scaler_at(&unique("so"), &meta, &pairs)
+    };
+
+    for options in [&["-v2", "aes-256-cbc"][..], &["-scrypt"][..]] {
+        let encrypted = pki.encrypted_key("client", "key-s3cret", options);
+        let v = build(&auth(&cert, &encrypted, Some("key-s3cret")))
+            .expect("valid")
+            .sample()
+            .await
+            .unwrap_or_else(|e| panic!("{options:?}: {e}"));
+        assert_eq!(v.value, 3.0, "{options:?}");
+        let err = build(&auth(&cert, &encrypted, Some("not-it"))).expect_err("wrong password");
+        assert_eq!(err.param(), Some("keyPassword"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("cannot be decrypted with keyPassword"),
+            "{err}"
+        );
+        // Encrypted, without its password: refused when built, naming the key.
+        let err = build(&auth(&cert, &encrypted, None)).expect_err("no password");
+        assert_eq!(err.param(), Some("key"), "{err}");
+        assert!(
+            err.to_string().contains("give its password as keyPassword"),
+            "{err}"
+        );
+    }
+
+    pki.leaf(
+        "v1-client",
+        "/CN=v1-client",
+        "mtls-ca",
+        pki::KeyType::Ec,
+        2,
+        None,
+    );
+    let v1 = pki.read("v1-client.crt");
+    let v = build(&auth(&v1, &pki.read("v1-client.key"), None))
+        .expect("valid")
+        .sample()
+        .await
+        .expect("a v1 client certificate");
+    assert_eq!(v.value, 3.0);
 }

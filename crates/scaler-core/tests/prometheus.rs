@@ -2,6 +2,8 @@
 //! (Debian's prometheus 2.42 on loopback: one plain, one behind basic auth, one on TLS
 //! that requires a client certificate).
 
+#[path = "../../../e2e/support/pki.rs"]
+mod pki;
 #[path = "../../../e2e/support/sources.rs"]
 mod sources;
 mod support;
@@ -385,4 +387,181 @@ async fn an_oversized_answer_is_refused() {
     .await
     .expect_err("too large");
     assert!(e.to_string().contains("larger than 8 MiB"), "{e}");
+}
+
+/// X.509 version 1 client certificates (`openssl x509 -req` without an extensions file)
+/// against the TLS server, which is Go's: it takes one signed by its CA, as KEDA's client
+/// would present it; expired, it is refused.
+#[tokio::test]
+async fn version_1_client_certificates_against_go() {
+    let s = servers();
+    let pki = pki::Pki::new("prometheus-v1-client");
+    // The server's CA, copied: signing here leaves the shared directory's serial alone.
+    for f in ["ca.crt", "ca.key"] {
+        std::fs::copy(s.tls_dir.join(f), pki.dir().join(format!("server-{f}"))).expect("CA copy");
+    }
+    pki.leaf(
+        "v1",
+        "/CN=v1-client",
+        "server-ca",
+        pki::KeyType::Ec,
+        2,
+        None,
+    );
+    pki.leaf(
+        "v1-rsa",
+        "/CN=v1-client",
+        "server-ca",
+        pki::KeyType::Rsa,
+        2,
+        None,
+    );
+    pki.leaf(
+        "expired",
+        "/CN=v1-client",
+        "server-ca",
+        pki::KeyType::Ec,
+        -1,
+        None,
+    );
+    let ca = pki.read("server-ca.crt");
+    let sample = |name: &str| {
+        let (cert, key) = (
+            pki.read(&format!("{name}.crt")),
+            pki.read(&format!("{name}.key")),
+        );
+        let auth = [
+            ("authModes", "tls"),
+            ("ca", ca.as_str()),
+            ("cert", cert.as_str()),
+            ("key", key.as_str()),
+        ];
+        let meta = [
+            ("serverAddress", s.tls.as_str()),
+            ("query", "vector(5)"),
+            ("threshold", "1"),
+        ];
+        let scaler = scaler(&meta, &auth);
+        async move { scaler.sample().await }
+    };
+    for name in ["v1", "v1-rsa"] {
+        assert_eq!(
+            sample(name)
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
+                .value,
+            5.0
+        );
+    }
+    let e = sample("expired").await.expect_err("expired").to_string();
+    assert!(
+        e.contains("BadCertificate") || e.contains("CertificateExpired"),
+        "{e}"
+    );
+}
+
+/// A server with an X.509 version 1 certificate on loopback: refused when verified (it
+/// cannot carry a subjectAltName, which Go requires as well), taken with `unsafeSsl`; a
+/// version 3 certificate from a version 1 CA verifies.
+#[tokio::test]
+async fn version_1_server_certificates() {
+    let pki = pki::Pki::new("prometheus-v1-server");
+    pki.ca("ca", pki::KeyType::Ec, false);
+    pki.ca("ca-v1", pki::KeyType::Rsa, true);
+    pki.leaf("v1", "/CN=127.0.0.1", "ca", pki::KeyType::Ec, 2, None);
+    let san = "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n";
+    pki.leaf(
+        "v3",
+        "/CN=127.0.0.1",
+        "ca-v1",
+        pki::KeyType::Ec,
+        2,
+        Some(san),
+    );
+    let sample = |server: &str, ca: &str, unsafe_ssl: &str| {
+        let meta = [
+            ("serverAddress", server),
+            ("query", "up"),
+            ("threshold", "1"),
+            ("unsafeSsl", unsafe_ssl),
+        ];
+        let auth = [("authModes", "basic"), ("username", "u"), ("ca", ca)];
+        let scaler = scaler(&meta, &auth);
+        async move { scaler.sample().await }
+    };
+    let v1 = https_stand_in(&pki, "v1").await;
+    let e = sample(&v1, &pki.read("ca.crt"), "false")
+        .await
+        .expect_err("v1 refused")
+        .to_string();
+    assert!(
+        e.contains("X.509 version 1, which cannot carry a subjectAltName"),
+        "{e}"
+    );
+    assert_eq!(
+        sample(&v1, &pki.read("ca.crt"), "true")
+            .await
+            .expect("unsafeSsl")
+            .value,
+        7.0
+    );
+    let v3 = https_stand_in(&pki, "v3").await;
+    assert_eq!(
+        sample(&v3, &pki.read("ca-v1.crt"), "false")
+            .await
+            .expect("v1 CA")
+            .value,
+        7.0
+    );
+}
+
+/// An HTTPS server on loopback with certificate `name` of `pki`, answering every request
+/// with the value 7; its base URL.
+async fn https_stand_in(pki: &pki::Pki, name: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let chain = vec![rustls::pki_types::CertificateDer::from(pki.der(name))];
+    let key = rustls_pemfile::private_key(&mut pki.read(&format!("{name}.key")).as_bytes())
+        .expect("PEM")
+        .expect("a key");
+    // rustls' own pairing check cannot read a v1 certificate; this one can.
+    let certified = scaler_core::tls::v1::certified_key(chain, key, &provider).expect("key pair");
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_cert_resolver(std::sync::Arc::new(rustls::sign::SingleCertAndKey::from(
+            certified,
+        )));
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1700000000,"7"]}]}}"#;
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tls.write_all(answer.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    format!("https://{addr}")
 }
