@@ -598,6 +598,23 @@ secretTargetRef: [{parameter: username, name: creds, key: user}, {parameter: pas
                 "podIdentity: {provider: azure-workload}",
                 "spec.podIdentity is not supported",
             ),
+            // Every provider but `none`: none is accepted and then ignored.
+            (
+                "podIdentity: {provider: gcp}",
+                "spec.podIdentity is not supported",
+            ),
+            (
+                "podIdentity: {provider: aws, roleArn: arn:aws:iam::1:role/r}",
+                "spec.podIdentity is not supported",
+            ),
+            (
+                "podIdentity: {provider: aws-eks}",
+                "spec.podIdentity is not supported",
+            ),
+            (
+                "podIdentity: {provider: azure}",
+                "spec.podIdentity is not supported",
+            ),
             (
                 "awsSecretManager: {secrets: []}",
                 "spec.awsSecretManager is not supported",
