@@ -22,10 +22,19 @@ pub enum KeyType {
 }
 
 impl KeyType {
+    /// `openssl req` options making a key of this type.
     fn args(self) -> &'static [&'static str] {
         match self {
             KeyType::Ec => &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
             KeyType::Rsa => &["-newkey", "rsa:2048"],
+        }
+    }
+
+    /// `openssl genpkey` options making a key of this type.
+    fn genpkey_args(self) -> &'static [&'static str] {
+        match self {
+            KeyType::Ec => &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+            KeyType::Rsa => &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
         }
     }
 }
@@ -140,6 +149,21 @@ impl Pki {
             args.extend_from_slice(&["-extfile", &ext]);
         }
         self.openssl(&args);
+    }
+
+    /// A private key `name` (`name.key`, PKCS#8 PEM): its PEM.
+    pub fn key(&self, name: &str, key: KeyType) -> String {
+        let file = format!("{name}.key");
+        let mut args = vec!["genpkey"];
+        args.extend_from_slice(key.genpkey_args());
+        args.extend_from_slice(&["-out", &file]);
+        self.openssl(&args);
+        self.read(&file)
+    }
+
+    /// The public half of key `name` (`name.key`), SubjectPublicKeyInfo PEM.
+    pub fn public_key(&self, name: &str) -> String {
+        self.openssl(&["pkey", "-in", &format!("{name}.key"), "-pubout"])
     }
 
     /// The text of file `name` in the directory.

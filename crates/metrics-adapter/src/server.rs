@@ -9,13 +9,9 @@ use anyhow::Context as _;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use rustls::client::danger::HandshakeSignatureValid;
-use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
@@ -68,58 +64,6 @@ impl ResolvesServerCert for FixedCert {
     }
 }
 
-/// Accepts any client certificate whose key signed the handshake, leaving the question of
-/// who signed the certificate to authentication, which knows the CA bundles of the moment
-/// (`client-ca-file`, `requestheader-client-ca-file`) and treats them differently.
-#[derive(Debug)]
-struct AnyClientCert {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ClientCertVerifier for AnyClientCert {
-    fn client_auth_mandatory(&self) -> bool {
-        false
-    }
-
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        // No hints: some clients send their certificate only when a hint matches.
-        &[]
-    }
-
-    fn verify_client_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        Ok(ClientCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        // Version 1 certificates too (front-proxy client certificates made with
-        // `openssl x509 -req`): authentication then checks who issued them.
-        scaler_core::tls::v1::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        scaler_core::tls::v1::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
 /// The TLS server configuration: certificates from `certs` (which may rotate them), client
 /// certificates requested but not required, ALPN h2 (when `http2`) and http/1.1.
 pub fn server_config(
@@ -127,9 +71,12 @@ pub fn server_config(
     http2: bool,
 ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = Arc::new(AnyClientCert {
-        algorithms: provider.signature_verification_algorithms,
-    });
+    // Any client certificate whose key signed the handshake (X.509 v1 ones too): which CA
+    // issued it is authentication's question, answered per request against the CA bundles
+    // of the moment (`client-ca-file`, `requestheader-client-ca-file`).
+    let verifier = Arc::new(scaler_core::tls::v1::AnyClientCert::new(
+        provider.signature_verification_algorithms,
+    ));
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?

@@ -393,13 +393,7 @@ mod tests {
         let pem = if traditional {
             pki.openssl(&["genrsa", "-traditional", "2048"])
         } else {
-            pki.openssl(&[
-                "genpkey",
-                "-algorithm",
-                "RSA",
-                "-pkeyopt",
-                "rsa_keygen_bits:2048",
-            ])
+            pki.key("sa", pki::KeyType::Rsa)
         };
         serde_json::json!({
             "type": "service_account",
@@ -425,13 +419,7 @@ mod tests {
         let good: Value =
             serde_json::from_str(&key_json(&pki, "sa@p", false, "http://127.0.0.1:1/token"))
                 .expect("json");
-        let ec = pki.openssl(&[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ]);
+        let ec = pki.key("ec", pki::KeyType::Ec);
         let with = |k: &str, v: Value| {
             let mut j = good.clone();
             j[k] = v;

@@ -505,6 +505,33 @@ async fn tls_with_the_ca_and_without_it() {
     assert_eq!(bad.param(), Some("ca"), "{bad}");
 }
 
+/// The independent client's options for the mutual-TLS listener: its CA, the client
+/// certificate and key made by `e2e/sources.sh`, and SCRAM-SHA-256.
+fn mtls_security() -> Vec<String> {
+    let e = env();
+    let path = |f: &str| {
+        std::path::Path::new(&e["EVENTSCALE_KAFKA_MTLS_DIR"])
+            .join(f)
+            .display()
+            .to_string()
+    };
+    [
+        "--ca".to_string(),
+        path("ca.crt"),
+        "--cert".into(),
+        path("client.crt"),
+        "--key".into(),
+        path("client.key"),
+        "--sasl-mechanism".into(),
+        "SCRAM-SHA-256".into(),
+        "--user".into(),
+        e["EVENTSCALE_KAFKA_SASL_USER"].clone(),
+        "--password".into(),
+        e["EVENTSCALE_KAFKA_SASL_PASSWORD"].clone(),
+    ]
+    .into()
+}
+
 /// SASL over mutual TLS: the listener requires a client certificate from its CA, then
 /// SCRAM. The CA, certificate and key come as PEM text from the TriggerAuthentication, as
 /// KEDA takes them; without the client certificate the handshake is refused.
@@ -513,27 +540,10 @@ async fn sasl_over_mutual_tls_with_a_client_certificate() {
     let e = env();
     let bootstrap = e["EVENTSCALE_KAFKA_MTLS_BOOTSTRAP"].as_str();
     let dir = std::path::Path::new(&e["EVENTSCALE_KAFKA_MTLS_DIR"]);
-    let path = |f: &str| dir.join(f).display().to_string();
     let pem = |f: &str| std::fs::read_to_string(dir.join(f)).expect("PEM file");
-    let (ca_path, cert_path, key_path) = (path("ca.crt"), path("client.crt"), path("client.key"));
-    let (user, password) = (
-        e["EVENTSCALE_KAFKA_SASL_USER"].as_str(),
-        e["EVENTSCALE_KAFKA_SASL_PASSWORD"].as_str(),
-    );
-    let security = [
-        "--ca",
-        ca_path.as_str(),
-        "--cert",
-        cert_path.as_str(),
-        "--key",
-        key_path.as_str(),
-        "--sasl-mechanism",
-        "SCRAM-SHA-256",
-        "--user",
-        user,
-        "--password",
-        password,
-    ];
+    let password = e["EVENTSCALE_KAFKA_SASL_PASSWORD"].as_str();
+    let security = mtls_security();
+    let security: Vec<&str> = security.iter().map(String::as_str).collect();
     let (topic, group) = topic_with_lag_at(bootstrap, &security, 5, 2);
     let meta = [
         ("bootstrapServers", bootstrap),
@@ -585,23 +595,9 @@ async fn encrypted_client_keys_and_version_1_client_certificates() {
     ] {
         std::fs::copy(dir.join(from), pki.dir().join(to)).expect("copy");
     }
-    let path = |f: &str| dir.join(f).display().to_string();
-    let (ca_path, cert_path, key_path) = (path("ca.crt"), path("client.crt"), path("client.key"));
     let password = e["EVENTSCALE_KAFKA_SASL_PASSWORD"].as_str();
-    let security = [
-        "--ca",
-        ca_path.as_str(),
-        "--cert",
-        cert_path.as_str(),
-        "--key",
-        key_path.as_str(),
-        "--sasl-mechanism",
-        "SCRAM-SHA-256",
-        "--user",
-        e["EVENTSCALE_KAFKA_SASL_USER"].as_str(),
-        "--password",
-        password,
-    ];
+    let security = mtls_security();
+    let security: Vec<&str> = security.iter().map(String::as_str).collect();
     let (topic, group) = topic_with_lag_at(bootstrap, &security, 4, 1);
     let meta = [
         ("bootstrapServers", bootstrap),

@@ -175,20 +175,7 @@ async fn start(public_pem: String, lifetime: u64, delay: Duration) -> Server {
 
 /// An RSA key pair: (private PEM, public PEM).
 fn key_pair(pki: &pki::Pki, name: &str) -> (String, String) {
-    let file = format!("{name}.key");
-    pki.openssl(&[
-        "genpkey",
-        "-algorithm",
-        "RSA",
-        "-pkeyopt",
-        "rsa_keygen_bits:2048",
-        "-out",
-        &file,
-    ]);
-    (
-        pki.read(&file),
-        pki.openssl(&["pkey", "-in", &file, "-pubout"]),
-    )
+    (pki.key(name, pki::KeyType::Rsa), pki.public_key(name))
 }
 
 /// A service-account key file for the private key `pem`, exchanged at `token_uri`.

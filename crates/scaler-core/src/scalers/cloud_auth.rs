@@ -168,13 +168,7 @@ mod tests {
     fn gcp_sources_in_keda_order() {
         let pki = pki::Pki::new("cloud-auth");
         let key = |email: &str| {
-            let pem = pki.openssl(&[
-                "genpkey",
-                "-algorithm",
-                "RSA",
-                "-pkeyopt",
-                "rsa_keygen_bits:2048",
-            ]);
+            let pem = pki.key(email, pki::KeyType::Rsa);
             serde_json::json!({"type": "service_account", "private_key": pem, "client_email": email})
                 .to_string()
         };

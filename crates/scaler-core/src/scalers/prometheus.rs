@@ -1002,13 +1002,7 @@ mod tests {
     #[test]
     fn cloud_authentication_parse_table() {
         let pki = crate::test_pki::Pki::new("prometheus-gcp");
-        let pem = pki.openssl(&[
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-        ]);
+        let pem = pki.key("sa", crate::test_pki::KeyType::Rsa);
         let key = serde_json::json!({"type": "service_account", "client_email": "sa@p", "private_key": pem}).to_string();
         let gcp = |meta: &[(&'static str, &'static str)], auth: &[(&str, &str)]| {
             build(0, &with(meta), auth, |ctx| PrometheusMetadata::parse(&ctx))

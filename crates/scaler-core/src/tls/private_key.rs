@@ -167,24 +167,8 @@ mod tests {
     #[test]
     fn decrypts_what_openssl_encrypts() {
         let pki = pki::Pki::new("private-key");
-        pki.openssl(&[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-            "ec.key",
-        ]);
-        pki.openssl(&[
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-            "rsa.key",
-        ]);
+        pki.key("ec", pki::KeyType::Ec);
+        pki.key("rsa", pki::KeyType::Rsa);
         let der = |pem: &str| pkcs8::der::pem::decode_vec(pem.as_bytes()).expect("pem").1;
         // (key, openssl pkcs8 options)
         let cases: &[(&str, &[&str])] = &[

@@ -25,10 +25,11 @@ use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{
     CertificateDer, PrivateKeyDer, ServerName, SubjectPublicKeyInfoDer, TrustAnchor, UnixTime,
 };
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{
-    CertificateError, DigitallySignedStruct, Error, InconsistentKeys, OtherError, PeerMisbehaved,
-    RootCertStore, SignatureScheme,
+    CertificateError, DigitallySignedStruct, DistinguishedName, Error, InconsistentKeys,
+    OtherError, PeerMisbehaved, RootCertStore, SignatureScheme,
 };
 use x509_parser::asn1_rs::{Any, FromDer as _};
 use x509_parser::prelude::{X509Certificate, X509Version};
@@ -299,6 +300,64 @@ pub fn certified_key(
     }
 }
 
+/// A client-certificate verifier that accepts any certificate whose key signed the
+/// handshake (v1 ones too), requested but not required, leaving who issued it to the
+/// caller (the metrics adapter decides that per request, against the CA bundles of the
+/// moment).
+#[derive(Debug)]
+pub struct AnyClientCert {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl AnyClientCert {
+    /// Handshake signatures checked with `algorithms`.
+    pub fn new(algorithms: WebPkiSupportedAlgorithms) -> Self {
+        Self { algorithms }
+    }
+}
+
+impl ClientCertVerifier for AnyClientCert {
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        // No hints: some clients send their certificate only when a hint matches.
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
 /// A [`V1Error`] carried in a rustls error, whose text shows it with `Debug`: that prints
 /// the message.
 struct Refusal(V1Error);
@@ -507,46 +566,11 @@ mod tests {
             certified_key(vec![cert(&pki, "client")], key("server"), &provider).err(),
             Some(Error::InconsistentKeys(InconsistentKeys::KeyMismatch))
         );
-        /// Accepts any client certificate whose key signed the handshake (v1 too).
-        #[derive(Debug)]
-        struct AnyClient(WebPkiSupportedAlgorithms);
-        impl rustls::server::danger::ClientCertVerifier for AnyClient {
-            fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
-                &[]
-            }
-            fn verify_client_cert(
-                &self,
-                _: &CertificateDer<'_>,
-                _: &[CertificateDer<'_>],
-                _: UnixTime,
-            ) -> Result<rustls::server::danger::ClientCertVerified, Error> {
-                Ok(rustls::server::danger::ClientCertVerified::assertion())
-            }
-            fn verify_tls12_signature(
-                &self,
-                m: &[u8],
-                c: &CertificateDer<'_>,
-                d: &DigitallySignedStruct,
-            ) -> Result<HandshakeSignatureValid, Error> {
-                verify_tls12_signature(m, c, d, &self.0)
-            }
-            fn verify_tls13_signature(
-                &self,
-                m: &[u8],
-                c: &CertificateDer<'_>,
-                d: &DigitallySignedStruct,
-            ) -> Result<HandshakeSignatureValid, Error> {
-                verify_tls13_signature(m, c, d, &self.0)
-            }
-            fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-                self.0.supported_schemes()
-            }
-        }
         for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
             let server = rustls::ServerConfig::builder_with_provider(provider.clone())
                 .with_protocol_versions(&[version])
                 .expect("versions")
-                .with_client_cert_verifier(Arc::new(AnyClient(
+                .with_client_cert_verifier(Arc::new(AnyClientCert::new(
                     provider.signature_verification_algorithms,
                 )))
                 .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified(
