@@ -7,6 +7,8 @@
 pub mod activation;
 pub mod coalesce;
 pub mod fallback;
+pub mod go_dsn;
+pub mod go_duration;
 pub mod hpa;
 pub mod idle_map;
 pub mod kafka;

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chrono::{SecondsFormat, Utc};
 use serde_json::Value;
 
-use super::typed::{go_duration, unable_to_set};
+use super::typed::unable_to_set;
 use super::{MetricSpec, Sample, Scaler, ScalerError, TriggerContext};
 use crate::coalesce::Coalescer;
 use crate::idle_map::{self, IdleMap};
@@ -89,7 +89,7 @@ fn pairs(ctx: &TriggerContext<'_>, key: &str) -> Result<Vec<(String, String)>, S
 /// in nanoseconds: a Go duration, else whole milliseconds (wrapping past `i64` as Go's
 /// multiplication does); negative is an error.
 fn keda_duration(v: &str) -> Result<i64, String> {
-    match go_duration(v) {
+    match crate::go_duration::parse(v) {
         Ok(ns) if ns < 0 => Err(format!("duration cannot be negative: {v:?}")),
         Ok(ns) => Ok(ns),
         Err(_) => match v.parse::<i64>() {
@@ -1044,95 +1044,6 @@ mod tests {
         );
         // Without a mode KEDA builds no TLS transport: the CA goes unused.
         assert_eq!(auth(&[], &[("ca", "caaa")]).ca, None);
-    }
-
-    /// Go's `time.ParseDuration` cases (time_test.go), in nanoseconds.
-    #[test]
-    fn go_durations() {
-        const S: i64 = 1_000_000_000;
-        let ok: &[(&str, i64)] = &[
-            ("0", 0),
-            ("5s", 5 * S),
-            ("30s", 30 * S),
-            ("1478s", 1478 * S),
-            ("-5s", -5 * S),
-            ("+5s", 5 * S),
-            ("-0", 0),
-            ("+0", 0),
-            ("5.0s", 5 * S),
-            ("5.6s", 5 * S + 600_000_000),
-            ("5.s", 5 * S),
-            (".5s", S / 2),
-            ("1.004s", S + 4_000_000),
-            ("100.00100s", 100 * S + 1_000_000),
-            ("10ns", 10),
-            ("11us", 11_000),
-            ("12\u{b5}s", 12_000),
-            ("12\u{3bc}s", 12_000),
-            ("13ms", 13_000_000),
-            ("15m", 15 * 60 * S),
-            ("16h", 16 * 3600 * S),
-            ("3h30m", 3 * 3600 * S + 30 * 60 * S),
-            ("10.5s4m", 4 * 60 * S + 10 * S + S / 2),
-            ("-2m3.4s", -(2 * 60 * S + 3 * S + 400_000_000)),
-            (
-                "1h2m3s4ms5us6ns",
-                3600 * S + 2 * 60 * S + 3 * S + 4_000_000 + 5_000 + 6,
-            ),
-            (
-                "39h9m14.425s",
-                39 * 3600 * S + 9 * 60 * S + 14 * S + 425_000_000,
-            ),
-            ("52763797000ns", 52_763_797_000),
-            ("0.3333333333333333333h", 20 * 60 * S),
-            ("9007199254740993ns", (1 << 53) + 1),
-            ("9223372036854775807ns", i64::MAX),
-            ("9223372036854775.807us", i64::MAX),
-            ("9223372036s854ms775us807ns", i64::MAX),
-            ("-9223372036s854ms775us808ns", i64::MIN),
-            ("-2562047h47m16.854775808s", i64::MIN),
-            ("-9223372036854775808ns", i64::MIN),
-            ("-9223372036854775.808us", i64::MIN),
-            ("0.100000000000000000000h", 6 * 60 * S),
-            (
-                "0.830103483285477580700h",
-                49 * 60 * S + 48 * S + 372_539_827,
-            ),
-        ];
-        for (v, want) in ok {
-            assert_eq!(go_duration(v), Ok(*want), "{v}");
-        }
-        let bad = [
-            "",
-            "3",
-            "-",
-            "s",
-            ".",
-            "-.",
-            ".s",
-            "+.s",
-            "1d",
-            "1 s",
-            "\u{fffd}",
-            "9223372036854775810ns",
-            "9223372036854775808ns",
-            "-9223372036854775809ns",
-            "9223372036854776us",
-            "3000000h",
-            "9223372036854775.808us",
-            "9223372036854ms775us808ns",
-        ];
-        for v in bad {
-            assert!(go_duration(v).is_err(), "{v}: {:?}", go_duration(v));
-        }
-        assert_eq!(
-            go_duration("3"),
-            Err("time: missing unit in duration \"3\"".into())
-        );
-        assert_eq!(
-            go_duration("1d"),
-            Err("time: unknown unit \"d\" in duration \"1d\"".into())
-        );
     }
 
     fn scaler(meta: &[(&str, &str)]) -> PrometheusScaler {
