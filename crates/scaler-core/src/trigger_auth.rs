@@ -682,16 +682,21 @@ secretTargetRef: [{parameter: username, name: creds, key: user}, {parameter: pas
             let why = r.unresolved.get("p").cloned().unwrap_or_default();
             assert!(why.contains(want), "{yaml}: {why}");
             // The scaler's own error carries the reason.
-            let e = r.explain(crate::scalers::ScalerError::MissingParameter("p".into()));
+            let missing = |p: &str| crate::scalers::ScalerError::MissingParameter {
+                param: p.into(),
+                names: p.into(),
+                from: crate::scalers::params::Order(&[crate::scalers::params::Source::Auth]),
+            };
+            let e = r.explain(missing("p"));
             assert!(
-                e.to_string()
-                    .starts_with("missing required parameter \"p\" (from authenticationRef: ")
-                    && e.to_string().contains(want),
+                e.to_string().starts_with(
+                    "missing required parameter \"p\" in [authParams] (from authenticationRef: "
+                ) && e.to_string().contains(want),
                 "{e}"
             );
             assert_eq!(e.param(), Some("p"));
             // Errors about other parameters are left alone.
-            let other = crate::scalers::ScalerError::MissingParameter("q".into());
+            let other = missing("q");
             assert_eq!(r.explain(other.clone()), other);
         }
         // A source found later clears an earlier miss.

@@ -13,6 +13,8 @@ use futures::FutureExt;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, DriverError, OptsBuilder, Pool, PoolOpts, Row, SslOpts, Value};
 
+use super::params::Source::{Auth, Env, Meta};
+use super::params::{Defaulted, Param, Params, Required};
 use super::{MetricSpec, Sample, Scaler, ScalerError, TriggerContext};
 use crate::coalesce::Coalescer;
 use crate::go_dsn::{self, Dsn, DsnOptions, Tls};
@@ -21,10 +23,6 @@ use crate::quantity::quantity_string;
 
 /// Connecting plus querying may take this long, unless the DSN's timeouts add up to more.
 const TIMEOUT: Duration = Duration::from_secs(10);
-
-fn bad(param: &str, message: impl Into<String>) -> ScalerError {
-    ScalerError::invalid(param, message)
-}
 
 /// KEDA's name segment for a connection string: everything after its last `/`, the
 /// options included (`.../app?tls=false` names the metric `s0-mysql-app?tls=false`).
@@ -52,74 +50,43 @@ pub struct MysqlMetadata {
     pub activation_query_value: f64,
 }
 
-/// Where KEDA's typed config looks for a parameter (its `order=` tag).
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Source {
-    Metadata,
-    Auth,
-    Env,
-}
-
-/// The value of `key` from the first of `order` that has one, as KEDA's typed config.
-///
-/// `<key>FromEnv` is resolved into metadata `<key>` before a scaler is built, so a metadata
-/// `<key>` beside `<key>FromEnv` counts as the environment's. (Given both a plain `<key>` and
-/// `<key>FromEnv`, KEDA would read the plain one where metadata comes first.)
-fn lookup(ctx: &TriggerContext<'_>, key: &str, order: &[Source]) -> Option<String> {
-    let from_env = ctx.trigger.metadata.contains_key(&format!("{key}FromEnv"));
-    order
-        .iter()
-        .find_map(|source| match source {
-            Source::Metadata if !from_env => ctx.param(key),
-            Source::Env if from_env => ctx.param(key),
-            Source::Auth => ctx.auth_param(key),
-            _ => None,
-        })
-        .map(str::to_string)
-}
-
-/// A secret KEDA reads from authentication or the environment only. A plain metadata value
-/// is an error unless authentication has one (KEDA would ignore it).
-fn secret(ctx: &TriggerContext<'_>, key: &str) -> Result<Option<String>, ScalerError> {
-    match lookup(ctx, key, &[Source::Auth, Source::Env]) {
-        Some(v) => Ok(Some(v)),
-        None if ctx.param(key).is_some() => Err(bad(
-            key,
-            format!("{key} must come from a TriggerAuthentication or {key}FromEnv, not from plain metadata"),
-        )),
-        None => Ok(None),
-    }
-}
-
-fn number(ctx: &TriggerContext<'_>, key: &str) -> Result<Option<f64>, ScalerError> {
-    ctx.param(key)
-        .map(|v| {
-            v.parse::<f64>()
-                .ok()
-                .filter(|f| f.is_finite())
-                .ok_or_else(|| bad(key, format!("{key} parsing error: {v:?} is not a number")))
-        })
-        .transpose()
-}
+/// `connectionString`: a Go DSN (or `mysql://` URL), a secret.
+const CONNECTION_STRING: Param = Param::new("connectionString").from(&[Auth, Env]).secret();
+/// `username`, without a connection string.
+const USERNAME: Param = Param::new("username").from(&[Meta, Auth, Env]);
+/// `password`, without a connection string; a secret.
+const PASSWORD: Param = Param::new("password").from(&[Auth, Env]).secret();
+/// `host`, without a connection string (KEDA reads no `hostFromEnv`).
+const HOST: Param = Param::new("host").from(&[Meta, Auth]);
+/// `port`, without a connection string.
+const PORT: Param = Param::new("port").from(&[Meta, Auth]);
+/// `dbName`, without a connection string.
+const DB_NAME: Param = Param::new("dbName").from(&[Meta, Auth]);
+/// `query`: the SQL.
+const QUERY: Param<Required> = Param::new("query").required();
+/// `queryValue`: the target per replica.
+const QUERY_VALUE: Param<Required> = Param::new("queryValue").required();
+/// `activationQueryValue`: active strictly above this.
+const ACTIVATION_QUERY_VALUE: Param<Defaulted> = Param::new("activationQueryValue").default("0");
 
 impl MysqlMetadata {
     /// Parse with KEDA's rules.
     pub fn parse(ctx: &TriggerContext<'_>) -> Result<Self, ScalerError> {
-        let query = ctx.required("query")?.to_string();
-        let query_value = number(ctx, "queryValue")?
-            .ok_or_else(|| ScalerError::MissingParameter("queryValue".into()))?;
-        let activation_query_value = number(ctx, "activationQueryValue")?.unwrap_or(0.0);
-        let (dsn, metric_db) = match secret(ctx, "connectionString")? {
+        let params = ctx.params();
+        let query = params.text(&QUERY)?.to_string();
+        let query_value = params.float(&QUERY_VALUE)?;
+        let activation_query_value = params.float(&ACTIVATION_QUERY_VALUE)?;
+        let (dsn, metric_db) = match params.text(&CONNECTION_STRING)? {
             Some(cs) => {
-                let dsn = go_dsn::parse(&cs).map_err(|e| {
-                    bad(
+                let dsn = go_dsn::parse(cs).map_err(|e| {
+                    ScalerError::invalid(
                         "connectionString",
                         format!("invalid MySQL connection string: {e}"),
                     )
                 })?;
-                (dsn, metric_db_name(&cs).to_string())
+                (dsn, metric_db_name(cs).to_string())
             }
-            None => Self::from_fields(ctx)?,
+            None => Self::from_fields(&params)?,
         };
         Ok(Self {
             dsn,
@@ -131,34 +98,20 @@ impl MysqlMetadata {
     }
 
     /// host, port, username, password, dbName: every one optional, as in KEDA.
-    fn from_fields(ctx: &TriggerContext<'_>) -> Result<(Dsn, String), ScalerError> {
-        // KEDA reads these from metadata, then authentication, never the environment.
-        let field = |key: &str| {
-            if ctx.trigger.metadata.contains_key(&format!("{key}FromEnv")) {
-                tracing::warn!(
-                    trigger = ctx.index,
-                    "mysql: {key}FromEnv is not read (KEDA takes {key} from metadata or the \
-                     TriggerAuthentication only)"
-                );
-            }
-            lookup(ctx, key, &[Source::Metadata, Source::Auth]).unwrap_or_default()
-        };
-        let (host, port, db_name) = (field("host"), field("port"), field("dbName"));
-        let user = lookup(
-            ctx,
-            "username",
-            &[Source::Metadata, Source::Auth, Source::Env],
-        )
-        .unwrap_or_default();
-        let password = secret(ctx, "password")?.unwrap_or_default();
+    fn from_fields(params: &Params<'_>) -> Result<(Dsn, String), ScalerError> {
+        let field = |p: &Param| params.text(p).map(|v| v.unwrap_or(""));
+        let (host, port, db_name) = (field(&HOST)?, field(&PORT)?, field(&DB_NAME)?);
+        let (user, password) = (field(&USERNAME)?, field(&PASSWORD)?);
         // KEDA formats these into a DSN (Go's `Config.FormatDSN`) that the driver parses
         // again; doing the same keeps every quirk: no default port (`host:` dials port 0),
         // `port: test_port` parses and fails when connecting, a password without a user is
         // dropped.
-        let addr = go_dsn::join_host_port(&host, &port);
-        let parsed = go_dsn::parse(&go_dsn::format(&user, &password, &addr, &db_name))
-            .map_err(|e| bad("host", format!("invalid MySQL host or port: {e}")))?;
-        Ok((parsed, db_name))
+        let addr = go_dsn::join_host_port(host, port);
+        let parsed =
+            go_dsn::parse(&go_dsn::format(user, password, &addr, db_name)).map_err(|e| {
+                ScalerError::invalid("host", format!("invalid MySQL host or port: {e}"))
+            })?;
+        Ok((parsed, db_name.to_string()))
     }
 }
 
@@ -765,22 +718,22 @@ mod tests {
             (
                 vec![("queryValue", "1")],
                 vec![cs],
-                "missing required parameter \"query\"",
+                "missing required parameter \"query\" in [triggerMetadata resolvedEnv]",
             ),
             (
                 vec![q],
                 vec![cs],
-                "missing required parameter \"queryValue\"",
+                "missing required parameter \"queryValue\" in [triggerMetadata resolvedEnv]",
             ),
             (
                 vec![q, ("queryValue", "x")],
                 vec![cs],
-                "queryValue parsing error",
+                "unable to set param \"queryValue\" value \"x\": unable to unmarshal to field type float64: invalid character 'x' looking for beginning of value",
             ),
             (
                 vec![q, ("queryValue", "1"), ("activationQueryValue", "x")],
                 vec![cs],
-                "activationQueryValue parsing error",
+                "unable to set param \"activationQueryValue\" value \"x\": unable to unmarshal to field type float64",
             ),
             (
                 vec![q, ("queryValue", "1"), ("connectionString", "u:p@tcp(h)/d")],

@@ -7,7 +7,8 @@ use async_trait::async_trait;
 use chrono::{SecondsFormat, Utc};
 use serde_json::Value;
 
-use super::typed::unable_to_set;
+use super::params::Source::{Auth, Env, Meta};
+use super::params::{Defaulted, Param, Params, Required};
 use super::{MetricSpec, Sample, Scaler, ScalerError, TriggerContext};
 use crate::coalesce::Coalescer;
 use crate::idle_map::{self, IdleMap};
@@ -58,97 +59,66 @@ pub struct PrometheusMetadata {
     pub auth: PrometheusAuth,
 }
 
-/// A `k1=v1,k2=v2` map, read as KEDA's typed config reads one (typed_config.go:345-367):
-/// every comma-separated element, trimmed, must split on `=` into exactly a key and a
-/// value, so `k=a=b`, `k` and a trailing comma are errors; a repeated key keeps its last
-/// value.
-fn pairs(ctx: &TriggerContext<'_>, key: &str) -> Result<Vec<(String, String)>, ScalerError> {
-    let Some(raw) = ctx.param(key) else {
-        return Ok(Vec::new());
-    };
-    let mut out: Vec<(String, String)> = Vec::new();
-    for elem in raw.split(',').map(str::trim) {
-        let mut kv = elem.split('=');
-        let (Some(k), Some(v), None) = (kv.next(), kv.next(), kv.next()) else {
-            return Err(unable_to_set(
-                key,
-                raw,
-                format!("expected format key=value, got {elem:?}"),
-            ));
-        };
-        let (k, v) = (k.trim().to_string(), v.trim().to_string());
-        match out.iter_mut().find(|(seen, _)| *seen == k) {
-            Some(slot) => slot.1 = v,
-            None => out.push((k, v)),
-        }
-    }
-    Ok(out)
-}
+/// `serverAddress`: the server's base URL.
+const SERVER_ADDRESS: Param<Required> = Param::new("serverAddress").required();
+/// `query`: the PromQL.
+const QUERY: Param<Required> = Param::new("query").required();
+/// `queryParameters`: extra query parameters, `k=v,k=v`.
+const QUERY_PARAMETERS: Param = Param::new("queryParameters");
+/// `threshold`: the target per replica.
+const THRESHOLD: Param<Required> = Param::new("threshold").required();
+/// `activationThreshold`: active strictly above this.
+const ACTIVATION_THRESHOLD: Param<Defaulted> = Param::new("activationThreshold").default("0");
+/// `namespace`: the tenant (Thanos, Cortex).
+const NAMESPACE: Param = Param::new("namespace");
+/// `customHeaders`: extra headers, `k=v,k=v`.
+const CUSTOM_HEADERS: Param = Param::new("customHeaders");
+/// `ignoreNullValues`: an empty answer or NaN reads as 0 rather than failing.
+const IGNORE_NULL_VALUES: Param<Defaulted> = Param::new("ignoreNullValues").default("true");
+/// `unsafeSsl`: skip verifying the server's certificate.
+const UNSAFE_SSL: Param<Defaulted> = Param::new("unsafeSsl").default("false");
+/// `timeout`: per query, a Go duration or milliseconds.
+const TIMEOUT: Param = Param::new("timeout");
 
-/// A `time.Duration` parameter as KEDA's typed config reads one (typed_config.go:450-470),
-/// in nanoseconds: a Go duration, else whole milliseconds (wrapping past `i64` as Go's
-/// multiplication does); negative is an error.
-fn keda_duration(v: &str) -> Result<i64, String> {
-    match crate::go_duration::parse(v) {
-        Ok(ns) if ns < 0 => Err(format!("duration cannot be negative: {v:?}")),
-        Ok(ns) => Ok(ns),
-        Err(_) => match v.parse::<i64>() {
-            Err(_) => Err(format!("unable to parse duration value {v:?}: must be either a duration string (e.g. '30s', '5m') or a number of milliseconds")),
-            Ok(ms) if ms < 0 => Err(format!("duration cannot be negative: {ms} milliseconds")),
-            Ok(ms) => Ok(ms.wrapping_mul(1_000_000)),
-        },
-    }
-}
+/// `authModes` (or `authMode`): KEDA's authentication modes, at most one of bearer, basic
+/// and oauth (authentication_types.go:77); the trigger's before the TriggerAuthentication's.
+const AUTH_MODES: Param = Param::new("authModes")
+    .aliases(&["authMode"])
+    .from(&[Meta, Env, Auth])
+    .one_of(&["apiKey", "basic", "tls", "bearer", "custom", "oauth"])
+    .exclusive(&["bearer", "basic", "oauth"]);
+/// `bearerToken` (or `token`), for `bearer`.
+const BEARER_TOKEN: Param = Param::new("bearerToken").aliases(&["token"]).from(&[Auth]);
+/// `username`, for `basic`.
+const USERNAME: Param = Param::new("username").from(&[Auth]);
+/// `password`, for `basic`.
+const PASSWORD: Param = Param::new("password").from(&[Auth]);
+/// `cert`, the client certificate (PEM), for `tls`.
+const CERT: Param = Param::new("cert").from(&[Auth]);
+/// `key`, its key (PEM), for `tls`.
+const KEY: Param = Param::new("key").from(&[Auth]);
+/// `ca` (PEM) to trust, with any mode.
+const CA: Param = Param::new("ca").from(&[Auth]);
+/// `customAuthHeader`, for `custom`.
+const CUSTOM_AUTH_HEADER: Param = Param::new("customAuthHeader").from(&[Auth]);
+/// `customAuthValue`, for `custom`.
+const CUSTOM_AUTH_VALUE: Param = Param::new("customAuthValue").from(&[Auth]);
 
-/// `timeout`: a Go duration or milliseconds; absent, zero (or wrapped negative) is the
-/// default, as KEDA then falls back to its global HTTP timeout
-/// (prometheus_scaler.go:90-93).
-fn timeout(ctx: &TriggerContext<'_>) -> Result<Duration, ScalerError> {
-    let Some(v) = ctx.param("timeout") else {
-        return Ok(DEFAULT_TIMEOUT);
-    };
-    let ns = keda_duration(v).map_err(|e| unable_to_set("timeout", v, e))?;
-    Ok(u64::try_from(ns)
-        .ok()
+/// `timeout`: absent, zero (or wrapped negative) is the default, as KEDA then falls back
+/// to its global HTTP timeout (prometheus_scaler.go:90-93).
+fn timeout(params: &Params<'_>) -> Result<Duration, ScalerError> {
+    Ok(params
+        .duration(&TIMEOUT)?
+        .and_then(|ns| u64::try_from(ns).ok())
         .filter(|ns| *ns > 0)
         .map_or(DEFAULT_TIMEOUT, Duration::from_nanos))
 }
 
-/// KEDA's `authModes` values (authentication_types.go:77).
-const AUTH_MODES: [&str; 6] = ["apiKey", "basic", "tls", "bearer", "custom", "oauth"];
-/// Of which at most one may be set (authentication_types.go:77).
-const EXCLUSIVE_AUTH_MODES: [&str; 3] = ["bearer", "basic", "oauth"];
-
-fn auth(ctx: &TriggerContext<'_>) -> Result<PrometheusAuth, ScalerError> {
+fn auth(params: &Params<'_>) -> Result<PrometheusAuth, ScalerError> {
     let mut a = PrometheusAuth::default();
-    // Metadata before authentication parameters, `authModes` before `authMode`
-    // (authentication_types.go:77, typed_config.go:500-523).
-    let Some(raw) = ctx
-        .param("authModes")
-        .or_else(|| ctx.param("authMode"))
-        .or_else(|| ctx.auth_param("authModes"))
-        .or_else(|| ctx.auth_param("authMode"))
-    else {
+    let Some(modes) = params.list(&AUTH_MODES)? else {
         return Ok(a);
     };
-    let modes: Vec<&str> = raw.split(',').map(str::trim).collect();
-    if modes.iter().any(|m| !AUTH_MODES.contains(m)) {
-        return Err(ScalerError::invalid(
-            "authModes",
-            format!("parameter \"authModes,authMode\" value {raw:?} must be one of [apiKey basic tls bearer custom oauth]"),
-        ));
-    }
-    if modes
-        .iter()
-        .filter(|m| EXCLUSIVE_AUTH_MODES.contains(m))
-        .count()
-        > 1
-    {
-        return Err(ScalerError::invalid(
-            "authModes",
-            format!("parameter \"authModes,authMode\" value {raw:?} must contain only one of [bearer basic oauth]"),
-        ));
-    }
     if let Some(m) = modes.iter().find(|m| matches!(**m, "apiKey" | "oauth")) {
         return Err(ScalerError::invalid(
             "authModes",
@@ -156,12 +126,13 @@ fn auth(ctx: &TriggerContext<'_>) -> Result<PrometheusAuth, ScalerError> {
         ));
     }
     let enabled = |m: &str| modes.contains(&m);
-    let get = |k: &str| ctx.auth_param(k).map(str::to_string);
+    let get = |p: &Param| -> Result<Option<String>, ScalerError> {
+        Ok(params.text(p)?.map(str::to_string))
+    };
     let shown = |v: &Option<String>| if v.is_some() { "<present>" } else { "<empty>" };
     // Checked in KEDA's order, first failure wins (authentication_types.go:115-139).
     if enabled("bearer") {
-        let token = get("bearerToken").or_else(|| get("token"));
-        a.bearer = Some(token.ok_or_else(|| {
+        a.bearer = Some(get(&BEARER_TOKEN)?.ok_or_else(|| {
             ScalerError::invalid(
                 "bearerToken",
                 "bearer token=<empty> is required when bearer auth is enabled",
@@ -169,16 +140,16 @@ fn auth(ctx: &TriggerContext<'_>) -> Result<PrometheusAuth, ScalerError> {
         })?);
     }
     if enabled("basic") {
-        let user = get("username").ok_or_else(|| {
+        let user = get(&USERNAME)?.ok_or_else(|| {
             ScalerError::invalid(
                 "username",
                 "username=<empty> is required when basic auth is enabled",
             )
         })?;
-        a.basic = Some((user, get("password").unwrap_or_default()));
+        a.basic = Some((user, get(&PASSWORD)?.unwrap_or_default()));
     }
     if enabled("tls") {
-        let (cert, key) = (get("cert"), get("key"));
+        let (cert, key) = (get(&CERT)?, get(&KEY)?);
         let message = format!(
             "cert={} and key={} are required when tls auth is enabled",
             shown(&cert),
@@ -191,7 +162,7 @@ fn auth(ctx: &TriggerContext<'_>) -> Result<PrometheusAuth, ScalerError> {
         );
     }
     if enabled("custom") {
-        let (header, value) = (get("customAuthHeader"), get("customAuthValue"));
+        let (header, value) = (get(&CUSTOM_AUTH_HEADER)?, get(&CUSTOM_AUTH_VALUE)?);
         let message = format!(
             "customAuthHeader={} and customAuthValue={} are required when custom auth is enabled",
             shown(&header),
@@ -209,14 +180,15 @@ fn auth(ctx: &TriggerContext<'_>) -> Result<PrometheusAuth, ScalerError> {
         );
     }
     // A CA is trusted with any mode, but not without one (prometheus_scaler.go:97-98).
-    a.ca = get("ca");
+    a.ca = get(&CA)?;
     Ok(a)
 }
 
 impl PrometheusMetadata {
     /// Parse the trigger's metadata (and its resolved authentication parameters).
     pub fn parse(ctx: &TriggerContext<'_>) -> Result<Self, ScalerError> {
-        let address = ctx.required("serverAddress")?;
+        let params = ctx.params();
+        let address = params.text(&SERVER_ADDRESS)?;
         let server_address = reqwest::Url::parse(address).map_err(|e| {
             ScalerError::invalid(
                 "serverAddress",
@@ -229,22 +201,18 @@ impl PrometheusMetadata {
                 format!("serverAddress {address:?} must be an http or https URL"),
             ));
         }
-        let query = ctx.required("query")?.to_string();
-        let threshold = ctx
-            .float("threshold")?
-            .ok_or_else(|| ScalerError::MissingParameter("threshold".into()))?;
         Ok(Self {
             server_address,
-            query,
-            threshold,
-            activation_threshold: ctx.float("activationThreshold")?.unwrap_or(0.0),
-            namespace: ctx.param("namespace").map(str::to_string),
-            query_parameters: pairs(ctx, "queryParameters")?,
-            custom_headers: pairs(ctx, "customHeaders")?,
-            ignore_null_values: ctx.flag("ignoreNullValues", true)?,
-            unsafe_ssl: ctx.flag("unsafeSsl", false)?,
-            timeout: timeout(ctx)?,
-            auth: auth(ctx)?,
+            query: params.text(&QUERY)?.to_string(),
+            query_parameters: params.pairs(&QUERY_PARAMETERS)?.unwrap_or_default(),
+            threshold: params.float(&THRESHOLD)?,
+            activation_threshold: params.float(&ACTIVATION_THRESHOLD)?,
+            namespace: params.text(&NAMESPACE)?.map(str::to_string),
+            custom_headers: params.pairs(&CUSTOM_HEADERS)?.unwrap_or_default(),
+            ignore_null_values: params.flag(&IGNORE_NULL_VALUES)?,
+            unsafe_ssl: params.flag(&UNSAFE_SSL)?,
+            timeout: timeout(&params)?,
+            auth: auth(&params)?,
         })
     }
 }
@@ -776,32 +744,32 @@ mod tests {
             (
                 vec![("query", "q"), ("threshold", "1")],
                 &[],
-                "missing required parameter \"serverAddress\"",
+                "missing required parameter \"serverAddress\" in [triggerMetadata resolvedEnv]",
             ),
             (
                 with(&[("serverAddress", "")]),
                 &[],
-                "missing required parameter \"serverAddress\"",
+                "missing required parameter \"serverAddress\" in [triggerMetadata resolvedEnv]",
             ),
             (
                 vec![("serverAddress", "http://x"), ("threshold", "1")],
                 &[],
-                "missing required parameter \"query\"",
+                "missing required parameter \"query\" in [triggerMetadata resolvedEnv]",
             ),
             (
                 vec![("serverAddress", "http://x"), ("query", "q")],
                 &[],
-                "missing required parameter \"threshold\"",
+                "missing required parameter \"threshold\" in [triggerMetadata resolvedEnv]",
             ),
             (
                 with(&[("threshold", "one")]),
                 &[],
-                "error parsing threshold",
+                "unable to set param \"threshold\" value \"one\": unable to unmarshal to field type float64: invalid character 'o' looking for beginning of value",
             ),
             (
                 with(&[("activationThreshold", "x")]),
                 &[],
-                "error parsing activationThreshold",
+                "unable to set param \"activationThreshold\" value \"x\": unable to unmarshal to field type float64: invalid character 'x' looking for beginning of value",
             ),
             (
                 with(&[("serverAddress", "not a url")]),
