@@ -8,7 +8,6 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use scaler_core::hpa::{expected_replicas, Reading};
-use scaler_core::quantity::parse_quantity;
 use scaler_core::scalers::{build_scaler, explain, with_env, ScalerError, TriggerContext};
 use scaler_core::trigger_auth::{
     secret_data, trigger_params, AuthError, ClusterTriggerAuthentication, Sources,
@@ -272,7 +271,7 @@ pub async fn evaluate(inputs: &Inputs, so: &ScaledObject, operator_ns: &str) -> 
         let spec = scaler.metric_spec();
         result.metric_name = spec.name.clone();
         result.metric_type = spec.target_type.as_str().to_string();
-        result.target = parse_quantity(&spec.target).unwrap_or(0.0);
+        result.target = spec.target.value();
         match scaler.sample().await {
             Ok(s) => {
                 result.value = Some(s.value);

@@ -12,7 +12,6 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use scaler_core::fallback::HealthTracker;
 use scaler_core::poll::{next_aligned, Cached, MetricCache, TriggerSample};
-use scaler_core::quantity::parse_quantity;
 use scaler_core::resolve::build_scalers_resolved;
 use scaler_core::scaled_object::DEFAULT_POLLING_INTERVAL;
 use scaler_core::ScaledObject;
@@ -116,7 +115,7 @@ pub async fn poll_once(
                     shared.health.record(ns, so_name, &name, result.is_ok());
                 }
                 let cached = (trigger.use_cached_metrics == Some(true)).then(|| {
-                    let target = parse_quantity(&spec.target).map(|t| (t, spec.target_type));
+                    let target = Some((spec.target.value(), spec.target_type));
                     let (value, active) = match &result {
                         Ok(s) => (Ok(s.value), s.active),
                         Err(e) => (Err(e.to_string()), false),

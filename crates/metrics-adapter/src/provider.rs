@@ -14,7 +14,6 @@ use scaler_core::label_selector::Selector;
 use scaler_core::metrics::evaluate_built;
 use scaler_core::modifiers;
 use scaler_core::poll::MetricCache;
-use scaler_core::quantity::parse_quantity;
 use scaler_core::quantity::quantity_string;
 use scaler_core::resolve::build_scalers_resolved;
 use scaler_core::resolve::{ready_pods, target_scale};
@@ -315,12 +314,7 @@ impl MetricsProvider for ScaledObjectProvider {
             .iter()
             .filter_map(|b| b.as_ref().ok())
             .find(|s| s.metric_spec().name.eq_ignore_ascii_case(metric))
-            .and_then(|s| {
-                Some((
-                    parse_quantity(&s.metric_spec().target)?,
-                    s.metric_spec().target_type,
-                ))
-            });
+            .map(|s| (s.metric_spec().target.value(), s.metric_spec().target_type));
         let result = evaluate_built(&so, metric, built).await;
         if let Some(fb) = &so.spec.fallback {
             match &result {

@@ -7,6 +7,7 @@ use chrono_tz::Tz;
 use super::params::{Param, Required};
 use super::{MetricSpec, Sample, Scaler, ScalerError, TriggerContext};
 use crate::linux_cron::LinuxCron;
+use crate::quantity::MilliQuantity;
 
 /// Parsed `cron` trigger metadata.
 #[derive(Debug, Clone)]
@@ -101,7 +102,7 @@ impl CronScaler {
         let spec = MetricSpec {
             name: ctx.metric_name(&name),
             target_type: ctx.target_type()?,
-            target: "1".to_string(),
+            target: MilliQuantity::from_value(1.0),
         };
         Ok(CronScaler {
             metadata: CronMetadata {

@@ -13,7 +13,7 @@ use super::{MetricSpec, Sample, Scaler, ScalerError, TriggerContext};
 use crate::kafka::{
     ClientConfig, KafkaClient, OffsetQuery, PartitionOffsets, Sasl, ScramHash, TlsSettings,
 };
-use crate::quantity::quantity_string;
+use crate::quantity::MilliQuantity;
 
 /// What lag a partition without a committed offset has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -547,7 +547,7 @@ impl KafkaScaler {
             spec: MetricSpec {
                 name: ctx.metric_name(&meta.metric_name()),
                 target_type,
-                target: quantity_string(meta.lag_threshold as f64),
+                target: MilliQuantity::from_value(meta.lag_threshold as f64),
             },
             owner: (ctx.namespace.to_string(), ctx.name.to_string(), ctx.index),
             meta,

@@ -12,7 +12,7 @@ use kube::{Api, Client};
 use super::params::{Defaulted, Param, Required};
 use super::{MetricSpec, Sample, Scaler, ScalerError, TriggerContext};
 use crate::label_selector::Selector;
-use crate::quantity::quantity_string;
+use crate::quantity::MilliQuantity;
 
 /// Listing pods may take this long.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -114,7 +114,7 @@ impl WorkloadScaler {
             spec: MetricSpec {
                 name: ctx.metric_name(&format!("workload-{}", ctx.namespace)),
                 target_type: ctx.target_type()?,
-                target: quantity_string(metadata.value),
+                target: MilliQuantity::from_value(metadata.value),
             },
             metadata,
             namespace: ctx.namespace.to_string(),

@@ -16,6 +16,7 @@ use std::fmt;
 use async_trait::async_trait;
 
 use crate::metric_name;
+use crate::quantity::MilliQuantity;
 use crate::scaled_object::{ScaleTriggers, ScaledObject};
 
 /// How the HPA compares a metric with its target.
@@ -44,8 +45,8 @@ pub struct MetricSpec {
     pub name: String,
     /// AverageValue or Value.
     pub target_type: MetricTargetType,
-    /// The target as a quantity string (`1`, `2500m`).
-    pub target: String,
+    /// The target, a quantity (`1`, `2500m`).
+    pub target: MilliQuantity,
 }
 
 /// What one query of an event source says.

@@ -19,7 +19,7 @@ use super::{MetricSpec, Sample, Scaler, ScalerError, TriggerContext};
 use crate::coalesce::Coalescer;
 use crate::go_dsn::{self, Dsn, DsnOptions, Tls};
 use crate::idle_map::{self, IdleMap};
-use crate::quantity::quantity_string;
+use crate::quantity::MilliQuantity;
 
 /// Connecting plus querying may take this long, unless the DSN's timeouts add up to more.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -299,7 +299,7 @@ impl MysqlScaler {
             spec: MetricSpec {
                 name: ctx.metric_name(&format!("mysql-{}", metadata.metric_db)),
                 target_type: ctx.target_type()?,
-                target: quantity_string(metadata.query_value),
+                target: MilliQuantity::from_value(metadata.query_value),
             },
             metadata,
         })

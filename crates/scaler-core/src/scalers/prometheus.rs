@@ -12,7 +12,7 @@ use super::params::{Defaulted, Param, Params, Required};
 use super::{MetricSpec, Sample, Scaler, ScalerError, TriggerContext};
 use crate::coalesce::Coalescer;
 use crate::idle_map::{self, IdleMap};
-use crate::quantity::quantity_string;
+use crate::quantity::MilliQuantity;
 
 /// KEDA's default query timeout.
 const DEFAULT_TIMEOUT: Duration = Duration::from_millis(3000);
@@ -328,7 +328,7 @@ impl PrometheusScaler {
         let spec = MetricSpec {
             name: ctx.metric_name("prometheus"),
             target_type: ctx.target_type()?,
-            target: quantity_string(metadata.threshold),
+            target: MilliQuantity::from_value(metadata.threshold),
         };
         let client = client(&ClientKey {
             unsafe_ssl: metadata.unsafe_ssl,
