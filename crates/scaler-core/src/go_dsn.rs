@@ -76,6 +76,17 @@ impl std::fmt::Debug for Dsn {
 }
 
 impl Dsn {
+    /// A DSN without options.
+    pub fn new(user: &str, password: &str, addr: &str, db_name: &str) -> Self {
+        Dsn {
+            user: user.to_string(),
+            password: password.to_string(),
+            addr: addr.to_string(),
+            db_name: db_name.to_string(),
+            options: DsnOptions::default(),
+        }
+    }
+
     /// Host and port to dial, as Go's `net.Dial("tcp", addr)` reads `addr`.
     pub fn host_port(&self) -> Result<(String, u16), String> {
         let (host, port) = split_host_port(&self.addr)?;
@@ -437,13 +448,7 @@ mod tests {
     use super::*;
 
     fn dsn(user: &str, pass: &str, addr: &str, db: &str) -> Dsn {
-        Dsn {
-            user: user.into(),
-            password: pass.into(),
-            addr: addr.into(),
-            db_name: db.into(),
-            options: DsnOptions::default(),
-        }
+        Dsn::new(user, pass, addr, db)
     }
 
     #[test]

@@ -405,13 +405,7 @@ mod tests {
     use crate::scalers::{with_env, AuthParams};
 
     fn dsn(user: &str, pass: &str, addr: &str, db: &str) -> Dsn {
-        Dsn {
-            user: user.into(),
-            password: pass.into(),
-            addr: addr.into(),
-            db_name: db.into(),
-            options: DsnOptions::default(),
-        }
+        Dsn::new(user, pass, addr, db)
     }
 
     #[test]
