@@ -190,6 +190,7 @@ mod tests {
             name: "test",
             client: None,
             as_metric_source,
+            pools: &crate::pools::Pools::default(),
         })
     }
 
