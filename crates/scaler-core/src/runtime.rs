@@ -177,7 +177,7 @@ pub async fn build_triggers(so: &ScaledObject, inputs: &BuildInputs<'_>) -> Vec<
         )
         .map_err(|e| error(auth.explain(explain(e, &env_unresolved))));
         out.push(BuiltTrigger {
-            resolved: scaler.is_ok().then(|| (trigger, auth.params)),
+            resolved: scaler.is_ok().then_some((trigger, auth.params)),
             scaler,
         });
     }
@@ -465,6 +465,7 @@ pub struct Runtimes {
     /// Failure counts for fallback.
     pub health: Arc<HealthTracker>,
     builds: AtomicU64,
+    default_interval: i32,
 }
 
 impl Runtimes {
@@ -487,7 +488,30 @@ impl Runtimes {
             cache: Arc::new(MetricCache::default()),
             health: Arc::new(HealthTracker::default()),
             builds: AtomicU64::new(0),
+            default_interval: crate::scaled_object::DEFAULT_POLLING_INTERVAL,
         }
+    }
+
+    /// The pollingInterval of ScaledObjects that set none (at least 1 second).
+    pub fn with_default_interval(mut self, seconds: i32) -> Self {
+        self.default_interval = seconds.max(1);
+        self
+    }
+
+    /// `so`'s pollingInterval in seconds, the default when it sets none.
+    pub fn interval_of(&self, so: &ScaledObject) -> i64 {
+        i64::from(
+            so.spec
+                .polling_interval
+                .unwrap_or(self.default_interval)
+                .max(1),
+        )
+    }
+
+    /// How long a cached result answers HPA reads: two intervals, so one slow or failed
+    /// poll does not send reads to the source.
+    pub fn max_age(&self, so: &ScaledObject) -> Duration {
+        Duration::from_secs(2 * self.interval_of(so) as u64)
     }
 
     /// eventscale's namespace.

@@ -123,17 +123,26 @@ impl ClusterVersions {
             config_maps: spawn_store(
                 "ConfigMaps (metadata)".into(),
                 reflector::store::Writer::default(),
-                watcher(Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()), cfg()),
+                watcher(
+                    Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()),
+                    cfg(),
+                ),
             ),
             trigger_auths: spawn_store(
                 "TriggerAuthentications (metadata)".into(),
                 reflector::store::Writer::default(),
-                watcher(Api::<PartialObjectMeta<TriggerAuthentication>>::all(client.clone()), cfg()),
+                watcher(
+                    Api::<PartialObjectMeta<TriggerAuthentication>>::all(client.clone()),
+                    cfg(),
+                ),
             ),
             cluster_trigger_auths: spawn_store(
                 "ClusterTriggerAuthentications (metadata)".into(),
                 reflector::store::Writer::default(),
-                watcher(Api::<PartialObjectMeta<ClusterTriggerAuthentication>>::all(client.clone()), cfg()),
+                watcher(
+                    Api::<PartialObjectMeta<ClusterTriggerAuthentication>>::all(client.clone()),
+                    cfg(),
+                ),
             ),
             targets: Mutex::new(HashMap::new()),
             client,
@@ -183,7 +192,8 @@ impl ClusterVersions {
     /// not known (the caller reads `/scale`).
     pub fn replicas(&self, gvk: &str, namespace: &str, name: &str) -> Option<i32> {
         let (group_version, kind) = gvk.rsplit_once('/')?;
-        if group_version != "apps/v1" || !matches!(kind, "Deployment" | "StatefulSet" | "ReplicaSet")
+        if group_version != "apps/v1"
+            || !matches!(kind, "Deployment" | "StatefulSet" | "ReplicaSet")
         {
             return None;
         }
