@@ -66,6 +66,12 @@ pub trait Versions: Send + Sync {
     /// `dep`'s current version; `None` when not known (not watched, or the watch has not
     /// listed yet), which never makes a runtime stale.
     fn current(&self, dep: &Dep) -> Option<Version>;
+
+    /// A scale target's desired replicas as a watch last saw them (`gvk` is
+    /// `group/version/Kind`); `None` when not watched (read `/scale` instead).
+    fn replicas(&self, _gvk: &str, _namespace: &str, _name: &str) -> Option<i32> {
+        None
+    }
 }
 
 /// No watches: a runtime is only rebuilt when its ScaledObject changes (`eval`, tests).
@@ -512,6 +518,16 @@ impl Runtimes {
     /// poll does not send reads to the source.
     pub fn max_age(&self, so: &ScaledObject) -> Duration {
         Duration::from_secs(2 * self.interval_of(so) as u64)
+    }
+
+    /// `so`'s scale target's replicas as the watches see them, when they do.
+    pub fn known_replicas(&self, so: &ScaledObject) -> Option<i32> {
+        let target = &so.spec.scale_target_ref;
+        self.versions.replicas(
+            &crate::resolve::target_gvk(target),
+            so.metadata.namespace.as_deref().unwrap_or(""),
+            &target.name,
+        )
     }
 
     /// eventscale's namespace.

@@ -186,11 +186,20 @@ impl ClusterVersions {
         let (ar, w) = guard.as_ref()?;
         w.get(&ObjectRef::new_with(name, ar.clone()).within(namespace))
     }
+}
 
+fn version<K: Resource>(found: Option<Option<Arc<K>>>) -> Option<Version> {
+    Some(match found? {
+        None => Version::Missing,
+        Some(o) => Version::At(o.meta().resource_version.clone().unwrap_or_default()),
+    })
+}
+
+impl Versions for ClusterVersions {
     /// The target's `spec.replicas` as the watch last saw it, for the kinds whose
     /// `/scale` is `spec.replicas` (Deployments, StatefulSets, ReplicaSets); `None` when
     /// not known (the caller reads `/scale`).
-    pub fn replicas(&self, gvk: &str, namespace: &str, name: &str) -> Option<i32> {
+    fn replicas(&self, gvk: &str, namespace: &str, name: &str) -> Option<i32> {
         let (group_version, kind) = gvk.rsplit_once('/')?;
         if group_version != "apps/v1"
             || !matches!(kind, "Deployment" | "StatefulSet" | "ReplicaSet")
@@ -206,16 +215,7 @@ impl ClusterVersions {
                 .unwrap_or(1),
         )
     }
-}
 
-fn version<K: Resource>(found: Option<Option<Arc<K>>>) -> Option<Version> {
-    Some(match found? {
-        None => Version::Missing,
-        Some(o) => Version::At(o.meta().resource_version.clone().unwrap_or_default()),
-    })
-}
-
-impl Versions for ClusterVersions {
     fn current(&self, dep: &Dep) -> Option<Version> {
         match dep {
             Dep::Secret(ns, name) => version(self.secrets.get(&ObjectRef::new(name).within(ns))),
