@@ -26,7 +26,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource, ResourceExt};
 use scaler_core::activation::{pause_of, Pause};
 use scaler_core::hpa::{desired_hpa, HpaError, MANAGER};
-use scaler_core::resolve::build_scalers_resolved;
+use scaler_core::runtime::Runtimes;
 use scaler_core::validation::{
     claimed_first, gvk_string, ownership, validate_spec, ExistingHpa, OtherScaledObject,
 };
@@ -64,6 +64,9 @@ pub struct Context {
     pub recorder: Recorder,
     /// eventscale's namespace: where ClusterTriggerAuthentications' Secrets live.
     pub operator_namespace: String,
+    /// The ScaledObjects' runtimes (their scalers, built once), shared with the scale loop
+    /// and HPA reads.
+    pub runtimes: Arc<Runtimes>,
 }
 
 /// The HPA API version to write: `autoscaling/v2` when served, else `autoscaling/v2beta2`.
@@ -84,7 +87,11 @@ pub async fn discover_hpa_resource(client: &Client) -> Result<ApiResource, Error
 
 impl Context {
     /// The controller's context: the HPA version found by discovery, an Event recorder.
-    pub async fn new(client: Client, operator_namespace: String) -> Result<Arc<Self>, Error> {
+    pub async fn new(
+        client: Client,
+        operator_namespace: String,
+        runtimes: Arc<Runtimes>,
+    ) -> Result<Arc<Self>, Error> {
         let hpa = discover_hpa_resource(&client).await?;
         info!(api_version = %hpa.api_version, "HPAs will be written with this API version");
         let recorder = Recorder::new(client.clone(), Reporter::from(MANAGER.to_string()));
@@ -93,6 +100,7 @@ impl Context {
             hpa,
             recorder,
             operator_namespace,
+            runtimes,
         }))
     }
 }
@@ -322,7 +330,7 @@ async fn apply(so: Arc<ScaledObject>, ctx: Arc<Context>) -> Result<Action, Error
     let mut metric_names = Vec::new();
     let mut specs = Vec::new();
     let mut invalid = None;
-    for built in build_scalers_resolved(&ctx.client, &so, &ctx.operator_namespace).await {
+    for built in ctx.runtimes.get(&so).await.scalers() {
         match built {
             Ok(s) => {
                 metric_names.push(s.metric_spec().name.clone());

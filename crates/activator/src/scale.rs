@@ -250,7 +250,12 @@ pub async fn act(
             return Ok(());
         }
     };
-    let current = target.replicas().await.map_err(Error::Target)?;
+    // The watch of the target's kind answers without a request; kinds it does not cover
+    // are read from /scale.
+    let current = match ctx.runtimes.known_replicas(so) {
+        Some(n) => n,
+        None => target.replicas().await.map_err(Error::Target)?,
+    };
     let now = Utc::now();
     let key = last_active_key(so);
     let status_active = so

@@ -8,10 +8,12 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use scaler_core::hpa::{expected_replicas, Reading};
-use scaler_core::scalers::{build_scaler, explain, with_env, ScalerError, TriggerContext};
+use scaler_core::pools::Pools;
+use scaler_core::runtime::{BuildInputs, Runtime, Unobserved};
+use scaler_core::scalers::ScalerError;
 use scaler_core::trigger_auth::{
-    secret_data, trigger_params, AuthError, ClusterTriggerAuthentication, Sources,
-    TriggerAuthentication, TriggerAuthenticationSpec,
+    secret_data, AuthError, ClusterTriggerAuthentication, Sources, TriggerAuthentication,
+    TriggerAuthenticationSpec,
 };
 use scaler_core::ScaledObject;
 use serde::Serialize;
@@ -216,20 +218,32 @@ pub struct Evaluation {
     pub composite: Option<Result<f64, String>>,
 }
 
-/// Evaluate one ScaledObject's triggers.
-pub async fn evaluate(inputs: &Inputs, so: &ScaledObject, operator_ns: &str) -> Evaluation {
+/// Evaluate one ScaledObject's triggers: its runtime built from the files, as in the
+/// cluster, each trigger asked once.
+pub async fn evaluate(
+    inputs: &Inputs,
+    so: &ScaledObject,
+    operator_ns: &str,
+    pools: &std::sync::Arc<Pools>,
+) -> Evaluation {
     let ns = so.metadata.namespace.clone().unwrap_or_default();
+    let build = BuildInputs {
+        sources: inputs,
+        client: None,
+        operator_namespace: operator_ns,
+        pools,
+    };
+    let rt = Runtime::build(
+        so,
+        &build,
+        Vec::new(),
+        pools.clone(),
+        std::sync::Arc::new(Unobserved),
+    )
+    .await;
     let mut triggers = Vec::new();
     let mut readings = Vec::new();
     for (index, trigger) in so.spec.triggers.iter().enumerate() {
-        let field = |e: ScalerError| {
-            scaler_core::TriggerError {
-                index,
-                trigger_type: trigger.type_.clone(),
-                source: e,
-            }
-            .to_string()
-        };
         let mut result = TriggerResult {
             index,
             type_: trigger.type_.clone(),
@@ -243,36 +257,20 @@ pub async fn evaluate(inputs: &Inputs, so: &ScaledObject, operator_ns: &str) -> 
             active: false,
             error: None,
         };
-        let auth = match trigger_params(so, index, operator_ns, inputs).await {
-            Ok(a) => a,
-            Err(e) => {
-                result.error = Some(field(ScalerError::Authentication(e.to_string())));
+        let scaler = match rt.scaler(index) {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                result.error = Some(e.to_string());
                 triggers.push(result);
                 continue;
             }
-        };
-        let (trigger, env_unresolved) = with_env(trigger, &inputs.env);
-        let scaler = match build_scaler(TriggerContext {
-            index,
-            trigger: &trigger,
-            auth: &auth.params,
-            namespace: &ns,
-            name: so.metadata.name.as_deref().unwrap_or(""),
-            client: None,
-            as_metric_source: so.spec.uses_modifiers(),
-        }) {
-            Ok(s) => s,
-            Err(e) => {
-                result.error = Some(field(auth.explain(explain(e, &env_unresolved))));
-                triggers.push(result);
-                continue;
-            }
+            None => continue,
         };
         let spec = scaler.metric_spec();
         result.metric_name = spec.name.clone();
         result.metric_type = spec.target_type.as_str().to_string();
         result.target = spec.target.value();
-        match scaler.sample().await {
+        match rt.sample(index).await.result {
             Ok(s) => {
                 result.value = Some(s.value);
                 result.active = s.active;
@@ -282,7 +280,16 @@ pub async fn evaluate(inputs: &Inputs, so: &ScaledObject, operator_ns: &str) -> 
                     active: s.active,
                 });
             }
-            Err(e) => result.error = Some(field(e)),
+            Err(e) => {
+                result.error = Some(
+                    scaler_core::TriggerError {
+                        index,
+                        trigger_type: trigger.type_.clone(),
+                        source: ScalerError::Query(e),
+                    }
+                    .to_string(),
+                )
+            }
         }
         triggers.push(result);
     }
@@ -418,7 +425,13 @@ spec:
 "#,
             )
             .expect("parsed");
-        let e = evaluate(&inputs, &inputs.scaled_objects[0], "eventscale").await;
+        let e = evaluate(
+            &inputs,
+            &inputs.scaled_objects[0],
+            "eventscale",
+            &Default::default(),
+        )
+        .await;
         assert_eq!(e.scaled_object, "default/web");
         let cron = &e.triggers[0];
         assert_eq!(cron.metric_name, "s0-cron-Etc-UTC-00xxx-5923xxx");
@@ -432,7 +445,13 @@ spec:
             prom.error.as_deref(),
             Some("spec.triggers[1].authenticationRef (prometheus): TriggerAuthentication \"missing\" not found in namespace \"default\"")
         );
-        let bad = evaluate(&inputs, &inputs.scaled_objects[1], "eventscale").await;
+        let bad = evaluate(
+            &inputs,
+            &inputs.scaled_objects[1],
+            "eventscale",
+            &Default::default(),
+        )
+        .await;
         assert!(bad.triggers[0]
             .error
             .as_deref()
@@ -473,7 +492,7 @@ spec:
             "apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata: {name: s, namespace: default}\nspec: {scaleTargetRef: {name: w}, triggers: [{type: cron, metadata: {}, authenticationRef: {name: ta}}]}",
         )
         .expect("so");
-        let p = trigger_params(&so, 0, "eventscale", &inputs)
+        let p = scaler_core::trigger_auth::trigger_params(&so, 0, "eventscale", &inputs)
             .await
             .expect("resolved")
             .params;

@@ -3,20 +3,17 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use async_trait::async_trait;
 use chrono::{SecondsFormat, Utc};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::Client;
-use scaler_core::fallback::{self, HealthTracker};
+use scaler_core::fallback;
 use scaler_core::label_selector::Selector;
-use scaler_core::metrics::evaluate_built;
 use scaler_core::modifiers;
-use scaler_core::poll::MetricCache;
 use scaler_core::quantity::quantity_string;
-use scaler_core::resolve::build_scalers_resolved;
 use scaler_core::resolve::{ready_pods, target_scale};
+use scaler_core::runtime::Runtimes;
 use scaler_core::scaled_object::Fallback;
 use scaler_core::MetricTargetType;
 use scaler_core::{MetricError, ScaledObject, SCALED_OBJECT_NAME_LABEL};
@@ -60,9 +57,7 @@ pub trait MetricsProvider: Send + Sync {
 pub struct ScaledObjectProvider {
     store: Store<ScaledObject>,
     client: Client,
-    operator_namespace: String,
-    cache: Arc<MetricCache>,
-    health: Arc<HealthTracker>,
+    runtimes: Arc<Runtimes>,
     synced: Arc<AtomicBool>,
     telemetry: Arc<Telemetry>,
 }
@@ -73,9 +68,7 @@ impl ScaledObjectProvider {
     pub fn new(
         store: Store<ScaledObject>,
         client: Client,
-        operator_namespace: String,
-        cache: Arc<MetricCache>,
-        health: Arc<HealthTracker>,
+        runtimes: Arc<Runtimes>,
         telemetry: Arc<Telemetry>,
     ) -> Self {
         let synced = Arc::new(AtomicBool::new(false));
@@ -88,9 +81,7 @@ impl ScaledObjectProvider {
         Self {
             store,
             client,
-            operator_namespace,
-            cache,
-            health,
+            runtimes,
             synced,
             telemetry,
         }
@@ -124,39 +115,25 @@ impl ScaledObjectProvider {
             .fallback
             .as_ref()
             .filter(|_| fallback::has_valid_fallback(&so.spec));
-        let built = build_scalers_resolved(&self.client, so, &self.operator_namespace).await;
-        let samples = so.spec.triggers.iter().zip(built).map(|(t, b)| async move {
-            let trigger = t.name.clone()?;
-            let scaler = match b {
-                Ok(s) => s,
-                Err(e) => return Some((trigger, None, Err(e.to_string()))),
-            };
-            let started = Instant::now();
-            let r = scaler.sample().await;
-            self.telemetry
-                .scaler_query(scaler.scaler_type(), started.elapsed(), r.is_ok());
-            let metric = scaler.metric_spec().name.clone();
-            Some((
-                trigger,
-                Some(metric),
-                r.map(|s| s.value).map_err(|e| e.to_string()),
-            ))
-        });
+        let rt = self.runtimes.get(so).await;
+        let samples = rt.sample_where(|t| t.name.is_some()).await;
         let mut outcomes = Vec::new();
-        for (trigger, metric, r) in futures::future::join_all(samples)
-            .await
-            .into_iter()
-            .flatten()
-        {
+        for (_, sample) in samples {
+            let Some(trigger) = sample.trigger_name else {
+                continue;
+            };
             // Health is kept only where a fallback can use it, as KEDA keeps it.
-            let health = match (fallback, &metric) {
-                (Some(_), Some(metric)) => {
-                    Some(self.health.record(namespace, name, metric, r.is_ok()))
-                }
+            let health = match (fallback, sample.metric.is_empty()) {
+                (Some(_), false) => Some(self.runtimes.health.record(
+                    namespace,
+                    name,
+                    &sample.metric,
+                    sample.result.is_ok(),
+                )),
                 _ => None,
             };
-            let outcome = match r {
-                Ok(v) => modifiers::Outcome::Value(v),
+            let outcome = match sample.result {
+                Ok(s) => modifiers::Outcome::Value(s.value),
                 Err(error) => {
                     let past_threshold = fallback
                         .zip(health.as_ref())
@@ -278,15 +255,16 @@ impl MetricsProvider for ScaledObjectProvider {
         }
         // useCachedMetrics triggers answer from the polling loop's store; a miss (not
         // polled yet, or too old) falls through to a live query, as KEDA does.
-        if let Some(c) = self
-            .cache
-            .get(namespace, name, metric, crate::poller::max_age(&so))
+        if let Some(c) =
+            self.runtimes
+                .cache
+                .get(namespace, name, metric, self.runtimes.max_age(&so))
         {
             self.telemetry.metric_cache(true);
             let value = match c.value {
                 Ok(v) => v,
                 Err(e) => {
-                    let health = self.health.get(namespace, name, metric);
+                    let health = self.runtimes.health.get(namespace, name, metric);
                     match (&so.spec.fallback, c.target) {
                         (Some(fb), Some((target, kind))) if fallback::falling_back(fb, &health) => {
                             self.fallback_value(&so, fb, target, kind).await?
@@ -308,21 +286,21 @@ impl MetricsProvider for ScaledObjectProvider {
             }]);
         }
         self.telemetry.metric_cache(false);
-        let started = Instant::now();
-        let built = build_scalers_resolved(&self.client, &so, &self.operator_namespace).await;
-        let target = built
-            .iter()
-            .filter_map(|b| b.as_ref().ok())
+        let rt = self.runtimes.get(&so).await;
+        let target = rt
+            .scalers()
+            .into_iter()
+            .filter_map(Result::ok)
             .find(|s| s.metric_spec().name.eq_ignore_ascii_case(metric))
             .map(|s| (s.metric_spec().target.value(), s.metric_spec().target_type));
-        let result = evaluate_built(&so, metric, built).await;
+        let result = rt.sample_metric(metric).await;
         if let Some(fb) = &so.spec.fallback {
             match &result {
                 Ok(_) => {
-                    self.health.record(namespace, name, metric, true);
+                    self.runtimes.health.record(namespace, name, metric, true);
                 }
                 Err(MetricError::Query { .. }) => {
-                    let health = self.health.record(namespace, name, metric, false);
+                    let health = self.runtimes.health.record(namespace, name, metric, false);
                     if let (true, Some((t, kind))) = (fallback::falling_back(fb, &health), target) {
                         let value = self.fallback_value(&so, fb, t, kind).await?;
                         if let Err(e) = &result {
@@ -338,16 +316,6 @@ impl MetricsProvider for ScaledObjectProvider {
                 }
                 Err(_) => {}
             }
-        }
-        match &result {
-            Ok(s) => self
-                .telemetry
-                .scaler_query(s.scaler_type, started.elapsed(), true),
-            Err(MetricError::Query { scaler_type, .. }) => {
-                self.telemetry
-                    .scaler_query(scaler_type, started.elapsed(), false)
-            }
-            Err(_) => {}
         }
         let sample = result.map_err(metric_error)?;
         Ok(vec![ExternalMetricValue {

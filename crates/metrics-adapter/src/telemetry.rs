@@ -343,6 +343,12 @@ pub async fn track(State(t): State<Arc<Telemetry>>, req: Request, next: Next) ->
     resp
 }
 
+impl scaler_core::runtime::Observer for Telemetry {
+    fn scaler_query(&self, scaler_type: &'static str, elapsed: Duration, ok: bool) {
+        Telemetry::scaler_query(self, scaler_type, elapsed, ok);
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

@@ -18,16 +18,19 @@ pub mod metric_name;
 pub mod metrics;
 pub mod modifiers;
 pub mod poll;
+pub mod pools;
 pub mod quantity;
 pub mod resolve;
+pub mod runtime;
 pub mod scaled_object;
 pub mod scalers;
 pub mod trigger_auth;
 pub mod validation;
+pub mod watch;
 
 pub use metrics::{evaluate_metric, MetricError, MetricSample};
 pub use scaled_object::{ScaledObject, ScaledObjectSpec, ScaledObjectStatus};
-pub use scalers::{build_scalers, MetricSpec, MetricTargetType, Scaler, ScalerError, TriggerError};
+pub use scalers::{MetricSpec, MetricTargetType, Scaler, ScalerError, TriggerError};
 
 /// The label the HPA's metric selector carries and the adapter reads back.
 pub const SCALED_OBJECT_NAME_LABEL: &str = "scaledobject.keda.sh/name";

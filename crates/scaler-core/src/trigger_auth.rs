@@ -252,6 +252,44 @@ pub trait Sources: Send + Sync {
     ) -> Result<BTreeMap<String, String>, AuthError>;
 }
 
+/// Sources with nothing in them: every object is missing, the target's environment empty
+/// (scalers built without a cluster).
+pub struct NoSources;
+
+#[async_trait]
+impl Sources for NoSources {
+    async fn secret(
+        &self,
+        _: &str,
+        _: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, AuthError> {
+        Ok(None)
+    }
+    async fn config_map(
+        &self,
+        _: &str,
+        _: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, AuthError> {
+        Ok(None)
+    }
+    async fn trigger_authentication(
+        &self,
+        _: &str,
+        _: &str,
+    ) -> Result<Option<TriggerAuthenticationSpec>, AuthError> {
+        Ok(None)
+    }
+    async fn cluster_trigger_authentication(
+        &self,
+        _: &str,
+    ) -> Result<Option<TriggerAuthenticationSpec>, AuthError> {
+        Ok(None)
+    }
+    async fn container_env(&self, _: Option<&str>) -> Result<BTreeMap<String, String>, AuthError> {
+        Ok(BTreeMap::new())
+    }
+}
+
 /// A Secret's `data` (decoded) and `stringData`, as one map.
 pub fn secret_data(s: k8s_openapi::api::core::v1::Secret) -> BTreeMap<String, String> {
     let mut out: BTreeMap<String, String> = s

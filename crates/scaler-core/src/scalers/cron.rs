@@ -180,6 +180,7 @@ mod tests {
             name: "test",
             client: None,
             as_metric_source: false,
+            pools: &crate::pools::Pools::default(),
         })
     }
 

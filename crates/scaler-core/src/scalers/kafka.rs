@@ -3,7 +3,7 @@
 //! caps that keep consumers from outnumbering partitions.
 
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
@@ -504,30 +504,15 @@ pub fn total_lag(
     }
 }
 
-/// A trigger: the ScaledObject's namespace and name, and the trigger's index.
-type TriggerKey = (String, String, usize);
-
-/// Previous committed offsets per trigger, kept across the scaler instances built for each
-/// read.
-static PREVIOUS: LazyLock<Mutex<HashMap<TriggerKey, PreviousOffsets>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
-
-/// Forget the persistent-lag memory of ScaledObjects `keep` rejects (deleted ones).
-pub fn retain_memory(mut keep: impl FnMut(&str, &str) -> bool) {
-    PREVIOUS
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .retain(|(ns, name, _), _| keep(ns, name));
-}
-
 /// The kafka scaler.
 #[derive(Debug)]
 pub struct KafkaScaler {
     meta: KafkaMetadata,
     spec: MetricSpec,
     client: Arc<KafkaClient>,
-    /// Key of this trigger's persistent-lag memory.
-    owner: TriggerKey,
+    /// The committed offsets of the previous poll, for `excludePersistentLag`: kept as
+    /// long as the scaler (built once per ScaledObject runtime, as KEDA keeps it).
+    previous: Mutex<PreviousOffsets>,
 }
 
 impl KafkaScaler {
@@ -535,7 +520,7 @@ impl KafkaScaler {
     pub fn new(ctx: TriggerContext<'_>) -> Result<Self, ScalerError> {
         let meta = KafkaMetadata::parse(&ctx)?;
         let target_type = ctx.target_type()?;
-        let client = KafkaClient::shared(&meta.client).map_err(|e| {
+        let client = ctx.pools.kafka.shared(&meta.client).map_err(|e| {
             let text = e.to_string();
             let param = ["ca", "cert", "key"]
                 .into_iter()
@@ -549,7 +534,7 @@ impl KafkaScaler {
                 target_type,
                 target: MilliQuantity::from_value(meta.lag_threshold as f64),
             },
-            owner: (ctx.namespace.to_string(), ctx.name.to_string(), ctx.index),
+            previous: Mutex::new(PreviousOffsets::default()),
             meta,
             client,
         })
@@ -588,9 +573,8 @@ impl Scaler for KafkaScaler {
             .await
             .map_err(|e| ScalerError::Query(e.to_string()))?;
         let total = {
-            let mut all = PREVIOUS.lock().unwrap_or_else(|p| p.into_inner());
-            let previous = all.entry(self.owner.clone()).or_default();
-            total_lag(&self.meta, &offsets, previous)
+            let mut previous = self.previous.lock().unwrap_or_else(|p| p.into_inner());
+            total_lag(&self.meta, &offsets, &mut previous)
         };
         tracing::debug!(
             group = %self.meta.group,
@@ -638,6 +622,7 @@ mod tests {
             name: "so",
             client: None,
             as_metric_source: false,
+            pools: &crate::pools::Pools::default(),
         })
     }
 
@@ -1080,6 +1065,7 @@ mod tests {
                 name: "so",
                 client: None,
                 as_metric_source: false,
+                pools: &crate::pools::Pools::default(),
             })
             .expect("valid trigger");
             assert_eq!(s.metric_spec().name, name);
@@ -1160,20 +1146,6 @@ mod tests {
             lag(&m, &[p(0, 0, Some(12)), p(1, 0, Some(0)), p(2, 0, Some(0))]).lag,
             12
         );
-    }
-
-    #[test]
-    fn memory_of_deleted_scaled_objects_is_dropped() {
-        let key = |name: &str| ("memory-test".to_string(), name.to_string(), 0);
-        {
-            let mut all = PREVIOUS.lock().unwrap_or_else(|p| p.into_inner());
-            all.insert(key("kept"), PreviousOffsets::from([(("t".into(), 0), 5)]));
-            all.insert(key("deleted"), PreviousOffsets::new());
-        }
-        retain_memory(|ns, name| ns != "memory-test" || name == "kept");
-        let all = PREVIOUS.lock().unwrap_or_else(|p| p.into_inner());
-        assert!(all.contains_key(&key("kept")));
-        assert!(!all.contains_key(&key("deleted")));
     }
 
     /// Offsets a broker should never send still give a number, never a panic.

@@ -192,6 +192,7 @@ mod tests {
             name: "test",
             client: None,
             as_metric_source,
+            pools: &crate::pools::Pools::default(),
         })
     }
 

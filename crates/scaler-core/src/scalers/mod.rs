@@ -17,7 +17,7 @@ use async_trait::async_trait;
 
 use crate::metric_name;
 use crate::quantity::MilliQuantity;
-use crate::scaled_object::{ScaleTriggers, ScaledObject};
+use crate::scaled_object::ScaleTriggers;
 
 /// How the HPA compares a metric with its target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,6 +192,8 @@ pub struct TriggerContext<'a> {
     /// The ScaledObject uses `scalingModifiers`: its triggers feed the formula (KEDA's
     /// `AsMetricSource`), and kubernetes-workload's `value` may be left out.
     pub as_metric_source: bool,
+    /// The clients shared with every other scaler of the process.
+    pub pools: &'a crate::pools::Pools,
 }
 
 impl std::fmt::Debug for TriggerContext<'_> {
@@ -300,34 +302,6 @@ pub fn build_scaler(ctx: TriggerContext<'_>) -> Result<Box<dyn Scaler>, ScalerEr
     }
 }
 
-/// Build every trigger's scaler, each result kept apart so one bad trigger does not hide
-/// the others.
-pub fn build_scalers(so: &ScaledObject) -> Vec<Result<Box<dyn Scaler>, TriggerError>> {
-    let no_auth = AuthParams::new();
-    let namespace = so.metadata.namespace.as_deref().unwrap_or("");
-    so.spec
-        .triggers
-        .iter()
-        .enumerate()
-        .map(|(index, trigger)| {
-            build_scaler(TriggerContext {
-                index,
-                trigger,
-                auth: &no_auth,
-                namespace,
-                name: so.metadata.name.as_deref().unwrap_or(""),
-                client: None,
-                as_metric_source: so.spec.uses_modifiers(),
-            })
-            .map_err(|source| TriggerError {
-                index,
-                trigger_type: trigger.type_.clone(),
-                source,
-            })
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -415,6 +389,7 @@ mod tests {
                 name: "test",
                 client: None,
                 as_metric_source: false,
+                pools: &crate::pools::Pools::default(),
             }
             .target_type()
         };

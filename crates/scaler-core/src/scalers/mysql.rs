@@ -5,7 +5,7 @@
 //! rejects is a parse error here, what its dialer rejects (a port like `test_port`, a host
 //! that does not resolve) is an error when connecting, as in KEDA.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -124,29 +124,29 @@ fn budget(o: &DsnOptions) -> Duration {
     TIMEOUT.max(given)
 }
 
-/// The system's root certificates, which Go's `tls=true` verifies against, loaded once;
-/// ones rustls cannot use are left out (DER).
-static SYSTEM_ROOTS: LazyLock<Vec<Vec<u8>>> = LazyLock::new(|| {
+/// The system's root certificates, which Go's `tls=true` verifies against; ones rustls
+/// cannot use are left out (DER).
+fn system_roots() -> Vec<Vec<u8>> {
     rustls_native_certs::load_native_certs()
         .certs
         .into_iter()
         .filter(|c| rustls::RootCertStore::empty().add(c.clone()).is_ok())
         .map(|c| c.to_vec())
         .collect()
-});
+}
 
-fn ssl_opts(tls: Tls) -> Result<Option<SslOpts>, String> {
+fn ssl_opts(tls: Tls, system_roots: &[Vec<u8>]) -> Result<Option<SslOpts>, String> {
     Ok(match tls {
         Tls::Off => None,
         Tls::Verify => {
-            if SYSTEM_ROOTS.is_empty() {
+            if system_roots.is_empty() {
                 return Err(
                     "tls=true: no system root certificates to verify the server with".into(),
                 );
             }
             Some(
                 SslOpts::default()
-                    .with_root_certs(SYSTEM_ROOTS.iter().map(|c| c.as_slice().into()).collect())
+                    .with_root_certs(system_roots.iter().map(|c| c.clone().into()).collect())
                     .with_disable_built_in_roots(true),
             )
         }
@@ -175,7 +175,7 @@ fn names_statements(o: &DsnOptions) -> Vec<String> {
     }
 }
 
-fn new_pool(dsn: &Dsn, tls: Tls) -> Result<Pool, String> {
+fn new_pool(dsn: &Dsn, tls: Tls, system_roots: &[Vec<u8>]) -> Result<Pool, String> {
     let (host, port) = dsn.host_port()?;
     let mut opts = OptsBuilder::default()
         .ip_or_hostname(host)
@@ -183,7 +183,7 @@ fn new_pool(dsn: &Dsn, tls: Tls) -> Result<Pool, String> {
         .user(Some(dsn.user.clone()))
         .pass((!dsn.password.is_empty()).then(|| dsn.password.clone()))
         .db_name((!dsn.db_name.is_empty()).then(|| dsn.db_name.clone()))
-        .ssl_opts(ssl_opts(tls)?)
+        .ssl_opts(ssl_opts(tls, system_roots)?)
         // As Go's database/sql: a pooled connection keeps its session, so the `SET NAMES`
         // made when it connected (a reset would undo it, and costs a round trip per query).
         .pool_opts(PoolOpts::default().with_reset_connection(false));
@@ -219,31 +219,60 @@ enum Pick {
     Plaintext,
 }
 
-/// The pool in use for each DSN, shared by every mysql trigger; one unused for 15 minutes
-/// is closed.
-static POOLS: LazyLock<IdleMap<Dsn, Pool>> = LazyLock::new(|| IdleMap::new(idle_map::IDLE));
+/// What every mysql trigger shares (one per [`crate::pools::Pools`]).
+pub struct MysqlPools {
+    /// The pool in use for each DSN; one unused for 15 minutes is closed.
+    pools: IdleMap<Dsn, Pool>,
+    /// Identical queries (same DSN, so the same server, database and credentials, and the
+    /// same SQL) in flight at the same moment share one round trip.
+    inflight: Arc<Coalescer<QueryKey, Result<f64, ScalerError>>>,
+    /// The system's root certificates, read once on first use of `tls=true`.
+    system_roots: std::sync::OnceLock<Vec<Vec<u8>>>,
+}
 
-fn pool(dsn: &Dsn, pick: Pick) -> Result<Pool, String> {
-    for idle in POOLS.sweep() {
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                let _ = idle.disconnect().await;
-            });
+impl Default for MysqlPools {
+    fn default() -> Self {
+        Self {
+            pools: IdleMap::new(idle_map::IDLE),
+            inflight: Arc::new(Coalescer::default()),
+            system_roots: std::sync::OnceLock::new(),
         }
     }
-    let tls = match pick {
-        Pick::Current => {
-            if let Some(p) = POOLS.get(dsn) {
-                return Ok(p);
+}
+
+impl std::fmt::Debug for MysqlPools {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MysqlPools").finish_non_exhaustive()
+    }
+}
+
+impl MysqlPools {
+    fn pool(&self, dsn: &Dsn, pick: Pick) -> Result<Pool, String> {
+        for idle in self.pools.sweep() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let _ = idle.disconnect().await;
+                });
             }
-            dsn.options.tls
         }
-        Pick::Fresh => dsn.options.tls,
-        Pick::Plaintext => Tls::Off,
-    };
-    let p = new_pool(dsn, tls)?;
-    POOLS.insert(dsn.clone(), p.clone());
-    Ok(p)
+        let tls = match pick {
+            Pick::Current => {
+                if let Some(p) = self.pools.get(dsn) {
+                    return Ok(p);
+                }
+                dsn.options.tls
+            }
+            Pick::Fresh => dsn.options.tls,
+            Pick::Plaintext => Tls::Off,
+        };
+        let roots: &[Vec<u8>] = match tls {
+            Tls::Verify => self.system_roots.get_or_init(system_roots),
+            _ => &[],
+        };
+        let p = new_pool(dsn, tls, roots)?;
+        self.pools.insert(dsn.clone(), p.clone());
+        Ok(p)
+    }
 }
 
 /// A cell as a number, as KEDA's `strconv.ParseFloat` on the scanned value.
@@ -276,11 +305,6 @@ fn describe(e: &mysql_async::Error) -> String {
     }
 }
 
-/// Identical queries (same DSN, so the same server, database and credentials, and the
-/// same SQL) in flight at the same moment, across all ScaledObjects, share one round trip.
-static INFLIGHT: LazyLock<Arc<Coalescer<QueryKey, Result<f64, ScalerError>>>> =
-    LazyLock::new(|| Arc::new(Coalescer::default()));
-
 /// The connection and the SQL: what makes two mysql queries the same question.
 type QueryKey = (Dsn, String);
 
@@ -289,6 +313,7 @@ type QueryKey = (Dsn, String);
 pub struct MysqlScaler {
     metadata: MysqlMetadata,
     spec: MetricSpec,
+    shared: Arc<MysqlPools>,
 }
 
 impl MysqlScaler {
@@ -302,6 +327,7 @@ impl MysqlScaler {
                 target: MilliQuantity::from_value(metadata.query_value),
             },
             metadata,
+            shared: ctx.pools.mysql.clone(),
         })
     }
 
@@ -309,7 +335,7 @@ impl MysqlScaler {
     /// carries the driver's answer for [`Self::connect`] to judge.
     async fn attempt(&self, pick: Pick) -> Result<Result<Conn, mysql_async::Error>, String> {
         let dsn = &self.metadata.dsn;
-        let pool = pool(dsn, pick)?;
+        let pool = self.shared.pool(dsn, pick)?;
         let get = pool.get_conn();
         match dsn.options.connect_timeout {
             None => Ok(get.await),
@@ -388,7 +414,7 @@ impl Scaler for MysqlScaler {
                     ))
                 })?
         };
-        let value = INFLIGHT.run(key, call).await.0?;
+        let value = self.shared.inflight.run(key, call).await.0?;
         Ok(Sample {
             value,
             active: value > self.metadata.activation_query_value,
@@ -455,6 +481,7 @@ mod tests {
             name: "test",
             client: None,
             as_metric_source: false,
+            pools: &crate::pools::Pools::default(),
         })
         .map_err(|e| crate::scalers::explain(e, &unresolved))
     }

@@ -1,6 +1,6 @@
 //! The `prometheus` trigger: the value of one PromQL query against a Prometheus server.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -225,16 +225,46 @@ struct ClientKey {
     client_cert: Option<(String, String)>,
 }
 
-/// One HTTP client (connection pool) per distinct TLS configuration, shared by every
-/// prometheus trigger; one unused for 15 minutes is dropped (with its credentials).
-static CLIENTS: LazyLock<IdleMap<ClientKey, reqwest::Client>> =
-    LazyLock::new(|| IdleMap::new(idle_map::IDLE));
+/// What every prometheus trigger shares (one per [`crate::pools::Pools`]).
+pub struct PrometheusClients {
+    /// One HTTP client (connection pool) per distinct TLS configuration; one unused for 15
+    /// minutes is dropped (with its credentials).
+    clients: IdleMap<ClientKey, reqwest::Client>,
+    /// Identical prometheus queries for the same second share one HTTP request: the polls
+    /// of many ScaledObjects at one aligned instant start within milliseconds of each
+    /// other but not all while the first request is in flight, so an answer keeps serving
+    /// its (query, second) until that second is surely over.
+    inflight: Arc<Coalescer<QueryKey, Result<f64, ScalerError>>>,
+}
 
-fn client(key: &ClientKey) -> Result<reqwest::Client, ScalerError> {
-    drop(CLIENTS.sweep());
-    if let Some(c) = CLIENTS.get(key) {
-        return Ok(c);
+impl Default for PrometheusClients {
+    fn default() -> Self {
+        Self {
+            clients: IdleMap::new(idle_map::IDLE),
+            inflight: Arc::new(Coalescer::with_linger(std::time::Duration::from_secs(1))),
+        }
     }
+}
+
+impl std::fmt::Debug for PrometheusClients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrometheusClients").finish_non_exhaustive()
+    }
+}
+
+impl PrometheusClients {
+    fn client(&self, key: &ClientKey) -> Result<reqwest::Client, ScalerError> {
+        drop(self.clients.sweep());
+        if let Some(c) = self.clients.get(key) {
+            return Ok(c);
+        }
+        let c = new_client(key)?;
+        self.clients.insert(key.clone(), c.clone());
+        Ok(c)
+    }
+}
+
+fn new_client(key: &ClientKey) -> Result<reqwest::Client, ScalerError> {
     let mut b = reqwest::Client::builder()
         .use_rustls_tls()
         .danger_accept_invalid_certs(key.unsafe_ssl);
@@ -250,11 +280,8 @@ fn client(key: &ClientKey) -> Result<reqwest::Client, ScalerError> {
             })?;
         b = b.identity(identity);
     }
-    let c = b
-        .build()
-        .map_err(|e| ScalerError::Query(format!("building the HTTP client: {e}")))?;
-    CLIENTS.insert(key.clone(), c.clone());
-    Ok(c)
+    b.build()
+        .map_err(|e| ScalerError::Query(format!("building the HTTP client: {e}")))
 }
 
 /// The largest answer read from Prometheus.
@@ -266,6 +293,7 @@ pub struct PrometheusScaler {
     metadata: Arc<PrometheusMetadata>,
     spec: MetricSpec,
     client: reqwest::Client,
+    shared: Arc<PrometheusClients>,
 }
 
 /// The `value` lists of an answer's `data.result`, decoded as KEDA's Go struct is
@@ -330,7 +358,7 @@ impl PrometheusScaler {
             target_type: ctx.target_type()?,
             target: MilliQuantity::from_value(metadata.threshold),
         };
-        let client = client(&ClientKey {
+        let client = ctx.pools.prometheus.client(&ClientKey {
             unsafe_ssl: metadata.unsafe_ssl,
             ca: metadata.auth.ca.clone(),
             client_cert: metadata.auth.client_cert.clone(),
@@ -339,6 +367,7 @@ impl PrometheusScaler {
             metadata: Arc::new(metadata),
             spec,
             client,
+            shared: ctx.pools.prometheus.clone(),
         })
     }
 
@@ -517,13 +546,6 @@ struct QueryKey {
     ignore_null_values: bool,
 }
 
-/// Identical prometheus queries for the same second, across all ScaledObjects, share one
-/// HTTP request: the polls of many ScaledObjects at one aligned instant start within
-/// milliseconds of each other but not all while the first request is in flight, so an
-/// answer keeps serving its (query, second) until that second is surely over.
-static INFLIGHT: LazyLock<Arc<Coalescer<QueryKey, Result<f64, ScalerError>>>> =
-    LazyLock::new(|| Arc::new(Coalescer::with_linger(std::time::Duration::from_secs(1))));
-
 impl PrometheusScaler {
     fn query_key(&self, time: &str) -> QueryKey {
         let m = &self.metadata;
@@ -546,7 +568,8 @@ impl PrometheusScaler {
         let now = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
         let this = self.clone();
         let key = self.query_key(&now);
-        INFLIGHT
+        self.shared
+            .inflight
             .run(key, async move { this.query(&now).await })
             .await
             .0
@@ -623,6 +646,7 @@ mod tests {
             name: "test",
             client: None,
             as_metric_source: false,
+            pools: &crate::pools::Pools::default(),
         })
     }
 
