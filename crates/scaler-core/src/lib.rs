@@ -6,7 +6,9 @@
 
 pub mod activation;
 pub mod coalesce;
+pub mod conditions;
 pub mod fallback;
+pub mod gvk;
 pub mod hpa;
 pub mod idle_map;
 pub mod kafka;
