@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
+use scaler_core::conditions::{ConditionType, Reason};
 use scaler_core::fallback::HealthTracker;
 use scaler_core::poll::{next_aligned, Cached, MetricCache, TriggerSample};
 use scaler_core::quantity::parse_quantity;
@@ -156,10 +157,8 @@ fn accepted(so: &ScaledObject) -> bool {
         return false;
     };
     let rejected = status
-        .conditions
-        .iter()
-        .flatten()
-        .any(|c| c.type_ == "Ready" && c.reason.as_deref() == Some("ScaledObjectCheckFailed"));
+        .condition(ConditionType::Ready)
+        .is_some_and(|c| c.has_reason(&[Reason::ScaledObjectCheckFailed]));
     status.original_replica_count.is_some() && !rejected
 }
 
@@ -222,9 +221,13 @@ const MAX_CONCURRENT_POLLS: usize = 256;
 /// shared by hundreds of ScaledObjects never holds up the rest.
 const MAX_POLL_WAIT: Duration = Duration::from_secs(1);
 
-/// Drop the failure counts and the kafka persistent-lag memory of ScaledObjects that are
-/// gone.
-fn forget_deleted(store: &Store<ScaledObject>, health: &HealthTracker) {
+/// Drop the failure counts, the kafka persistent-lag memory and the activator's last
+/// active polls of ScaledObjects that are gone.
+fn forget_deleted(
+    store: &Store<ScaledObject>,
+    health: &HealthTracker,
+    activation: Option<&Activation>,
+) {
     let state = store.state();
     let all: std::collections::HashSet<(String, String)> = state
         .iter()
@@ -237,7 +240,9 @@ fn forget_deleted(store: &Store<ScaledObject>, health: &HealthTracker) {
     let keep = |ns: &str, name: &str| all.contains(&(ns.to_string(), name.to_string()));
     health.retain(keep);
     scaler_core::scalers::kafka::retain_memory(keep);
-    activator::scale::retain_memory(|uid| uids.contains(uid));
+    if let Some(a) = activation {
+        a.ctx.last_active.retain_memory(|uid| uids.contains(uid));
+    }
 }
 
 /// Marks a ScaledObject's poll as running until dropped.
@@ -279,7 +284,7 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(sleep_ms as u64)).await;
         if forgotten.elapsed() >= FORGET_EVERY {
             forgotten = Instant::now();
-            forget_deleted(&store, &shared.health);
+            forget_deleted(&store, &shared.health, activation.as_ref());
         }
         let now = chrono::Utc::now().timestamp_millis();
         earliest = i64::MAX;
