@@ -542,7 +542,7 @@ async fn lead_controller(
             (true, None) => {
                 // What this replica saw in an earlier term may be older than what another
                 // leader saw since.
-                activator::scale::forget_all();
+                ctx.last_active.forget_all();
                 let ctx = ctx.clone();
                 running = Some(tokio::spawn(async move {
                     if let Err(e) = activator::run(ctx).await {

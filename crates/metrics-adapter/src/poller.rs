@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::ResourceExt;
+use scaler_core::conditions::{ConditionType, Reason};
 use scaler_core::poll::{next_aligned, Cached, TriggerSample};
 use scaler_core::runtime::Runtimes;
 use scaler_core::ScaledObject;
@@ -81,10 +82,8 @@ fn accepted(so: &ScaledObject) -> bool {
         return false;
     };
     let rejected = status
-        .conditions
-        .iter()
-        .flatten()
-        .any(|c| c.type_ == "Ready" && c.reason.as_deref() == Some("ScaledObjectCheckFailed"));
+        .condition(ConditionType::Ready)
+        .is_some_and(|c| c.has_reason(&[Reason::ScaledObjectCheckFailed]));
     status.original_replica_count.is_some() && !rejected
 }
 
@@ -163,8 +162,7 @@ fn forget_deleted(
             .iter()
             .filter_map(|so| so.metadata.uid.clone())
             .collect();
-        activator::scale::retain_memory(|uid| uids.contains(uid));
-        let _ = a;
+        a.ctx.last_active.retain_memory(|uid| uids.contains(uid));
     }
 }
 

@@ -6,9 +6,11 @@
 
 pub mod activation;
 pub mod coalesce;
+pub mod conditions;
 pub mod fallback;
 pub mod go_dsn;
 pub mod go_duration;
+pub mod gvk;
 pub mod hpa;
 pub mod idle_map;
 pub mod kafka;

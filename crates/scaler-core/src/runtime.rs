@@ -451,6 +451,25 @@ pub trait RecordingSources: Sources {
     fn as_sources(&self) -> &dyn Sources;
 }
 
+/// Builds with nothing to read: every referenced object is missing (tests, and runs
+/// without a cluster).
+pub struct NoSourceFactory;
+
+impl RecordingSources for crate::trigger_auth::NoSources {
+    fn deps(&self) -> Vec<(Dep, Version)> {
+        Vec::new()
+    }
+    fn as_sources(&self) -> &dyn Sources {
+        self
+    }
+}
+
+impl SourceFactory for NoSourceFactory {
+    fn sources(&self, _: &ScaledObject) -> Box<dyn RecordingSources> {
+        Box::new(crate::trigger_auth::NoSources)
+    }
+}
+
 /// Per ScaledObject `namespace/name`, its runtime (built on first use, single-flight).
 type Slots = HashMap<(String, String), Arc<tokio::sync::Mutex<Option<Arc<Runtime>>>>>;
 
