@@ -778,8 +778,9 @@ pub async fn requests(report: &mut Report, window: Duration) -> anyhow::Result<(
         ],
         format!(
             "apiserver_request_total over {:.0} s, all verbs; watches (re)opened on those \
-             resources {watches} (per process, not per object); /scale GETs include the HPA \
-             controller's own (one per HPA per 15 s sync); every client's requests {all}",
+             resources {watches} (per process, not per object); /scale GETs are the HPA \
+             controller's own (one per HPA per sync: 2 s in the local cluster, so 30 a \
+             minute); every client's requests {all}",
             window.as_secs_f64()
         ),
     ));
