@@ -67,7 +67,7 @@ pub fn route_of(path: &str) -> Route {
             Route::Discovery
         }
         p if p == "/openapi" || p.starts_with("/openapi/") => Route::Openapi,
-        p if crate::auth::is_health(p) => Route::Health,
+        p if crate::api::is_health(p) => Route::Health,
         _ => Route::Other,
     }
 }
