@@ -8,9 +8,10 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use scaler_core::hpa::{expected_replicas, Reading};
+use scaler_core::poll::{composite_read, CompositeRead, TriggerSample};
 use scaler_core::pools::Pools;
 use scaler_core::runtime::{BuildInputs, Runtime, Unobserved};
-use scaler_core::scalers::ScalerError;
+use scaler_core::scalers::{Sample, ScalerError};
 use scaler_core::trigger_auth::{
     secret_data, AuthError, ClusterTriggerAuthentication, Sources, TriggerAuthentication,
     TriggerAuthenticationSpec,
@@ -298,32 +299,29 @@ pub async fn evaluate(
     // failed trigger fails the composite, as a first failure does there).
     let composite = scaler_core::modifiers::of_scaled_object(so).map(|m| {
         let m = m.map_err(|e| e.to_string())?;
-        let outcomes: Vec<_> = so
+        // The triggers' answers, their errors worded as above.
+        let samples: Vec<TriggerSample> = so
             .spec
             .triggers
             .iter()
             .zip(&triggers)
-            .filter_map(|(t, r)| {
-                let outcome = match (r.value, &r.error) {
-                    (Some(v), None) => scaler_core::modifiers::Outcome::Value(v),
-                    (_, e) => scaler_core::modifiers::Outcome::Failed {
-                        error: e.clone().unwrap_or_default(),
-                        past_threshold: false,
-                    },
-                };
-                Some((t.name.clone()?, outcome))
+            .map(|(t, r)| TriggerSample {
+                trigger_name: t.name.clone(),
+                metric: r.metric_name.clone(),
+                result: match (r.value, &r.error) {
+                    (Some(value), None) => Ok(Sample {
+                        value,
+                        active: r.active,
+                    }),
+                    (_, e) => Err(e.clone().unwrap_or_default()),
+                },
             })
             .collect();
-        match scaler_core::modifiers::plan(false, &outcomes) {
-            scaler_core::modifiers::Plan::Evaluate(vars) => {
-                let fallback = so.spec.fallback.as_ref().map(|f| f.replicas);
-                scaler_core::modifiers::composite(&m, &vars, false, fallback)
-                    .map(|(value, active)| (value, m.target, active))
-                    .map_err(|e| e.to_string())
-            }
-            scaler_core::modifiers::Plan::Error(e) => Err(e),
-            // Only a failure past a threshold falls back, and eval keeps no failure count.
-            scaler_core::modifiers::Plan::Fallback => Err("falling back".into()),
+        // No failure history here: a failure is never past a threshold.
+        match composite_read(so, &m, &samples, &Default::default()) {
+            CompositeRead::Value { value, active } => Ok((value, m.target, active)),
+            CompositeRead::Error(e) => Err(e),
+            CompositeRead::Fallback => Err("falling back".into()),
         }
     });
     let readings = match &composite {

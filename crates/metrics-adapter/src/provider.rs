@@ -11,6 +11,7 @@ use kube::Client;
 use scaler_core::fallback;
 use scaler_core::label_selector::Selector;
 use scaler_core::modifiers;
+use scaler_core::poll::{composite_read, CompositeRead};
 use scaler_core::quantity::quantity_string;
 use scaler_core::resolve::{ready_pods, target_scale};
 use scaler_core::runtime::Runtimes;
@@ -110,62 +111,41 @@ impl ScaledObjectProvider {
     ) -> Result<f64, ApiError> {
         let namespace = so.metadata.namespace.as_deref().unwrap_or_default();
         let name = so.metadata.name.as_deref().unwrap_or_default();
-        let fallback = so
-            .spec
-            .fallback
-            .as_ref()
-            .filter(|_| fallback::has_valid_fallback(&so.spec));
         let rt = self.runtimes.get(so).await;
-        let samples = rt.sample_where(|t| t.name.is_some()).await;
-        let mut outcomes = Vec::new();
-        for (_, sample) in samples {
-            let Some(trigger) = sample.trigger_name else {
-                continue;
-            };
-            // Health is kept only where a fallback can use it, as KEDA keeps it.
-            let health = match (fallback, sample.metric.is_empty()) {
-                (Some(_), false) => Some(self.runtimes.health.record(
-                    namespace,
-                    name,
-                    &sample.metric,
-                    sample.result.is_ok(),
-                )),
-                _ => None,
-            };
-            let outcome = match sample.result {
-                Ok(s) => modifiers::Outcome::Value(s.value),
-                Err(error) => {
-                    let past_threshold = fallback
-                        .zip(health.as_ref())
-                        .is_some_and(|(f, h)| fallback::falling_back(f, h));
-                    warn!(scaledobject = %format!("{namespace}/{name}"), %trigger, %error, past_threshold, "trigger of the composite metric failed");
-                    modifiers::Outcome::Failed {
-                        error,
-                        past_threshold,
-                    }
-                }
-            };
-            outcomes.push((trigger, outcome));
+        let samples: Vec<_> = rt
+            .sample_where(|t| t.name.is_some())
+            .await
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect();
+        // Health is kept only where a fallback can use it, as KEDA keeps it.
+        if so.spec.fallback.is_some() {
+            for s in samples.iter().filter(|s| !s.metric.is_empty()) {
+                self.runtimes
+                    .health
+                    .record(namespace, name, &s.metric, s.result.is_ok());
+            }
         }
-        let behavior_is_modifiers =
-            fallback.and_then(|f| f.behavior.as_deref()) == Some("scalingModifiers");
+        for s in &samples {
+            if let (Some(trigger), Err(error)) = (&s.trigger_name, &s.result) {
+                warn!(scaledobject = %format!("{namespace}/{name}"), %trigger, %error, "trigger of the composite metric failed");
+            }
+        }
+        let health = self.runtimes.health.snapshot(namespace, name);
         let failed =
             |e: String| ApiError::internal(format!("ScaledObject {namespace}/{name}: {e}"));
-        match modifiers::plan(behavior_is_modifiers, &outcomes) {
-            modifiers::Plan::Evaluate(vars) => modifiers::composite(
-                m,
-                &vars,
-                false,
-                so.spec.fallback.as_ref().map(|f| f.replicas),
-            )
-            .map(|(value, _active)| value)
-            .map_err(|e| failed(e.to_string())),
-            modifiers::Plan::Fallback => {
-                let fb = fallback.ok_or_else(|| failed("no fallback".into()))?;
+        match composite_read(so, m, &samples, &health) {
+            CompositeRead::Value { value, .. } => Ok(value),
+            CompositeRead::Fallback => {
+                let fb = so
+                    .spec
+                    .fallback
+                    .as_ref()
+                    .ok_or_else(|| failed("no fallback".into()))?;
                 let kind = modifiers::composite_spec(so, m).target_type;
                 self.fallback_value(so, fb, m.target, kind).await
             }
-            modifiers::Plan::Error(e) => Err(failed(e)),
+            CompositeRead::Error(e) => Err(failed(e)),
         }
     }
 
@@ -177,12 +157,7 @@ impl ScaledObjectProvider {
         target: f64,
         kind: MetricTargetType,
     ) -> Result<f64, ApiError> {
-        let behavior: fallback::Behavior = fb
-            .behavior
-            .as_deref()
-            .unwrap_or("")
-            .parse()
-            .map_err(ApiError::internal)?;
+        let behavior = fallback::behavior(fb).map_err(ApiError::internal)?;
         let needs_scale = !matches!(
             behavior,
             fallback::Behavior::Static | fallback::Behavior::ScalingModifiers

@@ -17,8 +17,8 @@ use crate::request::{MetricRequest, METRICS_PREFIX};
 use crate::status::ApiError;
 use crate::telemetry::Telemetry;
 
-pub use crate::api::{GROUP, VERSION};
 use crate::api::GROUP_VERSION;
+pub use crate::api::{GROUP, VERSION};
 
 /// Shared state of the handlers.
 pub type SharedProvider = Arc<dyn MetricsProvider>;

@@ -51,6 +51,11 @@ impl FromStr for Behavior {
     }
 }
 
+/// `fallback.behavior` of `f`, typed (absent is `static`).
+pub fn behavior(f: &Fallback) -> Result<Behavior, String> {
+    f.behavior.as_deref().unwrap_or("").parse()
+}
+
 /// Status `Happy`.
 pub const HAPPY: &str = "Happy";
 /// Status `Failing`.
