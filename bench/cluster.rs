@@ -477,6 +477,25 @@ pub async fn activation(report: &mut Report, interval: i64) -> anyhow::Result<()
 
 // --- writes -----------------------------------------------------------------------------
 
+/// How many of `sos` are Ready (and, with `past_cooldown`, have an Active condition that is
+/// not the cooldown's).
+fn ready(sos: &[ScaledObject], past_cooldown: bool) -> usize {
+    sos.iter()
+        .filter(|so| {
+            so.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| {
+                    c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                        && (!past_cooldown
+                            || c.iter().any(|c| {
+                                c.type_ == "Active" && c.reason.as_deref() != Some("ScalerCooldown")
+                            }))
+                })
+        })
+        .count()
+}
+
 /// Figure 4: a mix of ScaledObjects (active cron, active and idle Prometheus, one scaled
 /// to zero) left to settle, then the apiserver's write counters over a window.
 pub async fn writes(report: &mut Report, window: Duration) -> anyhow::Result<()> {
@@ -514,17 +533,7 @@ pub async fn writes(report: &mut Report, window: Duration) -> anyhow::Result<()>
     // Settle: every object Ready, the idle ones at zero, the HPA controller's first scale.
     let started = Instant::now();
     loop {
-        let list = sos.list(&ListParams::default()).await?;
-        let ready = list
-            .items
-            .iter()
-            .filter(|so| {
-                so.status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-            })
-            .count();
+        let ready = ready(&sos.list(&ListParams::default()).await?.items, false);
         let idle_at_zero = {
             let mut n = 0;
             for i in (3..m).step_by(4) {
@@ -714,22 +723,7 @@ pub async fn requests(report: &mut Report, window: Duration) -> anyhow::Result<(
     create_all(&sos, objects, 8).await?;
     let started = Instant::now();
     loop {
-        let list = sos.list(&ListParams::default()).await?;
-        let ready = list
-            .items
-            .iter()
-            .filter(|so| {
-                so.status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|c| {
-                        c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-                            && c.iter().any(|c| {
-                                c.type_ == "Active" && c.reason.as_deref() != Some("ScalerCooldown")
-                            })
-                    })
-            })
-            .count();
+        let ready = ready(&sos.list(&ListParams::default()).await?.items, true);
         if ready == m {
             break;
         }

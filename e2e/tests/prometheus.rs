@@ -201,15 +201,7 @@ async fn a_rotated_secret_is_picked_up_without_a_restart() {
         &ns.0,
         &format!(
             r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: web}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: web}}}}
-  template:
-    metadata: {{labels: {{app: web}}}}
-    spec: {{containers: [{{name: web, image: localhost/eventscale/demo:v1, imagePullPolicy: Never}}]}}
+{deployment}
 ---
 apiVersion: keda.sh/v1alpha1
 kind: TriggerAuthentication
@@ -234,7 +226,8 @@ spec:
       threshold: "4"
       authModes: basic
     authenticationRef: {{name: prom-auth}}
-"#
+"#,
+            deployment = crate::deployment("web", 1, &[]),
         ),
     );
     let path = crate::cron::metric_path(&ns.0, "s0-prometheus", "web");
