@@ -477,6 +477,25 @@ pub async fn activation(report: &mut Report, interval: i64) -> anyhow::Result<()
 
 // --- writes -----------------------------------------------------------------------------
 
+/// How many of `sos` are Ready (and, with `past_cooldown`, have an Active condition that is
+/// not the cooldown's).
+fn ready(sos: &[ScaledObject], past_cooldown: bool) -> usize {
+    sos.iter()
+        .filter(|so| {
+            so.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| {
+                    c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                        && (!past_cooldown
+                            || c.iter().any(|c| {
+                                c.type_ == "Active" && c.reason.as_deref() != Some("ScalerCooldown")
+                            }))
+                })
+        })
+        .count()
+}
+
 /// Figure 4: a mix of ScaledObjects (active cron, active and idle Prometheus, one scaled
 /// to zero) left to settle, then the apiserver's write counters over a window.
 pub async fn writes(report: &mut Report, window: Duration) -> anyhow::Result<()> {
@@ -514,17 +533,7 @@ pub async fn writes(report: &mut Report, window: Duration) -> anyhow::Result<()>
     // Settle: every object Ready, the idle ones at zero, the HPA controller's first scale.
     let started = Instant::now();
     loop {
-        let list = sos.list(&ListParams::default()).await?;
-        let ready = list
-            .items
-            .iter()
-            .filter(|so| {
-                so.status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-            })
-            .count();
+        let ready = ready(&sos.list(&ListParams::default()).await?.items, false);
         let idle_at_zero = {
             let mut n = 0;
             for i in (3..m).step_by(4) {
@@ -587,6 +596,195 @@ pub async fn writes(report: &mut Report, window: Duration) -> anyhow::Result<()>
         format!("{:.3}", per(status + hpa + scale + so_spec + events)),
         "0",
         status + hpa + scale + so_spec + events == 0.0,
+    );
+    clean(&client).await?;
+    Ok(())
+}
+
+// --- requests ---------------------------------------------------------------------------
+
+/// The apiserver's request counts by (verb, resource, subresource), from
+/// `apiserver_request_total`.
+fn apiserver_requests() -> anyhow::Result<BTreeMap<(String, String, String), f64>> {
+    let (ok, out, err) = kubectl(&["get", "--raw", "/metrics"]);
+    anyhow::ensure!(ok, "kubectl get --raw /metrics: {err}");
+    let mut all = BTreeMap::new();
+    for l in out
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+    {
+        let v: f64 = l
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        *all.entry((
+            label(l, "verb").to_string(),
+            label(l, "resource").to_string(),
+            label(l, "subresource").to_string(),
+        ))
+        .or_insert(0.0) += v;
+    }
+    Ok(all)
+}
+
+/// Resources that, at steady state, nothing but eventscale would ask for: a request for
+/// one of them (other than a watch being re-established) is eventscale's.
+const EVENTSCALE_ONLY: &[&str] = &[
+    "secrets",
+    "configmaps",
+    "triggerauthentications",
+    "clustertriggerauthentications",
+    "scaledobjects",
+];
+
+/// Issue-15 figure: apiserver requests per ScaledObject per minute at steady state, for
+/// ScaledObjects whose triggers use `authenticationRef` (a Secret and a ConfigMap) and
+/// `FromEnv` (the target's env from a ConfigMap), half with `useCachedMetrics` (so HPA
+/// reads go live through the runtime as well).
+pub async fn requests(report: &mut Report, window: Duration) -> anyhow::Result<()> {
+    let client = crate::cluster_support::client().await;
+    let env = crate::sources::sources_env(&["prometheus"]);
+    let url = env
+        .get("EVENTSCALE_PROMETHEUS_AUTH_URL")
+        .cloned()
+        .context("sources.sh env has no EVENTSCALE_PROMETHEUS_AUTH_URL")?;
+    let user = env
+        .get("EVENTSCALE_PROMETHEUS_USER")
+        .cloned()
+        .unwrap_or_default();
+    let password = env
+        .get("EVENTSCALE_PROMETHEUS_PASSWORD")
+        .cloned()
+        .unwrap_or_default();
+    let ns = "bench-requests";
+    clean(&client).await?;
+    namespace(&client, ns).await?;
+    let apply = |v: Value| {
+        let client = client.clone();
+        async move {
+            let obj: kube::api::DynamicObject = serde_json::from_value(v)?;
+            let gvk = kube::api::GroupVersionKind::try_from(
+                obj.types.as_ref().context("apiVersion and kind")?,
+            )?;
+            let (ar, _) = kube::discovery::pinned_kind(&client, &gvk).await?;
+            let api: Api<kube::api::DynamicObject> = Api::namespaced_with(client, ns, &ar);
+            api.create(&PostParams::default(), &obj).await?;
+            anyhow::Ok(())
+        }
+    };
+    apply(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "prom-user", "namespace": ns},
+                 "stringData": {"username": user}}))
+    .await?;
+    apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "prom-password", "namespace": ns},
+                 "data": {"password": password}}))
+    .await?;
+    apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "prom-env", "namespace": ns},
+                 "data": {"PROM_URL": url}}))
+    .await?;
+    apply(json!({"apiVersion": "keda.sh/v1alpha1", "kind": "TriggerAuthentication",
+                 "metadata": {"name": "prom-auth", "namespace": ns},
+                 "spec": {"secretTargetRef": [{"parameter": "username", "name": "prom-user", "key": "username"}],
+                          "configMapTargetRef": [{"parameter": "password", "name": "prom-password", "key": "password"}]}}))
+    .await?;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let sos: Api<ScaledObject> = Api::namespaced(client.clone(), ns);
+    let m = 20;
+    let mut ds = Vec::new();
+    let mut objects = Vec::new();
+    for i in 0..m {
+        let name = format!("r-{i}");
+        let mut d = deployment(ns, &name, 1)?;
+        if let Some(c) = d
+            .spec
+            .as_mut()
+            .and_then(|s| s.template.spec.as_mut())
+            .and_then(|s| s.containers.first_mut())
+        {
+            c.env_from = Some(vec![serde_json::from_value(
+                json!({"configMapRef": {"name": "prom-env"}}),
+            )?]);
+        }
+        ds.push(d);
+        // Half active at one replica, half idle at zero.
+        let query = if i % 2 == 0 { "vector(1)" } else { "vector(0)" };
+        objects.push(scaled_object(
+            ns,
+            &name,
+            json!({"scaleTargetRef": {"name": name}, "pollingInterval": 5, "cooldownPeriod": 5,
+                   "minReplicaCount": 0, "maxReplicaCount": 2,
+                   "triggers": [{"type": "prometheus", "useCachedMetrics": i % 4 < 2,
+                                 "authenticationRef": {"name": "prom-auth"},
+                                 "metadata": {"serverAddressFromEnv": "PROM_URL", "authModes": "basic",
+                                              "query": query, "threshold": "1"}}]}),
+        )?);
+    }
+    create_all(&deployments, ds, 8).await?;
+    create_all(&sos, objects, 8).await?;
+    let started = Instant::now();
+    loop {
+        let ready = ready(&sos.list(&ListParams::default()).await?.items, true);
+        if ready == m {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(180),
+            "ScaledObjects did not settle in 3 minutes ({ready}/{m} Ready)"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    // Past the cooldown and the HPA controller's first syncs.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let before = apiserver_requests()?;
+    tokio::time::sleep(window).await;
+    let after = apiserver_requests()?;
+    let minutes = window.as_secs_f64() / 60.0;
+    let per = |n: f64| n / m as f64 / minutes;
+    let delta = |keep: &dyn Fn(&str, &str, &str) -> bool| -> f64 {
+        after
+            .iter()
+            .filter(|((v, r, s), _)| keep(v, r, s))
+            .map(|(k, n)| n - before.get(k).copied().unwrap_or(0.0))
+            .sum()
+    };
+    let ours = delta(&|verb, resource, _| verb != "WATCH" && EVENTSCALE_ONLY.contains(&resource));
+    let watches =
+        delta(&|verb, resource, _| verb == "WATCH" && EVENTSCALE_ONLY.contains(&resource));
+    let target_reads = delta(&|verb, resource, sub| {
+        (verb == "GET" || verb == "LIST") && resource == "deployments" && sub.is_empty()
+    });
+    let scale_reads =
+        delta(&|verb, resource, sub| verb == "GET" && resource == "deployments" && sub == "scale");
+    let hpa_reads = delta(&|verb, resource, sub| {
+        (verb == "GET" || verb == "LIST")
+            && resource == "horizontalpodautoscalers"
+            && sub.is_empty()
+    });
+    let all = delta(&|_, _, _| true);
+    report.push(Row::new(
+        "requests",
+        &format!("{m} ScaledObjects with authenticationRef (Secret + ConfigMap) and FromEnv, steady state"),
+        vec![
+            ("auth+SO reads/SO/min", per(ours)),
+            ("target reads/SO/min", per(target_reads)),
+            ("HPA reads/SO/min", per(hpa_reads)),
+            ("/scale GETs/SO/min", per(scale_reads)),
+        ],
+        format!(
+            "apiserver_request_total over {:.0} s, all verbs; watches (re)opened on those \
+             resources {watches} (per process, not per object); /scale GETs are the HPA \
+             controller's own (one per HPA per sync: 2 s in the local cluster, so 30 a \
+             minute); every client's requests {all}",
+            window.as_secs_f64()
+        ),
+    ));
+    let total = ours + target_reads + hpa_reads;
+    report.check(
+        "requests",
+        "apiserver requests per ScaledObject per minute at steady state (authenticationRef + FromEnv)",
+        format!("{:.3}", per(total)),
+        "0",
+        total == 0.0,
     );
     clean(&client).await?;
     Ok(())

@@ -4,7 +4,7 @@
 //! missed, and keeps the run as `target/bench/results.{md,json}` with the commit it was
 //! taken at. Figures are ratios and counts within one run; nothing here is a timed test.
 //!
-//! Arguments (after `--`): the figures to run (`reads`, `activation`, `writes`, `sources`,
+//! Arguments (after `--`): the figures to run (`reads`, `activation`, `writes`, `requests`, `sources`,
 //! `scale`; all by default), `--quick` for shorter runs, `--strict` to exit non-zero when a
 //! target is missed.
 
@@ -23,7 +23,14 @@ use std::time::Duration;
 use report::Report;
 
 /// In the order they run: the cluster's own eventscale first, then the bench's.
-const FIGURES: [&str; 5] = ["reads", "activation", "writes", "sources", "scale"];
+const FIGURES: [&str; 6] = [
+    "reads",
+    "activation",
+    "writes",
+    "requests",
+    "sources",
+    "scale",
+];
 
 fn main() -> std::process::ExitCode {
     // cargo passes `--bench`; anything else is ours.
@@ -81,6 +88,10 @@ fn main() -> std::process::ExitCode {
             ),
             "activation" => rt.block_on(cluster::activation(&mut report, 5)),
             "writes" => rt.block_on(cluster::writes(
+                &mut report,
+                Duration::from_secs(if quick { 30 } else { 60 }),
+            )),
+            "requests" => rt.block_on(cluster::requests(
                 &mut report,
                 Duration::from_secs(if quick { 30 } else { 60 }),
             )),

@@ -26,7 +26,6 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use scaler_core::fallback::HealthTracker;
 use scaler_core::poll::{Cached, MetricCache};
 use scaler_core::ScaledObject;
 use tokio::net::TcpListener;
@@ -194,7 +193,16 @@ fn start(rt: &tokio::runtime::Runtime, dir: &Path) -> anyhow::Result<Servers> {
             writer.apply_watcher_event(&watcher::Event::InitApply(scaled_object(i)?));
         }
         writer.apply_watcher_event(&watcher::Event::InitDone);
-        let cache = Arc::new(MetricCache::default());
+        // Never called: every read is answered from the cache.
+        let client = kube::Client::try_from(kube::Config::new("https://127.0.0.1:9".parse()?))?;
+        let runtimes = Arc::new(scaler_core::runtime::Runtimes::new(
+            Arc::new(scaler_core::resolve::KubeSourceFactory::new(client.clone())),
+            Arc::new(scaler_core::runtime::Unwatched),
+            None,
+            "eventscale".into(),
+            telemetry.clone(),
+        ));
+        let cache = runtimes.cache.clone();
         fill(&cache);
         // The poller refreshes the cache every interval; so does this, every 10 s.
         let c2 = cache.clone();
@@ -204,14 +212,10 @@ fn start(rt: &tokio::runtime::Runtime, dir: &Path) -> anyhow::Result<Servers> {
                 fill(&c2);
             }
         });
-        // Never called: every read is answered from the cache.
-        let client = kube::Client::try_from(kube::Config::new("https://127.0.0.1:9".parse()?))?;
         let provider = Arc::new(ScaledObjectProvider::new(
             store,
             client,
-            "eventscale".into(),
-            cache,
-            Arc::new(HealthTracker::default()),
+            runtimes,
             telemetry.clone(),
         ));
         let holder = Arc::new(ConfigHolder::default());

@@ -122,7 +122,9 @@ wait_for() {
   shift 2
   for ((i = 0; i < secs * 5; i++)); do
     if "$@" >/dev/null 2>&1; then return 0; fi
-    if [[ -f $PIDS/$name.pid ]] && ! running "$name"; then
+    # The pid, not `running`: until the child has exec'd its binary its command line is
+    # still the shell's, which `running` reads as "not ours" (seen on a loaded machine).
+    if [[ -s $PIDS/$name.pid ]] && ! kill -0 "$(cat "$PIDS/$name.pid")" 2>/dev/null; then
       die "$name exited during start-up; read $LOGS/$name.log"
     fi
     sleep 0.2

@@ -37,15 +37,27 @@ const NEEDED_BY: &[(&str, &str, &str)] = &[
     ("scaledobjects", "patch", "reconcile"),
     ("scaledobjects/status", "patch", "status"),
     ("triggerauthentications", "get", "trigger-authentication"),
+    ("triggerauthentications", "list", "rotation"),
+    ("triggerauthentications", "watch", "rotation"),
     (
         "clustertriggerauthentications",
         "get",
         "cluster-trigger-authentication",
     ),
+    ("clustertriggerauthentications", "list", "rotation"),
+    ("clustertriggerauthentications", "watch", "rotation"),
     ("secrets", "get", "trigger-authentication"),
+    ("secrets", "list", "rotation"),
+    ("secrets", "watch", "rotation"),
     ("configmaps", "get", "trigger-authentication"),
+    ("configmaps", "list", "rotation"),
+    ("configmaps", "watch", "rotation"),
     ("deployments", "get", "env-from-deployment"),
+    ("deployments", "list", "rotation"),
+    ("deployments", "watch", "rotation"),
     ("statefulsets", "get", "env-from-statefulset"),
+    ("statefulsets", "list", "rotation"),
+    ("statefulsets", "watch", "rotation"),
     ("pods", "list", "kubernetes-workload"),
     ("*/scale", "get", "reconcile"),
     ("*/scale", "patch", "activation"),
@@ -748,7 +760,7 @@ async fn the_charts_rbac_is_enough() {
 
 /// Every permission is needed: each verb of each rule and each binding to a built-in role
 /// is removed in turn, and the step the table names must be the one that fails. About a
-/// minute per permission (28 of them), so it runs on request:
+/// minute per permission (40 of them), so it runs on request:
 /// `cargo test -p metrics-adapter --test e2e_disruptive -- --ignored rbac`
 /// (`EVENTSCALE_RBAC_ONLY=<resource>[,<resource>...]` narrows it to those resources or
 /// roles).

@@ -180,6 +180,98 @@ spec:
     wait_for_replicas(&ns.0, "web", 3).await;
 }
 
+/// A rotated Secret is picked up without a restart: the ScaledObject's scalers are built
+/// once, and the watch of Secrets (metadata only) makes the next read rebuild them with
+/// the new value. Read through the aggregator every 100 ms: the first read with the new
+/// credentials comes within seconds of the change, in both directions.
+#[tokio::test]
+async fn a_rotated_secret_is_picked_up_without_a_restart() {
+    let _shared = PROMETHEUS.lock().await;
+    let url = source_env("EVENTSCALE_PROMETHEUS_AUTH_URL");
+    let user = source_env("EVENTSCALE_PROMETHEUS_USER");
+    let password = source_env("EVENTSCALE_PROMETHEUS_PASSWORD");
+    let ns = Namespace::create("e2e-rotation");
+    let secret = |password: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: prom-creds}}\nstringData: {{user: {user}, password: {password}}}\n"
+        )
+    };
+    apply(&ns.0, &secret("wrong-password"));
+    apply(
+        &ns.0,
+        &format!(
+            r#"
+{deployment}
+---
+apiVersion: keda.sh/v1alpha1
+kind: TriggerAuthentication
+metadata: {{name: prom-auth}}
+spec:
+  secretTargetRef:
+  - {{parameter: username, name: prom-creds, key: user}}
+  - {{parameter: password, name: prom-creds, key: password}}
+---
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata: {{name: web}}
+spec:
+  scaleTargetRef: {{name: web}}
+  minReplicaCount: 1
+  pollingInterval: 300
+  triggers:
+  - type: prometheus
+    metadata:
+      serverAddress: {url}
+      query: vector(12)
+      threshold: "4"
+      authModes: basic
+    authenticationRef: {{name: prom-auth}}
+"#,
+            deployment = crate::deployment("web", 1, &[]),
+        ),
+    );
+    let path = crate::cron::metric_path(&ns.0, "s0-prometheus", "web");
+    let read = || crate::kubectl(&["get", "--raw", &path]);
+    // Until the first rotation every read fails (the source refuses the password).
+    eventually(
+        Duration::from_secs(60),
+        "reads refused with the wrong password",
+        || async {
+            let (ok, _, err) = read();
+            (!ok && err.contains("401")).then_some(())
+        },
+    )
+    .await;
+    for (password, should_read) in [
+        (password.as_str(), true),
+        ("wrong-again", false),
+        (password.as_str(), true),
+    ] {
+        apply(&ns.0, &secret(password));
+        let changed = std::time::Instant::now();
+        eventually(
+            Duration::from_secs(30),
+            "the rotated Secret in use",
+            || async {
+                let (ok, out, _) = read();
+                (ok == should_read && (!ok || out.contains("\"12\""))).then_some(())
+            },
+        )
+        .await;
+        // pollingInterval is 300 s: a poll cannot be what picked the change up.
+        println!(
+            "rotation to a {} password seen by HPA reads after {:?}",
+            if should_read { "valid" } else { "wrong" },
+            changed.elapsed()
+        );
+        assert!(
+            changed.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            changed.elapsed()
+        );
+    }
+}
+
 /// scalingModifiers: two prometheus triggers combined by a formula into the one
 /// `composite-metric` the HPA reads; (10 + 20) / 2 = 15 with target 5 → 3 replicas.
 #[tokio::test]

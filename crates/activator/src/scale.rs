@@ -3,12 +3,14 @@
 //! ScaledObject's status (lastActiveTime, Active, Ready trigger problems, Fallback,
 //! health, triggersActivity) written only when it changes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
 use kube::runtime::events::EventType;
 use kube::ResourceExt;
 use scaler_core::activation::{self, annotation_flag, Decision, Input, ReadyProblem};
+use scaler_core::conditions::{ConditionStatus, ConditionType, Reason};
 use scaler_core::fallback;
 use scaler_core::poll::Activity;
 use scaler_core::scaled_object::{
@@ -17,9 +19,10 @@ use scaler_core::scaled_object::{
 use scaler_core::ScaledObject;
 use tracing::{debug, info, warn};
 
-use crate::status::{set_condition, write_if_changed};
+use crate::events::{publish, EventReason};
+use crate::status::write_if_changed;
 use crate::target::Target;
-use crate::{publish, Context, Error};
+use crate::{Context, Error};
 
 /// The inputs of KEDA's decision, read off the ScaledObject, the target and the poll.
 pub fn input(
@@ -60,35 +63,26 @@ pub fn input(
     })
 }
 
-fn condition(type_: &str, status: &str, reason: &str, message: &str) -> Condition {
-    Condition {
-        type_: type_.into(),
-        status: status.into(),
-        reason: Some(reason.into()),
-        message: Some(message.into()),
+/// When each ScaledObject was last seen active by this replica, by uid (a recreated
+/// object starts afresh); kept by the activator's [`Context`] (see [`next_status`]).
+#[derive(Default)]
+pub struct LastActive(Mutex<HashMap<String, DateTime<Utc>>>);
+
+impl LastActive {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, DateTime<Utc>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
-}
 
-/// When each ScaledObject was last seen active by this replica (see [`next_status`]).
-static LAST_ACTIVE: std::sync::LazyLock<std::sync::Mutex<LastActive>> =
-    std::sync::LazyLock::new(Default::default);
+    /// Forget the last active polls of ScaledObjects `keep` rejects (by uid): deleted ones.
+    pub fn retain_memory(&self, mut keep: impl FnMut(&str) -> bool) {
+        self.lock().retain(|uid, _| keep(uid));
+    }
 
-/// Last active poll by ScaledObject uid (a recreated object starts afresh).
-type LastActive = std::collections::HashMap<String, DateTime<Utc>>;
-
-fn last_active() -> std::sync::MutexGuard<'static, LastActive> {
-    LAST_ACTIVE.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Forget the last active polls of ScaledObjects `keep` rejects (by uid): deleted ones.
-pub fn retain_memory(mut keep: impl FnMut(&str) -> bool) {
-    last_active().retain(|uid, _| keep(uid));
-}
-
-/// Forget every last active poll: this replica just became the leader, and what it saw
-/// in an earlier term may be older than what another leader saw since.
-pub fn forget_all() {
-    last_active().clear();
+    /// Forget every last active poll: this replica just became the leader, and what it
+    /// saw in an earlier term may be older than what another leader saw since.
+    pub fn forget_all(&self) {
+        self.lock().clear();
+    }
 }
 
 /// One poll's outcome, as [`next_status`] needs it.
@@ -134,11 +128,7 @@ pub fn next_status(
     // be a write per poll per active ScaledObject): when the ScaledObject becomes active,
     // and when it stops being active (the last active poll, remembered in between). While
     // active nothing reads it; the cooldown starts from the persisted value.
-    let was_active = current
-        .conditions
-        .iter()
-        .flatten()
-        .any(|c| c.type_ == "Active" && c.status == "True");
+    let was_active = current.condition_is(ConditionType::Active, ConditionStatus::True);
     let persisted = current
         .last_active_time
         .as_deref()
@@ -157,66 +147,59 @@ pub fn next_status(
         status.scale_target_gvkr = Some(t.gvkr.clone());
     }
     if !decision.paused {
-        let active = if input.force_activation {
-            condition(
-                "Active",
-                "True",
-                "ScalerActive",
+        let (state, reason, message) = if input.force_activation {
+            (
+                ConditionStatus::True,
+                Reason::ScalerActive,
                 "Scaling is performed because activation is being forced by annotation",
             )
         } else if input.is_active {
-            condition(
-                "Active",
-                "True",
-                "ScalerActive",
+            (
+                ConditionStatus::True,
+                Reason::ScalerActive,
                 "Scaling is performed because triggers are active",
             )
         } else if decision.cooling_down {
-            condition(
-                "Active",
-                "False",
-                "ScalerCooldown",
+            (
+                ConditionStatus::False,
+                Reason::ScalerCooldown,
                 "Scaler cooling down because triggers are not active",
             )
         } else {
-            condition(
-                "Active",
-                "False",
-                "ScalerNotActive",
+            (
+                ConditionStatus::False,
+                Reason::ScalerNotActive,
                 "Scaling is not performed because triggers are not active",
             )
         };
-        set_condition(&mut status, active);
+        status.set_condition(Condition::new(
+            ConditionType::Active,
+            state,
+            reason,
+            message,
+        ));
         let ready = match decision.ready_problem {
-            Some(ReadyProblem::TriggerError) => Some(condition(
-                "Ready",
-                "False",
-                "TriggerError",
+            Some(ReadyProblem::TriggerError) => Some(Condition::new(
+                ConditionType::Ready,
+                ConditionStatus::False,
+                Reason::TriggerError,
                 "Triggers defined in ScaledObject are not working correctly",
             )),
-            Some(ReadyProblem::PartialTriggerError) => Some(condition(
-                "Ready",
-                "Unknown",
-                "PartialTriggerError",
+            Some(ReadyProblem::PartialTriggerError) => Some(Condition::new(
+                ConditionType::Ready,
+                ConditionStatus::Unknown,
+                Reason::PartialTriggerError,
                 "Some triggers defined in ScaledObject are not working correctly",
             )),
             // Triggers recovered: clear a problem this loop set (the reconcile owns the
             // other Ready reasons).
             None => current
-                .conditions
-                .iter()
-                .flatten()
-                .find(|c| c.type_ == "Ready")
-                .filter(|c| {
-                    matches!(
-                        c.reason.as_deref(),
-                        Some("TriggerError") | Some("PartialTriggerError")
-                    )
-                })
+                .condition(ConditionType::Ready)
+                .filter(|c| crate::status::trigger_problem(c))
                 .map(|_| crate::status::ready_condition()),
         };
         if let Some(r) = ready {
-            set_condition(&mut status, r);
+            status.set_condition(r);
         }
         status.triggers_activity = Some(
             activity
@@ -228,7 +211,7 @@ pub fn next_status(
     }
     if let Some(c) = fallback::condition(&so.spec, health) {
         status.health = Some(health.clone());
-        set_condition(&mut status, c);
+        status.set_condition(c);
     }
     status
 }
@@ -242,7 +225,7 @@ pub async fn act(
     health: &BTreeMap<String, HealthStatus>,
     still_leading: &(dyn Fn() -> bool + Sync),
 ) -> Result<(), Error> {
-    let target = match Target::resolve(&ctx.client, so).await {
+    let target = match Target::resolve(&ctx.client, &ctx.target_kinds, so).await {
         Ok(t) => t,
         Err(e) => {
             // The reconcile reports the same problem on the ScaledObject.
@@ -250,14 +233,18 @@ pub async fn act(
             return Ok(());
         }
     };
-    let current = target.replicas().await.map_err(Error::Target)?;
+    // The watch of the target's kind answers without a request; kinds it does not cover
+    // are read from /scale.
+    let current = match ctx.runtimes.known_replicas(so) {
+        Some(n) => n,
+        None => target.replicas().await.map_err(Error::Target)?,
+    };
     let now = Utc::now();
     let key = last_active_key(so);
     let status_active = so
         .status
-        .iter()
-        .flat_map(|s| s.conditions.iter().flatten())
-        .any(|c| c.type_ == "Active" && c.status == "True");
+        .as_ref()
+        .is_some_and(|s| s.condition_is(ConditionType::Active, ConditionStatus::True));
     // A replica that just took over (or restarted) has not seen the last active poll: if
     // the status says active, it counts as active until now (once, remembered from then
     // on), so the cooldown is never cut short by a failover.
@@ -266,7 +253,7 @@ pub async fn act(
         Ok(activation::Pause::No)
     );
     let remembered = {
-        let mut memory = last_active();
+        let mut memory = ctx.last_active.lock();
         match memory.get(&key) {
             Some(t) => Some(*t),
             None if status_active && !paused => {
@@ -303,9 +290,9 @@ pub async fn act(
             return Ok(());
         }
         let (reason, verb) = if to > current {
-            ("KEDAScaleTargetActivated", "Scaled")
+            (EventReason::KEDAScaleTargetActivated, "Scaled")
         } else {
-            ("KEDAScaleTargetDeactivated", "Deactivated")
+            (EventReason::KEDAScaleTargetDeactivated, "Deactivated")
         };
         let what = format!(
             "{} {}/{} from {current} to {to}",
@@ -321,17 +308,24 @@ pub async fn act(
                     why = decision.reason,
                     "scaled the target"
                 );
-                publish(ctx, so, EventType::Normal, reason, format!("{verb} {what}")).await;
+                publish(
+                    &ctx.recorder,
+                    so,
+                    EventType::Normal,
+                    reason,
+                    format!("{verb} {what}"),
+                )
+                .await;
             }
             Err(e) => {
                 warn!(error = %e, from = current, to, "scaling the target failed");
                 let failed = if to > current {
-                    "KEDAScaleTargetActivationFailed"
+                    EventReason::KEDAScaleTargetActivationFailed
                 } else {
-                    "KEDAScaleTargetDeactivationFailed"
+                    EventReason::KEDAScaleTargetDeactivationFailed
                 };
                 publish(
-                    ctx,
+                    &ctx.recorder,
                     so,
                     EventType::Warning,
                     failed,
@@ -343,7 +337,7 @@ pub async fn act(
         }
     }
     if decision.touch_last_active {
-        last_active().insert(key, now);
+        ctx.last_active.lock().insert(key, now);
     }
     let current_status = so.status.clone().unwrap_or_default();
     let next = next_status(

@@ -5,39 +5,25 @@
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use scaler_core::activation::Pause;
+use scaler_core::conditions::{ConditionStatus, ConditionType, Reason};
+use scaler_core::gvk::Gvk;
 use scaler_core::hpa::MANAGER;
-use scaler_core::scaled_object::{Condition, ScaledObjectStatus};
+use scaler_core::scaled_object::{Condition, GroupVersionKindResource, ScaledObjectStatus};
 use scaler_core::ScaledObject;
-
-fn upsert(conditions: &mut Vec<Condition>, c: Condition) {
-    match conditions.iter_mut().find(|x| x.type_ == c.type_) {
-        Some(x) => *x = c,
-        None => conditions.push(c),
-    }
-}
-
-/// Set one condition in `status`, by type.
-pub(crate) fn set_condition(status: &mut ScaledObjectStatus, c: Condition) {
-    upsert(status.conditions.get_or_insert_with(Vec::new), c);
-}
 
 /// Ready True, `ScaledObjectReady`.
 pub(crate) fn ready_condition() -> Condition {
-    Condition {
-        type_: "Ready".into(),
-        status: "True".into(),
-        reason: Some("ScaledObjectReady".into()),
-        message: Some("ScaledObject is defined correctly and is ready for scaling".into()),
-    }
+    Condition::new(
+        ConditionType::Ready,
+        ConditionStatus::True,
+        Reason::ScaledObjectReady,
+        "ScaledObject is defined correctly and is ready for scaling",
+    )
 }
 
 /// Whether `c` is a Ready problem the scale loop owns (its triggers failing).
-fn trigger_problem(c: &Condition) -> bool {
-    c.type_ == "Ready"
-        && matches!(
-            c.reason.as_deref(),
-            Some("TriggerError") | Some("PartialTriggerError")
-        )
+pub(crate) fn trigger_problem(c: &Condition) -> bool {
+    c.is(ConditionType::Ready) && c.has_reason(&[Reason::TriggerError, Reason::PartialTriggerError])
 }
 
 /// What a reconcile found.
@@ -49,8 +35,8 @@ pub(crate) struct Observed<'a> {
     pub metric_names: &'a [String],
     /// A configuration problem (Ready False `ScaledObjectCheckFailed`).
     pub problem: Option<&'a str>,
-    /// The resolved scale target.
-    pub target: Option<&'a crate::target::Target>,
+    /// The scale target's kind, as discovery resolved it.
+    pub target: Option<&'a GroupVersionKindResource>,
     /// `originalReplicaCount` to record (kept once set).
     pub original: Option<i32>,
     /// Paused by annotation.
@@ -60,47 +46,38 @@ pub(crate) struct Observed<'a> {
 /// Whether the status says the ScaledObject is paused.
 pub(crate) fn was_paused(so: &ScaledObject) -> bool {
     so.status
-        .iter()
-        .flat_map(|s| s.conditions.iter().flatten())
-        .any(|c| c.type_ == "Paused" && c.status == "True")
+        .as_ref()
+        .is_some_and(|s| s.condition_is(ConditionType::Paused, ConditionStatus::True))
 }
 
 /// The status for this reconcile's outcome, given the current one.
 pub(crate) fn next_status(current: &ScaledObjectStatus, o: &Observed<'_>) -> ScaledObjectStatus {
     let (hpa_name, metric_names, problem) = (o.hpa_name, o.metric_names, o.problem);
     let mut status = current.clone();
-    let mut conditions = status.conditions.take().unwrap_or_default();
-    for (t, s) in [
-        ("Ready", "Unknown"),
-        ("Active", "Unknown"),
-        ("Fallback", "Unknown"),
-        ("Paused", "False"),
-    ] {
-        if !conditions.iter().any(|c| c.type_ == t) {
-            conditions.push(Condition {
-                type_: t.into(),
-                status: s.into(),
-                reason: None,
-                message: None,
-            });
+    for t in ConditionType::ALL {
+        if status.condition(t).is_none() {
+            let unset = match t {
+                ConditionType::Paused => ConditionStatus::False,
+                _ => ConditionStatus::Unknown,
+            };
+            status.set_condition(Condition::unset(t, unset));
         }
     }
     let ready = match problem {
         // A valid spec does not clear the scale loop's report of failing triggers; the
         // loop clears it when they recover (two writers, no flapping).
-        None if conditions.iter().any(trigger_problem) => None,
+        None if status.conditions.iter().flatten().any(trigger_problem) => None,
         None => Some(ready_condition()),
-        Some(msg) => Some(Condition {
-            type_: "Ready".into(),
-            status: "False".into(),
-            reason: Some("ScaledObjectCheckFailed".into()),
-            message: Some(msg.to_string()),
-        }),
+        Some(msg) => Some(Condition::new(
+            ConditionType::Ready,
+            ConditionStatus::False,
+            Reason::ScaledObjectCheckFailed,
+            msg,
+        )),
     };
     if let Some(ready) = ready {
-        upsert(&mut conditions, ready);
+        status.set_condition(ready);
     }
-    status.conditions = Some(conditions);
     if let Some(h) = hpa_name {
         status.hpa_name = Some(h.to_string());
     }
@@ -108,43 +85,33 @@ pub(crate) fn next_status(current: &ScaledObjectStatus, o: &Observed<'_>) -> Sca
         status.external_metric_names = Some(metric_names.to_vec());
     }
     if let Some(t) = o.target {
-        status.scale_target_kind = Some(t.kind_string());
-        status.scale_target_gvkr = Some(t.gvkr.clone());
+        status.scale_target_kind = Some(Gvk::from(t).scale_target_kind());
+        status.scale_target_gvkr = Some(t.clone());
     }
     if status.original_replica_count.is_none() {
         status.original_replica_count = o.original;
     }
-    let paused_before = status
-        .conditions
-        .iter()
-        .flatten()
-        .any(|c| c.type_ == "Paused" && c.status == "True");
+    let paused_before = status.condition_is(ConditionType::Paused, ConditionStatus::True);
     match o.paused {
         Some(p) => {
-            set_condition(
-                &mut status,
-                Condition {
-                    type_: "Paused".into(),
-                    status: "True".into(),
-                    reason: Some("ScaledObjectPaused".into()),
-                    message: Some("ScaledObject is paused".into()),
-                },
-            );
+            status.set_condition(Condition::new(
+                ConditionType::Paused,
+                ConditionStatus::True,
+                Reason::ScaledObjectPaused,
+                "ScaledObject is paused",
+            ));
             status.paused_replica_count = match p {
                 Pause::Replicas(n) => Some(n),
                 _ => None,
             };
         }
         None if paused_before => {
-            set_condition(
-                &mut status,
-                Condition {
-                    type_: "Paused".into(),
-                    status: "False".into(),
-                    reason: Some("ScaledObjectUnpaused".into()),
-                    message: Some("pause annotation removed for ScaledObject".into()),
-                },
-            );
+            status.set_condition(Condition::new(
+                ConditionType::Paused,
+                ConditionStatus::False,
+                Reason::ScaledObjectUnpaused,
+                "pause annotation removed for ScaledObject",
+            ));
             status.paused_replica_count = None;
         }
         None => {}
@@ -152,19 +119,16 @@ pub(crate) fn next_status(current: &ScaledObjectStatus, o: &Observed<'_>) -> Sca
     status
 }
 
-/// Write the status if it differs from the current one; returns whether it was written.
-pub(crate) async fn report(
-    client: &Client,
-    so: &ScaledObject,
-    observed: &Observed<'_>,
-) -> Result<bool, crate::Error> {
+/// The status a reconcile reports for `so`: [`next_status`] with the triggers' and
+/// authentications' types (the printer columns).
+pub(crate) fn reconciled_status(so: &ScaledObject, observed: &Observed<'_>) -> ScaledObjectStatus {
     let current = so.status.clone().unwrap_or_default();
     let mut next = next_status(&current, observed);
     let (triggers, auths) =
         scaler_core::scaled_object::triggers_and_authentications_types(&so.spec.triggers);
     next.triggers_types = Some(triggers);
     next.authentications_types = Some(auths);
-    write_if_changed(client, so, &current, &next).await
+    next
 }
 
 /// Write `next` as the status when it differs from `current`; returns whether it wrote.

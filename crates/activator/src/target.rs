@@ -3,10 +3,11 @@
 //! and set through `/scale`.
 
 use std::collections::HashMap;
-use std::sync::{LazyLock, Mutex};
+use std::sync::Mutex;
 
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
+use scaler_core::gvk::Gvk;
 use scaler_core::hpa::MANAGER;
 use scaler_core::scaled_object::GroupVersionKindResource;
 use scaler_core::ScaledObject;
@@ -32,9 +33,27 @@ pub enum TargetError {
     Api(#[from] kube::Error),
 }
 
-/// Kinds already resolved (discovery answers change only with CRDs).
-static RESOLVED: LazyLock<Mutex<HashMap<GroupVersionKind, ApiResource>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
+/// Scale-target kinds already resolved by discovery, kept by the activator's context
+/// (discovery's answers change only with CRDs, so each kind is asked about once).
+#[derive(Default)]
+pub struct TargetKinds(Mutex<HashMap<GroupVersionKind, ApiResource>>);
+
+impl TargetKinds {
+    fn get(&self, gvk: &GroupVersionKind) -> Option<ApiResource> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(gvk)
+            .cloned()
+    }
+
+    pub(crate) fn insert(&self, gvk: GroupVersionKind, resource: ApiResource) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(gvk, resource);
+    }
+}
 
 /// The resolved target of one ScaledObject.
 #[derive(Clone)]
@@ -54,21 +73,17 @@ impl std::fmt::Debug for Target {
 
 impl Target {
     /// Resolve `so`'s `scaleTargetRef` (apiVersion `apps/v1` and kind `Deployment` by
-    /// default) through discovery.
-    pub async fn resolve(client: &Client, so: &ScaledObject) -> Result<Self, TargetError> {
+    /// default) through discovery, unless `kinds` already knows the kind.
+    pub async fn resolve(
+        client: &Client,
+        kinds: &TargetKinds,
+        so: &ScaledObject,
+    ) -> Result<Self, TargetError> {
         let r = &so.spec.scale_target_ref;
         let (api_version, kind) = (r.api_version_or_default(), r.kind_or_default());
-        let (group, version) = match api_version.split_once('/') {
-            Some((g, v)) => (g, v),
-            None => ("", api_version),
-        };
-        let gvk = GroupVersionKind::gvk(group, version, kind);
-        let cached = RESOLVED
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&gvk)
-            .cloned();
-        let resource = match cached {
+        let wanted = Gvk::of_scale_target(r);
+        let gvk = GroupVersionKind::gvk(&wanted.group, &wanted.version, &wanted.kind);
+        let resource = match kinds.get(&gvk) {
             Some(ar) => ar,
             None => {
                 let (ar, caps) = kube::discovery::pinned_kind(client, &gvk)
@@ -81,10 +96,7 @@ impl Target {
                 if !caps.subresources.iter().any(|(s, _)| s.plural == "scale") {
                     return Err(TargetError::NoScale(format!("{api_version}.{kind}")));
                 }
-                RESOLVED
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(gvk, ar.clone());
+                kinds.insert(gvk, ar.clone());
                 ar
             }
         };
@@ -101,14 +113,14 @@ impl Target {
         })
     }
 
-    /// `apps/v1.Deployment`, as KEDA writes `status.scaleTargetKind`.
+    /// The kind discovery resolved.
+    pub fn gvk(&self) -> Gvk {
+        Gvk::from(&self.gvkr)
+    }
+
+    /// `apps/v1.Deployment`, as `status.scaleTargetKind` says it.
     pub fn kind_string(&self) -> String {
-        let g = &self.gvkr;
-        if g.group.is_empty() {
-            format!("{}.{}", g.version, g.kind)
-        } else {
-            format!("{}/{}.{}", g.group, g.version, g.kind)
-        }
+        self.gvk().scale_target_kind()
     }
 
     /// The replicas `/scale` reports as desired (`spec.replicas`).

@@ -8,11 +8,13 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use scaler_core::hpa::{expected_replicas, Reading};
-use scaler_core::quantity::parse_quantity;
-use scaler_core::scalers::{build_scaler, explain, with_env, ScalerError, TriggerContext};
+use scaler_core::poll::{composite_read, CompositeRead, TriggerSample};
+use scaler_core::pools::Pools;
+use scaler_core::runtime::{BuildInputs, Runtime, Unobserved};
+use scaler_core::scalers::{Sample, ScalerError};
 use scaler_core::trigger_auth::{
-    secret_data, trigger_params, AuthError, ClusterTriggerAuthentication, Sources,
-    TriggerAuthentication, TriggerAuthenticationSpec,
+    secret_data, AuthError, ClusterTriggerAuthentication, Sources, TriggerAuthentication,
+    TriggerAuthenticationSpec,
 };
 use scaler_core::ScaledObject;
 use serde::Serialize;
@@ -217,20 +219,32 @@ pub struct Evaluation {
     pub composite: Option<Result<f64, String>>,
 }
 
-/// Evaluate one ScaledObject's triggers.
-pub async fn evaluate(inputs: &Inputs, so: &ScaledObject, operator_ns: &str) -> Evaluation {
+/// Evaluate one ScaledObject's triggers: its runtime built from the files, as in the
+/// cluster, each trigger asked once.
+pub async fn evaluate(
+    inputs: &Inputs,
+    so: &ScaledObject,
+    operator_ns: &str,
+    pools: &std::sync::Arc<Pools>,
+) -> Evaluation {
     let ns = so.metadata.namespace.clone().unwrap_or_default();
+    let build = BuildInputs {
+        sources: inputs,
+        client: None,
+        operator_namespace: operator_ns,
+        pools,
+    };
+    let rt = Runtime::build(
+        so,
+        &build,
+        Vec::new(),
+        pools.clone(),
+        std::sync::Arc::new(Unobserved),
+    )
+    .await;
     let mut triggers = Vec::new();
     let mut readings = Vec::new();
     for (index, trigger) in so.spec.triggers.iter().enumerate() {
-        let field = |e: ScalerError| {
-            scaler_core::TriggerError {
-                index,
-                trigger_type: trigger.type_.clone(),
-                source: e,
-            }
-            .to_string()
-        };
         let mut result = TriggerResult {
             index,
             type_: trigger.type_.clone(),
@@ -244,36 +258,20 @@ pub async fn evaluate(inputs: &Inputs, so: &ScaledObject, operator_ns: &str) -> 
             active: false,
             error: None,
         };
-        let auth = match trigger_params(so, index, operator_ns, inputs).await {
-            Ok(a) => a,
-            Err(e) => {
-                result.error = Some(field(ScalerError::Authentication(e.to_string())));
+        let scaler = match rt.scaler(index) {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                result.error = Some(e.to_string());
                 triggers.push(result);
                 continue;
             }
-        };
-        let (trigger, env_unresolved) = with_env(trigger, &inputs.env);
-        let scaler = match build_scaler(TriggerContext {
-            index,
-            trigger: &trigger,
-            auth: &auth.params,
-            namespace: &ns,
-            name: so.metadata.name.as_deref().unwrap_or(""),
-            client: None,
-            as_metric_source: so.spec.uses_modifiers(),
-        }) {
-            Ok(s) => s,
-            Err(e) => {
-                result.error = Some(field(auth.explain(explain(e, &env_unresolved))));
-                triggers.push(result);
-                continue;
-            }
+            None => continue,
         };
         let spec = scaler.metric_spec();
         result.metric_name = spec.name.clone();
         result.metric_type = spec.target_type.as_str().to_string();
-        result.target = parse_quantity(&spec.target).unwrap_or(0.0);
-        match scaler.sample().await {
+        result.target = spec.target.value();
+        match rt.sample(index).await.result {
             Ok(s) => {
                 result.value = Some(s.value);
                 result.active = s.active;
@@ -283,7 +281,16 @@ pub async fn evaluate(inputs: &Inputs, so: &ScaledObject, operator_ns: &str) -> 
                     active: s.active,
                 });
             }
-            Err(e) => result.error = Some(field(e)),
+            Err(e) => {
+                result.error = Some(
+                    scaler_core::TriggerError {
+                        index,
+                        trigger_type: trigger.type_.clone(),
+                        source: ScalerError::Query(e),
+                    }
+                    .to_string(),
+                )
+            }
         }
         triggers.push(result);
     }
@@ -292,32 +299,29 @@ pub async fn evaluate(inputs: &Inputs, so: &ScaledObject, operator_ns: &str) -> 
     // failed trigger fails the composite, as a first failure does there).
     let composite = scaler_core::modifiers::of_scaled_object(so).map(|m| {
         let m = m.map_err(|e| e.to_string())?;
-        let outcomes: Vec<_> = so
+        // The triggers' answers, their errors worded as above.
+        let samples: Vec<TriggerSample> = so
             .spec
             .triggers
             .iter()
             .zip(&triggers)
-            .filter_map(|(t, r)| {
-                let outcome = match (r.value, &r.error) {
-                    (Some(v), None) => scaler_core::modifiers::Outcome::Value(v),
-                    (_, e) => scaler_core::modifiers::Outcome::Failed {
-                        error: e.clone().unwrap_or_default(),
-                        past_threshold: false,
-                    },
-                };
-                Some((t.name.clone()?, outcome))
+            .map(|(t, r)| TriggerSample {
+                trigger_name: t.name.clone(),
+                metric: r.metric_name.clone(),
+                result: match (r.value, &r.error) {
+                    (Some(value), None) => Ok(Sample {
+                        value,
+                        active: r.active,
+                    }),
+                    (_, e) => Err(e.clone().unwrap_or_default()),
+                },
             })
             .collect();
-        match scaler_core::modifiers::plan(false, &outcomes) {
-            scaler_core::modifiers::Plan::Evaluate(vars) => {
-                let fallback = so.spec.fallback.as_ref().map(|f| f.replicas);
-                scaler_core::modifiers::composite(&m, &vars, false, fallback)
-                    .map(|(value, active)| (value, m.target, active))
-                    .map_err(|e| e.to_string())
-            }
-            scaler_core::modifiers::Plan::Error(e) => Err(e),
-            // Only a failure past a threshold falls back, and eval keeps no failure count.
-            scaler_core::modifiers::Plan::Fallback => Err("falling back".into()),
+        // No failure history here: a failure is never past a threshold.
+        match composite_read(so, &m, &samples, &Default::default()) {
+            CompositeRead::Value { value, active } => Ok((value, m.target, active)),
+            CompositeRead::Error(e) => Err(e),
+            CompositeRead::Fallback => Err("falling back".into()),
         }
     });
     let readings = match &composite {
@@ -419,7 +423,13 @@ spec:
 "#,
             )
             .expect("parsed");
-        let e = evaluate(&inputs, &inputs.scaled_objects[0], "eventscale").await;
+        let e = evaluate(
+            &inputs,
+            &inputs.scaled_objects[0],
+            "eventscale",
+            &Default::default(),
+        )
+        .await;
         assert_eq!(e.scaled_object, "default/web");
         let cron = &e.triggers[0];
         assert_eq!(cron.metric_name, "s0-cron-Etc-UTC-00xxx-5923xxx");
@@ -433,7 +443,13 @@ spec:
             prom.error.as_deref(),
             Some("spec.triggers[1].authenticationRef (prometheus): TriggerAuthentication \"missing\" not found in namespace \"default\"")
         );
-        let bad = evaluate(&inputs, &inputs.scaled_objects[1], "eventscale").await;
+        let bad = evaluate(
+            &inputs,
+            &inputs.scaled_objects[1],
+            "eventscale",
+            &Default::default(),
+        )
+        .await;
         assert!(bad.triggers[0]
             .error
             .as_deref()
@@ -474,7 +490,7 @@ spec:
             "apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata: {name: s, namespace: default}\nspec: {scaleTargetRef: {name: w}, triggers: [{type: cron, metadata: {}, authenticationRef: {name: ta}}]}",
         )
         .expect("so");
-        let p = trigger_params(&so, 0, "eventscale", &inputs)
+        let p = scaler_core::trigger_auth::trigger_params(&so, 0, "eventscale", &inputs)
             .await
             .expect("resolved")
             .params;

@@ -4,6 +4,7 @@
 //! The HTTP layer (routes, Status errors, TLS) knows nothing of scalers: it asks a
 //! [`provider::MetricsProvider`] for "metric M in namespace N for selector S".
 
+pub mod api;
 pub mod auth;
 pub mod cert_reload;
 pub mod certs;

@@ -16,8 +16,6 @@ use metrics_adapter::certs::{self, CertOptions};
 use metrics_adapter::provider::ScaledObjectProvider;
 use metrics_adapter::telemetry::Telemetry;
 use metrics_adapter::{eval, poller, routes, server};
-use scaler_core::fallback::HealthTracker;
-use scaler_core::poll::MetricCache;
 use scaler_core::trigger_auth::{ClusterTriggerAuthentication, TriggerAuthentication};
 use scaler_core::ScaledObject;
 use tracing::{error, info, warn};
@@ -201,8 +199,9 @@ async fn eval_command(a: EvalArgs) -> anyhow::Result<std::process::ExitCode> {
         }
     };
     let mut evals = Vec::new();
+    let pools = std::sync::Arc::new(scaler_core::pools::Pools::default());
     for so in &inputs.scaled_objects {
-        evals.push(eval::evaluate(&inputs, so, &a.namespace).await);
+        evals.push(eval::evaluate(&inputs, so, &a.namespace, &pools).await);
     }
     match a.output {
         Output::Text => emit(&eval::render_text(&evals))?,
@@ -378,7 +377,6 @@ async fn kube_client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_tracing(&args.log_level, args.log_format)?;
-    metrics_adapter::poller::set_default_interval(args.default_polling_interval);
     let client = kube_client(args.kubeconfig.as_ref()).await?;
     if args.renew_certs {
         let store = certs::Store::Dir(args.cert_dir.clone());
@@ -452,6 +450,19 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .clone()
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| args.cert.namespace.clone());
+    // Every ScaledObject's scalers, built once and rebuilt when the ScaledObject or what
+    // its authentication reads changes (seen by watches, so a steady state asks nothing).
+    let versions = scaler_core::watch::ClusterVersions::start(client.clone());
+    let runtimes = Arc::new(
+        scaler_core::runtime::Runtimes::new(
+            Arc::new(scaler_core::resolve::KubeSourceFactory::new(client.clone())),
+            versions.clone(),
+            Some(client.clone()),
+            cluster_objects.clone(),
+            telemetry.clone(),
+        )
+        .with_default_interval(args.default_polling_interval),
+    );
     let lease_config = activator::leader::LeaseConfig {
         namespace: args.cert.namespace.clone(),
         name: args.leader_election_id.clone(),
@@ -464,9 +475,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         );
         None
     } else {
-        let ctx = activator::Context::new(client.clone(), cluster_objects.clone())
-            .await
-            .context("starting the HPA controller")?;
+        let ctx =
+            activator::Context::new(client.clone(), cluster_objects.clone(), runtimes.clone())
+                .await
+                .context("starting the HPA controller")?;
         let leading = activator::leader::spawn(client.clone(), lease_config.clone());
         tokio::spawn(lead_controller(ctx.clone(), leading.clone()));
         Some(poller::Activation { ctx, leading })
@@ -474,25 +486,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Released on shutdown when this replica takes part in the election.
     let lease = activation.as_ref().map(|_| lease_config.clone());
 
-    let cache = Arc::new(MetricCache::default());
-    let health = Arc::new(HealthTracker::default());
-    tokio::spawn(poller::run(
-        client.clone(),
-        store.clone(),
-        cluster_objects.clone(),
-        poller::Shared {
-            cache: cache.clone(),
-            health: health.clone(),
-            telemetry: telemetry.clone(),
-        },
-        activation,
-    ));
+    tokio::spawn(poller::run(store.clone(), runtimes.clone(), activation));
     let provider = Arc::new(ScaledObjectProvider::new(
         store,
         client.clone(),
-        cluster_objects,
-        cache,
-        health,
+        runtimes,
         telemetry.clone(),
     ));
     let reads = Arc::new(routes::MetricReads::new(
@@ -544,7 +542,7 @@ async fn lead_controller(
             (true, None) => {
                 // What this replica saw in an earlier term may be older than what another
                 // leader saw since.
-                activator::scale::forget_all();
+                ctx.last_active.forget_all();
                 let ctx = ctx.clone();
                 running = Some(tokio::spawn(async move {
                     if let Err(e) = activator::run(ctx).await {

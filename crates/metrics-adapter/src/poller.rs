@@ -9,57 +9,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Client, ResourceExt};
-use scaler_core::fallback::HealthTracker;
-use scaler_core::poll::{next_aligned, Cached, MetricCache, TriggerSample};
-use scaler_core::quantity::parse_quantity;
-use scaler_core::resolve::build_scalers_resolved;
-use scaler_core::scaled_object::DEFAULT_POLLING_INTERVAL;
+use kube::ResourceExt;
+use scaler_core::conditions::{ConditionType, Reason};
+use scaler_core::poll::{next_aligned, Cached, TriggerSample};
+use scaler_core::runtime::Runtimes;
 use scaler_core::ScaledObject;
 use tracing::{debug, warn, Instrument};
-
-use crate::telemetry::Telemetry;
-
-/// How long a cached result answers HPA reads: two intervals, so one slow or failed poll
-/// does not send reads to the source.
-pub fn max_age(so: &ScaledObject) -> Duration {
-    Duration::from_secs(2 * interval_of(so) as u64)
-}
-
-/// The pollingInterval of ScaledObjects that set none (`--default-polling-interval`).
-static DEFAULT_INTERVAL: std::sync::atomic::AtomicI32 =
-    std::sync::atomic::AtomicI32::new(DEFAULT_POLLING_INTERVAL);
-
-/// Set the pollingInterval used for ScaledObjects that set none (at least 1 second).
-pub fn set_default_interval(seconds: i32) {
-    DEFAULT_INTERVAL.store(seconds.max(1), std::sync::atomic::Ordering::Relaxed);
-}
-
-fn interval_of(so: &ScaledObject) -> i64 {
-    i64::from(
-        so.spec
-            .polling_interval
-            .unwrap_or_else(|| DEFAULT_INTERVAL.load(std::sync::atomic::Ordering::Relaxed))
-            .max(1),
-    )
-}
 
 fn uses_cache(so: &ScaledObject) -> bool {
     so.spec
         .triggers
         .iter()
         .any(|t| t.use_cached_metrics == Some(true))
-}
-
-/// What every poll shares: the metric cache, the failure counts, eventscale's own metrics.
-#[derive(Clone)]
-pub struct Shared {
-    /// Results of `useCachedMetrics` triggers.
-    pub cache: Arc<MetricCache>,
-    /// Failure counts for fallback.
-    pub health: Arc<HealthTracker>,
-    /// Own metrics.
-    pub telemetry: Arc<Telemetry>,
 }
 
 /// Activation (full mode): the activator's context and whether this replica leads.
@@ -71,79 +32,44 @@ pub struct Activation {
     pub leading: tokio::sync::watch::Receiver<bool>,
 }
 
-/// Poll `so` once: its `useCachedMetrics` triggers, or all of them when `all`,
-/// concurrently. Cached triggers are stored; every answer is returned.
-pub async fn poll_once(
-    client: &Client,
-    so: &ScaledObject,
-    operator_namespace: &str,
-    shared: &Shared,
-    all: bool,
-) -> Vec<TriggerSample> {
+/// Poll `so` once through its runtime: its `useCachedMetrics` triggers, or all of them
+/// when `all`, concurrently. Cached triggers are stored; every answer is returned.
+pub async fn poll_once(runtimes: &Runtimes, so: &ScaledObject, all: bool) -> Vec<TriggerSample> {
     let (ns, so_name) = (so.namespace().unwrap_or_default(), so.name_any());
-    let built = build_scalers_resolved(client, so, operator_namespace).await;
-    let polls = so
-        .spec
-        .triggers
-        .iter()
-        .zip(built)
-        .filter(|(t, _)| all || t.use_cached_metrics == Some(true))
-        .map(|(trigger, built)| {
-            let (ns, so_name) = (&ns, &so_name);
-            async move {
-                let trigger_name = trigger.name.clone();
-                let scaler = match built {
-                    Ok(s) => s,
-                    Err(e) => {
-                        let sample = TriggerSample {
-                            trigger_name,
-                            metric: String::new(),
-                            result: Err(e.to_string()),
-                        };
-                        return (None, sample);
-                    }
-                };
-                let started = Instant::now();
-                let result = scaler.sample().await;
-                shared.telemetry.scaler_query(
-                    scaler.scaler_type(),
-                    started.elapsed(),
-                    result.is_ok(),
-                );
-                let spec = scaler.metric_spec();
-                let name = spec.name.clone();
-                if so.spec.fallback.is_some() {
-                    shared.health.record(ns, so_name, &name, result.is_ok());
-                }
-                let cached = (trigger.use_cached_metrics == Some(true)).then(|| {
-                    let target = parse_quantity(&spec.target).map(|t| (t, spec.target_type));
-                    let (value, active) = match &result {
-                        Ok(s) => (Ok(s.value), s.active),
-                        Err(e) => (Err(e.to_string()), false),
-                    };
-                    (
-                        name.clone(),
-                        Cached {
-                            value,
-                            active,
-                            at: Instant::now(),
-                            target,
-                        },
-                    )
-                });
-                let sample = TriggerSample {
-                    trigger_name,
-                    metric: name,
-                    result: result.map_err(|e| e.to_string()),
-                };
-                (cached, sample)
+    let rt = runtimes.get(so).await;
+    let polled = rt
+        .sample_where(|t| all || t.use_cached_metrics == Some(true))
+        .await;
+    let mut cached = HashMap::new();
+    let mut samples = Vec::with_capacity(polled.len());
+    for (index, sample) in polled {
+        let spec = rt.scaler(index).and_then(Result::ok);
+        if let Some(spec) = spec.as_ref().map(|s| s.metric_spec()) {
+            if so.spec.fallback.is_some() {
+                runtimes
+                    .health
+                    .record(&ns, &so_name, &spec.name, sample.result.is_ok());
             }
-        });
-    let (cached, samples): (Vec<_>, Vec<_>) =
-        futures::future::join_all(polls).await.into_iter().unzip();
-    let cached: HashMap<String, Cached> = cached.into_iter().flatten().collect();
+            if so.spec.triggers[index].use_cached_metrics == Some(true) {
+                let (value, active) = match &sample.result {
+                    Ok(s) => (Ok(s.value), s.active),
+                    Err(e) => (Err(e.clone()), false),
+                };
+                cached.insert(
+                    spec.name.clone(),
+                    Cached {
+                        value,
+                        active,
+                        at: Instant::now(),
+                        target: Some((spec.target.value(), spec.target_type)),
+                    },
+                );
+            }
+        }
+        samples.push(sample);
+    }
     if !cached.is_empty() {
-        shared.cache.put(&ns, &so_name, cached);
+        runtimes.cache.put(&ns, &so_name, cached);
     }
     samples
 }
@@ -156,10 +82,8 @@ fn accepted(so: &ScaledObject) -> bool {
         return false;
     };
     let rejected = status
-        .conditions
-        .iter()
-        .flatten()
-        .any(|c| c.type_ == "Ready" && c.reason.as_deref() == Some("ScaledObjectCheckFailed"));
+        .condition(ConditionType::Ready)
+        .is_some_and(|c| c.has_reason(&[Reason::ScaledObjectCheckFailed]));
     status.original_replica_count.is_some() && !rejected
 }
 
@@ -167,11 +91,9 @@ fn accepted(so: &ScaledObject) -> bool {
 /// the others; none while paused, when the pause decides alone) and, on the leader, let
 /// the activator act on the answers, with the ScaledObject as the store has it now.
 async fn poll_and_act(
-    client: &Client,
+    runtimes: &Runtimes,
     so: &ScaledObject,
     store: &Store<ScaledObject>,
-    operator_namespace: &str,
-    shared: &Shared,
     activation: &Activation,
 ) {
     let leading = *activation.leading.borrow();
@@ -182,7 +104,7 @@ async fn poll_and_act(
     let samples = if paused {
         Vec::new()
     } else {
-        poll_once(client, so, operator_namespace, shared, leading).await
+        poll_once(runtimes, so, leading).await
     };
     if !leading || !*activation.leading.borrow() {
         return;
@@ -195,7 +117,7 @@ async fn poll_and_act(
     if so.metadata.deletion_timestamp.is_some() || !accepted(&so) {
         return;
     }
-    let health = shared
+    let health = runtimes
         .health
         .snapshot(&so.namespace().unwrap_or_default(), &so.name_any());
     let activity = scaler_core::poll::activity(&so, &samples, &health);
@@ -222,22 +144,26 @@ const MAX_CONCURRENT_POLLS: usize = 256;
 /// shared by hundreds of ScaledObjects never holds up the rest.
 const MAX_POLL_WAIT: Duration = Duration::from_secs(1);
 
-/// Drop the failure counts and the kafka persistent-lag memory of ScaledObjects that are
-/// gone.
-fn forget_deleted(store: &Store<ScaledObject>, health: &HealthTracker) {
+/// Drop what is kept for ScaledObjects that are gone: their runtimes, cached metrics
+/// and failure counts, and the activator's memory of them.
+fn forget_deleted(
+    store: &Store<ScaledObject>,
+    runtimes: &Runtimes,
+    activation: Option<&Activation>,
+) {
     let state = store.state();
     let all: std::collections::HashSet<(String, String)> = state
         .iter()
         .map(|so| (so.namespace().unwrap_or_default(), so.name_any()))
         .collect();
-    let uids: std::collections::HashSet<String> = state
-        .iter()
-        .filter_map(|so| so.metadata.uid.clone())
-        .collect();
-    let keep = |ns: &str, name: &str| all.contains(&(ns.to_string(), name.to_string()));
-    health.retain(keep);
-    scaler_core::scalers::kafka::retain_memory(keep);
-    activator::scale::retain_memory(|uid| uids.contains(uid));
+    runtimes.retain(|ns, name| all.contains(&(ns.to_string(), name.to_string())));
+    if let Some(a) = activation {
+        let uids: std::collections::HashSet<String> = state
+            .iter()
+            .filter_map(|so| so.metadata.uid.clone())
+            .collect();
+        a.ctx.last_active.retain_memory(|uid| uids.contains(uid));
+    }
 }
 
 /// Marks a ScaledObject's poll as running until dropped.
@@ -257,10 +183,8 @@ impl Drop for Busy {
 
 /// Run the loop until the task is dropped.
 pub async fn run(
-    client: Client,
     store: Store<ScaledObject>,
-    operator_namespace: String,
-    shared: Shared,
+    runtimes: Arc<Runtimes>,
     activation: Option<Activation>,
 ) {
     let mut due: HashMap<(String, String), i64> = HashMap::new();
@@ -279,7 +203,7 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(sleep_ms as u64)).await;
         if forgotten.elapsed() >= FORGET_EVERY {
             forgotten = Instant::now();
-            forget_deleted(&store, &shared.health);
+            forget_deleted(&store, &runtimes, activation.as_ref());
         }
         let now = chrono::Utc::now().timestamp_millis();
         earliest = i64::MAX;
@@ -292,7 +216,7 @@ pub async fn run(
         {
             let key = (so.namespace().unwrap_or_default(), so.name_any());
             live.insert(key.clone());
-            let interval = interval_of(so);
+            let interval = runtimes.interval_of(so);
             let next = due.entry(key.clone()).or_insert(0);
             if now < *next {
                 earliest = earliest.min(*next);
@@ -311,11 +235,9 @@ pub async fn run(
             *next = next_aligned(now, interval);
             earliest = earliest.min(*next);
             let permits = permits.clone();
-            let (client, so, ns, shared, activation, store, busy, key2) = (
-                client.clone(),
+            let (runtimes, so, activation, store, busy, key2) = (
+                runtimes.clone(),
                 so.clone(),
-                operator_namespace.clone(),
-                shared.clone(),
                 activation.clone(),
                 store.clone(),
                 busy.clone(),
@@ -334,9 +256,9 @@ pub async fn run(
                         .and_then(Result::ok);
                     let round = async {
                         match &activation {
-                            Some(a) => poll_and_act(&client, &so, &store, &ns, &shared, a).await,
+                            Some(a) => poll_and_act(&runtimes, &so, &store, a).await,
                             None => {
-                                poll_once(&client, &so, &ns, &shared, false).await;
+                                poll_once(&runtimes, &so, false).await;
                             }
                         }
                     };
@@ -352,7 +274,7 @@ pub async fn run(
             );
         }
         due.retain(|k, _| live.contains(k));
-        shared
+        runtimes
             .cache
             .retain(|ns, name| live.contains(&(ns.to_string(), name.to_string())));
     }

@@ -3,21 +3,18 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use async_trait::async_trait;
 use chrono::{SecondsFormat, Utc};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::Client;
-use scaler_core::fallback::{self, HealthTracker};
+use scaler_core::fallback;
 use scaler_core::label_selector::Selector;
-use scaler_core::metrics::evaluate_built;
 use scaler_core::modifiers;
-use scaler_core::poll::MetricCache;
-use scaler_core::quantity::parse_quantity;
+use scaler_core::poll::{composite_read, CompositeRead};
 use scaler_core::quantity::quantity_string;
-use scaler_core::resolve::build_scalers_resolved;
 use scaler_core::resolve::{ready_pods, target_scale};
+use scaler_core::runtime::Runtimes;
 use scaler_core::scaled_object::Fallback;
 use scaler_core::MetricTargetType;
 use scaler_core::{MetricError, ScaledObject, SCALED_OBJECT_NAME_LABEL};
@@ -61,9 +58,7 @@ pub trait MetricsProvider: Send + Sync {
 pub struct ScaledObjectProvider {
     store: Store<ScaledObject>,
     client: Client,
-    operator_namespace: String,
-    cache: Arc<MetricCache>,
-    health: Arc<HealthTracker>,
+    runtimes: Arc<Runtimes>,
     synced: Arc<AtomicBool>,
     telemetry: Arc<Telemetry>,
 }
@@ -74,9 +69,7 @@ impl ScaledObjectProvider {
     pub fn new(
         store: Store<ScaledObject>,
         client: Client,
-        operator_namespace: String,
-        cache: Arc<MetricCache>,
-        health: Arc<HealthTracker>,
+        runtimes: Arc<Runtimes>,
         telemetry: Arc<Telemetry>,
     ) -> Self {
         let synced = Arc::new(AtomicBool::new(false));
@@ -89,9 +82,7 @@ impl ScaledObjectProvider {
         Self {
             store,
             client,
-            operator_namespace,
-            cache,
-            health,
+            runtimes,
             synced,
             telemetry,
         }
@@ -120,76 +111,41 @@ impl ScaledObjectProvider {
     ) -> Result<f64, ApiError> {
         let namespace = so.metadata.namespace.as_deref().unwrap_or_default();
         let name = so.metadata.name.as_deref().unwrap_or_default();
-        let fallback = so
-            .spec
-            .fallback
-            .as_ref()
-            .filter(|_| fallback::has_valid_fallback(&so.spec));
-        let built = build_scalers_resolved(&self.client, so, &self.operator_namespace).await;
-        let samples = so.spec.triggers.iter().zip(built).map(|(t, b)| async move {
-            let trigger = t.name.clone()?;
-            let scaler = match b {
-                Ok(s) => s,
-                Err(e) => return Some((trigger, None, Err(e.to_string()))),
-            };
-            let started = Instant::now();
-            let r = scaler.sample().await;
-            self.telemetry
-                .scaler_query(scaler.scaler_type(), started.elapsed(), r.is_ok());
-            let metric = scaler.metric_spec().name.clone();
-            Some((
-                trigger,
-                Some(metric),
-                r.map(|s| s.value).map_err(|e| e.to_string()),
-            ))
-        });
-        let mut outcomes = Vec::new();
-        for (trigger, metric, r) in futures::future::join_all(samples)
+        let rt = self.runtimes.get(so).await;
+        let samples: Vec<_> = rt
+            .sample_where(|t| t.name.is_some())
             .await
             .into_iter()
-            .flatten()
-        {
-            // Health is kept only where a fallback can use it, as KEDA keeps it.
-            let health = match (fallback, &metric) {
-                (Some(_), Some(metric)) => {
-                    Some(self.health.record(namespace, name, metric, r.is_ok()))
-                }
-                _ => None,
-            };
-            let outcome = match r {
-                Ok(v) => modifiers::Outcome::Value(v),
-                Err(error) => {
-                    let past_threshold = fallback
-                        .zip(health.as_ref())
-                        .is_some_and(|(f, h)| fallback::falling_back(f, h));
-                    warn!(scaledobject = %format!("{namespace}/{name}"), %trigger, %error, past_threshold, "trigger of the composite metric failed");
-                    modifiers::Outcome::Failed {
-                        error,
-                        past_threshold,
-                    }
-                }
-            };
-            outcomes.push((trigger, outcome));
+            .map(|(_, s)| s)
+            .collect();
+        // Health is kept only where a fallback can use it, as KEDA keeps it.
+        if so.spec.fallback.is_some() {
+            for s in samples.iter().filter(|s| !s.metric.is_empty()) {
+                self.runtimes
+                    .health
+                    .record(namespace, name, &s.metric, s.result.is_ok());
+            }
         }
-        let behavior_is_modifiers =
-            fallback.and_then(|f| f.behavior.as_deref()) == Some("scalingModifiers");
+        for s in &samples {
+            if let (Some(trigger), Err(error)) = (&s.trigger_name, &s.result) {
+                warn!(scaledobject = %format!("{namespace}/{name}"), %trigger, %error, "trigger of the composite metric failed");
+            }
+        }
+        let health = self.runtimes.health.snapshot(namespace, name);
         let failed =
             |e: String| ApiError::internal(format!("ScaledObject {namespace}/{name}: {e}"));
-        match modifiers::plan(behavior_is_modifiers, &outcomes) {
-            modifiers::Plan::Evaluate(vars) => modifiers::composite(
-                m,
-                &vars,
-                false,
-                so.spec.fallback.as_ref().map(|f| f.replicas),
-            )
-            .map(|(value, _active)| value)
-            .map_err(|e| failed(e.to_string())),
-            modifiers::Plan::Fallback => {
-                let fb = fallback.ok_or_else(|| failed("no fallback".into()))?;
+        match composite_read(so, m, &samples, &health) {
+            CompositeRead::Value { value, .. } => Ok(value),
+            CompositeRead::Fallback => {
+                let fb = so
+                    .spec
+                    .fallback
+                    .as_ref()
+                    .ok_or_else(|| failed("no fallback".into()))?;
                 let kind = modifiers::composite_spec(so, m).target_type;
                 self.fallback_value(so, fb, m.target, kind).await
             }
-            modifiers::Plan::Error(e) => Err(failed(e)),
+            CompositeRead::Error(e) => Err(failed(e)),
         }
     }
 
@@ -201,12 +157,7 @@ impl ScaledObjectProvider {
         target: f64,
         kind: MetricTargetType,
     ) -> Result<f64, ApiError> {
-        let behavior: fallback::Behavior = fb
-            .behavior
-            .as_deref()
-            .unwrap_or("")
-            .parse()
-            .map_err(ApiError::internal)?;
+        let behavior = fallback::behavior(fb).map_err(ApiError::internal)?;
         let needs_scale = !matches!(
             behavior,
             fallback::Behavior::Static | fallback::Behavior::ScalingModifiers
@@ -279,15 +230,16 @@ impl MetricsProvider for ScaledObjectProvider {
         }
         // useCachedMetrics triggers answer from the polling loop's store; a miss (not
         // polled yet, or too old) falls through to a live query, as KEDA does.
-        if let Some(c) = self
-            .cache
-            .get(namespace, name, metric, crate::poller::max_age(&so))
+        if let Some(c) =
+            self.runtimes
+                .cache
+                .get(namespace, name, metric, self.runtimes.max_age(&so))
         {
             self.telemetry.metric_cache(true);
             let value = match c.value {
                 Ok(v) => v,
                 Err(e) => {
-                    let health = self.health.get(namespace, name, metric);
+                    let health = self.runtimes.health.get(namespace, name, metric);
                     match (&so.spec.fallback, c.target) {
                         (Some(fb), Some((target, kind))) if fallback::falling_back(fb, &health) => {
                             self.fallback_value(&so, fb, target, kind).await?
@@ -309,26 +261,21 @@ impl MetricsProvider for ScaledObjectProvider {
             }]);
         }
         self.telemetry.metric_cache(false);
-        let started = Instant::now();
-        let built = build_scalers_resolved(&self.client, &so, &self.operator_namespace).await;
-        let target = built
-            .iter()
-            .filter_map(|b| b.as_ref().ok())
+        let rt = self.runtimes.get(&so).await;
+        let target = rt
+            .scalers()
+            .into_iter()
+            .filter_map(Result::ok)
             .find(|s| s.metric_spec().name.eq_ignore_ascii_case(metric))
-            .and_then(|s| {
-                Some((
-                    parse_quantity(&s.metric_spec().target)?,
-                    s.metric_spec().target_type,
-                ))
-            });
-        let result = evaluate_built(&so, metric, built).await;
+            .map(|s| (s.metric_spec().target.value(), s.metric_spec().target_type));
+        let result = rt.sample_metric(metric).await;
         if let Some(fb) = &so.spec.fallback {
             match &result {
                 Ok(_) => {
-                    self.health.record(namespace, name, metric, true);
+                    self.runtimes.health.record(namespace, name, metric, true);
                 }
                 Err(MetricError::Query { .. }) => {
-                    let health = self.health.record(namespace, name, metric, false);
+                    let health = self.runtimes.health.record(namespace, name, metric, false);
                     if let (true, Some((t, kind))) = (fallback::falling_back(fb, &health), target) {
                         let value = self.fallback_value(&so, fb, t, kind).await?;
                         if let Err(e) = &result {
@@ -344,16 +291,6 @@ impl MetricsProvider for ScaledObjectProvider {
                 }
                 Err(_) => {}
             }
-        }
-        match &result {
-            Ok(s) => self
-                .telemetry
-                .scaler_query(s.scaler_type, started.elapsed(), true),
-            Err(MetricError::Query { scaler_type, .. }) => {
-                self.telemetry
-                    .scaler_query(scaler_type, started.elapsed(), false)
-            }
-            Err(_) => {}
         }
         let sample = result.map_err(metric_error)?;
         Ok(vec![ExternalMetricValue {

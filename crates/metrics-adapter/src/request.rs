@@ -3,14 +3,13 @@
 
 use scaler_core::label_selector::Selector;
 
-use crate::auth::percent_decode;
+use crate::api::percent_decode;
 use crate::status::ApiError;
 
 /// Longest path plus query accepted, in bytes; longer is a 400 before any other work.
 pub const MAX_URI_BYTES: usize = 8 * 1024;
 
-/// Paths of metric values start with this; `{namespace}/{metric}` follows.
-pub const METRICS_PREFIX: &str = "/apis/external.metrics.k8s.io/v1beta1/namespaces/";
+pub use crate::api::METRICS_PREFIX;
 
 /// A well-formed metric read.
 #[derive(Debug, Clone, PartialEq, Eq)]

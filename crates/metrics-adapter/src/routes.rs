@@ -17,11 +17,8 @@ use crate::request::{MetricRequest, METRICS_PREFIX};
 use crate::status::ApiError;
 use crate::telemetry::Telemetry;
 
-/// The API group served.
-pub const GROUP: &str = "external.metrics.k8s.io";
-/// The version served.
-pub const VERSION: &str = "v1beta1";
-const GROUP_VERSION: &str = "external.metrics.k8s.io/v1beta1";
+use crate::api::GROUP_VERSION;
+pub use crate::api::{GROUP, VERSION};
 
 /// Shared state of the handlers.
 pub type SharedProvider = Arc<dyn MetricsProvider>;

@@ -67,7 +67,7 @@ pub fn route_of(path: &str) -> Route {
             Route::Discovery
         }
         p if p == "/openapi" || p.starts_with("/openapi/") => Route::Openapi,
-        p if crate::auth::is_health(p) => Route::Health,
+        p if crate::api::is_health(p) => Route::Health,
         _ => Route::Other,
     }
 }
@@ -341,6 +341,12 @@ pub async fn track(State(t): State<Arc<Telemetry>>, req: Request, next: Next) ->
     let resp = next.run(req).await;
     t.observe(route, resp.status().as_u16(), start.elapsed());
     resp
+}
+
+impl scaler_core::runtime::Observer for Telemetry {
+    fn scaler_query(&self, scaler_type: &'static str, elapsed: Duration, ok: bool) {
+        Telemetry::scaler_query(self, scaler_type, elapsed, ok);
+    }
 }
 
 #[cfg(test)]

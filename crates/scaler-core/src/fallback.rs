@@ -5,6 +5,7 @@ use std::str::FromStr;
 
 use std::collections::BTreeMap;
 
+use crate::conditions::{ConditionStatus, ConditionType, Reason};
 use crate::scaled_object::{Condition, Fallback, HealthStatus};
 use crate::scalers::MetricTargetType;
 
@@ -48,6 +49,11 @@ impl FromStr for Behavior {
             }
         })
     }
+}
+
+/// `fallback.behavior` of `f`, typed (absent is `static`).
+pub fn behavior(f: &Fallback) -> Result<Behavior, String> {
+    f.behavior.as_deref().unwrap_or("").parse()
 }
 
 /// Status `Happy`.
@@ -218,19 +224,19 @@ pub fn condition(
         .values()
         .any(|h| h.status.as_deref() == Some(FAILING) && falling_back(fallback, h));
     Some(if exceeded {
-        Condition {
-            type_: "Fallback".into(),
-            status: "True".into(),
-            reason: Some("FallbackExists".into()),
-            message: Some("At least one trigger is falling back on this scaled object".into()),
-        }
+        Condition::new(
+            ConditionType::Fallback,
+            ConditionStatus::True,
+            Reason::FallbackExists,
+            "At least one trigger is falling back on this scaled object",
+        )
     } else {
-        Condition {
-            type_: "Fallback".into(),
-            status: "False".into(),
-            reason: Some("NoFallbackFound".into()),
-            message: Some("No fallbacks are active on this scaled object".into()),
-        }
+        Condition::new(
+            ConditionType::Fallback,
+            ConditionStatus::False,
+            Reason::NoFallbackFound,
+            "No fallbacks are active on this scaled object",
+        )
     })
 }
 

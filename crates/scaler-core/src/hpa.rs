@@ -155,7 +155,7 @@ pub fn desired_hpa(
     let hpa_metrics = metrics
         .iter()
         .map(|m| {
-            let q = Some(Quantity(m.target.clone()));
+            let q = Some(Quantity(m.target.to_string()));
             let target = match m.target_type {
                 MetricTargetType::AverageValue => MetricTarget {
                     type_: "AverageValue".into(),
@@ -258,7 +258,7 @@ spec:
         MetricSpec {
             name: name.into(),
             target_type: MetricTargetType::AverageValue,
-            target: "1".into(),
+            target: crate::quantity::MilliQuantity::from_value(1.0),
         }
     }
 

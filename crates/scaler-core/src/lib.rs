@@ -6,8 +6,12 @@
 
 pub mod activation;
 pub mod coalesce;
+pub mod conditions;
 pub mod fallback;
 pub mod gcp;
+pub mod go_dsn;
+pub mod go_duration;
+pub mod gvk;
 pub mod hpa;
 pub mod idle_map;
 pub mod kafka;
@@ -17,13 +21,16 @@ pub mod metric_name;
 pub mod metrics;
 pub mod modifiers;
 pub mod poll;
+pub mod pools;
 pub mod quantity;
 pub mod resolve;
+pub mod runtime;
 pub mod scaled_object;
 pub mod scalers;
 pub mod tls;
 pub mod trigger_auth;
 pub mod validation;
+pub mod watch;
 
 /// Certificates and keys made with openssl, shared with the other crates' tests.
 #[cfg(test)]
@@ -32,7 +39,7 @@ mod test_pki;
 
 pub use metrics::{evaluate_metric, MetricError, MetricSample};
 pub use scaled_object::{ScaledObject, ScaledObjectSpec, ScaledObjectStatus};
-pub use scalers::{build_scalers, MetricSpec, MetricTargetType, Scaler, ScalerError, TriggerError};
+pub use scalers::{MetricSpec, MetricTargetType, Scaler, ScalerError, TriggerError};
 
 /// The label the HPA's metric selector carries and the adapter reads back.
 pub const SCALED_OBJECT_NAME_LABEL: &str = "scaledobject.keda.sh/name";

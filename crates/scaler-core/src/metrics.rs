@@ -1,7 +1,7 @@
 //! Answering "what is metric M of ScaledObject S now?" — the seam the adapter calls.
 
 use crate::scaled_object::ScaledObject;
-use crate::scalers::{build_scalers, Scaler, ScalerError, TriggerError};
+use crate::scalers::{ScalerError, TriggerError};
 
 /// One metric's current value.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,60 +57,25 @@ pub enum MetricError {
     },
 }
 
-/// Compute `metric` (matched case-insensitively) of `so` by querying its trigger.
-///
-/// When no valid trigger serves the metric and some trigger is invalid, the invalid
-/// trigger's error is returned: its metric may be the one asked for, and the HPA's event
-/// then names the real problem rather than "not found".
+/// Compute `metric` (matched case-insensitively) of `so` by querying its trigger, with
+/// no cluster to read authentication from (see [`crate::runtime::Runtime::sample_metric`]).
 pub async fn evaluate_metric(so: &ScaledObject, metric: &str) -> Result<MetricSample, MetricError> {
-    evaluate_built(so, metric, build_scalers(so)).await
-}
-
-/// [`evaluate_metric`] over scalers already built (for example with their authentication
-/// resolved by [`crate::resolve::build_scalers_resolved`]).
-pub async fn evaluate_built(
-    so: &ScaledObject,
-    metric: &str,
-    built: Vec<Result<Box<dyn Scaler>, TriggerError>>,
-) -> Result<MetricSample, MetricError> {
-    let namespace = so.metadata.namespace.clone().unwrap_or_default();
-    let name = so.metadata.name.clone().unwrap_or_default();
-    let mut first_error = None;
-    for built in built {
-        match built {
-            Ok(scaler) if scaler.metric_spec().name.eq_ignore_ascii_case(metric) => {
-                let sample = scaler.sample().await.map_err(|source| MetricError::Query {
-                    namespace: namespace.clone(),
-                    name: name.clone(),
-                    metric: metric.to_string(),
-                    scaler_type: scaler.scaler_type(),
-                    source,
-                })?;
-                return Ok(MetricSample {
-                    metric_name: scaler.metric_spec().name.clone(),
-                    value: sample.value,
-                    active: sample.active,
-                    scaler_type: scaler.scaler_type(),
-                });
-            }
-            Ok(_) => {}
-            Err(e) => {
-                first_error.get_or_insert(e);
-            }
-        }
-    }
-    Err(match first_error {
-        Some(source) => MetricError::InvalidTrigger {
-            namespace,
-            name,
-            source,
-        },
-        None => MetricError::UnknownMetric {
-            namespace,
-            name,
-            metric: metric.to_string(),
-        },
-    })
+    let pools = std::sync::Arc::new(crate::pools::Pools::default());
+    let inputs = crate::runtime::BuildInputs {
+        sources: &crate::trigger_auth::NoSources,
+        client: None,
+        operator_namespace: "",
+        pools: &pools,
+    };
+    let rt = crate::runtime::Runtime::build(
+        so,
+        &inputs,
+        Vec::new(),
+        pools.clone(),
+        std::sync::Arc::new(crate::runtime::Unobserved),
+    )
+    .await;
+    rt.sample_metric(metric).await
 }
 
 #[cfg(test)]

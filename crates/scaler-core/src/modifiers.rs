@@ -732,7 +732,7 @@ pub fn composite_spec(so: &crate::ScaledObject, m: &Modifiers) -> crate::MetricS
         } else {
             crate::MetricTargetType::AverageValue
         },
-        target: crate::quantity::quantity_string(m.target),
+        target: crate::quantity::MilliQuantity::from_value(m.target),
     }
 }
 

@@ -145,9 +145,9 @@ pub fn activity(
     };
     // Under the `scalingModifiers` behaviour a trigger past its threshold is nil for the
     // formula (as on the metric path), not a fallback: the composite decides activity.
-    let nil_for_formula = fallback
-        .is_some_and(|f| f.behavior.as_deref() == Some("scalingModifiers"))
-        && crate::modifiers::of_scaled_object(so).is_some();
+    let nil_for_formula = fallback.is_some_and(|f| {
+        crate::fallback::behavior(f) == Ok(crate::fallback::Behavior::ScalingModifiers)
+    }) && crate::modifiers::of_scaled_object(so).is_some();
     let any_fallback = !nil_for_formula && samples.iter().any(falling_back);
     let error = !any_fallback
         && samples
@@ -163,14 +163,11 @@ pub fn activity(
         .collect();
     let active = any_fallback
         || match crate::modifiers::of_scaled_object(so) {
-            Some(Ok(m)) => {
-                let vars = samples
-                    .iter()
-                    .filter_map(|s| Some((s.trigger_name.clone()?, s.result.as_ref().ok()?.value)))
-                    .collect();
-                let fallback = so.spec.fallback.as_ref().map(|f| f.replicas);
-                crate::modifiers::composite(&m, &vars, error, fallback).is_ok_and(|(_, a)| a)
-            }
+            Some(Ok(m)) => match composite_read(so, &m, samples, health) {
+                CompositeRead::Value { active, .. } => active,
+                CompositeRead::Fallback => true,
+                CompositeRead::Error(_) => false,
+            },
             // An invalid formula is the reconcile's error to report; nothing is active.
             Some(Err(_)) => false,
             None => per_metric.values().any(|a| *a),
@@ -179,6 +176,72 @@ pub fn activity(
         active,
         error,
         per_metric,
+    }
+}
+
+/// What `composite-metric` reads now under scalingModifiers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CompositeRead {
+    /// The formula's value, and whether it is above `activationTarget`.
+    Value {
+        /// The value.
+        value: f64,
+        /// Above `activationTarget`.
+        active: bool,
+    },
+    /// A trigger is past its fallback's `failureThreshold` (under a behaviour other than
+    /// `scalingModifiers`): the fallback value is served for the composite target.
+    Fallback,
+    /// A trigger failed and no fallback covers it.
+    Error(String),
+}
+
+/// KEDA's composite read from one round of samples, for HPA reads, the scale loop's
+/// activity and `eval` alike: each named trigger's value or failure, a failure past the
+/// fallback's `failureThreshold` (by `health`, lowercase metric names) turned into nil
+/// for the formula or into the fallback value as the behaviour says, then the formula.
+pub fn composite_read(
+    so: &crate::ScaledObject,
+    m: &crate::modifiers::Modifiers,
+    samples: &[TriggerSample],
+    health: &std::collections::BTreeMap<String, crate::scaled_object::HealthStatus>,
+) -> CompositeRead {
+    use crate::modifiers::{composite, plan, Outcome, Plan};
+    let fallback = so
+        .spec
+        .fallback
+        .as_ref()
+        .filter(|_| crate::fallback::has_valid_fallback(&so.spec));
+    let behavior_is_modifiers = fallback.is_some_and(|f| {
+        crate::fallback::behavior(f) == Ok(crate::fallback::Behavior::ScalingModifiers)
+    });
+    let outcomes: Vec<(String, Outcome)> = samples
+        .iter()
+        .filter_map(|s| {
+            let outcome = match &s.result {
+                Ok(r) => Outcome::Value(r.value),
+                Err(error) => Outcome::Failed {
+                    error: error.clone(),
+                    past_threshold: fallback.is_some_and(|f| {
+                        health
+                            .get(&s.metric.to_ascii_lowercase())
+                            .is_some_and(|h| crate::fallback::falling_back(f, h))
+                    }),
+                },
+            };
+            Some((s.trigger_name.clone()?, outcome))
+        })
+        .collect();
+    match plan(behavior_is_modifiers, &outcomes) {
+        Plan::Evaluate(vars) => {
+            let replicas = so.spec.fallback.as_ref().map(|f| f.replicas);
+            match composite(m, &vars, false, replicas) {
+                Ok((value, active)) => CompositeRead::Value { value, active },
+                Err(e) => CompositeRead::Error(e.to_string()),
+            }
+        }
+        Plan::Fallback => CompositeRead::Fallback,
+        Plan::Error(e) => CompositeRead::Error(e),
     }
 }
 

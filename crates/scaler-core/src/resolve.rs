@@ -10,15 +10,12 @@ use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
 use kube::api::{DynamicObject, GroupVersionKind};
 use kube::{Api, Client};
 
+use crate::runtime::{Dep, RecordingSources, SourceFactory, Version};
 use crate::scaled_object::{ScaleTarget, ScaledObject};
-use crate::scalers::{
-    build_scaler, explain, reads_env, with_env, Scaler, ScalerError, TriggerContext, TriggerError,
-};
-use tracing::debug;
 
 use crate::trigger_auth::{
-    secret_data, trigger_params, AuthError, ClusterTriggerAuthentication, Sources,
-    TriggerAuthentication, TriggerAuthenticationSpec,
+    secret_data, AuthError, ClusterTriggerAuthentication, Sources, TriggerAuthentication,
+    TriggerAuthenticationSpec,
 };
 
 /// Every read from the apiserver made while resolving.
@@ -41,14 +38,76 @@ async fn timed<T>(
     }
 }
 
-/// [`Sources`] read from the cluster for one ScaledObject. The scale target's
-/// environment is read once per container and kept for the object's life (one build of
-/// the ScaledObject's scalers).
+/// [`Sources`] read from the cluster for one build of a ScaledObject's scalers,
+/// remembering every object read at the version read. The scale target's environment is
+/// read once per container.
 pub struct KubeSources {
     client: Client,
     namespace: String,
     target: ScaleTarget,
     envs: std::sync::Mutex<BTreeMap<Option<String>, BTreeMap<String, String>>>,
+    deps: std::sync::Mutex<Vec<(Dep, Version)>>,
+}
+
+fn version_of(
+    meta: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
+) -> Version {
+    match meta {
+        None => Version::Missing,
+        Some(m) => Version::At(m.resource_version.clone().unwrap_or_default()),
+    }
+}
+
+/// The version of one container's environment sources (`env`, `envFrom`) in a pod
+/// template's `containers`: what `FromEnv` parameters depend on. A digest, since the
+/// target's own resourceVersion moves with every scale and status update.
+pub fn env_version(containers: &serde_json::Value, container: Option<&str>) -> Version {
+    use std::hash::{Hash, Hasher};
+    let list = containers.as_array().map(Vec::as_slice).unwrap_or_default();
+    let found = match container.filter(|c| !c.is_empty()) {
+        Some(n) => list.iter().find(|c| c["name"].as_str() == Some(n)),
+        None => list.first(),
+    };
+    let Some(c) = found else {
+        return Version::Missing;
+    };
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    c["name"].to_string().hash(&mut h);
+    c["env"].to_string().hash(&mut h);
+    c["envFrom"].to_string().hash(&mut h);
+    Version::At(format!("{:016x}", h.finish()))
+}
+
+/// Builds read the cluster through [`KubeSources`].
+pub struct KubeSourceFactory {
+    client: Client,
+}
+
+impl KubeSourceFactory {
+    /// Sources over `client`.
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+}
+
+impl SourceFactory for KubeSourceFactory {
+    fn sources(&self, so: &ScaledObject) -> Box<dyn RecordingSources> {
+        Box::new(KubeSources::new(
+            self.client.clone(),
+            so.metadata.namespace.as_deref().unwrap_or(""),
+            &so.spec.scale_target_ref,
+        ))
+    }
+}
+
+impl RecordingSources for KubeSources {
+    fn deps(&self) -> Vec<(Dep, Version)> {
+        self.deps.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn as_sources(&self) -> &dyn Sources {
+        self
+    }
 }
 
 impl KubeSources {
@@ -59,7 +118,15 @@ impl KubeSources {
             namespace: namespace.to_string(),
             target: target.clone(),
             envs: Default::default(),
+            deps: Default::default(),
         }
+    }
+
+    fn read(&self, dep: Dep, version: Version) {
+        self.deps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((dep, version));
     }
 
     /// KEDA's `resolveEnv`: `envFrom` first (a missing Secret or ConfigMap is an error
@@ -145,7 +212,12 @@ impl Sources for KubeSources {
     ) -> Result<Option<TriggerAuthenticationSpec>, AuthError> {
         let api: Api<TriggerAuthentication> = Api::namespaced(self.client.clone(), namespace);
         let what = format!("TriggerAuthentication {namespace}/{name}");
-        Ok(timed(what, api.get_opt(name)).await?.map(|t| t.spec))
+        let t = timed(what, api.get_opt(name)).await?;
+        self.read(
+            Dep::TriggerAuthentication(namespace.into(), name.into()),
+            version_of(t.as_ref().map(|t| &t.metadata)),
+        );
+        Ok(t.map(|t| t.spec))
     }
 
     async fn cluster_trigger_authentication(
@@ -154,7 +226,12 @@ impl Sources for KubeSources {
     ) -> Result<Option<TriggerAuthenticationSpec>, AuthError> {
         let api: Api<ClusterTriggerAuthentication> = Api::all(self.client.clone());
         let what = format!("ClusterTriggerAuthentication {name}");
-        Ok(timed(what, api.get_opt(name)).await?.map(|t| t.spec.inner))
+        let t = timed(what, api.get_opt(name)).await?;
+        self.read(
+            Dep::ClusterTriggerAuthentication(name.into()),
+            version_of(t.as_ref().map(|t| &t.metadata)),
+        );
+        Ok(t.map(|t| t.spec.inner))
     }
 
     async fn secret(
@@ -163,11 +240,12 @@ impl Sources for KubeSources {
         name: &str,
     ) -> Result<Option<BTreeMap<String, String>>, AuthError> {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
-        Ok(
-            timed(format!("Secret {namespace}/{name}"), api.get_opt(name))
-                .await?
-                .map(secret_data),
-        )
+        let s = timed(format!("Secret {namespace}/{name}"), api.get_opt(name)).await?;
+        self.read(
+            Dep::Secret(namespace.into(), name.into()),
+            version_of(s.as_ref().map(|s| &s.metadata)),
+        );
+        Ok(s.map(secret_data))
     }
 
     async fn config_map(
@@ -176,11 +254,12 @@ impl Sources for KubeSources {
         name: &str,
     ) -> Result<Option<BTreeMap<String, String>>, AuthError> {
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
-        Ok(
-            timed(format!("ConfigMap {namespace}/{name}"), api.get_opt(name))
-                .await?
-                .map(|c| c.data.unwrap_or_default()),
-        )
+        let c = timed(format!("ConfigMap {namespace}/{name}"), api.get_opt(name)).await?;
+        self.read(
+            Dep::ConfigMap(namespace.into(), name.into()),
+            version_of(c.as_ref().map(|c| &c.metadata)),
+        );
+        Ok(c.map(|c| c.data.unwrap_or_default()))
     }
 
     async fn container_env(
@@ -200,9 +279,17 @@ impl Sources for KubeSources {
         }
         let (api, what) = target_api(&self.client, &self.namespace, &self.target).await?;
         let obj = timed(what.clone(), api.get(&self.target.name)).await?;
-        let containers: Vec<Container> =
-            serde_json::from_value(obj.data["spec"]["template"]["spec"]["containers"].clone())
-                .unwrap_or_default();
+        let raw = &obj.data["spec"]["template"]["spec"]["containers"];
+        self.read(
+            Dep::TargetEnv {
+                gvk: target_gvk(&self.target),
+                namespace: self.namespace.clone(),
+                name: self.target.name.clone(),
+                container: container.map(str::to_string),
+            },
+            env_version(raw, container),
+        );
+        let containers: Vec<Container> = serde_json::from_value(raw.clone()).unwrap_or_default();
         let found = match container {
             Some(n) => containers.iter().find(|c| c.name == n),
             None => containers.first(),
@@ -226,66 +313,13 @@ impl Sources for KubeSources {
     }
 }
 
-/// Build every trigger's scaler with its authentication resolved from the cluster; a
-/// trigger whose authentication fails gets that error, naming `authenticationRef`.
-pub async fn build_scalers_resolved(
-    client: &Client,
-    so: &ScaledObject,
-    operator_namespace: &str,
-) -> Vec<Result<Box<dyn Scaler>, TriggerError>> {
-    let namespace = so.metadata.namespace.as_deref().unwrap_or("");
-    let name = so.metadata.name.as_deref().unwrap_or("");
-    // One set of sources for every trigger: the target's environment is read once.
-    let sources = KubeSources::new(client.clone(), namespace, &so.spec.scale_target_ref);
-    let env_container = so
-        .spec
-        .scale_target_ref
-        .env_source_container_name
-        .as_deref();
-    let mut out = Vec::with_capacity(so.spec.triggers.len());
-    for (index, trigger) in so.spec.triggers.iter().enumerate() {
-        let error = |source| TriggerError {
-            index,
-            trigger_type: trigger.type_.clone(),
-            source,
-        };
-        let (trigger, env_unresolved) = if reads_env(trigger) {
-            match sources.container_env(env_container).await {
-                Ok(env) => with_env(trigger, &env),
-                Err(e) => {
-                    out.push(Err(error(ScalerError::Query(format!(
-                        "reading the scale target's environment: {e}"
-                    )))));
-                    continue;
-                }
-            }
-        } else {
-            (trigger.clone(), BTreeMap::new())
-        };
-        let trigger = &trigger;
-        let built = match trigger_params(so, index, operator_namespace, &sources).await {
-            Ok(auth) => {
-                // Attached to the scaler's error when the scaler needs the parameter; else
-                // only worth a debug line (this runs on every live read).
-                for (param, why) in &auth.unresolved {
-                    debug!(scaledobject = %format!("{namespace}/{name}"), trigger = index, param = %param, "authentication parameter left empty: {why}");
-                }
-                build_scaler(TriggerContext {
-                    index,
-                    trigger,
-                    auth: &auth.params,
-                    namespace,
-                    name,
-                    client: Some(client),
-                    as_metric_source: so.spec.uses_modifiers(),
-                })
-                .map_err(|e| error(auth.explain(explain(e, &env_unresolved))))
-            }
-            Err(e) => Err(error(ScalerError::Authentication(e.to_string()))),
-        };
-        out.push(built);
-    }
-    out
+/// The target's kind as `group/version/Kind` (`apps/v1/Deployment`; core kinds `v1/Kind`).
+pub fn target_gvk(target: &ScaleTarget) -> String {
+    format!(
+        "{}/{}",
+        target.api_version.as_deref().unwrap_or("apps/v1"),
+        target.kind_or_default()
+    )
 }
 
 /// The API of the scale target's kind (found by discovery, so custom resources work) and

@@ -252,6 +252,44 @@ pub trait Sources: Send + Sync {
     ) -> Result<BTreeMap<String, String>, AuthError>;
 }
 
+/// Sources with nothing in them: every object is missing, the target's environment empty
+/// (scalers built without a cluster).
+pub struct NoSources;
+
+#[async_trait]
+impl Sources for NoSources {
+    async fn secret(
+        &self,
+        _: &str,
+        _: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, AuthError> {
+        Ok(None)
+    }
+    async fn config_map(
+        &self,
+        _: &str,
+        _: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, AuthError> {
+        Ok(None)
+    }
+    async fn trigger_authentication(
+        &self,
+        _: &str,
+        _: &str,
+    ) -> Result<Option<TriggerAuthenticationSpec>, AuthError> {
+        Ok(None)
+    }
+    async fn cluster_trigger_authentication(
+        &self,
+        _: &str,
+    ) -> Result<Option<TriggerAuthenticationSpec>, AuthError> {
+        Ok(None)
+    }
+    async fn container_env(&self, _: Option<&str>) -> Result<BTreeMap<String, String>, AuthError> {
+        Ok(BTreeMap::new())
+    }
+}
+
 /// A Secret's `data` (decoded) and `stringData`, as one map.
 pub fn secret_data(s: k8s_openapi::api::core::v1::Secret) -> BTreeMap<String, String> {
     let mut out: BTreeMap<String, String> = s
@@ -699,16 +737,21 @@ secretTargetRef: [{parameter: username, name: creds, key: user}, {parameter: pas
             let why = r.unresolved.get("p").cloned().unwrap_or_default();
             assert!(why.contains(want), "{yaml}: {why}");
             // The scaler's own error carries the reason.
-            let e = r.explain(crate::scalers::ScalerError::MissingParameter("p".into()));
+            let missing = |p: &str| crate::scalers::ScalerError::MissingParameter {
+                param: p.into(),
+                names: p.into(),
+                from: crate::scalers::params::Order(&[crate::scalers::params::Source::Auth]),
+            };
+            let e = r.explain(missing("p"));
             assert!(
-                e.to_string()
-                    .starts_with("missing required parameter \"p\" (from authenticationRef: ")
-                    && e.to_string().contains(want),
+                e.to_string().starts_with(
+                    "missing required parameter \"p\" in [authParams] (from authenticationRef: "
+                ) && e.to_string().contains(want),
                 "{e}"
             );
             assert_eq!(e.param(), Some("p"));
             // Errors about other parameters are left alone.
-            let other = crate::scalers::ScalerError::MissingParameter("q".into());
+            let other = missing("q");
             assert_eq!(r.explain(other.clone()), other);
         }
         // A source found later clears an earlier miss.

@@ -2,6 +2,7 @@
 //! ([`validate_spec`]) and who already manages the target ([`ownership`], given what the
 //! cluster holds). The controller reports a failure as Ready False and scales nothing.
 
+use crate::gvk::Gvk;
 use crate::scaled_object::ScaledObject;
 
 /// The annotation that lets a ScaledObject take over an existing HPA it names.
@@ -77,19 +78,13 @@ pub fn claimed_first(other: &ScaledObject, so: &ScaledObject) -> bool {
     key(other) < key(so)
 }
 
-/// `group/version.Kind` as KEDA compares targets (core group: `/v1.Kind`).
-pub fn gvk_string(api_version: &str, kind: &str) -> String {
-    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-    format!("{group}/{version}.{kind}")
-}
-
 /// Another ScaledObject in the namespace, as far as ownership goes.
 #[derive(Debug, Clone)]
 pub struct OtherScaledObject {
     /// Its name.
     pub name: String,
-    /// Its target's `group/version.Kind`.
-    pub target_gvk: String,
+    /// Its target's kind.
+    pub target_gvk: Gvk,
     /// Its target's name.
     pub target_name: String,
     /// The HPA it owns (or would).
@@ -101,8 +96,8 @@ pub struct OtherScaledObject {
 pub struct ExistingHpa {
     /// Its name.
     pub name: String,
-    /// Its target's `group/version.Kind`.
-    pub target_gvk: String,
+    /// Its target's kind.
+    pub target_gvk: Gvk,
     /// Its target's name.
     pub target_name: String,
     /// The ScaledObject named among its owners, if any.
@@ -116,14 +111,14 @@ pub struct ExistingHpa {
 /// `transfer-hpa-ownership: "true"` when the ScaledObject names it as its custom HPA.
 pub fn ownership(
     so: &ScaledObject,
-    target_gvk: &str,
+    target_gvk: &Gvk,
     others: &[OtherScaledObject],
     hpas: &[ExistingHpa],
 ) -> Result<(), String> {
     let name = so.metadata.name.as_deref().unwrap_or("");
     let target = &so.spec.scale_target_ref.name;
     for o in others.iter().filter(|o| o.name != name) {
-        if o.target_gvk == target_gvk && &o.target_name == target {
+        if &o.target_gvk == target_gvk && &o.target_name == target {
             return Err(format!(
                 "the workload '{target}' of type '{target_gvk}' is already managed by the ScaledObject '{}'",
                 o.name
@@ -131,7 +126,7 @@ pub fn ownership(
         }
     }
     for h in hpas {
-        if h.target_gvk != target_gvk || &h.target_name != target {
+        if &h.target_gvk != target_gvk || &h.target_name != target {
             continue;
         }
         if h.owner_scaled_object.as_deref() == Some(name) {
@@ -254,12 +249,7 @@ mod tests {
 
     #[test]
     fn ownership_conflicts() {
-        let deploy = gvk_string("apps/v1", "Deployment");
-        assert_eq!(deploy, "apps/v1.Deployment");
-        assert_eq!(
-            gvk_string("v1", "ReplicationController"),
-            "/v1.ReplicationController"
-        );
+        let deploy = Gvk::from_api_version("apps/v1", "Deployment");
         let plain = so(serde_json::json!({}), serde_json::json!({}));
         let foreign = ExistingHpa {
             name: "legacy".into(),
@@ -305,7 +295,7 @@ mod tests {
         };
         let e = ownership(&plain, &deploy, std::slice::from_ref(&other), &[]).expect_err("taken");
         assert_eq!(e, "the workload 'web' of type 'apps/v1.Deployment' is already managed by the ScaledObject 'first'");
-        let statefulset = gvk_string("apps/v1", "StatefulSet");
+        let statefulset = Gvk::from_api_version("apps/v1", "StatefulSet");
         assert!(
             ownership(&plain, &statefulset, std::slice::from_ref(&other), &[]).is_ok(),
             "same name, other kind"

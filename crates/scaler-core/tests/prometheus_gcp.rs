@@ -354,6 +354,7 @@ async fn keys_from_the_container_environment() {
             name: "env",
             client: None,
             as_metric_source: false,
+            pools: &scaler_core::pools::Pools::default(),
         })
         .unwrap_or_else(|e| panic!("{param}: {e}"));
         assert_eq!(

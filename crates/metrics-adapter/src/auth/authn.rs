@@ -11,7 +11,8 @@ use tracing::debug;
 
 use super::cache::TtlCache;
 use super::config::{subject, AuthnConfig};
-use super::{percent_decode, Reviews, User};
+use super::{Reviews, User};
+use crate::api::percent_decode;
 use crate::status::ApiError;
 use crate::telemetry::{AuthnMethod, Telemetry};
 

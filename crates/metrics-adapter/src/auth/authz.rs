@@ -4,9 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::cache::TtlCache;
-use super::{percent_decode, Reviews, User};
-use crate::request::METRICS_PREFIX;
-use crate::routes::GROUP;
+use super::{Reviews, User};
+use crate::api::{percent_decode, GROUP, METRICS_PREFIX};
 use crate::status::ApiError;
 use crate::telemetry::Telemetry;
 

@@ -30,7 +30,7 @@ use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
 use tracing::{info, warn};
 
-use crate::routes::{GROUP, VERSION};
+use crate::api::{is_health, GROUP, VERSION};
 use crate::status::ApiError;
 use crate::telemetry::{AuthnMethod, Telemetry};
 use authn::{Authenticator, ConfigHolder, PeerCerts};
@@ -159,24 +159,6 @@ impl Reviews for KubeReviews {
     }
 }
 
-/// Decode `%XX` escapes; `None` when an escape is malformed or the result is not UTF-8.
-pub fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 /// Authentication and authorization for the router.
 pub struct Auth {
     config: Arc<ConfigHolder>,
@@ -208,13 +190,6 @@ impl Auth {
             telemetry,
         }
     }
-}
-
-/// Whether `path` is a health endpoint (`/healthz`, `/livez`, `/readyz` or below).
-pub fn is_health(path: &str) -> bool {
-    ["/healthz", "/livez", "/readyz"]
-        .iter()
-        .any(|p| path == *p || path.strip_prefix(p).is_some_and(|r| r.starts_with('/')))
 }
 
 /// The middleware: use with `axum::middleware::from_fn_with_state(auth, auth::layer)`.
@@ -352,15 +327,6 @@ pub(crate) mod tests {
                 }),
             }
         }
-    }
-
-    #[test]
-    fn percent_decoding() {
-        assert_eq!(percent_decode("a%2Fb").as_deref(), Some("a/b"));
-        assert_eq!(percent_decode("plain").as_deref(), Some("plain"));
-        assert_eq!(percent_decode("bad%2"), None);
-        assert_eq!(percent_decode("bad%zz"), None);
-        assert_eq!(percent_decode("%ff"), None, "not UTF-8");
     }
 
     #[test]

@@ -9,7 +9,7 @@ pub mod scram;
 mod tls;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
@@ -214,27 +214,60 @@ impl std::fmt::Debug for KafkaClient {
     }
 }
 
-static CLIENTS: LazyLock<Mutex<HashMap<ClientConfig, Arc<KafkaClient>>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
-
 /// A client no trigger has used for this long is closed (its ScaledObject was deleted, or
 /// its credentials rotated): its connections and the credentials in its key go with it.
 const IDLE_CLIENT: Duration = Duration::from_secs(15 * 60);
 
-/// When idle clients were last looked for.
-static LAST_SWEEP: LazyLock<Mutex<Instant>> = LazyLock::new(|| Mutex::new(Instant::now()));
+/// The Kafka clients of every kafka trigger (one per [`crate::pools::Pools`]): one per
+/// configuration.
+pub struct KafkaClients {
+    clients: Mutex<HashMap<ClientConfig, Arc<KafkaClient>>>,
+    /// When idle clients were last looked for.
+    last_sweep: Mutex<Instant>,
+}
 
-/// Drop clients idle for [`IDLE_CLIENT`] that no scaler holds; at most once a minute.
-fn sweep_idle_clients() {
-    {
-        let mut last = lock(&LAST_SWEEP);
-        if last.elapsed() < Duration::from_secs(60) {
-            return;
+impl Default for KafkaClients {
+    fn default() -> Self {
+        Self {
+            clients: Mutex::new(HashMap::new()),
+            last_sweep: Mutex::new(Instant::now()),
         }
-        *last = Instant::now();
     }
-    lock(&CLIENTS)
-        .retain(|_, c| Arc::strong_count(c) > 1 || lock(&c.last_used).elapsed() < IDLE_CLIENT);
+}
+
+impl std::fmt::Debug for KafkaClients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaClients").finish_non_exhaustive()
+    }
+}
+
+impl KafkaClients {
+    /// Drop clients idle for [`IDLE_CLIENT`] that no scaler holds; at most once a minute.
+    fn sweep_idle(&self) {
+        {
+            let mut last = lock(&self.last_sweep);
+            if last.elapsed() < Duration::from_secs(60) {
+                return;
+            }
+            *last = Instant::now();
+        }
+        lock(&self.clients)
+            .retain(|_, c| Arc::strong_count(c) > 1 || lock(&c.last_used).elapsed() < IDLE_CLIENT);
+    }
+
+    /// The client shared by every trigger with this configuration.
+    pub fn shared(&self, config: &ClientConfig) -> Result<Arc<KafkaClient>, KafkaError> {
+        self.sweep_idle();
+        if let Some(c) = lock(&self.clients).get(config) {
+            *lock(&c.last_used) = Instant::now();
+            return Ok(c.clone());
+        }
+        let client = Arc::new(KafkaClient::new(config)?);
+        Ok(lock(&self.clients)
+            .entry(config.clone())
+            .or_insert(client)
+            .clone())
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -246,20 +279,14 @@ fn kafka_error(code: i16) -> Option<ResponseError> {
 }
 
 impl KafkaClient {
-    /// The client shared by every trigger with this configuration.
-    pub fn shared(config: &ClientConfig) -> Result<Arc<KafkaClient>, KafkaError> {
-        sweep_idle_clients();
-        if let Some(c) = lock(&CLIENTS).get(config) {
-            *lock(&c.last_used) = Instant::now();
-            return Ok(c.clone());
-        }
+    fn new(config: &ClientConfig) -> Result<KafkaClient, KafkaError> {
         let tls = config
             .tls
             .as_ref()
             .map(tls::client_config)
             .transpose()
             .map_err(KafkaError::Config)?;
-        let client = Arc::new(KafkaClient {
+        Ok(KafkaClient {
             config: config.clone(),
             tls,
             brokers: Mutex::new(HashMap::new()),
@@ -268,11 +295,7 @@ impl KafkaClient {
             requests: std::sync::atomic::AtomicU64::new(0),
             preferred: std::sync::atomic::AtomicUsize::new(0),
             last_used: Mutex::new(Instant::now()),
-        });
-        Ok(lock(&CLIENTS)
-            .entry(config.clone())
-            .or_insert(client)
-            .clone())
+        })
     }
 
     /// How many requests this client has sent.

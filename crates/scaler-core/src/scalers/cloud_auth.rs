@@ -2,8 +2,30 @@
 //! prometheus scaler): a Google service-account key, which eventscale supports, and AWS
 //! SigV4, which it refuses loudly rather than query unsigned.
 
-use super::{ScalerError, TriggerContext};
+use super::params::{Param, Params, Source::*};
+use super::ScalerError;
 use crate::gcp::ServiceAccountKey;
+
+/// The key's JSON, from the TriggerAuthentication.
+const GOOGLE_APPLICATION_CREDENTIALS: Param = Param::new("GoogleApplicationCredentials")
+    .from(&[Auth])
+    .secret();
+/// The variable of the scale target's container that holds the key's JSON.
+const CREDENTIALS_FROM_ENV: Param = Param::new("credentialsFromEnv").from(&[Meta]);
+/// Its value, resolved from the environment before the build.
+const CREDENTIALS: Param = Param::new("credentials").from(&[Env]);
+/// The variable that holds the path of the key file.
+const CREDENTIALS_FROM_ENV_FILE: Param = Param::new("credentialsFromEnvFile").from(&[Meta]);
+/// Its value, resolved from the environment before the build.
+const CREDENTIALS_FILE: Param = Param::new("credentialsFile").from(&[Meta]);
+/// Whose AWS identity signs the queries.
+const IDENTITY_OWNER: Param = Param::new("identityOwner").from(&[Meta]);
+/// An AWS role to assume.
+const AWS_ROLE_ARN: Param = Param::new("awsRoleArn").from(&[Auth]);
+/// An AWS access key.
+const AWS_ACCESS_KEY_ID: Param = Param::new("awsAccessKeyID")
+    .aliases(&["awsAccessKeyId"])
+    .from(&[Auth, Meta]);
 
 /// The largest key file read for `credentialsFromEnvFile` (a key is about 2 KiB).
 const MAX_KEY_FILE_BYTES: u64 = 1 << 20;
@@ -64,18 +86,18 @@ fn read_key_file(path: &str) -> Result<String, String> {
 /// [`super::with_env`]: `credentialsFromEnv` into `credentials`, `credentialsFromEnvFile` into
 /// `credentialsFile`.
 pub fn gcp_credentials(
-    ctx: &TriggerContext<'_>,
+    params: &Params<'_>,
 ) -> Result<Option<(GcpSource, ServiceAccountKey)>, ScalerError> {
-    let (source, json) = if let Some(json) = ctx.auth_param("GoogleApplicationCredentials") {
+    let (source, json) = if let Some(json) = params.text(&GOOGLE_APPLICATION_CREDENTIALS)? {
         (GcpSource::AuthParam, json.to_string())
-    } else if let Some(var) = ctx.param("credentialsFromEnv") {
-        let json = ctx
-            .param("credentials")
+    } else if let Some(var) = params.text(&CREDENTIALS_FROM_ENV)? {
+        let json = params
+            .text(&CREDENTIALS)?
             .ok_or_else(|| unset(GcpSource::Env, var))?;
         (GcpSource::Env, json.to_string())
-    } else if let Some(var) = ctx.param("credentialsFromEnvFile") {
-        let path = ctx
-            .param("credentialsFile")
+    } else if let Some(var) = params.text(&CREDENTIALS_FROM_ENV_FILE)? {
+        let path = params
+            .text(&CREDENTIALS_FILE)?
             .ok_or_else(|| unset(GcpSource::EnvFile, var))?;
         let json = read_key_file(path).map_err(|e| {
             ScalerError::invalid(
@@ -97,15 +119,12 @@ pub fn gcp_credentials(
 /// credentials), or an AWS role or access key. eventscale cannot sign them, and querying
 /// unsigned would only fail later with 403. (`podIdentity: aws` is refused with the
 /// TriggerAuthentication.)
-pub fn refuse_aws_sigv4(ctx: &TriggerContext<'_>) -> Result<(), ScalerError> {
-    let field = if ctx.param("identityOwner").is_some_and(|o| o != "pod") {
+pub fn refuse_aws_sigv4(params: &Params<'_>) -> Result<(), ScalerError> {
+    let field = if params.text(&IDENTITY_OWNER)?.is_some_and(|o| o != "pod") {
         Some("identityOwner")
-    } else if ctx.auth_param("awsRoleArn").is_some() {
+    } else if params.text(&AWS_ROLE_ARN)?.is_some() {
         Some("awsRoleArn")
-    } else if ctx.auth_param("awsAccessKeyID").is_some()
-        || ctx.auth_param("awsAccessKeyId").is_some()
-        || ctx.param("awsAccessKeyID").is_some()
-    {
+    } else if params.text(&AWS_ACCESS_KEY_ID)?.is_some() {
         Some("awsAccessKeyID")
     } else {
         None
@@ -126,7 +145,7 @@ pub fn refuse_aws_sigv4(ctx: &TriggerContext<'_>) -> Result<(), ScalerError> {
 mod tests {
     use super::*;
     use crate::scaled_object::ScaleTriggers;
-    use crate::scalers::{with_env, AuthParams};
+    use crate::scalers::{with_env, AuthParams, TriggerContext};
     use std::collections::BTreeMap;
 
     use crate::test_pki as pki;
@@ -160,6 +179,7 @@ mod tests {
             name: "so",
             client: None,
             as_metric_source: false,
+            pools: &crate::pools::Pools::default(),
         })
     }
 
@@ -180,7 +200,8 @@ mod tests {
         let missing = pki.dir().join("nope.json").display().to_string();
         let found = |meta: &[(&str, &str)], env: &[(&str, &str)], auth: &[(&str, &str)]| {
             with_ctx(meta, env, auth, |ctx| {
-                gcp_credentials(ctx).map(|c| c.map(|(s, k)| (s, k.client_email().to_string())))
+                gcp_credentials(&ctx.params())
+                    .map(|c| c.map(|(s, k)| (s, k.client_email().to_string())))
             })
         };
         let ok = |s: GcpSource, email: &str| Ok(Some((s, email.to_string())));
@@ -232,8 +253,10 @@ mod tests {
             (&[], vec![], vec![("GoogleApplicationCredentials", "not json")], "GoogleApplicationCredentials", "GoogleApplicationCredentials: not a JSON service account key"),
         ];
         for (meta, env, auth, param, want) in bad {
-            let err = with_ctx(meta, &env, &auth, |ctx| gcp_credentials(ctx).map(|_| ()))
-                .expect_err(want);
+            let err = with_ctx(meta, &env, &auth, |ctx| {
+                gcp_credentials(&ctx.params()).map(|_| ())
+            })
+            .expect_err(want);
             assert_eq!(err.param(), Some(param), "{err}");
             assert!(err.to_string().contains(want), "{want}: {err}");
         }
@@ -243,7 +266,7 @@ mod tests {
     fn aws_sigv4_is_refused_naming_the_field() {
         let refused = |meta: &[(&str, &str)], auth: &[(&str, &str)]| {
             with_ctx(meta, &[], auth, |ctx| {
-                refuse_aws_sigv4(ctx).map_err(|e| e.param().map(str::to_string))
+                refuse_aws_sigv4(&ctx.params()).map_err(|e| e.param().map(str::to_string))
             })
         };
         let named = |f: &str| Err(Some(f.to_string()));

@@ -4,9 +4,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
-use super::typed::keda_int64;
+use super::params::{Param, Required};
 use super::{MetricSpec, Sample, Scaler, ScalerError, TriggerContext};
 use crate::linux_cron::LinuxCron;
+use crate::quantity::MilliQuantity;
 
 /// Parsed `cron` trigger metadata.
 #[derive(Debug, Clone)]
@@ -20,6 +21,15 @@ pub struct CronMetadata {
     /// Replicas inside the window.
     pub desired_replicas: i64,
 }
+
+/// `start`: when the window opens (Linux cron).
+const START: Param<Required> = Param::new("start").required();
+/// `end`: when it closes.
+const END: Param<Required> = Param::new("end").required();
+/// `timezone`: the IANA zone the schedules are read in.
+const TIMEZONE: Param<Required> = Param::new("timezone").required();
+/// `desiredReplicas`: the value inside the window.
+const DESIRED_REPLICAS: Param<Required> = Param::new("desiredReplicas").required();
 
 /// The cron scaler.
 #[derive(Debug, Clone)]
@@ -58,10 +68,11 @@ impl CronScaler {
     /// Parse and validate the trigger: KEDA's field reads, then its `Validate` checks in
     /// their order, then the time zone.
     pub fn new(ctx: TriggerContext<'_>) -> Result<Self, ScalerError> {
-        let start_expr = ctx.required("start")?;
-        let end_expr = ctx.required("end")?;
-        let tz_name = ctx.required("timezone")?;
-        let desired_replicas = keda_int64("desiredReplicas", ctx.required("desiredReplicas")?)?;
+        let params = ctx.params();
+        let start_expr = params.text(&START)?;
+        let end_expr = params.text(&END)?;
+        let tz_name = params.text(&TIMEZONE)?;
+        let desired_replicas = params.int(&DESIRED_REPLICAS)?;
         let start: LinuxCron = start_expr.parse().map_err(|e| {
             ScalerError::invalid("start", format!("error parsing start schedule: {e}"))
         })?;
@@ -91,7 +102,7 @@ impl CronScaler {
         let spec = MetricSpec {
             name: ctx.metric_name(&name),
             target_type: ctx.target_type()?,
-            target: "1".to_string(),
+            target: MilliQuantity::from_value(1.0),
         };
         Ok(CronScaler {
             metadata: CronMetadata {
@@ -169,6 +180,7 @@ mod tests {
             name: "test",
             client: None,
             as_metric_source: false,
+            pools: &crate::pools::Pools::default(),
         })
     }
 
@@ -305,23 +317,23 @@ mod tests {
             (
                 without("timezone"),
                 "timezone",
-                "missing required parameter \"timezone\"",
+                "missing required parameter \"timezone\" in [triggerMetadata resolvedEnv]",
             ),
             (
                 without("start"),
                 "start",
-                "missing required parameter \"start\"",
+                "missing required parameter \"start\" in [triggerMetadata resolvedEnv]",
             ),
-            (without("end"), "end", "missing required parameter \"end\""),
+            (without("end"), "end", "missing required parameter \"end\" in [triggerMetadata resolvedEnv]"),
             (
                 without("desiredReplicas"),
                 "desiredReplicas",
-                "missing required parameter \"desiredReplicas\"",
+                "missing required parameter \"desiredReplicas\" in [triggerMetadata resolvedEnv]",
             ),
             (
                 with("timezone", "  "),
                 "timezone",
-                "missing required parameter \"timezone\"",
+                "missing required parameter \"timezone\" in [triggerMetadata resolvedEnv]",
             ),
             (
                 with("timezone", "Mars/Olympus"),
@@ -420,7 +432,7 @@ mod tests {
         let cases: Vec<(Metadata, Option<(&str, &str)>)> = vec![
             (
                 vec![],
-                Some(("start", "missing required parameter \"start\"")),
+                Some(("start", "missing required parameter \"start\" in [triggerMetadata resolvedEnv]")),
             ),
             (
                 vec![
@@ -457,7 +469,7 @@ mod tests {
                 ],
                 Some((
                     "desiredReplicas",
-                    "missing required parameter \"desiredReplicas\"",
+                    "missing required parameter \"desiredReplicas\" in [triggerMetadata resolvedEnv]",
                 )),
             ),
             (
@@ -466,7 +478,7 @@ mod tests {
                     ("end", "45 * * * *"),
                     ("desiredReplicas", "10"),
                 ],
-                Some(("timezone", "missing required parameter \"timezone\"")),
+                Some(("timezone", "missing required parameter \"timezone\" in [triggerMetadata resolvedEnv]")),
             ),
             (kolkata("30-33 * * * *", "45 * * * *"), None),
             (kolkata("30 * * * *", "45-50 * * * *"), None),

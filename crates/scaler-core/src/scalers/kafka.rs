@@ -3,16 +3,17 @@
 //! caps that keep consumers from outnumbering partitions.
 
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
-use super::typed::{keda_bool, keda_int64};
+use super::params::Source::{Auth, Env, Meta};
+use super::params::{Defaulted, Param, Params, Required};
 use super::{MetricSpec, Sample, Scaler, ScalerError, TriggerContext};
 use crate::kafka::{
     ClientConfig, KafkaClient, OffsetQuery, PartitionOffsets, Sasl, ScramHash, TlsSettings,
 };
-use crate::quantity::quantity_string;
+use crate::quantity::MilliQuantity;
 
 /// What lag a partition without a committed offset has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,35 +57,18 @@ fn bad(param: &str, message: impl Into<String>) -> ScalerError {
     ScalerError::invalid(param, message)
 }
 
-/// A whole-number kafka parameter, `default` when absent. As [`keda_int64`], and beyond
-/// KEDA a zero fraction (`5.0`) is read as the whole number: the published examples write
+/// A whole number as KEDA reads an `int64` (Go's `encoding/json`), and beyond KEDA a zero
+/// fraction (`5.0`) read as the whole number: the published examples write
 /// `lagThreshold: '5.0'`.
-fn whole(ctx: &TriggerContext<'_>, key: &str, default: i64) -> Result<i64, ScalerError> {
-    let Some(v) = ctx.param(key) else {
-        return Ok(default);
-    };
+fn whole(v: &str) -> Result<i64, String> {
     if let Some((int, fraction)) = v.split_once('.') {
         if !fraction.is_empty() && fraction.bytes().all(|b| b == b'0') {
-            if let Ok(i) = keda_int64(key, int) {
+            if let Ok(i) = super::params::int64(int) {
                 return Ok(i);
             }
         }
     }
-    keda_int64(key, v)
-}
-
-fn one_of<'a>(key: &str, v: &'a str, allowed: &[&str]) -> Result<&'a str, ScalerError> {
-    if allowed.contains(&v) {
-        Ok(v)
-    } else {
-        Err(bad(
-            key,
-            format!(
-                "parameter \"{key}\" value \"{v}\" must be one of [{}]",
-                allowed.join(" ")
-            ),
-        ))
-    }
+    super::params::int64(v)
 }
 
 /// `1,2,5-6` → `[1, 2, 5, 6]`, KEDA's words for errors.
@@ -127,20 +111,78 @@ fn valid_version(v: &str) -> bool {
             .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// `sasl`, `tls` and `saslTokenProvider` come from metadata first, then from the
-/// TriggerAuthentication (KEDA's `order=triggerMetadata;authParams`).
-fn meta_or_auth<'a>(ctx: &'a TriggerContext<'_>, key: &str) -> Option<&'a str> {
-    ctx.param(key).or_else(|| ctx.auth_param(key))
-}
+/// `bootstrapServers`: `host:port,host:port`.
+const BOOTSTRAP_SERVERS: Param<Required> = Param::new("bootstrapServers").required();
+/// `consumerGroup`.
+const CONSUMER_GROUP: Param<Required> = Param::new("consumerGroup").required();
+/// `topic`: absent, every topic the group committed offsets for.
+const TOPIC: Param = Param::new("topic");
+/// `partitionLimitation`: `1,2,5-6`, only with a topic.
+const PARTITION_LIMITATION: Param = Param::new("partitionLimitation");
+/// `lagThreshold`: the target lag per replica.
+const LAG_THRESHOLD: Param<Defaulted> = Param::new("lagThreshold").default("10");
+/// `activationLagThreshold`: active strictly above this.
+const ACTIVATION_LAG_THRESHOLD: Param<Defaulted> =
+    Param::new("activationLagThreshold").default("0");
+/// `offsetResetPolicy`: the lag of a partition without a committed offset.
+const OFFSET_RESET_POLICY: Param<Defaulted> = Param::new("offsetResetPolicy")
+    .default("latest")
+    .one_of(&["latest", "earliest"]);
+/// `allowIdleConsumers`: no cap at the partition count.
+const ALLOW_IDLE_CONSUMERS: Param<Defaulted> = Param::new("allowIdleConsumers").default("false");
+/// `excludePersistentLag`.
+const EXCLUDE_PERSISTENT_LAG: Param<Defaulted> =
+    Param::new("excludePersistentLag").default("false");
+/// `scaleToZeroOnInvalidOffset`.
+const SCALE_TO_ZERO_ON_INVALID_OFFSET: Param<Defaulted> =
+    Param::new("scaleToZeroOnInvalidOffset").default("false");
+/// `limitToPartitionsWithLag`.
+const LIMIT_TO_PARTITIONS_WITH_LAG: Param<Defaulted> =
+    Param::new("limitToPartitionsWithLag").default("false");
+/// `ensureEvenDistributionOfPartitions`.
+const ENSURE_EVEN_DISTRIBUTION_OF_PARTITIONS: Param<Defaulted> =
+    Param::new("ensureEvenDistributionOfPartitions").default("false");
+/// `fullMetadata`: false needs a topic.
+const FULL_METADATA: Param<Defaulted> = Param::new("fullMetadata").default("true");
+/// `version`: the Kafka version, sarama's syntax.
+const VERSION: Param = Param::new("version");
 
-const SASL_MODES: [&str; 6] = [
+/// `tls`: from the trigger, then the TriggerAuthentication.
+const TLS: Param<Defaulted> = Param::new("tls")
+    .from(&[Meta, Env, Auth])
+    .default("disable")
+    .one_of(&["enable", "disable"]);
+/// `unsafeSsl`: from the trigger only.
+const UNSAFE_SSL: Param<Defaulted> = Param::new("unsafeSsl").default("false");
+/// `ca` (PEM) to trust.
+const CA: Param = Param::new("ca").from(&[Auth]);
+/// `cert`: the client certificate (PEM).
+const CERT: Param = Param::new("cert").from(&[Auth]);
+/// `key`: its key (PEM).
+const KEY: Param = Param::new("key").from(&[Auth]);
+/// `keyPassword`: the key's password, when the key is encrypted.
+const KEY_PASSWORD: Param = Param::new("keyPassword").from(&[Auth]);
+/// `sasl`: the mechanism, from the trigger, then the TriggerAuthentication.
+const SASL: Param = Param::new("sasl").from(&[Meta, Env, Auth]).one_of(&[
     "none",
     "plaintext",
     "scram_sha256",
     "scram_sha512",
     "oauthbearer",
     "gssapi",
-];
+]);
+/// `username`, for SASL.
+const USERNAME: Param = Param::new("username").from(&[Auth]);
+/// `password`, for SASL.
+const PASSWORD: Param = Param::new("password").from(&[Auth]);
+/// `saslTokenProvider`, for OAUTHBEARER.
+const SASL_TOKEN_PROVIDER: Param = Param::new("saslTokenProvider")
+    .from(&[Meta, Env, Auth])
+    .one_of(&["bearer", "aws_msk_iam"]);
+/// `kerberosDisableFAST`, for GSSAPI.
+const KERBEROS_DISABLE_FAST: Param<Defaulted> = Param::new("kerberosDisableFAST")
+    .from(&[Auth])
+    .default("false");
 
 /// The security parameters as read, before KEDA's cross-field checks.
 struct SecurityParams<'a> {
@@ -153,25 +195,14 @@ struct SecurityParams<'a> {
 
 /// Read and type-check the security parameters, each whether or not it ends up used, as
 /// KEDA's typed config does (a malformed `unsafeSsl` is an error with TLS off too).
-fn read_security<'a>(ctx: &'a TriggerContext<'_>) -> Result<SecurityParams<'a>, ScalerError> {
-    let tls = match meta_or_auth(ctx, "tls") {
-        None => "disable",
-        Some(v) => one_of("tls", v, &["enable", "disable"])?,
-    };
-    let unsafe_ssl = ctx.flag("unsafeSsl", false)?;
-    let sasl = meta_or_auth(ctx, "sasl")
-        .map(|v| one_of("sasl", v, &SASL_MODES))
-        .transpose()?;
+fn read_security<'a>(params: &Params<'a>) -> Result<SecurityParams<'a>, ScalerError> {
+    let tls = params.text(&TLS)?;
+    let unsafe_ssl = params.flag(&UNSAFE_SSL)?;
+    let sasl = params.text(&SASL)?;
     // Only OAUTHBEARER and GSSAPI use these (unsupported here), but KEDA refuses a bad
     // value whatever the mechanism.
-    let token_provider = meta_or_auth(ctx, "saslTokenProvider")
-        .map(|v| one_of("saslTokenProvider", v, &["bearer", "aws_msk_iam"]))
-        .transpose()?;
-    keda_bool(
-        "kerberosDisableFAST",
-        ctx.auth_param("kerberosDisableFAST"),
-        false,
-    )?;
+    let token_provider = params.text(&SASL_TOKEN_PROVIDER)?;
+    params.flag(&KERBEROS_DISABLE_FAST)?;
     Ok(SecurityParams {
         tls,
         unsafe_ssl,
@@ -182,13 +213,15 @@ fn read_security<'a>(ctx: &'a TriggerContext<'_>) -> Result<SecurityParams<'a>, 
 
 /// KEDA's `parseTLS` and `parseSASL`: credentials from the TriggerAuthentication.
 fn parse_security(
-    ctx: &TriggerContext<'_>,
-    params: SecurityParams<'_>,
+    params: &Params<'_>,
+    security: SecurityParams<'_>,
 ) -> Result<(Option<TlsSettings>, Option<Sasl>), ScalerError> {
-    let auth = |k: &str| ctx.auth_param(k).map(str::to_string);
+    let auth = |p: &Param| -> Result<Option<String>, ScalerError> {
+        Ok(params.text(p)?.map(str::to_string))
+    };
     // With TLS off, a lone cert or key is not checked (KEDA ignores them).
-    let tls = if params.tls == "enable" {
-        let (cert, key) = (auth("cert"), auth("key"));
+    let tls = if security.tls == "enable" {
+        let (cert, key) = (auth(&CERT)?, auth(&KEY)?);
         if cert.is_some() && key.is_none() {
             return Err(bad("key", "key must be provided with cert"));
         }
@@ -196,7 +229,7 @@ fn parse_security(
             return Err(bad("cert", "cert must be provided with key"));
         }
         // KEDA decrypts the key with keyPassword (tls_config.go, NewTLSConfigWithPassword).
-        let key = match (key, auth("keyPassword")) {
+        let key = match (key, auth(&KEY_PASSWORD)?) {
             (Some(k), Some(password)) => Some(
                 crate::tls::private_key::decrypt(&k, &password)
                     .map_err(|e| bad("keyPassword", format!("keyPassword: {e}")))?,
@@ -204,20 +237,20 @@ fn parse_security(
             (key, _) => key,
         };
         Some(TlsSettings {
-            ca: auth("ca"),
+            ca: auth(&CA)?,
             cert,
             key,
-            unsafe_ssl: params.unsafe_ssl,
+            unsafe_ssl: security.unsafe_ssl,
         })
     } else {
         None
     };
     let creds = || -> Result<(String, String), ScalerError> {
-        let user = auth("username").ok_or_else(|| bad("username", "no username given"))?;
-        let password = auth("password").ok_or_else(|| bad("password", "no password given"))?;
+        let user = auth(&USERNAME)?.ok_or_else(|| bad("username", "no username given"))?;
+        let password = auth(&PASSWORD)?.ok_or_else(|| bad("password", "no password given"))?;
         Ok((user, password))
     };
-    let sasl = match params.sasl {
+    let sasl = match security.sasl {
         None | Some("none") => None,
         Some("plaintext") => {
             let (user, password) = creds()?;
@@ -238,7 +271,7 @@ fn parse_security(
         }
         Some(other) => {
             // OAUTHBEARER's token comes from saslTokenProvider (bearer by default).
-            let provider = match params.token_provider {
+            let provider = match security.token_provider {
                 Some(p) if other == "oauthbearer" => format!(" with saslTokenProvider {p:?}"),
                 _ => String::new(),
             };
@@ -259,10 +292,11 @@ impl KafkaMetadata {
     /// KEDA's field order, then KEDA's `Validate` checks in their order, so the first
     /// error is the first of those KEDA reports.
     pub fn parse(ctx: &TriggerContext<'_>) -> Result<Self, ScalerError> {
-        let bootstrap: Vec<String> = ctx
-            .required("bootstrapServers")?
-            .split(',')
-            .map(str::trim)
+        let params = ctx.params();
+        // Beyond KEDA, empty elements (`a:9092,`) are dropped.
+        let bootstrap: Vec<String> = params
+            .list(&BOOTSTRAP_SERVERS)?
+            .into_iter()
             .filter(|s| !s.is_empty())
             .map(str::to_string)
             .collect();
@@ -275,25 +309,24 @@ impl KafkaMetadata {
                 ));
             }
         }
-        let group = ctx.required("consumerGroup")?.to_string();
-        let topic = ctx.param("topic").map(str::to_string);
-        let lag_threshold = whole(ctx, "lagThreshold", 10)?;
-        let activation_lag_threshold = whole(ctx, "activationLagThreshold", 0)?;
-        let offset_reset_policy = match ctx.param("offsetResetPolicy") {
-            None => OffsetResetPolicy::Latest,
-            Some(v) => match one_of("offsetResetPolicy", v, &["latest", "earliest"])? {
-                "earliest" => OffsetResetPolicy::Earliest,
-                _ => OffsetResetPolicy::Latest,
-            },
+        let group = params.text(&CONSUMER_GROUP)?.to_string();
+        let topic = params.text(&TOPIC)?.map(str::to_string);
+        let partition_limitation = params.text(&PARTITION_LIMITATION)?;
+        let lag_threshold = params.parse(&LAG_THRESHOLD, whole)?;
+        let activation_lag_threshold = params.parse(&ACTIVATION_LAG_THRESHOLD, whole)?;
+        let offset_reset_policy = match params.text(&OFFSET_RESET_POLICY)? {
+            "earliest" => OffsetResetPolicy::Earliest,
+            _ => OffsetResetPolicy::Latest,
         };
-        let allow_idle_consumers = ctx.flag("allowIdleConsumers", false)?;
-        let exclude_persistent_lag = ctx.flag("excludePersistentLag", false)?;
-        let scale_to_zero_on_invalid_offset = ctx.flag("scaleToZeroOnInvalidOffset", false)?;
-        let limit_to_partitions_with_lag = ctx.flag("limitToPartitionsWithLag", false)?;
+        let allow_idle_consumers = params.flag(&ALLOW_IDLE_CONSUMERS)?;
+        let exclude_persistent_lag = params.flag(&EXCLUDE_PERSISTENT_LAG)?;
+        let scale_to_zero_on_invalid_offset = params.flag(&SCALE_TO_ZERO_ON_INVALID_OFFSET)?;
+        let limit_to_partitions_with_lag = params.flag(&LIMIT_TO_PARTITIONS_WITH_LAG)?;
         let ensure_even_distribution_of_partitions =
-            ctx.flag("ensureEvenDistributionOfPartitions", false)?;
-        let full_metadata = ctx.flag("fullMetadata", true)?;
-        let security = read_security(ctx)?;
+            params.flag(&ENSURE_EVEN_DISTRIBUTION_OF_PARTITIONS)?;
+        let full_metadata = params.flag(&FULL_METADATA)?;
+        let version = params.text(&VERSION)?;
+        let security = read_security(&params)?;
 
         if lag_threshold <= 0 {
             return Err(bad(
@@ -308,8 +341,7 @@ impl KafkaMetadata {
             ));
         }
         // Checked even without a topic (as KEDA does), then ignored there.
-        let partition_limitation = ctx
-            .param("partitionLimitation")
+        let partition_limitation = partition_limitation
             .map(parse_partition_limitation)
             .transpose()?
             .filter(|_| topic.is_some());
@@ -343,9 +375,9 @@ impl KafkaMetadata {
                 "topic must be specified when fullMetadata is false",
             ));
         }
-        let (tls, sasl) = parse_security(ctx, security)?;
-        // KEDA reads the version after the typed config.
-        if let Some(v) = ctx.param("version") {
+        let (tls, sasl) = parse_security(&params, security)?;
+        // KEDA parses the version after the typed config.
+        if let Some(v) = version {
             if !valid_version(v) {
                 return Err(bad(
                     "version",
@@ -481,30 +513,15 @@ pub fn total_lag(
     }
 }
 
-/// A trigger: the ScaledObject's namespace and name, and the trigger's index.
-type TriggerKey = (String, String, usize);
-
-/// Previous committed offsets per trigger, kept across the scaler instances built for each
-/// read.
-static PREVIOUS: LazyLock<Mutex<HashMap<TriggerKey, PreviousOffsets>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
-
-/// Forget the persistent-lag memory of ScaledObjects `keep` rejects (deleted ones).
-pub fn retain_memory(mut keep: impl FnMut(&str, &str) -> bool) {
-    PREVIOUS
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .retain(|(ns, name, _), _| keep(ns, name));
-}
-
 /// The kafka scaler.
 #[derive(Debug)]
 pub struct KafkaScaler {
     meta: KafkaMetadata,
     spec: MetricSpec,
     client: Arc<KafkaClient>,
-    /// Key of this trigger's persistent-lag memory.
-    owner: TriggerKey,
+    /// The committed offsets of the previous poll, for `excludePersistentLag`: kept as
+    /// long as the scaler (built once per ScaledObject runtime, as KEDA keeps it).
+    previous: Mutex<PreviousOffsets>,
 }
 
 impl KafkaScaler {
@@ -512,7 +529,7 @@ impl KafkaScaler {
     pub fn new(ctx: TriggerContext<'_>) -> Result<Self, ScalerError> {
         let meta = KafkaMetadata::parse(&ctx)?;
         let target_type = ctx.target_type()?;
-        let client = KafkaClient::shared(&meta.client).map_err(|e| {
+        let client = ctx.pools.kafka.shared(&meta.client).map_err(|e| {
             let text = e.to_string();
             let param = ["ca", "cert", "key"]
                 .into_iter()
@@ -524,9 +541,9 @@ impl KafkaScaler {
             spec: MetricSpec {
                 name: ctx.metric_name(&meta.metric_name()),
                 target_type,
-                target: quantity_string(meta.lag_threshold as f64),
+                target: MilliQuantity::from_value(meta.lag_threshold as f64),
             },
-            owner: (ctx.namespace.to_string(), ctx.name.to_string(), ctx.index),
+            previous: Mutex::new(PreviousOffsets::default()),
             meta,
             client,
         })
@@ -565,9 +582,8 @@ impl Scaler for KafkaScaler {
             .await
             .map_err(|e| ScalerError::Query(e.to_string()))?;
         let total = {
-            let mut all = PREVIOUS.lock().unwrap_or_else(|p| p.into_inner());
-            let previous = all.entry(self.owner.clone()).or_default();
-            total_lag(&self.meta, &offsets, previous)
+            let mut previous = self.previous.lock().unwrap_or_else(|p| p.into_inner());
+            total_lag(&self.meta, &offsets, &mut previous)
         };
         tracing::debug!(
             group = %self.meta.group,
@@ -615,6 +631,7 @@ mod tests {
             name: "so",
             client: None,
             as_metric_source: false,
+            pools: &crate::pools::Pools::default(),
         })
     }
 
@@ -755,8 +772,8 @@ mod tests {
             (vec![t[0], ("saslTokenProvider", "aws_msk_iam")], None),
             (vec![t[0], ("kerberosDisableFAST", "notabool")], None),
             (vec![("bootstrapServers", "kafka")], Some(("bootstrapServers", "is not host:port"))),
-            (vec![("bootstrapServers", "")], Some(("bootstrapServers", "missing required parameter \"bootstrapServers\""))),
-            (vec![("consumerGroup", "  ")], Some(("consumerGroup", "missing required parameter \"consumerGroup\""))),
+            (vec![("bootstrapServers", "")], Some(("bootstrapServers", "missing required parameter \"bootstrapServers\" in [triggerMetadata resolvedEnv]"))),
+            (vec![("consumerGroup", "  ")], Some(("consumerGroup", "missing required parameter \"consumerGroup\" in [triggerMetadata resolvedEnv]"))),
         ];
         for (extra, want) in cases {
             check(&format!("{extra:?}"), parse_base(&extra), want);
@@ -784,7 +801,7 @@ mod tests {
             parse_with(&[BASE[0]], &PLAINTEXT_AUTH),
             Some((
                 "consumerGroup",
-                "missing required parameter \"consumerGroup\"",
+                "missing required parameter \"consumerGroup\" in [triggerMetadata resolvedEnv]",
             )),
         );
     }
@@ -1068,6 +1085,7 @@ mod tests {
                 name: "so",
                 client: None,
                 as_metric_source: false,
+                pools: &crate::pools::Pools::default(),
             })
             .expect("valid trigger");
             assert_eq!(s.metric_spec().name, name);
@@ -1148,20 +1166,6 @@ mod tests {
             lag(&m, &[p(0, 0, Some(12)), p(1, 0, Some(0)), p(2, 0, Some(0))]).lag,
             12
         );
-    }
-
-    #[test]
-    fn memory_of_deleted_scaled_objects_is_dropped() {
-        let key = |name: &str| ("memory-test".to_string(), name.to_string(), 0);
-        {
-            let mut all = PREVIOUS.lock().unwrap_or_else(|p| p.into_inner());
-            all.insert(key("kept"), PreviousOffsets::from([(("t".into(), 0), 5)]));
-            all.insert(key("deleted"), PreviousOffsets::new());
-        }
-        retain_memory(|ns, name| ns != "memory-test" || name == "kept");
-        let all = PREVIOUS.lock().unwrap_or_else(|p| p.into_inner());
-        assert!(all.contains_key(&key("kept")));
-        assert!(!all.contains_key(&key("deleted")));
     }
 
     /// Offsets a broker should never send still give a number, never a panic.

@@ -9,9 +9,10 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use kube::{Api, Client};
 
+use super::params::{Defaulted, Param, Required};
 use super::{MetricSpec, Sample, Scaler, ScalerError, TriggerContext};
 use crate::label_selector::Selector;
-use crate::quantity::quantity_string;
+use crate::quantity::MilliQuantity;
 
 /// Listing pods may take this long.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -29,35 +30,36 @@ pub struct WorkloadMetadata {
     pub group_by_node: bool,
 }
 
+/// `podSelector`: which pods to count.
+const POD_SELECTOR: Param<Required> = Param::new("podSelector").required();
+/// `value`: the target per replica.
+const VALUE: Param<Defaulted> = Param::new("value").default("0");
+/// `activationValue`: active strictly above this.
+const ACTIVATION_VALUE: Param<Defaulted> = Param::new("activationValue").default("0");
+/// `groupByNode`: count the nodes the pods run on instead.
+const GROUP_BY_NODE: Param<Defaulted> = Param::new("groupByNode").default("false");
+
 impl WorkloadMetadata {
-    /// Parse with KEDA's rules: podSelector required and valid, value a number > 0.
+    /// Parse with KEDA's rules and in its order: the parameters, `value` above 0, then the
+    /// selector.
     pub fn parse(ctx: &TriggerContext<'_>) -> Result<Self, ScalerError> {
-        let pod_selector = ctx.required("podSelector")?.to_string();
+        let params = ctx.params();
+        let pod_selector = params.text(&POD_SELECTOR)?.to_string();
+        let value = params.float(&VALUE)?;
+        let activation_value = params.float(&ACTIVATION_VALUE)?;
+        let group_by_node = params.flag(&GROUP_BY_NODE)?;
+        // KEDA: `value` must be above 0, except for a ScaledObject with scalingModifiers,
+        // whose formula does the scaling (`AsMetricSource`); a negative one is refused
+        // there too.
+        if value < 0.0 || (value == 0.0 && !ctx.as_metric_source) {
+            return Err(ScalerError::invalid(
+                "value",
+                "value must be a float greater than 0",
+            ));
+        }
         pod_selector.parse::<Selector>().map_err(|e| {
             ScalerError::invalid("podSelector", format!("invalid podSelector: {e}"))
         })?;
-        // KEDA: `value` defaults to 0 and must be above 0, except for a ScaledObject with
-        // scalingModifiers, whose formula does the scaling (`AsMetricSource`).
-        let invalid_value =
-            || ScalerError::invalid("value", "value must be a float greater than 0");
-        let value = ctx
-            .float("value")
-            .map_err(|_| invalid_value())?
-            .unwrap_or(0.0);
-        if value < 0.0 || (value == 0.0 && !ctx.as_metric_source) {
-            return Err(invalid_value());
-        }
-        let activation_value = match ctx.param("activationValue") {
-            None => 0.0,
-            Some(v) => v
-                .parse::<f64>()
-                .ok()
-                .filter(|v| v.is_finite())
-                .ok_or_else(|| {
-                    ScalerError::invalid("activationValue", "activationValue must be a float")
-                })?,
-        };
-        let group_by_node = ctx.flag("groupByNode", false)?;
         Ok(Self {
             pod_selector,
             value,
@@ -112,7 +114,7 @@ impl WorkloadScaler {
             spec: MetricSpec {
                 name: ctx.metric_name(&format!("workload-{}", ctx.namespace)),
                 target_type: ctx.target_type()?,
-                target: quantity_string(metadata.value),
+                target: MilliQuantity::from_value(metadata.value),
             },
             metadata,
             namespace: ctx.namespace.to_string(),
@@ -190,6 +192,7 @@ mod tests {
             name: "test",
             client: None,
             as_metric_source,
+            pools: &crate::pools::Pools::default(),
         })
     }
 
@@ -229,7 +232,7 @@ mod tests {
         let bad = [
             (
                 vec![("value", "1")],
-                "missing required parameter \"podSelector\"",
+                "missing required parameter \"podSelector\" in [triggerMetadata resolvedEnv]",
             ),
             (
                 vec![("podSelector", "app=demo")],
@@ -245,11 +248,16 @@ mod tests {
             ),
             (
                 vec![("podSelector", "app=demo"), ("value", "x")],
-                "value must be a float greater than 0",
+                "unable to set param \"value\" value \"x\": unable to unmarshal to field type float64: invalid character 'x' looking for beginning of value",
             ),
             (
                 vec![("podSelector", "app in (a"), ("value", "1")],
                 "invalid podSelector",
+            ),
+            // KEDA reads and checks the parameters before the selector.
+            (
+                vec![("podSelector", "app in (a"), ("value", "0")],
+                "value must be a float greater than 0",
             ),
             (
                 vec![
@@ -257,7 +265,7 @@ mod tests {
                     ("value", "1"),
                     ("activationValue", "x"),
                 ],
-                "activationValue must be a float",
+                "unable to set param \"activationValue\" value \"x\": unable to unmarshal to field type float64",
             ),
             (
                 vec![

@@ -8,8 +8,8 @@ pub mod cron;
 pub mod kafka;
 pub mod kubernetes_workload;
 pub mod mysql;
+pub mod params;
 pub mod prometheus;
-mod typed;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -17,7 +17,8 @@ use std::fmt;
 use async_trait::async_trait;
 
 use crate::metric_name;
-use crate::scaled_object::{ScaleTriggers, ScaledObject};
+use crate::quantity::MilliQuantity;
+use crate::scaled_object::ScaleTriggers;
 
 /// How the HPA compares a metric with its target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,8 +46,8 @@ pub struct MetricSpec {
     pub name: String,
     /// AverageValue or Value.
     pub target_type: MetricTargetType,
-    /// The target as a quantity string (`1`, `2500m`).
-    pub target: String,
+    /// The target, a quantity (`1`, `2500m`).
+    pub target: MilliQuantity,
 }
 
 /// What one query of an event source says.
@@ -61,9 +62,16 @@ pub struct Sample {
 /// A trigger's metadata or query failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScalerError {
-    /// A required parameter is absent or empty.
-    #[error("missing required parameter \"{0}\"")]
-    MissingParameter(String),
+    /// A required parameter is absent or empty (KEDA's words: where it was looked for).
+    #[error("missing required parameter {names:?} in {from}")]
+    MissingParameter {
+        /// The parameter (its first name).
+        param: String,
+        /// KEDA's name for it: all its names, joined by `,`.
+        names: String,
+        /// Where it was looked for.
+        from: params::Order,
+    },
     /// A parameter has a value the scaler cannot use.
     #[error("{message}")]
     InvalidParameter {
@@ -90,7 +98,7 @@ impl ScalerError {
     /// The metadata key at fault, when there is one.
     pub fn param(&self) -> Option<&str> {
         match self {
-            ScalerError::MissingParameter(p) => Some(p),
+            ScalerError::MissingParameter { param, .. } => Some(param),
             ScalerError::InvalidParameter { param, .. } => Some(param),
             _ => None,
         }
@@ -136,7 +144,7 @@ impl fmt::Display for TriggerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "spec.triggers[{}]", self.index)?;
         match &self.source {
-            ScalerError::MissingParameter(_) | ScalerError::InvalidParameter { .. } => {
+            ScalerError::MissingParameter { .. } | ScalerError::InvalidParameter { .. } => {
                 if let Some(p) = self.source.param() {
                     write!(f, ".metadata.{p}")?;
                 }
@@ -185,6 +193,8 @@ pub struct TriggerContext<'a> {
     /// The ScaledObject uses `scalingModifiers`: its triggers feed the formula (KEDA's
     /// `AsMetricSource`), and kubernetes-workload's `value` may be left out.
     pub as_metric_source: bool,
+    /// The clients shared with every other scaler of the process.
+    pub pools: &'a crate::pools::Pools,
 }
 
 impl std::fmt::Debug for TriggerContext<'_> {
@@ -199,7 +209,7 @@ impl std::fmt::Debug for TriggerContext<'_> {
     }
 }
 
-impl TriggerContext<'_> {
+impl<'a> TriggerContext<'a> {
     /// `s<index>-<name>`, normalized as KEDA does.
     pub fn metric_name(&self, name: &str) -> String {
         metric_name::with_index(self.index, name)
@@ -214,55 +224,9 @@ impl TriggerContext<'_> {
         }
     }
 
-    /// The trimmed value of a metadata key; empty counts as absent.
-    pub fn param(&self, key: &str) -> Option<&str> {
-        self.trigger
-            .metadata
-            .get(key)
-            .map(|v| v.trim())
-            .filter(|v| !v.is_empty())
-    }
-
-    /// A required metadata value.
-    pub fn required(&self, key: &str) -> Result<&str, ScalerError> {
-        self.param(key)
-            .ok_or_else(|| ScalerError::MissingParameter(key.to_string()))
-    }
-
-    /// The trimmed value of an authentication parameter; empty counts as absent.
-    pub fn auth_param(&self, key: &str) -> Option<&str> {
-        self.auth
-            .get(key)
-            .map(|v| v.trim())
-            .filter(|v| !v.is_empty())
-    }
-
-    /// A boolean metadata value in Go's syntax (`true`, `1`, `False`, ...), `default`
-    /// when absent.
-    pub fn flag(&self, key: &str, default: bool) -> Result<bool, ScalerError> {
-        typed::keda_bool(key, self.param(key), default)
-    }
-
-    /// A finite number from metadata, `None` when absent.
-    pub fn float(&self, key: &str) -> Result<Option<f64>, ScalerError> {
-        self.param(key)
-            .map(|v| {
-                v.parse::<f64>()
-                    .ok()
-                    .filter(|f| f.is_finite())
-                    .ok_or_else(|| {
-                        ScalerError::invalid(
-                            key,
-                            format!("error parsing {key}: {v:?} is not a number"),
-                        )
-                    })
-            })
-            .transpose()
-    }
-
-    /// All metadata, for scalers that forward unknown keys.
-    pub fn metadata(&self) -> &BTreeMap<String, String> {
-        &self.trigger.metadata
+    /// The reader of the trigger's parameters: its metadata and authentication parameters.
+    pub fn params(&self) -> params::Params<'a> {
+        params::Params::new(&self.trigger.metadata, self.auth, self.index)
     }
 }
 
@@ -356,34 +320,6 @@ pub fn build_scaler(ctx: TriggerContext<'_>) -> Result<Box<dyn Scaler>, ScalerEr
     }
 }
 
-/// Build every trigger's scaler, each result kept apart so one bad trigger does not hide
-/// the others.
-pub fn build_scalers(so: &ScaledObject) -> Vec<Result<Box<dyn Scaler>, TriggerError>> {
-    let no_auth = AuthParams::new();
-    let namespace = so.metadata.namespace.as_deref().unwrap_or("");
-    so.spec
-        .triggers
-        .iter()
-        .enumerate()
-        .map(|(index, trigger)| {
-            build_scaler(TriggerContext {
-                index,
-                trigger,
-                auth: &no_auth,
-                namespace,
-                name: so.metadata.name.as_deref().unwrap_or(""),
-                client: None,
-                as_metric_source: so.spec.uses_modifiers(),
-            })
-            .map_err(|source| TriggerError {
-                index,
-                trigger_type: trigger.type_.clone(),
-                source,
-            })
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -419,16 +355,18 @@ mod tests {
         // error then says why.
         let (r, unresolved) = with_env(&t, &BTreeMap::new());
         assert!(!r.metadata.contains_key("serverAddress"));
-        let e = explain(
-            ScalerError::MissingParameter("serverAddress".into()),
-            &unresolved,
-        );
+        let missing = |p: &str| ScalerError::MissingParameter {
+            param: p.into(),
+            names: p.into(),
+            from: params::Order(&[params::Source::Meta, params::Source::Env]),
+        };
+        let e = explain(missing("serverAddress"), &unresolved);
         assert_eq!(e.param(), Some("serverAddress"));
         assert_eq!(
             e.to_string(),
-            "missing required parameter \"serverAddress\" (environment variable \"PROM\" (named by serverAddressFromEnv) is not set in the scale target's container)"
+            "missing required parameter \"serverAddress\" in [triggerMetadata resolvedEnv] (environment variable \"PROM\" (named by serverAddressFromEnv) is not set in the scale target's container)"
         );
-        let other = ScalerError::MissingParameter("query".into());
+        let other = missing("query");
         assert_eq!(explain(other.clone(), &unresolved), other);
     }
 
@@ -499,6 +437,7 @@ mod tests {
                 name: "test",
                 client: None,
                 as_metric_source: false,
+                pools: &crate::pools::Pools::default(),
             }
             .target_type()
         };

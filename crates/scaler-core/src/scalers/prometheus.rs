@@ -1,18 +1,19 @@
 //! The `prometheus` trigger: the value of one PromQL query against a Prometheus server.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{SecondsFormat, Utc};
 use serde_json::Value;
 
-use super::typed::{go_duration, unable_to_set};
+use super::params::Source::{Auth, Env, Meta};
+use super::params::{Defaulted, Param, Params, Required};
 use super::{MetricSpec, Sample, Scaler, ScalerError, TriggerContext};
 use crate::coalesce::Coalescer;
 use crate::gcp::{self, ServiceAccountKey};
 use crate::idle_map::{self, IdleMap};
-use crate::quantity::quantity_string;
+use crate::quantity::MilliQuantity;
 
 /// KEDA's default query timeout.
 const DEFAULT_TIMEOUT: Duration = Duration::from_millis(3000);
@@ -63,101 +64,70 @@ pub struct PrometheusMetadata {
     pub auth: PrometheusAuth,
 }
 
-/// A `k1=v1,k2=v2` map, read as KEDA's typed config reads one (typed_config.go:345-367):
-/// every comma-separated element, trimmed, must split on `=` into exactly a key and a
-/// value, so `k=a=b`, `k` and a trailing comma are errors; a repeated key keeps its last
-/// value.
-fn pairs(ctx: &TriggerContext<'_>, key: &str) -> Result<Vec<(String, String)>, ScalerError> {
-    let Some(raw) = ctx.param(key) else {
-        return Ok(Vec::new());
-    };
-    let mut out: Vec<(String, String)> = Vec::new();
-    for elem in raw.split(',').map(str::trim) {
-        let mut kv = elem.split('=');
-        let (Some(k), Some(v), None) = (kv.next(), kv.next(), kv.next()) else {
-            return Err(unable_to_set(
-                key,
-                raw,
-                format!("expected format key=value, got {elem:?}"),
-            ));
-        };
-        let (k, v) = (k.trim().to_string(), v.trim().to_string());
-        match out.iter_mut().find(|(seen, _)| *seen == k) {
-            Some(slot) => slot.1 = v,
-            None => out.push((k, v)),
-        }
-    }
-    Ok(out)
-}
+/// `serverAddress`: the server's base URL.
+const SERVER_ADDRESS: Param<Required> = Param::new("serverAddress").required();
+/// `query`: the PromQL.
+const QUERY: Param<Required> = Param::new("query").required();
+/// `queryParameters`: extra query parameters, `k=v,k=v`.
+const QUERY_PARAMETERS: Param = Param::new("queryParameters");
+/// `threshold`: the target per replica.
+const THRESHOLD: Param<Required> = Param::new("threshold").required();
+/// `activationThreshold`: active strictly above this.
+const ACTIVATION_THRESHOLD: Param<Defaulted> = Param::new("activationThreshold").default("0");
+/// `namespace`: the tenant (Thanos, Cortex).
+const NAMESPACE: Param = Param::new("namespace");
+/// `customHeaders`: extra headers, `k=v,k=v`.
+const CUSTOM_HEADERS: Param = Param::new("customHeaders");
+/// `ignoreNullValues`: an empty answer or NaN reads as 0 rather than failing.
+const IGNORE_NULL_VALUES: Param<Defaulted> = Param::new("ignoreNullValues").default("true");
+/// `unsafeSsl`: skip verifying the server's certificate.
+const UNSAFE_SSL: Param<Defaulted> = Param::new("unsafeSsl").default("false");
+/// `timeout`: per query, a Go duration or milliseconds.
+const TIMEOUT: Param = Param::new("timeout");
 
-/// A `time.Duration` parameter as KEDA's typed config reads one (typed_config.go:450-470),
-/// in nanoseconds: a Go duration, else whole milliseconds (wrapping past `i64` as Go's
-/// multiplication does); negative is an error.
-fn keda_duration(v: &str) -> Result<i64, String> {
-    match go_duration(v) {
-        Ok(ns) if ns < 0 => Err(format!("duration cannot be negative: {v:?}")),
-        Ok(ns) => Ok(ns),
-        Err(_) => match v.parse::<i64>() {
-            Err(_) => Err(format!("unable to parse duration value {v:?}: must be either a duration string (e.g. '30s', '5m') or a number of milliseconds")),
-            Ok(ms) if ms < 0 => Err(format!("duration cannot be negative: {ms} milliseconds")),
-            Ok(ms) => Ok(ms.wrapping_mul(1_000_000)),
-        },
-    }
-}
+/// `authModes` (or `authMode`): KEDA's authentication modes, at most one of bearer, basic
+/// and oauth (authentication_types.go:77); the trigger's before the TriggerAuthentication's.
+const AUTH_MODES: Param = Param::new("authModes")
+    .aliases(&["authMode"])
+    .from(&[Meta, Env, Auth])
+    .one_of(&["apiKey", "basic", "tls", "bearer", "custom", "oauth"])
+    .exclusive(&["bearer", "basic", "oauth"]);
+/// `bearerToken` (or `token`), for `bearer`.
+const BEARER_TOKEN: Param = Param::new("bearerToken").aliases(&["token"]).from(&[Auth]);
+/// `username`, for `basic`.
+const USERNAME: Param = Param::new("username").from(&[Auth]);
+/// `password`, for `basic`.
+const PASSWORD: Param = Param::new("password").from(&[Auth]);
+/// `cert`, the client certificate (PEM), for `tls`.
+const CERT: Param = Param::new("cert").from(&[Auth]);
+/// `key`, its key (PEM), for `tls`.
+const KEY: Param = Param::new("key").from(&[Auth]);
+/// `ca` (PEM) to trust, with any mode.
+const CA: Param = Param::new("ca").from(&[Auth]);
+/// `customAuthHeader`, for `custom`.
+const CUSTOM_AUTH_HEADER: Param = Param::new("customAuthHeader").from(&[Auth]);
+/// `customAuthValue`, for `custom`.
+const CUSTOM_AUTH_VALUE: Param = Param::new("customAuthValue").from(&[Auth]);
 
-/// `timeout`: a Go duration or milliseconds; absent, zero (or wrapped negative) is the
-/// default, as KEDA then falls back to its global HTTP timeout
-/// (prometheus_scaler.go:90-93).
-fn timeout(ctx: &TriggerContext<'_>) -> Result<Duration, ScalerError> {
-    let Some(v) = ctx.param("timeout") else {
-        return Ok(DEFAULT_TIMEOUT);
-    };
-    let ns = keda_duration(v).map_err(|e| unable_to_set("timeout", v, e))?;
-    Ok(u64::try_from(ns)
-        .ok()
+/// `timeout`: absent, zero (or wrapped negative) is the default, as KEDA then falls back
+/// to its global HTTP timeout (prometheus_scaler.go:90-93).
+fn timeout(params: &Params<'_>) -> Result<Duration, ScalerError> {
+    Ok(params
+        .duration(&TIMEOUT)?
+        .and_then(|ns| u64::try_from(ns).ok())
         .filter(|ns| *ns > 0)
         .map_or(DEFAULT_TIMEOUT, Duration::from_nanos))
 }
 
-/// KEDA's `authModes` values (authentication_types.go:77).
-const AUTH_MODES: [&str; 6] = ["apiKey", "basic", "tls", "bearer", "custom", "oauth"];
-/// Of which at most one may be set (authentication_types.go:77).
-const EXCLUSIVE_AUTH_MODES: [&str; 3] = ["bearer", "basic", "oauth"];
-
-fn auth(ctx: &TriggerContext<'_>) -> Result<PrometheusAuth, ScalerError> {
+fn auth(params: &Params<'_>) -> Result<PrometheusAuth, ScalerError> {
     let mut a = PrometheusAuth::default();
-    // Metadata before authentication parameters, `authModes` before `authMode`
-    // (authentication_types.go:77, typed_config.go:500-523).
-    let Some(raw) = ctx
-        .param("authModes")
-        .or_else(|| ctx.param("authMode"))
-        .or_else(|| ctx.auth_param("authModes"))
-        .or_else(|| ctx.auth_param("authMode"))
-    else {
+    let Some(modes) = params.list(&AUTH_MODES)? else {
         // Without a mode KEDA tries the cloud providers' transports
         // (prometheus_scaler.go:110-140): AWS SigV4 (refused here), or a Google key.
-        super::cloud_auth::refuse_aws_sigv4(ctx)?;
-        a.gcp = super::cloud_auth::gcp_credentials(ctx)?.map(|(_, key)| key);
+        super::cloud_auth::refuse_aws_sigv4(params)?;
+        a.gcp = super::cloud_auth::gcp_credentials(params)?.map(|(_, key)| key);
         return Ok(a);
     };
-    let modes: Vec<&str> = raw.split(',').map(str::trim).collect();
-    if modes.iter().any(|m| !AUTH_MODES.contains(m)) {
-        return Err(ScalerError::invalid(
-            "authModes",
-            format!("parameter \"authModes,authMode\" value {raw:?} must be one of [apiKey basic tls bearer custom oauth]"),
-        ));
-    }
-    if modes
-        .iter()
-        .filter(|m| EXCLUSIVE_AUTH_MODES.contains(m))
-        .count()
-        > 1
-    {
-        return Err(ScalerError::invalid(
-            "authModes",
-            format!("parameter \"authModes,authMode\" value {raw:?} must contain only one of [bearer basic oauth]"),
-        ));
-    }
     if let Some(m) = modes.iter().find(|m| matches!(**m, "apiKey" | "oauth")) {
         return Err(ScalerError::invalid(
             "authModes",
@@ -165,12 +135,13 @@ fn auth(ctx: &TriggerContext<'_>) -> Result<PrometheusAuth, ScalerError> {
         ));
     }
     let enabled = |m: &str| modes.contains(&m);
-    let get = |k: &str| ctx.auth_param(k).map(str::to_string);
+    let get = |p: &Param| -> Result<Option<String>, ScalerError> {
+        Ok(params.text(p)?.map(str::to_string))
+    };
     let shown = |v: &Option<String>| if v.is_some() { "<present>" } else { "<empty>" };
     // Checked in KEDA's order, first failure wins (authentication_types.go:115-139).
     if enabled("bearer") {
-        let token = get("bearerToken").or_else(|| get("token"));
-        a.bearer = Some(token.ok_or_else(|| {
+        a.bearer = Some(get(&BEARER_TOKEN)?.ok_or_else(|| {
             ScalerError::invalid(
                 "bearerToken",
                 "bearer token=<empty> is required when bearer auth is enabled",
@@ -178,16 +149,16 @@ fn auth(ctx: &TriggerContext<'_>) -> Result<PrometheusAuth, ScalerError> {
         })?);
     }
     if enabled("basic") {
-        let user = get("username").ok_or_else(|| {
+        let user = get(&USERNAME)?.ok_or_else(|| {
             ScalerError::invalid(
                 "username",
                 "username=<empty> is required when basic auth is enabled",
             )
         })?;
-        a.basic = Some((user, get("password").unwrap_or_default()));
+        a.basic = Some((user, get(&PASSWORD)?.unwrap_or_default()));
     }
     if enabled("tls") {
-        let (cert, key) = (get("cert"), get("key"));
+        let (cert, key) = (get(&CERT)?, get(&KEY)?);
         let message = format!(
             "cert={} and key={} are required when tls auth is enabled",
             shown(&cert),
@@ -200,7 +171,7 @@ fn auth(ctx: &TriggerContext<'_>) -> Result<PrometheusAuth, ScalerError> {
         );
     }
     if enabled("custom") {
-        let (header, value) = (get("customAuthHeader"), get("customAuthValue"));
+        let (header, value) = (get(&CUSTOM_AUTH_HEADER)?, get(&CUSTOM_AUTH_VALUE)?);
         let message = format!(
             "customAuthHeader={} and customAuthValue={} are required when custom auth is enabled",
             shown(&header),
@@ -218,14 +189,15 @@ fn auth(ctx: &TriggerContext<'_>) -> Result<PrometheusAuth, ScalerError> {
         );
     }
     // A CA is trusted with any mode, but not without one (prometheus_scaler.go:97-98).
-    a.ca = get("ca");
+    a.ca = get(&CA)?;
     Ok(a)
 }
 
 impl PrometheusMetadata {
     /// Parse the trigger's metadata (and its resolved authentication parameters).
     pub fn parse(ctx: &TriggerContext<'_>) -> Result<Self, ScalerError> {
-        let address = ctx.required("serverAddress")?;
+        let params = ctx.params();
+        let address = params.text(&SERVER_ADDRESS)?;
         let server_address = reqwest::Url::parse(address).map_err(|e| {
             ScalerError::invalid(
                 "serverAddress",
@@ -238,22 +210,18 @@ impl PrometheusMetadata {
                 format!("serverAddress {address:?} must be an http or https URL"),
             ));
         }
-        let query = ctx.required("query")?.to_string();
-        let threshold = ctx
-            .float("threshold")?
-            .ok_or_else(|| ScalerError::MissingParameter("threshold".into()))?;
         Ok(Self {
             server_address,
-            query,
-            threshold,
-            activation_threshold: ctx.float("activationThreshold")?.unwrap_or(0.0),
-            namespace: ctx.param("namespace").map(str::to_string),
-            query_parameters: pairs(ctx, "queryParameters")?,
-            custom_headers: pairs(ctx, "customHeaders")?,
-            ignore_null_values: ctx.flag("ignoreNullValues", true)?,
-            unsafe_ssl: ctx.flag("unsafeSsl", false)?,
-            timeout: timeout(ctx)?,
-            auth: auth(ctx)?,
+            query: params.text(&QUERY)?.to_string(),
+            query_parameters: params.pairs(&QUERY_PARAMETERS)?.unwrap_or_default(),
+            threshold: params.float(&THRESHOLD)?,
+            activation_threshold: params.float(&ACTIVATION_THRESHOLD)?,
+            namespace: params.text(&NAMESPACE)?.map(str::to_string),
+            custom_headers: params.pairs(&CUSTOM_HEADERS)?.unwrap_or_default(),
+            ignore_null_values: params.flag(&IGNORE_NULL_VALUES)?,
+            unsafe_ssl: params.flag(&UNSAFE_SSL)?,
+            timeout: timeout(&params)?,
+            auth: auth(&params)?,
         })
     }
 }
@@ -266,16 +234,46 @@ struct ClientKey {
     client_cert: Option<(String, String)>,
 }
 
-/// One HTTP client (connection pool) per distinct TLS configuration, shared by every
-/// prometheus trigger; one unused for 15 minutes is dropped (with its credentials).
-static CLIENTS: LazyLock<IdleMap<ClientKey, reqwest::Client>> =
-    LazyLock::new(|| IdleMap::new(idle_map::IDLE));
+/// What every prometheus trigger shares (one per [`crate::pools::Pools`]).
+pub struct PrometheusClients {
+    /// One HTTP client (connection pool) per distinct TLS configuration; one unused for 15
+    /// minutes is dropped (with its credentials).
+    clients: IdleMap<ClientKey, reqwest::Client>,
+    /// Identical prometheus queries for the same second share one HTTP request: the polls
+    /// of many ScaledObjects at one aligned instant start within milliseconds of each
+    /// other but not all while the first request is in flight, so an answer keeps serving
+    /// its (query, second) until that second is surely over.
+    inflight: Arc<Coalescer<QueryKey, Result<f64, ScalerError>>>,
+}
 
-fn client(key: &ClientKey) -> Result<reqwest::Client, ScalerError> {
-    drop(CLIENTS.sweep());
-    if let Some(c) = CLIENTS.get(key) {
-        return Ok(c);
+impl Default for PrometheusClients {
+    fn default() -> Self {
+        Self {
+            clients: IdleMap::new(idle_map::IDLE),
+            inflight: Arc::new(Coalescer::with_linger(std::time::Duration::from_secs(1))),
+        }
     }
+}
+
+impl std::fmt::Debug for PrometheusClients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrometheusClients").finish_non_exhaustive()
+    }
+}
+
+impl PrometheusClients {
+    fn client(&self, key: &ClientKey) -> Result<reqwest::Client, ScalerError> {
+        drop(self.clients.sweep());
+        if let Some(c) = self.clients.get(key) {
+            return Ok(c);
+        }
+        let c = new_client(key)?;
+        self.clients.insert(key.clone(), c.clone());
+        Ok(c)
+    }
+}
+
+fn new_client(key: &ClientKey) -> Result<reqwest::Client, ScalerError> {
     // The shared TLS configuration: X.509 v1 certificates where Go takes them, too.
     let tls = crate::tls::client_config(&crate::tls::ClientSettings {
         ca: key.ca.as_deref(),
@@ -290,7 +288,6 @@ fn client(key: &ClientKey) -> Result<reqwest::Client, ScalerError> {
         .use_preconfigured_tls(tls)
         .build()
         .map_err(|e| ScalerError::Query(format!("building the HTTP client: {e}")))?;
-    CLIENTS.insert(key.clone(), c.clone());
     Ok(c)
 }
 
@@ -305,6 +302,7 @@ pub struct PrometheusScaler {
     client: reqwest::Client,
     /// Access tokens for the Google key, kept by this scaler (and its clones).
     gcp: Option<Arc<gcp::TokenSource>>,
+    shared: Arc<PrometheusClients>,
 }
 
 /// The `value` lists of an answer's `data.result`, decoded as KEDA's Go struct is
@@ -367,9 +365,9 @@ impl PrometheusScaler {
         let spec = MetricSpec {
             name: ctx.metric_name("prometheus"),
             target_type: ctx.target_type()?,
-            target: quantity_string(metadata.threshold),
+            target: MilliQuantity::from_value(metadata.threshold),
         };
-        let client = client(&ClientKey {
+        let client = ctx.pools.prometheus.client(&ClientKey {
             unsafe_ssl: metadata.unsafe_ssl,
             ca: metadata.auth.ca.clone(),
             client_cert: metadata.auth.client_cert.clone(),
@@ -387,6 +385,7 @@ impl PrometheusScaler {
             spec,
             client,
             gcp,
+            shared: ctx.pools.prometheus.clone(),
         })
     }
 
@@ -565,13 +564,6 @@ struct QueryKey {
     ignore_null_values: bool,
 }
 
-/// Identical prometheus queries for the same second, across all ScaledObjects, share one
-/// HTTP request: the polls of many ScaledObjects at one aligned instant start within
-/// milliseconds of each other but not all while the first request is in flight, so an
-/// answer keeps serving its (query, second) until that second is surely over.
-static INFLIGHT: LazyLock<Arc<Coalescer<QueryKey, Result<f64, ScalerError>>>> =
-    LazyLock::new(|| Arc::new(Coalescer::with_linger(std::time::Duration::from_secs(1))));
-
 impl PrometheusScaler {
     fn query_key(&self, time: &str) -> QueryKey {
         let m = &self.metadata;
@@ -602,7 +594,8 @@ impl PrometheusScaler {
         let now = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
         let this = self.clone();
         let key = self.query_key(&now);
-        INFLIGHT
+        self.shared
+            .inflight
             .run(key, async move { this.query(&now).await })
             .await
             .0
@@ -691,6 +684,7 @@ mod tests {
             name: "test",
             client: None,
             as_metric_source: false,
+            pools: &crate::pools::Pools::default(),
         })
     }
 
@@ -812,32 +806,32 @@ mod tests {
             (
                 vec![("query", "q"), ("threshold", "1")],
                 &[],
-                "missing required parameter \"serverAddress\"",
+                "missing required parameter \"serverAddress\" in [triggerMetadata resolvedEnv]",
             ),
             (
                 with(&[("serverAddress", "")]),
                 &[],
-                "missing required parameter \"serverAddress\"",
+                "missing required parameter \"serverAddress\" in [triggerMetadata resolvedEnv]",
             ),
             (
                 vec![("serverAddress", "http://x"), ("threshold", "1")],
                 &[],
-                "missing required parameter \"query\"",
+                "missing required parameter \"query\" in [triggerMetadata resolvedEnv]",
             ),
             (
                 vec![("serverAddress", "http://x"), ("query", "q")],
                 &[],
-                "missing required parameter \"threshold\"",
+                "missing required parameter \"threshold\" in [triggerMetadata resolvedEnv]",
             ),
             (
                 with(&[("threshold", "one")]),
                 &[],
-                "error parsing threshold",
+                "unable to set param \"threshold\" value \"one\": unable to unmarshal to field type float64: invalid character 'o' looking for beginning of value",
             ),
             (
                 with(&[("activationThreshold", "x")]),
                 &[],
-                "error parsing activationThreshold",
+                "unable to set param \"activationThreshold\" value \"x\": unable to unmarshal to field type float64: invalid character 'x' looking for beginning of value",
             ),
             (
                 with(&[("serverAddress", "not a url")]),
@@ -1176,95 +1170,6 @@ mod tests {
         );
         // Without a mode KEDA builds no TLS transport: the CA goes unused.
         assert_eq!(auth(&[], &[("ca", "caaa")]).ca, None);
-    }
-
-    /// Go's `time.ParseDuration` cases (time_test.go), in nanoseconds.
-    #[test]
-    fn go_durations() {
-        const S: i64 = 1_000_000_000;
-        let ok: &[(&str, i64)] = &[
-            ("0", 0),
-            ("5s", 5 * S),
-            ("30s", 30 * S),
-            ("1478s", 1478 * S),
-            ("-5s", -5 * S),
-            ("+5s", 5 * S),
-            ("-0", 0),
-            ("+0", 0),
-            ("5.0s", 5 * S),
-            ("5.6s", 5 * S + 600_000_000),
-            ("5.s", 5 * S),
-            (".5s", S / 2),
-            ("1.004s", S + 4_000_000),
-            ("100.00100s", 100 * S + 1_000_000),
-            ("10ns", 10),
-            ("11us", 11_000),
-            ("12\u{b5}s", 12_000),
-            ("12\u{3bc}s", 12_000),
-            ("13ms", 13_000_000),
-            ("15m", 15 * 60 * S),
-            ("16h", 16 * 3600 * S),
-            ("3h30m", 3 * 3600 * S + 30 * 60 * S),
-            ("10.5s4m", 4 * 60 * S + 10 * S + S / 2),
-            ("-2m3.4s", -(2 * 60 * S + 3 * S + 400_000_000)),
-            (
-                "1h2m3s4ms5us6ns",
-                3600 * S + 2 * 60 * S + 3 * S + 4_000_000 + 5_000 + 6,
-            ),
-            (
-                "39h9m14.425s",
-                39 * 3600 * S + 9 * 60 * S + 14 * S + 425_000_000,
-            ),
-            ("52763797000ns", 52_763_797_000),
-            ("0.3333333333333333333h", 20 * 60 * S),
-            ("9007199254740993ns", (1 << 53) + 1),
-            ("9223372036854775807ns", i64::MAX),
-            ("9223372036854775.807us", i64::MAX),
-            ("9223372036s854ms775us807ns", i64::MAX),
-            ("-9223372036s854ms775us808ns", i64::MIN),
-            ("-2562047h47m16.854775808s", i64::MIN),
-            ("-9223372036854775808ns", i64::MIN),
-            ("-9223372036854775.808us", i64::MIN),
-            ("0.100000000000000000000h", 6 * 60 * S),
-            (
-                "0.830103483285477580700h",
-                49 * 60 * S + 48 * S + 372_539_827,
-            ),
-        ];
-        for (v, want) in ok {
-            assert_eq!(go_duration(v), Ok(*want), "{v}");
-        }
-        let bad = [
-            "",
-            "3",
-            "-",
-            "s",
-            ".",
-            "-.",
-            ".s",
-            "+.s",
-            "1d",
-            "1 s",
-            "\u{fffd}",
-            "9223372036854775810ns",
-            "9223372036854775808ns",
-            "-9223372036854775809ns",
-            "9223372036854776us",
-            "3000000h",
-            "9223372036854775.808us",
-            "9223372036854ms775us808ns",
-        ];
-        for v in bad {
-            assert!(go_duration(v).is_err(), "{v}: {:?}", go_duration(v));
-        }
-        assert_eq!(
-            go_duration("3"),
-            Err("time: missing unit in duration \"3\"".into())
-        );
-        assert_eq!(
-            go_duration("1d"),
-            Err("time: unknown unit \"d\" in duration \"1d\"".into())
-        );
     }
 
     fn scaler(meta: &[(&str, &str)]) -> PrometheusScaler {

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use scaler_core::pools::Pools;
 use scaler_core::scaled_object::ScaleTriggers;
 use scaler_core::scalers::{AuthParams, ScalerError, TriggerContext};
 
@@ -10,6 +11,12 @@ fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
+}
+
+thread_local! {
+    /// The clients of one test: each test runs on a thread of its own, so scalers built in
+    /// one test share connections (as a process's do) and never another test's.
+    static POOLS: Pools = Pools::default();
 }
 
 /// Trigger 0 of type `type_` of ScaledObject `ns/name`, built by `new` (a scaler's `new`).
@@ -26,13 +33,16 @@ pub fn build<S>(
         ..Default::default()
     };
     let auth: AuthParams = map(auth);
-    new(TriggerContext {
-        index: 0,
-        trigger: &trigger,
-        auth: &auth,
-        namespace: "ns",
-        name,
-        client: None,
-        as_metric_source: false,
+    POOLS.with(|pools| {
+        new(TriggerContext {
+            index: 0,
+            trigger: &trigger,
+            auth: &auth,
+            namespace: "ns",
+            name,
+            client: None,
+            as_metric_source: false,
+            pools,
+        })
     })
 }
