@@ -771,8 +771,8 @@ pub async fn requests(report: &mut Report, window: Duration) -> anyhow::Result<(
             ("/scale GETs/SO/min", per(scale_reads)),
         ],
         format!(
-            "apiserver_request_total over {:.0} s, all verbs; watches (re)opened on those \
-             resources {watches} (per process, not per object); /scale GETs are the HPA \
+            "apiserver_request_total over {:.0} s, all verbs; WATCH requests on those resources by every client \
+             (the kubelet, controllers and eventscale) {watches}; /scale GETs are the HPA \
              controller's own (one per HPA per sync: 2 s in the local cluster, so 30 a \
              minute); every client's requests {all}",
             window.as_secs_f64()
