@@ -253,6 +253,10 @@ imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 nodeStatusUpdateFrequency: 4s
 syncFrequency: 10s
+# The tests start and stop hundreds of pods in minutes, and wait for the kubelet's Events
+# (pull failures, BackOff): at the default 5 a second a backlog delayed them past a minute.
+eventRecordQPS: 50
+eventBurst: 100
 EOF
   write_kubeconfig "$NODE_DIR/kubelet.kubeconfig" "$(cert_user_block kubelet-client)"
   write_kubeconfig "$NODE_DIR/kube-scheduler.kubeconfig" "$(cert_user_block kube-scheduler)"
