@@ -38,7 +38,9 @@ pub async fn poll_once(runtimes: &Runtimes, so: &ScaledObject, all: bool) -> Vec
     let (ns, so_name) = (so.namespace().unwrap_or_default(), so.name_any());
     let rt = runtimes.get(so).await;
     let polled = rt
-        .sample_where(|t| all || t.use_cached_metrics == Some(true))
+        .sample_where(&so.spec.triggers, |t| {
+            all || t.use_cached_metrics == Some(true)
+        })
         .await;
     let mut cached = HashMap::new();
     let mut samples = Vec::with_capacity(polled.len());

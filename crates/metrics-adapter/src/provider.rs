@@ -113,7 +113,7 @@ impl ScaledObjectProvider {
         let name = so.metadata.name.as_deref().unwrap_or_default();
         let rt = self.runtimes.get(so).await;
         let samples: Vec<_> = rt
-            .sample_where(|t| t.name.is_some())
+            .sample_where(&so.spec.triggers, |t| t.name.is_some())
             .await
             .into_iter()
             .map(|(_, s)| s)

@@ -111,6 +111,8 @@ pub struct BuildInputs<'a> {
 
 /// One trigger as built: its scaler, or why it has none.
 pub struct BuiltTrigger {
+    /// The trigger's `name` (scalingModifiers' variable), when set.
+    pub name: Option<String>,
     /// The scaler.
     pub scaler: Result<Arc<dyn Scaler>, TriggerError>,
     /// The trigger with `FromEnv` resolved and its authentication parameters: what the
@@ -138,6 +140,7 @@ pub async fn build_triggers(so: &ScaledObject, inputs: &BuildInputs<'_>) -> Vec<
         .scale_target_ref
         .env_source_container_name
         .as_deref();
+    let owner = Owner::of(so);
     let mut out = Vec::with_capacity(so.spec.triggers.len());
     for (index, trigger) in so.spec.triggers.iter().enumerate() {
         let error = |source| TriggerError {
@@ -146,6 +149,7 @@ pub async fn build_triggers(so: &ScaledObject, inputs: &BuildInputs<'_>) -> Vec<
             source,
         };
         let failed = |e| BuiltTrigger {
+            name: trigger.name.clone(),
             scaler: Err(e),
             resolved: None,
         };
@@ -174,7 +178,7 @@ pub async fn build_triggers(so: &ScaledObject, inputs: &BuildInputs<'_>) -> Vec<
             debug!(scaledobject = %format!("{namespace}/{name}"), trigger = index, param = %param, "authentication parameter left empty: {why}");
         }
         let scaler = build_one(
-            so,
+            &owner,
             index,
             &trigger,
             &auth.params,
@@ -183,6 +187,7 @@ pub async fn build_triggers(so: &ScaledObject, inputs: &BuildInputs<'_>) -> Vec<
         )
         .map_err(|e| error(auth.explain(explain(e, &env_unresolved))));
         out.push(BuiltTrigger {
+            name: trigger.name.clone(),
             resolved: scaler.is_ok().then_some((trigger, auth.params)),
             scaler,
         });
@@ -190,8 +195,27 @@ pub async fn build_triggers(so: &ScaledObject, inputs: &BuildInputs<'_>) -> Vec<
     out
 }
 
+/// What a scaler is built for: its ScaledObject's namespace and name and whether the
+/// triggers feed a formula (kept instead of the whole ScaledObject).
+#[derive(Debug, Clone)]
+struct Owner {
+    namespace: String,
+    name: String,
+    as_metric_source: bool,
+}
+
+impl Owner {
+    fn of(so: &ScaledObject) -> Self {
+        Self {
+            namespace: so.metadata.namespace.clone().unwrap_or_default(),
+            name: so.metadata.name.clone().unwrap_or_default(),
+            as_metric_source: so.spec.uses_modifiers(),
+        }
+    }
+}
+
 fn build_one(
-    so: &ScaledObject,
+    owner: &Owner,
     index: usize,
     trigger: &ScaleTriggers,
     auth: &AuthParams,
@@ -202,20 +226,33 @@ fn build_one(
         index,
         trigger,
         auth,
-        namespace: so.metadata.namespace.as_deref().unwrap_or(""),
-        name: so.metadata.name.as_deref().unwrap_or(""),
+        namespace: &owner.namespace,
+        name: &owner.name,
         client,
-        as_metric_source: so.spec.uses_modifiers(),
+        as_metric_source: owner.as_metric_source,
         pools,
     })
     .map(Arc::from)
+}
+
+/// A digest of `so`'s triggers.
+fn triggers_digest(so: &ScaledObject) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(&so.spec.triggers)
+        .unwrap_or_default()
+        .hash(&mut h);
+    h.finish()
 }
 
 /// The ScaledObject's scalers, built once, and what they were built from.
 pub struct Runtime {
     uid: Option<String>,
     generation: Option<i64>,
-    so: Arc<ScaledObject>,
+    /// Without a generation (objects not from an apiserver: tests, `eval`), a digest of
+    /// the triggers tells a changed object.
+    triggers_digest: Option<u64>,
+    owner: Owner,
     triggers: Vec<RwLock<BuiltTrigger>>,
     deps: Vec<(Dep, Version)>,
     pools: Arc<Pools>,
@@ -248,7 +285,12 @@ impl Runtime {
         Self {
             uid: so.metadata.uid.clone(),
             generation: so.metadata.generation,
-            so: Arc::new(so.clone()),
+            triggers_digest: so
+                .metadata
+                .generation
+                .is_none()
+                .then(|| triggers_digest(so)),
+            owner: Owner::of(so),
             triggers: built.into_iter().map(RwLock::new).collect(),
             deps,
             pools,
@@ -262,7 +304,7 @@ impl Runtime {
         self.uid == so.metadata.uid
             && self.generation == so.metadata.generation
             // Objects without a generation (tests, eval) compare their triggers.
-            && (so.metadata.generation.is_some() || self.so.spec.triggers == so.spec.triggers)
+            && (so.metadata.generation.is_some() || self.triggers_digest == Some(triggers_digest(so)))
     }
 
     /// The first dependency whose version differs from the one built with.
@@ -312,7 +354,7 @@ impl Runtime {
             .resolved
             .clone()?;
         let scaler = build_one(
-            &self.so,
+            &self.owner,
             index,
             &trigger,
             &auth,
@@ -328,11 +370,9 @@ impl Runtime {
     /// is asked once more of a scaler built afresh (KEDA's refresh of a failing scaler).
     pub async fn sample(&self, index: usize) -> TriggerSample {
         let trigger_name = self
-            .so
-            .spec
             .triggers
             .get(index)
-            .and_then(|t| t.name.clone());
+            .and_then(|t| t.read().unwrap_or_else(|p| p.into_inner()).name.clone());
         let scaler = match self.scaler(index) {
             Some(Ok(s)) => s,
             Some(Err(e)) => {
@@ -371,16 +411,16 @@ impl Runtime {
         result
     }
 
-    /// Ask the triggers `which` selects, concurrently; answers in trigger order.
+    /// Ask the triggers of `triggers` (the ScaledObject's) that `which` selects,
+    /// concurrently; answers in trigger order.
     pub async fn sample_where(
         &self,
+        triggers: &[ScaleTriggers],
         which: impl Fn(&ScaleTriggers) -> bool,
     ) -> Vec<(usize, TriggerSample)> {
-        let polls = self
-            .so
-            .spec
-            .triggers
+        let polls = triggers
             .iter()
+            .take(self.triggers.len())
             .enumerate()
             .filter(|(_, t)| which(t))
             .map(|(i, _)| async move { (i, self.sample(i).await) });
@@ -392,8 +432,7 @@ impl Runtime {
     /// answer: its metric may be the one asked for, and the HPA's event then names the
     /// real problem rather than "not found".
     pub async fn sample_metric(&self, metric: &str) -> Result<MetricSample, MetricError> {
-        let namespace = self.so.metadata.namespace.clone().unwrap_or_default();
-        let name = self.so.metadata.name.clone().unwrap_or_default();
+        let (namespace, name) = (self.owner.namespace.clone(), self.owner.name.clone());
         let mut first_error = None;
         for (index, built) in self.scalers().into_iter().enumerate() {
             match built {
