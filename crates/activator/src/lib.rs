@@ -240,10 +240,9 @@ pub async fn reconcile(so: Arc<ScaledObject>, r: Arc<Reconciler>) -> Result<Acti
 /// the plan its triggers (it may read TriggerAuthentications, Secrets and the target's
 /// environment).
 async fn metric_specs(ctx: &Context, so: &ScaledObject) -> Vec<Result<MetricSpec, TriggerError>> {
-    ctx.runtimes
-        .get(so)
-        .await
-        .scalers()
+    let rt = ctx.runtimes.get(so).await;
+    rt.retry_failed_builds().await;
+    rt.scalers()
         .into_iter()
         .map(|built| built.map(|s| s.metric_spec().clone()))
         .collect()

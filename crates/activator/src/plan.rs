@@ -279,10 +279,15 @@ pub(crate) fn plan(i: &Inputs<'_>) -> Result<Plan, serde_json::Error> {
                 note: message.clone(),
             })
             .collect();
-        // A missing TriggerAuthentication, Secret or target may appear at any time: look
-        // again soon.
+        // A missing TriggerAuthentication, Secret or target, or an external scaler not
+        // answering yet, may appear at any time: look again soon.
         let waiting = match problem {
-            Invalid::Trigger(e) => matches!(e.source, ScalerError::Authentication(_)),
+            Invalid::Trigger(e) => {
+                matches!(
+                    e.source,
+                    ScalerError::Authentication(_) | ScalerError::Query(_)
+                )
+            }
             Invalid::Target(_) => true,
             _ => false,
         };

@@ -7,6 +7,11 @@
 pub mod activation;
 pub mod coalesce;
 pub mod conditions;
+/// KEDA's external scaler protocol (`proto/externalscaler.proto`), generated at build time.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod externalscaler {
+    tonic::include_proto!("externalscaler");
+}
 pub mod fallback;
 pub mod gcp;
 pub mod go_dsn;

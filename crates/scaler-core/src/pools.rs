@@ -1,6 +1,7 @@
 //! What the scalers of every ScaledObject share: one HTTP client per Prometheus TLS setup,
-//! one MySQL pool per DSN, one Kafka client per cluster configuration, and the maps that
-//! let identical queries in flight share one round trip.
+//! one MySQL pool per DSN, one Kafka client per cluster configuration, one gRPC connection
+//! per external scaler, and the maps that let identical queries in flight share one round
+//! trip.
 //!
 //! One [`Pools`] is made by whoever runs the scalers (`eventscale run`, `eval`, a test) and
 //! handed to every scaler it builds; nothing of it is process-global, so two of them (two
@@ -9,6 +10,7 @@
 use std::sync::Arc;
 
 use crate::kafka::KafkaClients;
+use crate::scalers::external::ExternalClients;
 use crate::scalers::mysql::MysqlPools;
 use crate::scalers::prometheus::PrometheusClients;
 
@@ -21,6 +23,9 @@ pub struct Pools {
     pub mysql: Arc<MysqlPools>,
     /// Kafka clients by bootstrap servers and security settings.
     pub kafka: Arc<KafkaClients>,
+    /// Connections to external scalers by address and TLS settings, and where
+    /// `external-push` streams deliver.
+    pub external: Arc<ExternalClients>,
 }
 
 impl std::fmt::Debug for Pools {

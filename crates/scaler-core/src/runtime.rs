@@ -22,8 +22,8 @@ use crate::poll::{MetricCache, TriggerSample};
 use crate::pools::Pools;
 use crate::scaled_object::{ScaleTriggers, ScaledObject};
 use crate::scalers::{
-    build_scaler, explain, reads_env, with_env, AuthParams, Scaler, ScalerError, TriggerContext,
-    TriggerError,
+    build_scaler, explain, external, reads_env, with_env, AuthParams, Scaler, ScalerError,
+    TriggerContext, TriggerError,
 };
 use crate::trigger_auth::{trigger_params, Sources};
 
@@ -155,6 +155,10 @@ pub async fn build_triggers(so: &ScaledObject, inputs: &BuildInputs<'_>) -> Vec<
         };
         let (trigger, env_unresolved) = if reads_env(trigger) {
             match inputs.sources.container_env(env_container).await {
+                // An external scaler is sent the metadata as KEDA sends it.
+                Ok(env) if external::is_external(&trigger.type_) => {
+                    (external::resolve_env(trigger, &env), BTreeMap::new())
+                }
                 Ok(env) => with_env(trigger, &env),
                 Err(e) => {
                     out.push(failed(error(ScalerError::Query(format!(
@@ -185,10 +189,17 @@ pub async fn build_triggers(so: &ScaledObject, inputs: &BuildInputs<'_>) -> Vec<
             inputs.client,
             inputs.pools,
         )
+        .await
         .map_err(|e| error(auth.explain(explain(e, &env_unresolved))));
+        // A build that failed on its source (an external scaler not answering yet) is
+        // tried again at the next query; one that failed on its parameters is not.
+        let retry = match &scaler {
+            Ok(_) => true,
+            Err(e) => matches!(e.source, ScalerError::Query(_)),
+        };
         out.push(BuiltTrigger {
             name: trigger.name.clone(),
-            resolved: scaler.is_ok().then_some((trigger, auth.params)),
+            resolved: retry.then_some((trigger, auth.params)),
             scaler,
         });
     }
@@ -214,7 +225,7 @@ impl Owner {
     }
 }
 
-fn build_one(
+async fn build_one(
     owner: &Owner,
     index: usize,
     trigger: &ScaleTriggers,
@@ -232,6 +243,7 @@ fn build_one(
         as_metric_source: owner.as_metric_source,
         pools,
     })
+    .await
     .map(Arc::from)
 }
 
@@ -345,15 +357,15 @@ impl Runtime {
     }
 
     /// Build trigger `index`'s scaler again from the inputs it was built from (no API
-    /// read), after its query failed. `None` when it cannot be.
-    fn rebuild(&self, index: usize) -> Option<Arc<dyn Scaler>> {
+    /// read), after its query (or its build) failed. `None` when it cannot be.
+    async fn rebuild(&self, index: usize) -> Option<Arc<dyn Scaler>> {
         let slot = self.triggers.get(index)?;
         let (trigger, auth) = slot
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .resolved
             .clone()?;
-        let scaler = build_one(
+        let built = build_one(
             &self.owner,
             index,
             &trigger,
@@ -361,9 +373,26 @@ impl Runtime {
             self.client.as_ref(),
             &self.pools,
         )
-        .ok()?;
-        slot.write().unwrap_or_else(|p| p.into_inner()).scaler = Ok(scaler.clone());
-        Some(scaler)
+        .await;
+        let mut slot = slot.write().unwrap_or_else(|p| p.into_inner());
+        match built {
+            Ok(scaler) => {
+                slot.scaler = Ok(scaler.clone());
+                Some(scaler)
+            }
+            Err(source) => {
+                // A trigger that has no scaler keeps the newest reason; a working scaler
+                // is kept until one built afresh works.
+                if slot.scaler.is_err() {
+                    slot.scaler = Err(TriggerError {
+                        index,
+                        trigger_type: trigger.type_.clone(),
+                        source,
+                    });
+                }
+                None
+            }
+        }
     }
 
     /// Ask trigger `index`'s source, timing the query for the observer. A failed query
@@ -375,6 +404,11 @@ impl Runtime {
             .and_then(|t| t.read().unwrap_or_else(|p| p.into_inner()).name.clone());
         let scaler = match self.scaler(index) {
             Some(Ok(s)) => s,
+            // Its build failed on its source: try it again.
+            Some(Err(_)) if self.retryable(index) => match self.rebuild(index).await {
+                Some(s) => s,
+                None => return self.failed(index, trigger_name),
+            },
             Some(Err(e)) => {
                 return TriggerSample {
                     trigger_name,
@@ -392,7 +426,7 @@ impl Runtime {
         };
         let mut result = self.timed(&*scaler).await;
         if result.is_err() {
-            if let Some(fresh) = self.rebuild(index) {
+            if let Some(fresh) = self.rebuild(index).await {
                 result = self.timed(&*fresh).await;
             }
         }
@@ -400,6 +434,37 @@ impl Runtime {
             trigger_name,
             metric: scaler.metric_spec().name.clone(),
             result: result.map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Build again every trigger whose build failed on its source (the reconcile calls
+    /// this before it reads the metric specs, so a scaler that came up is put on the HPA).
+    pub async fn retry_failed_builds(&self) {
+        for index in 0..self.triggers.len() {
+            if self.retryable(index) {
+                self.rebuild(index).await;
+            }
+        }
+    }
+
+    /// Whether trigger `index` failed to build on its source and can be built again.
+    fn retryable(&self, index: usize) -> bool {
+        self.triggers.get(index).is_some_and(|t| {
+            let t = t.read().unwrap_or_else(|p| p.into_inner());
+            t.scaler.is_err() && t.resolved.is_some()
+        })
+    }
+
+    /// Trigger `index`'s answer when it has no scaler: why.
+    fn failed(&self, index: usize, trigger_name: Option<String>) -> TriggerSample {
+        let why = match self.scaler(index) {
+            Some(Err(e)) => e.to_string(),
+            _ => format!("no trigger {index}"),
+        };
+        TriggerSample {
+            trigger_name,
+            metric: String::new(),
+            result: Err(why),
         }
     }
 

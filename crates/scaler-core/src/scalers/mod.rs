@@ -5,6 +5,7 @@
 
 pub mod cloud_auth;
 pub mod cron;
+pub mod external;
 pub mod kafka;
 pub mod kubernetes_workload;
 pub mod mysql;
@@ -308,9 +309,10 @@ pub fn explain(e: ScalerError, unresolved: &BTreeMap<String, String>) -> ScalerE
     }
 }
 
-/// Build the scaler for one trigger.
-pub fn build_scaler(ctx: TriggerContext<'_>) -> Result<Box<dyn Scaler>, ScalerError> {
+/// Build the scaler for one trigger (an external one asks its scaler for its metric).
+pub async fn build_scaler(ctx: TriggerContext<'_>) -> Result<Box<dyn Scaler>, ScalerError> {
     match ctx.trigger.type_.as_str() {
+        "external" | "external-push" => Ok(Box::new(external::ExternalScaler::new(ctx).await?)),
         "cron" => Ok(Box::new(cron::CronScaler::new(ctx)?)),
         "prometheus" => Ok(Box::new(prometheus::PrometheusScaler::new(ctx)?)),
         "kubernetes-workload" => Ok(Box::new(kubernetes_workload::WorkloadScaler::new(ctx)?)),
