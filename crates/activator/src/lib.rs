@@ -30,6 +30,7 @@ use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
 use kube::runtime::reflector;
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::utils::PredicateConfig;
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, ResourceExt};
@@ -82,6 +83,9 @@ pub struct Context {
     /// The ScaledObjects' runtimes (their scalers, built once), shared with the scale loop
     /// and HPA reads.
     pub runtimes: Arc<Runtimes>,
+    /// ScaledObjects to reconcile again though nothing of theirs changed in the API (an
+    /// external scaler changed its metric spec).
+    recheck: tokio::sync::broadcast::Sender<ObjectRef<ScaledObject>>,
 }
 
 /// The HPA API version to write: `autoscaling/v2` when served, else `autoscaling/v2beta2`.
@@ -133,7 +137,16 @@ impl Context {
             target_kinds: TargetKinds::default(),
             last_active: scale::LastActive::default(),
             runtimes,
+            recheck: tokio::sync::broadcast::channel(1024).0,
         })
+    }
+
+    /// Reconcile `ns/name` again (its HPA brought in line with its triggers' metric specs
+    /// as they are now), when this replica runs the controller.
+    pub fn recheck(&self, namespace: &str, name: &str) {
+        // Nobody listens while this replica does not lead: the next leader reconciles
+        // everything anyway.
+        let _ = self.recheck.send(ObjectRef::new(name).within(namespace));
     }
 }
 
@@ -175,12 +188,22 @@ pub async fn run(ctx: Arc<Context>) -> Result<(), Error> {
         |h: &DynamicObject| Some(stores::fingerprint(h)),
         PredicateConfig::default(),
     );
+    let rechecks = futures::stream::unfold(ctx.recheck.subscribe(), |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(r) => return Some((r, rx)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
     let reconciler = Arc::new(Reconciler {
         ctx,
         stores: Stores::new(so_reader.clone(), hpa_reader),
     });
     Controller::for_stream(so_stream, so_reader)
         .owns_stream_with(hpa_stream, hpa)
+        .reconcile_on(rechecks)
         .shutdown_on_signal()
         .run(reconcile, error_policy, reconciler)
         .for_each(|res| async move {

@@ -3,6 +3,12 @@
 //! HPA reads; with activation on (not metrics-only) every trigger is asked, and on the
 //! leading replica the activator carries out what the answers mean for the target.
 //! In metrics-only mode only ScaledObjects with cached triggers are polled.
+//!
+//! With activation on, `external-push` triggers' answers arrive between polls: a
+//! `result: true` is acted on at once (KEDA's push: the workload at zero is activated
+//! without waiting for the poll); a `false`, or any push to a ScaledObject whose
+//! `scalingModifiers` decide activity, has the object polled at once, so every trigger
+//! has its say (KEDA would act on the one trigger's `false` alone).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,6 +19,7 @@ use kube::ResourceExt;
 use scaler_core::conditions::{ConditionType, Reason};
 use scaler_core::poll::{next_aligned, Cached, TriggerSample};
 use scaler_core::runtime::Runtimes;
+use scaler_core::scalers::external::{PushEvent, Pushed};
 use scaler_core::ScaledObject;
 use tracing::{debug, warn, Instrument};
 
@@ -132,6 +139,66 @@ async fn poll_and_act(
     }
 }
 
+/// Act on an `external-push` trigger's `result: true` for `key` at once: activity as the
+/// last poll left it (status.triggersActivity), with the pushing metric active.
+async fn act_on_push(
+    runtimes: &Runtimes,
+    key: &ObjectRef<ScaledObject>,
+    trigger: usize,
+    store: &Store<ScaledObject>,
+    activation: &Activation,
+) {
+    if !*activation.leading.borrow() {
+        return;
+    }
+    let Some(so) = store.get(key) else {
+        return;
+    };
+    let paused = !matches!(
+        scaler_core::activation::pause_of(so.annotations()),
+        Ok(scaler_core::activation::Pause::No)
+    );
+    if paused || so.metadata.deletion_timestamp.is_some() || !accepted(&so) {
+        return;
+    }
+    let rt = runtimes.get(&so).await;
+    let Some(Ok(scaler)) = rt.scaler(trigger) else {
+        return;
+    };
+    let mut per_metric: std::collections::BTreeMap<String, bool> = so
+        .status
+        .as_ref()
+        .and_then(|s| s.triggers_activity.as_ref())
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.is_active)).collect())
+        .unwrap_or_default();
+    per_metric.insert(scaler.metric_spec().name.clone(), true);
+    let activity = scaler_core::poll::Activity {
+        active: true,
+        error: false,
+        per_metric,
+    };
+    let health = runtimes
+        .health
+        .snapshot(&so.namespace().unwrap_or_default(), &so.name_any());
+    let leading = activation.leading.clone();
+    let still_leading = move || *leading.borrow();
+    if let Err(e) =
+        activator::scale::act(&activation.ctx, &so, &activity, &health, &still_leading).await
+    {
+        warn!(error = %e, "activation on a push failed; retrying at the next poll");
+    }
+}
+
+/// The next push, or never without a listener.
+async fn next_push(
+    pushes: &mut Option<tokio::sync::mpsc::UnboundedReceiver<PushEvent>>,
+) -> Option<PushEvent> {
+    match pushes {
+        Some(rx) => rx.recv().await,
+        None => futures::future::pending().await,
+    }
+}
+
 /// How often state kept for deleted ScaledObjects is dropped.
 const FORGET_EVERY: Duration = Duration::from_secs(60);
 /// The longest the loop sleeps: how soon a new or changed ScaledObject is first polled.
@@ -183,6 +250,39 @@ impl Drop for Busy {
     }
 }
 
+/// Handle one push: act at once on `true`, poll at once otherwise, rebuild on a new spec.
+fn on_push(
+    push: PushEvent,
+    runtimes: &Arc<Runtimes>,
+    store: &Store<ScaledObject>,
+    activation: &Activation,
+    due: &mut HashMap<(String, String), i64>,
+) {
+    let key = ObjectRef::<ScaledObject>::new(&push.name).within(&push.namespace);
+    let who = format!("{}/{}", push.namespace, push.name);
+    match push.pushed {
+        Pushed::SpecChanged => {
+            runtimes.invalidate(&push.namespace, &push.name);
+            activation.ctx.recheck(&push.namespace, &push.name);
+        }
+        Pushed::Active(true) if store.get(&key).is_some_and(|so| !so.spec.uses_modifiers()) => {
+            debug!(scaledobject = %who, trigger = push.trigger, waited_us = push.at.elapsed().as_micros() as u64, "pushed active: acting now");
+            let (runtimes, store, activation) =
+                (runtimes.clone(), store.clone(), activation.clone());
+            tokio::spawn(
+                async move {
+                    act_on_push(&runtimes, &key, push.trigger, &store, &activation).await;
+                }
+                .instrument(tracing::debug_span!("push", scaledobject = %who)),
+            );
+        }
+        Pushed::Active(_) => {
+            debug!(scaledobject = %who, trigger = push.trigger, "pushed: polling now");
+            due.insert((push.namespace, push.name), 0);
+        }
+    }
+}
+
 /// Run the loop until the task is dropped.
 pub async fn run(
     store: Store<ScaledObject>,
@@ -196,13 +296,24 @@ pub async fn run(
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_POLLS));
     let mut forgotten = Instant::now();
     let mut earliest = i64::MAX;
+    // Pushes are acted on only where the scale loop acts (full mode).
+    let mut pushes = activation
+        .as_ref()
+        .and_then(|_| runtimes.pools.external.push.connect());
     loop {
         // Wake at the next poll instant (polls are due on the interval's multiples, and
-        // activation latency is measured from them), or within MAX_SLEEP_MS to pick up
-        // new ScaledObjects.
+        // activation latency is measured from them), within MAX_SLEEP_MS to pick up new
+        // ScaledObjects, or at a push.
         let now = chrono::Utc::now().timestamp_millis();
         let sleep_ms = earliest.saturating_sub(now).clamp(1, MAX_SLEEP_MS);
-        tokio::time::sleep(Duration::from_millis(sleep_ms as u64)).await;
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(sleep_ms as u64)) => {}
+            Some(push) = next_push(&mut pushes) => {
+                if let Some(a) = &activation {
+                    on_push(push, &runtimes, &store, a, &mut due);
+                }
+            }
+        }
         if forgotten.elapsed() >= FORGET_EVERY {
             forgotten = Instant::now();
             forget_deleted(&store, &runtimes, activation.as_ref());

@@ -1,11 +1,15 @@
 //! `eventscale eval` as a user runs it: the binary, YAML files, an env file, and the real
-//! Prometheus servers (one behind basic auth) and Kafka broker of `e2e/sources.sh`.
+//! Prometheus servers (one behind basic auth) and Kafka broker of `e2e/sources.sh`, and a
+//! real gRPC external scaler on loopback.
 
 #[path = "../../../e2e/support/sources.rs"]
 mod sources;
 
 #[path = "../../../e2e/support/kafka.rs"]
 mod kafka_support;
+
+#[path = "../../scaler-core/tests/support/external_scaler.rs"]
+mod external_scaler;
 
 use std::path::Path;
 use std::process::Command;
@@ -291,4 +295,76 @@ fn kafka_seed_example_against_the_real_broker() {
         "{v}"
     );
     let _ = std::fs::remove_file(&file);
+}
+
+/// `external` and `external-push` triggers: eval asks the external scaler over gRPC (its
+/// metric spec, value and activity), as the scale loop does; no push stream is opened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eval_asks_external_scalers() {
+    use external_scaler::{Options, TestScaler};
+    let scaler = TestScaler::start("pending-jobs", 4.0, Options::default()).await;
+    scaler.set_for("batch/jobs", 10.0, true);
+    let dir = std::env::temp_dir().join(format!("eventscale-eval-ext-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("so.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata: {{name: jobs, namespace: batch}}
+spec:
+  scaleTargetRef: {{name: worker}}
+  triggers:
+  - type: external
+    metadata: {{scalerAddress: "{addr}", queue: orders}}
+  - type: external-push
+    metadata: {{scalerAddress: "{addr}"}}
+"#,
+            addr = scaler.addr
+        ),
+    )
+    .expect("write");
+    let path = file.display().to_string();
+    let (code, out, err) = tokio::task::spawn_blocking(move || eval(&["-f", &path, "-o", "json"]))
+        .await
+        .expect("eval ran");
+    assert_eq!(code, 0, "{out}{err}");
+    let v: Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert_eq!(v["replicas"], 3, "ceil(10 / 4)");
+    assert_eq!(v["active"], true);
+    for (i, type_) in [(0, "external"), (1, "external-push")] {
+        let t = &v["triggers"][i];
+        assert_eq!(t["type"], type_);
+        assert_eq!(t["metricName"], format!("s{i}-pending-jobs"));
+        assert_eq!(t["value"], 10.0);
+        assert_eq!(t["target"], 4.0);
+        assert_eq!(t["active"], true);
+    }
+    assert_eq!(scaler.calls("StreamIsActive"), 0);
+    assert_eq!(
+        scaler.connections(),
+        1,
+        "both triggers share one connection"
+    );
+    let sent = &scaler.refs()[0];
+    assert_eq!(
+        sent.scaler_metadata.get("queue").map(String::as_str),
+        Some("orders")
+    );
+
+    // The scaler down: a named error and a non-zero exit.
+    let addr = scaler.addr;
+    drop(scaler);
+    let path = file.display().to_string();
+    let (code, _, err) = tokio::task::spawn_blocking(move || eval(&["-f", &path]))
+        .await
+        .expect("eval ran");
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!("external scaler {addr}: GetMetricSpec")),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

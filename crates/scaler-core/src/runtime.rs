@@ -717,6 +717,13 @@ impl Runtimes {
         rt
     }
 
+    /// Forget `namespace/name`'s runtime: the next use builds it afresh (its external
+    /// scaler changed its metric spec).
+    pub fn invalidate(&self, namespace: &str, name: &str) {
+        self.lock()
+            .remove(&(namespace.to_string(), name.to_string()));
+    }
+
     /// Drop the runtimes, cached metrics and failure counts of ScaledObjects `keep`
     /// rejects (deleted ones): everything kept per ScaledObject goes in one place.
     pub fn retain(&self, keep: impl Fn(&str, &str) -> bool) {
