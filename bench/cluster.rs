@@ -6,7 +6,9 @@
 //!   state, from the apiserver's own request counters (full mode);
 //! - sources: queries Prometheus received per polling interval, from its own counters,
 //!   for N identical ScaledObjects (a metrics-only eventscale started by the bench);
-//! - scale: 10,000 ScaledObjects in the apiserver: initial sync, RSS, read latency.
+//! - scale: 10,000 ScaledObjects in the apiserver: initial sync, RSS, read latency;
+//! - push: an external scaler's push → `/scale` of a target at 0, and the connections
+//!   1,000 ScaledObjects on one external scaler take (full mode, the cluster's eventscale).
 //!
 //! While `sources` and `scale` run, the cluster's eventscale is stopped (it would manage
 //! HPAs for thousands of bench objects); `e2e/cluster.sh up` restarts it afterwards.
@@ -471,6 +473,151 @@ pub async fn activation(report: &mut Report, interval: i64) -> anyhow::Result<()
         &format!("<= pollingInterval + 200 ms = {:.0} ms", limit * 1000.0),
         all,
     );
+    clean(&client).await?;
+    Ok(())
+}
+
+// --- push -------------------------------------------------------------------------------
+
+/// Figure: `n` ScaledObjects with an `external-push` trigger on one external scaler (the
+/// test support's, in this process, on loopback), each with its Deployment at 0 and
+/// `pollingInterval: 300`; then `trials` of them in turn: the scaler pushes `result: true`
+/// and the latency is from that push to the watch event showing the Deployment above 0.
+/// Also: how many connections the scaler was opened for all `n` (the cluster's eventscale,
+/// one replica).
+pub async fn push(report: &mut Report, n: usize, trials: usize) -> anyhow::Result<()> {
+    use crate::external_scaler::{Options, TestScaler};
+    let client = crate::cluster_support::client().await;
+    let ns = "bench-push";
+    clean(&client).await?;
+    namespace(&client, ns).await?;
+    let scaler = TestScaler::start("pending", 1.0, Options::default()).await;
+    scaler.set(0.0, false);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let sos: Api<ScaledObject> = Api::namespaced(client.clone(), ns);
+    let (mut ds, mut objects) = (Vec::new(), Vec::new());
+    for k in 0..n {
+        let name = format!("push-{k}");
+        ds.push(deployment(ns, &name, 0)?);
+        objects.push(scaled_object(
+            ns,
+            &name,
+            json!({
+                "scaleTargetRef": {"name": name}, "pollingInterval": 300,
+                "minReplicaCount": 0, "maxReplicaCount": 1, "cooldownPeriod": 300,
+                "triggers": [{"type": "external-push", "metadata": {"scalerAddress": scaler.addr.to_string()}}],
+            }),
+        )?);
+    }
+    let started = Instant::now();
+    create_all(&deployments, ds, 8).await?;
+    create_all(&sos, objects, 8).await?;
+    // Every object accepted, and its stream open.
+    loop {
+        let accepted = sos
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .filter(|so| {
+                so.status
+                    .as_ref()
+                    .and_then(|s| s.original_replica_count)
+                    .is_some()
+            })
+            .count();
+        if accepted == n && scaler.open_streams() as usize >= n {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(600),
+            "after 10 minutes {accepted} of {n} accepted, {} streams open",
+            scaler.open_streams()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    report.push(Row::new(
+        "push",
+        &format!("{n} ScaledObjects on one external scaler"),
+        vec![
+            ("connections", scaler.connections() as f64),
+            ("streams", scaler.open_streams() as f64),
+        ],
+        format!("ready in {:.0} s", started.elapsed().as_secs_f64()),
+    ));
+    report.check(
+        "push",
+        &format!("connections to one external scaler with {n} ScaledObjects"),
+        scaler.connections().to_string(),
+        "1",
+        scaler.connections() == 1,
+    );
+    let seen: Arc<std::sync::Mutex<BTreeMap<String, Instant>>> = Arc::default();
+    let watch = {
+        let (deployments, seen) = (deployments.clone(), seen.clone());
+        tokio::spawn(async move {
+            let events = watcher(deployments, watcher::Config::default()).applied_objects();
+            futures::pin_mut!(events);
+            while let Some(Ok(d)) = events.next().await {
+                if d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0) > 0 {
+                    let at = Instant::now();
+                    seen.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .entry(d.name_any())
+                        .or_insert(at);
+                }
+            }
+        })
+    };
+    // The watch's initial list is in before the first push.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut worst: f64 = 0.0;
+    let mut all = true;
+    for k in 0..trials.min(n) {
+        let (name, so) = (format!("push-{k}"), format!("{ns}/push-{k}"));
+        scaler.set_for(&so, 1.0, true);
+        let pushed = Instant::now();
+        scaler.push(Some(&so), true);
+        let limit = Instant::now() + Duration::from_secs(10);
+        let latency = loop {
+            if let Some(at) = seen.lock().unwrap_or_else(|p| p.into_inner()).get(&name) {
+                break Some(at.saturating_duration_since(pushed).as_secs_f64());
+            }
+            if Instant::now() > limit {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        match latency {
+            Some(l) => {
+                worst = worst.max(l);
+                all &= l <= 0.1;
+                report.push(Row::new(
+                    "push",
+                    &format!("trial {k}"),
+                    vec![("latency ms", l * 1000.0)],
+                    "push → /scale 0 → 1, seen by a watch; pollingInterval 300 s".into(),
+                ));
+            }
+            None => {
+                all = false;
+                report.note(format!(
+                    "push: {so} was not activated within 10 s of its push"
+                ));
+            }
+        }
+        // Spread the trials over different moments.
+        tokio::time::sleep(Duration::from_millis(350)).await;
+    }
+    watch.abort();
+    report.check(
+        "push",
+        "worst push → /scale latency",
+        format!("{:.0} ms", worst * 1000.0),
+        "<= 100 ms, whatever pollingInterval",
+        all,
+    );
+    drop(scaler);
     clean(&client).await?;
     Ok(())
 }

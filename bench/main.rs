@@ -4,12 +4,14 @@
 //! missed, and keeps the run as `target/bench/results.{md,json}` with the commit it was
 //! taken at. Figures are ratios and counts within one run; nothing here is a timed test.
 //!
-//! Arguments (after `--`): the figures to run (`reads`, `activation`, `writes`, `requests`, `sources`,
-//! `scale`; all by default), `--quick` for shorter runs, `--strict` to exit non-zero when a
-//! target is missed.
+//! Arguments (after `--`): the figures to run (`reads`, `activation`, `push`, `writes`,
+//! `requests`, `sources`, `scale`; all by default), `--quick` for shorter runs, `--strict` to
+//! exit non-zero when a target is missed.
 
 #[path = "../e2e/support/cluster.rs"]
 mod cluster_support;
+#[path = "../crates/scaler-core/tests/support/external_scaler.rs"]
+mod external_scaler;
 #[path = "../e2e/support/sources.rs"]
 mod sources;
 
@@ -23,9 +25,10 @@ use std::time::Duration;
 use report::Report;
 
 /// In the order they run: the cluster's own eventscale first, then the bench's.
-const FIGURES: [&str; 6] = [
+const FIGURES: [&str; 7] = [
     "reads",
     "activation",
+    "push",
     "writes",
     "requests",
     "sources",
@@ -87,6 +90,11 @@ fn main() -> std::process::ExitCode {
                 },
             ),
             "activation" => rt.block_on(cluster::activation(&mut report, 5)),
+            "push" => rt.block_on(cluster::push(
+                &mut report,
+                if quick { 100 } else { 1_000 },
+                if quick { 5 } else { 20 },
+            )),
             "writes" => rt.block_on(cluster::writes(
                 &mut report,
                 Duration::from_secs(if quick { 30 } else { 60 }),

@@ -21,6 +21,9 @@ mod workloads;
 #[path = "../support/helm.rs"]
 mod helm_support;
 
+#[path = "../../crates/scaler-core/tests/support/external_scaler.rs"]
+mod external_scaler;
+
 pub use cluster_support::*;
 
 mod activation;
@@ -29,6 +32,7 @@ mod cache;
 mod certs;
 mod cooldown;
 mod cron;
+mod external;
 mod fallback;
 mod helm;
 mod kafka;

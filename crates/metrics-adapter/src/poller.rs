@@ -8,7 +8,8 @@
 //! `result: true` is acted on at once (KEDA's push: the workload at zero is activated
 //! without waiting for the poll); a `false`, or any push to a ScaledObject whose
 //! `scalingModifiers` decide activity, has the object polled at once, so every trigger
-//! has its say (KEDA would act on the one trigger's `false` alone).
+//! has its say (KEDA would act on the one trigger's `false` alone). A stream that opens
+//! again after a loss has its object polled at once too: a push sent meanwhile is lost.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -276,8 +277,8 @@ fn on_push(
                 .instrument(tracing::debug_span!("push", scaledobject = %who)),
             );
         }
-        Pushed::Active(_) => {
-            debug!(scaledobject = %who, trigger = push.trigger, "pushed: polling now");
+        Pushed::Active(_) | Pushed::Reopened => {
+            debug!(scaledobject = %who, trigger = push.trigger, pushed = ?push.pushed, "polling now");
             due.insert((push.namespace, push.name), 0);
         }
     }

@@ -425,7 +425,7 @@ impl Runtime {
             }
         };
         let mut result = self.timed(&*scaler).await;
-        if result.is_err() {
+        if result.is_err() && scaler.refresh_on_error() {
             if let Some(fresh) = self.rebuild(index).await {
                 result = self.timed(&*fresh).await;
             }

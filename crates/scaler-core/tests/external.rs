@@ -317,6 +317,11 @@ async fn pushes_arrive_at_once_and_streams_come_back_after_a_loss() {
         })
         .await;
     let back = cut.elapsed();
+    // Its return is reported (pushes sent meanwhile are lost: the trigger must be asked).
+    assert_eq!(
+        next_push(&mut rx, Duration::from_secs(1)).await.pushed,
+        Pushed::Reopened
+    );
     assert!(
         back >= Duration::from_millis(1500) && back < Duration::from_secs(4),
         "{back:?}"
@@ -347,6 +352,10 @@ async fn pushes_arrive_at_once_and_streams_come_back_after_a_loss() {
             |s| s.open_streams() == 1,
         )
         .await;
+    assert_eq!(
+        next_push(&mut rx, Duration::from_secs(1)).await.pushed,
+        Pushed::Reopened
+    );
     scaler.push(None, true);
     assert_eq!(
         next_push(&mut rx, Duration::from_secs(1)).await.pushed,

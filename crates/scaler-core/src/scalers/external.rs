@@ -112,6 +112,9 @@ pub enum Pushed {
     Active(bool),
     /// `StreamMetricSpec` sent a metric spec other than the one the trigger was built with.
     SpecChanged,
+    /// `StreamIsActive` opened again after it was lost: what was pushed meanwhile is lost,
+    /// so the trigger should be asked.
+    Reopened,
 }
 
 /// What a push stream reports, and for which trigger.
@@ -498,6 +501,12 @@ impl Scaler for ExternalScaler {
         &self.spec
     }
 
+    fn refresh_on_error(&self) -> bool {
+        // The shared channel reconnects by itself; a new build would only ask
+        // GetMetricSpec again of a scaler that just failed (or hung).
+        false
+    }
+
     async fn sample(&self) -> Result<Sample, ScalerError> {
         let address = &self.conn.address;
         let mut client = ExternalScalerClient::new(self.conn.channel.clone());
@@ -598,10 +607,16 @@ async fn stream_is_active(
     who: String,
     trigger: usize,
 ) {
+    let opened_before = std::sync::atomic::AtomicBool::new(false);
     with_backoff(|| async {
         let mut client = ExternalScalerClient::new(conn.channel.clone());
         let mut stream = match client.stream_is_active(reference.clone()).await {
-            Ok(s) => s.into_inner(),
+            Ok(s) => {
+                if opened_before.swap(true, Ordering::Relaxed) {
+                    send(Pushed::Reopened);
+                }
+                s.into_inner()
+            }
             Err(status) => {
                 warn!(scaledobject = %who, trigger, error = %call_error(&conn.address, "StreamIsActive", &status), "push stream not opened; retrying with backoff");
                 return Ended::Failed;

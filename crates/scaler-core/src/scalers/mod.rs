@@ -170,6 +170,13 @@ pub trait Scaler: Send + Sync + fmt::Debug {
 
     /// Query the event source.
     async fn sample(&self) -> Result<Sample, ScalerError>;
+
+    /// Whether a failed query is worth asking once more of a scaler built afresh (KEDA's
+    /// refresh). Not for a scaler whose connection reconnects by itself and whose build
+    /// asks the source again (external).
+    fn refresh_on_error(&self) -> bool {
+        true
+    }
 }
 
 /// Authentication parameters resolved from a trigger's TriggerAuthentication.
