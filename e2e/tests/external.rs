@@ -230,3 +230,76 @@ spec:
     // 3 × target 5, through the aggregator.
     wait_for_metric(&ns.0, "s0-pending", "web", "15", true).await;
 }
+
+/// An external scaler that streams its metric spec (`StreamMetricSpec`) changes the HPA's
+/// target without the ScaledObject changing: the trigger is built again and the HPA
+/// reconciled at once. One that is down when the ScaledObject is first seen leaves it
+/// Ready False naming the scaler, and the HPA comes when the scaler does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_metric_spec_reaches_the_hpa_and_a_late_scaler_is_picked_up() {
+    use crate::cron::{hpa_api, wait_for_hpa};
+    use crate::workloads::wait_for_condition;
+    // A port nobody listens on yet: the scaler comes up later.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let ns = Namespace::create("e2e-external-spec");
+    apply(&ns.0, &crate::deployment("web", 1, &[]));
+    apply(
+        &ns.0,
+        &format!(
+            r#"
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata: {{name: web}}
+spec:
+  scaleTargetRef: {{name: web}}
+  minReplicaCount: 1
+  triggers:
+  - type: external-push
+    metadata: {{scalerAddress: "{addr}"}}
+"#
+        ),
+    );
+    let so = wait_for_condition(&ns.0, "Ready", "False", "ScaledObjectCheckFailed").await;
+    let message = so["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+        .map(|c| c["message"].to_string())
+        .unwrap_or_default();
+    assert!(
+        message.contains(&format!("external scaler {addr}: GetMetricSpec")),
+        "{message}"
+    );
+    let scaler = TestScaler::start(
+        "pending",
+        2.0,
+        Options {
+            metric_spec_stream: true,
+            addr: Some(addr),
+            ..Default::default()
+        },
+    )
+    .await;
+    scaler.set(1.0, true);
+    let hpas = hpa_api(client().await, &ns.0);
+    let target = |hpa: &kube::api::DynamicObject| {
+        hpa.data["spec"]["metrics"][0]["external"]["target"]["averageValue"]
+            .as_str()
+            .map(str::to_string)
+    };
+    let hpa = wait_for_hpa(&hpas).await;
+    assert_eq!(target(&hpa).as_deref(), Some("2"), "{:?}", hpa.data);
+    wait_for_condition(&ns.0, "Ready", "True", "ScaledObjectReady").await;
+    scaler
+        .wait(Duration::from_secs(30), "both streams open", |s| {
+            s.open_streams() >= 2
+        })
+        .await;
+    scaler.set_metric("pending", 4.0);
+    eventually(Duration::from_secs(10), "the HPA's target at 4", || async {
+        let hpa = hpas.get("keda-hpa-web").await.ok()?;
+        (target(&hpa).as_deref() == Some("4")).then_some(())
+    })
+    .await;
+}

@@ -318,10 +318,13 @@ impl TestScaler {
                 let acceptor = acceptor.clone();
                 let task = tokio::spawn(async move {
                     let service = hyper_util::service::TowerToHyperService::new(svc);
-                    let builder = hyper_util::server::conn::auto::Builder::new(
+                    let mut builder = hyper_util::server::conn::auto::Builder::new(
                         hyper_util::rt::TokioExecutor::new(),
                     )
                     .http2_only();
+                    // No limit on concurrent streams, as grpc-go's servers (KEDA's
+                    // scalers, the HTTP add-on's) have none: one stream per push trigger.
+                    builder.http2().max_concurrent_streams(None);
                     match acceptor {
                         Some(a) => {
                             if let Ok(tls) = a.accept(tcp).await {
