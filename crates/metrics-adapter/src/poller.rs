@@ -236,11 +236,11 @@ fn forget_deleted(
     }
 }
 
-/// Marks a ScaledObject's poll as running until dropped.
-struct Busy(
-    Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
-    (String, String),
-);
+/// ScaledObjects (namespace, name) with something running for them.
+type Running = Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>;
+
+/// Marks a ScaledObject's poll (or act on a push) as running until dropped.
+struct Busy(Running, (String, String));
 
 impl Drop for Busy {
     fn drop(&mut self) {
@@ -258,6 +258,7 @@ fn on_push(
     store: &Store<ScaledObject>,
     activation: &Activation,
     due: &mut HashMap<(String, String), i64>,
+    pushing: &Running,
 ) {
     let key = ObjectRef::<ScaledObject>::new(&push.name).within(&push.namespace);
     let who = format!("{}/{}", push.namespace, push.name);
@@ -267,11 +268,23 @@ fn on_push(
             activation.ctx.recheck(&push.namespace, &push.name);
         }
         Pushed::Active(true) if store.get(&key).is_some_and(|so| !so.spec.uses_modifiers()) => {
+            // A scaler may push `true` at every event: one act at a time per object does
+            // for all of them (the one running already activates).
+            let id = (push.namespace.clone(), push.name.clone());
+            if !pushing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id.clone())
+            {
+                return;
+            }
+            let busy = Busy(pushing.clone(), id);
             debug!(scaledobject = %who, trigger = push.trigger, waited_us = push.at.elapsed().as_micros() as u64, "pushed active: acting now");
             let (runtimes, store, activation) =
                 (runtimes.clone(), store.clone(), activation.clone());
             tokio::spawn(
                 async move {
+                    let _busy = busy;
                     act_on_push(&runtimes, &key, push.trigger, &store, &activation).await;
                 }
                 .instrument(tracing::debug_span!("push", scaledobject = %who)),
@@ -293,8 +306,10 @@ pub async fn run(
     let mut due: HashMap<(String, String), i64> = HashMap::new();
     // ScaledObjects with a poll still running: the next one waits (one loop per object,
     // as KEDA has), so a slow source or apiserver never piles polls up.
-    let busy: Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>> = Arc::default();
+    let busy: Running = Arc::default();
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_POLLS));
+    // ScaledObjects with an act on a push running.
+    let pushing: Running = Arc::default();
     let mut forgotten = Instant::now();
     let mut earliest = i64::MAX;
     // Pushes are acted on only where the scale loop acts (full mode).
@@ -311,7 +326,7 @@ pub async fn run(
             () = tokio::time::sleep(Duration::from_millis(sleep_ms as u64)) => {}
             Some(push) = next_push(&mut pushes) => {
                 if let Some(a) = &activation {
-                    on_push(push, &runtimes, &store, a, &mut due);
+                    on_push(push, &runtimes, &store, a, &mut due, &pushing);
                 }
             }
         }
