@@ -366,6 +366,33 @@ async fn sleep_until_wall(t: f64) {
 
 // --- activation --------------------------------------------------------------------------
 
+/// When each Deployment was first seen wanting replicas, by name.
+type FirstSeen<T> = Arc<std::sync::Mutex<BTreeMap<String, T>>>;
+
+/// When each Deployment of `deployments` was first seen wanting replicas (by `clock`), as
+/// a watch delivers them; the watch runs until the handle is aborted.
+fn first_scaled_up<T: Send + 'static>(
+    deployments: &Api<Deployment>,
+    clock: fn() -> T,
+) -> (tokio::task::JoinHandle<()>, FirstSeen<T>) {
+    let seen: FirstSeen<T> = Arc::default();
+    let (deployments, out) = (deployments.clone(), seen.clone());
+    let watch = tokio::spawn(async move {
+        let events = watcher(deployments, watcher::Config::default()).applied_objects();
+        futures::pin_mut!(events);
+        while let Some(Ok(d)) = events.next().await {
+            if d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0) > 0 {
+                let at = clock();
+                out.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(d.name_any())
+                    .or_insert(at);
+            }
+        }
+    });
+    (watch, seen)
+}
+
 /// Figure 5: for each trial a Deployment at 0 and a ScaledObject whose Prometheus query
 /// turns from 0 to 1 at a chosen second T (`time() >= bool T`, evaluated by Prometheus at
 /// the poll's time); the latency is from T to the watch event showing the Deployment's
@@ -382,24 +409,7 @@ pub async fn activation(report: &mut Report, interval: i64) -> anyhow::Result<()
     let trials: Vec<i64> = (0..interval).map(|k| t0 + k).collect();
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let sos: Api<ScaledObject> = Api::namespaced(client.clone(), ns);
-    let seen: Arc<std::sync::Mutex<BTreeMap<String, f64>>> = Arc::default();
-    let watch = {
-        let (deployments, seen) = (deployments.clone(), seen.clone());
-        tokio::spawn(async move {
-            let events = watcher(deployments, watcher::Config::default()).applied_objects();
-            futures::pin_mut!(events);
-            while let Some(Ok(d)) = events.next().await {
-                let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
-                if replicas > 0 {
-                    let at = now_s();
-                    seen.lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .entry(d.name_any())
-                        .or_insert(at);
-                }
-            }
-        })
-    };
+    let (watch, seen) = first_scaled_up(&deployments, now_s);
     let mut ds = Vec::new();
     let mut objects = Vec::new();
     for (k, t) in trials.iter().enumerate() {
@@ -552,23 +562,7 @@ pub async fn push(report: &mut Report, n: usize, trials: usize) -> anyhow::Resul
         "1",
         scaler.connections() == 1,
     );
-    let seen: Arc<std::sync::Mutex<BTreeMap<String, Instant>>> = Arc::default();
-    let watch = {
-        let (deployments, seen) = (deployments.clone(), seen.clone());
-        tokio::spawn(async move {
-            let events = watcher(deployments, watcher::Config::default()).applied_objects();
-            futures::pin_mut!(events);
-            while let Some(Ok(d)) = events.next().await {
-                if d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0) > 0 {
-                    let at = Instant::now();
-                    seen.lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .entry(d.name_any())
-                        .or_insert(at);
-                }
-            }
-        })
-    };
+    let (watch, seen) = first_scaled_up(&deployments, Instant::now);
     // The watch's initial list is in before the first push.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut worst: f64 = 0.0;

@@ -49,6 +49,17 @@ async fn watch_replicas_until(
     panic!("Deployment {name}: the wanted replica count never came within a minute");
 }
 
+/// Cut the scaler's connections, as its host restarting would, and wait until its
+/// streams are closed.
+async fn drop_connections(scaler: &TestScaler) {
+    scaler.drop_connections();
+    scaler
+        .wait(Duration::from_secs(5), "the stream closed", |s| {
+            s.open_streams() == 0
+        })
+        .await;
+}
+
 // Multi-threaded: the test scaler answers eventscale while the test blocks on kubectl.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn external_push_activates_at_once_and_the_hpa_reads_the_external_value() {
@@ -147,12 +158,7 @@ spec:
 
     // The scaler's connections drop (its host restarted): eventscale reopens the stream
     // after KEDA's backoff, and pushes activate again.
-    scaler.drop_connections();
-    scaler
-        .wait(Duration::from_secs(5), "the stream closed", |s| {
-            s.open_streams() == 0
-        })
-        .await;
+    drop_connections(&scaler).await;
     scaler
         .wait(Duration::from_secs(30), "the stream reopened", |s| {
             s.open_streams() >= 1
@@ -176,12 +182,7 @@ spec:
     scaler.set_for(&so, 0.0, false);
     scaler.push(Some(&so), false);
     wait_for_replicas(&ns.0, "web", 0).await;
-    scaler.drop_connections();
-    scaler
-        .wait(Duration::from_secs(5), "the stream closed", |s| {
-            s.open_streams() == 0
-        })
-        .await;
+    drop_connections(&scaler).await;
     scaler.set_for(&so, 6.0, true);
     scaler.push(Some(&so), true);
     eventually(

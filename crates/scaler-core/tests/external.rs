@@ -53,6 +53,18 @@ async fn build(
     .await
 }
 
+/// Trigger `index` of `ns/name`, of `type_`, on the scaler at `address`, without TLS.
+async fn build_at(
+    pools: &Pools,
+    type_: &str,
+    who: (&str, &str, usize),
+    address: &str,
+) -> ExternalScaler {
+    build(pools, type_, who, &[("scalerAddress", address)], &[])
+        .await
+        .expect("built")
+}
+
 #[tokio::test]
 async fn values_activity_names_and_metadata_as_keda_sends_them() {
     let scaler = TestScaler::start("queue-Length", 5.0, Options::default()).await;
@@ -156,15 +168,7 @@ async fn a_thousand_scaled_objects_share_one_connection() {
     let mut scalers = Vec::new();
     for i in 0..1000 {
         let name = format!("so-{i}");
-        let s = build(
-            &pools,
-            "external",
-            ("ns", &name, 0),
-            &[("scalerAddress", &address)],
-            &[],
-        )
-        .await
-        .expect("built");
+        let s = build_at(&pools, "external", ("ns", &name, 0), &address).await;
         scalers.push(s);
     }
     let answers = futures::future::join_all(scalers.iter().map(|s| s.sample())).await;
@@ -175,15 +179,7 @@ async fn a_thousand_scaled_objects_share_one_connection() {
     assert_eq!(pools.external.open(), 1);
     // Other TLS settings are another connection; the same address with the same settings
     // given by another trigger type (external-push) is the same one.
-    let _push = build(
-        &pools,
-        "external-push",
-        ("ns", "p", 0),
-        &[("scalerAddress", &address)],
-        &[],
-    )
-    .await
-    .expect("built");
+    let _push = build_at(&pools, "external-push", ("ns", "p", 0), &address).await;
     assert_eq!(pools.external.open(), 1);
     assert_eq!(scaler.connections(), 1);
     // When the last trigger using it is gone, so is the connection.
@@ -200,24 +196,8 @@ async fn a_hung_scaler_fails_its_own_triggers_only() {
     fine.set(2.0, true);
     let pools = Pools::default();
     let (ha, fa) = (hung.addr.to_string(), fine.addr.to_string());
-    let h = build(
-        &pools,
-        "external",
-        ("ns", "h", 0),
-        &[("scalerAddress", &ha)],
-        &[],
-    )
-    .await
-    .expect("built");
-    let f = build(
-        &pools,
-        "external",
-        ("ns", "f", 0),
-        &[("scalerAddress", &fa)],
-        &[],
-    )
-    .await
-    .expect("built");
+    let h = build_at(&pools, "external", ("ns", "h", 0), &ha).await;
+    let f = build_at(&pools, "external", ("ns", "f", 0), &fa).await;
     hung.hang(true);
     let started = Instant::now();
     let hung_poll = tokio::spawn(async move { (h.sample().await, started.elapsed()) });
@@ -264,15 +244,7 @@ async fn pushes_arrive_at_once_and_streams_come_back_after_a_loss() {
     let pools = Pools::default();
     let mut rx = pools.external.push.connect().expect("first connect");
     let address = scaler.addr.to_string();
-    let s = build(
-        &pools,
-        "external-push",
-        ("web", "app", 1),
-        &[("scalerAddress", &address)],
-        &[],
-    )
-    .await
-    .expect("built");
+    let s = build_at(&pools, "external-push", ("web", "app", 1), &address).await;
     assert_eq!(s.scaler_type(), "external-push");
     scaler
         .wait(Duration::from_secs(5), "StreamIsActive opened", |s| {
@@ -378,15 +350,7 @@ async fn without_a_listener_no_stream_is_opened() {
     let scaler = TestScaler::start("m", 1.0, Options::default()).await;
     let pools = Pools::default();
     let address = scaler.addr.to_string();
-    let _s = build(
-        &pools,
-        "external-push",
-        ("web", "app", 0),
-        &[("scalerAddress", &address)],
-        &[],
-    )
-    .await
-    .expect("built");
+    let _s = build_at(&pools, "external-push", ("web", "app", 0), &address).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(scaler.calls("StreamIsActive"), 0);
     assert_eq!(scaler.calls("StreamMetricSpec"), 0);
@@ -406,15 +370,7 @@ async fn a_streamed_metric_spec_change_is_reported() {
     let pools = Pools::default();
     let mut rx = pools.external.push.connect().expect("first connect");
     let address = scaler.addr.to_string();
-    let _s = build(
-        &pools,
-        "external-push",
-        ("web", "app", 0),
-        &[("scalerAddress", &address)],
-        &[],
-    )
-    .await
-    .expect("built");
+    let _s = build_at(&pools, "external-push", ("web", "app", 0), &address).await;
     scaler
         .wait(Duration::from_secs(5), "both streams opened", |s| {
             s.open_streams() == 2
@@ -430,15 +386,7 @@ async fn a_streamed_metric_spec_change_is_reported() {
     // Without the stream (an older scaler answers Unimplemented), it is asked once.
     let old = TestScaler::start("m", 4.0, Options::default()).await;
     let oa = old.addr.to_string();
-    let _o = build(
-        &pools,
-        "external-push",
-        ("web", "old", 0),
-        &[("scalerAddress", &oa)],
-        &[],
-    )
-    .await
-    .expect("built");
+    let _o = build_at(&pools, "external-push", ("web", "old", 0), &oa).await;
     old.wait(Duration::from_secs(5), "StreamIsActive opened", |s| {
         s.open_streams() == 1
     })
