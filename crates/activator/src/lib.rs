@@ -264,7 +264,7 @@ pub async fn reconcile(so: Arc<ScaledObject>, r: Arc<Reconciler>) -> Result<Acti
 /// environment).
 async fn metric_specs(ctx: &Context, so: &ScaledObject) -> Vec<Result<MetricSpec, TriggerError>> {
     let rt = ctx.runtimes.get(so).await;
-    rt.retry_failed_builds().await;
+    rt.refresh().await;
     rt.scalers()
         .into_iter()
         .map(|built| built.map(|s| s.metric_spec().clone()))

@@ -469,6 +469,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         identity: identity(args.identity.clone()),
         duration: std::time::Duration::from_secs(args.lease_duration_seconds.clamp(3, 3600)),
     };
+    // External scalers' pushes are acted on where the scale loop acts (full mode); the
+    // sink is connected before anything can build a trigger, so every push trigger built
+    // opens its stream.
+    let pushes = (!args.metrics_only)
+        .then(|| runtimes.pools.external.push.connect())
+        .flatten();
     let activation = if args.metrics_only {
         info!(
             "metrics-only mode: serving metrics; HPAs and activation are left to another operator"
@@ -486,7 +492,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Released on shutdown when this replica takes part in the election.
     let lease = activation.as_ref().map(|_| lease_config.clone());
 
-    tokio::spawn(poller::run(store.clone(), runtimes.clone(), activation));
+    tokio::spawn(poller::run(
+        store.clone(),
+        runtimes.clone(),
+        activation,
+        pushes,
+    ));
     let provider = Arc::new(ScaledObjectProvider::new(
         store,
         client.clone(),

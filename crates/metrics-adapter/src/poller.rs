@@ -105,7 +105,9 @@ async fn poll_and_act(
     so: &ScaledObject,
     store: &Store<ScaledObject>,
     activation: &Activation,
+    gates: &Gates,
 ) {
+    let started = Instant::now();
     let leading = *activation.leading.borrow();
     let paused = !matches!(
         scaler_core::activation::pause_of(so.annotations()),
@@ -131,12 +133,72 @@ async fn poll_and_act(
         .health
         .snapshot(&so.namespace().unwrap_or_default(), &so.name_any());
     let activity = scaler_core::poll::activity(&so, &samples, &health);
+    // One act at a time per object, pushes' included; a push of `true` that came while
+    // this poll ran is newer than its answers: an inactive poll does not undo it.
+    let gate = gate_of(gates, &so);
+    let last_push = gate.lock().await;
+    if !activity.active && last_push.is_some_and(|at| at > started) {
+        debug!(
+            "a push made the object active while it was polled; this poll's inactivity is stale"
+        );
+        return;
+    }
     let leading = activation.leading.clone();
     let still_leading = move || *leading.borrow();
     if let Err(e) =
         activator::scale::act(&activation.ctx, &so, &activity, &health, &still_leading).await
     {
         warn!(error = %e, "activation failed; retrying at the next poll");
+    }
+}
+
+/// A ScaledObject's act lock (polls' and pushes' acts take it), holding when a push of
+/// `true` last acted.
+type Gate = Arc<tokio::sync::Mutex<Option<Instant>>>;
+
+/// Every ScaledObject's [`Gate`], by (namespace, name).
+type Gates = Arc<std::sync::Mutex<HashMap<(String, String), Gate>>>;
+
+fn gate_of(gates: &Gates, so: &ScaledObject) -> Gate {
+    gates
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry((so.namespace().unwrap_or_default(), so.name_any()))
+        .or_default()
+        .clone()
+}
+
+/// What a push calls for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PushAction {
+    /// Act on it at once: activate.
+    Act,
+    /// Poll the object at once: every trigger has its say.
+    Poll,
+    /// Nothing: it repeats what the trigger said last.
+    Ignore,
+}
+
+/// How long a repeated `true` is ignored after one was acted on: a scaler pushing its
+/// state on a timer (the HTTP add-on's, every 200 ms) has it acted on this often, so an
+/// act that could not be carried out (the object not yet accepted, a failed write) is
+/// tried again well before the next poll.
+const REPEATED_TRUE_EVERY: Duration = Duration::from_secs(5);
+
+/// What to do with `pushed` from a trigger whose last push said `last`, acted on `age`
+/// ago (`None`: none yet, or its stream just opened again), for an object whose
+/// `scalingModifiers` decide activity (`modifiers`) or not. Only a change is acted on
+/// (a repeated `true` again after [`REPEATED_TRUE_EVERY`]); the scale loop polls as usual.
+fn push_action(last: Option<(bool, Duration)>, pushed: &Pushed, modifiers: bool) -> PushAction {
+    match (pushed, last) {
+        (Pushed::SpecChanged, _) => PushAction::Ignore,
+        (Pushed::Reopened, _) => PushAction::Poll,
+        (Pushed::Active(true), Some((true, age))) if !modifiers && age >= REPEATED_TRUE_EVERY => {
+            PushAction::Act
+        }
+        (Pushed::Active(v), Some((was, _))) if was == *v => PushAction::Ignore,
+        (Pushed::Active(true), _) if !modifiers => PushAction::Act,
+        (Pushed::Active(_), _) => PushAction::Poll,
     }
 }
 
@@ -148,6 +210,7 @@ async fn act_on_push(
     trigger: usize,
     store: &Store<ScaledObject>,
     activation: &Activation,
+    gates: &Gates,
 ) {
     if !*activation.leading.borrow() {
         return;
@@ -155,6 +218,9 @@ async fn act_on_push(
     let Some(so) = store.get(key) else {
         return;
     };
+    let gate = gate_of(gates, &so);
+    let mut last_push = gate.lock().await;
+    *last_push = Some(Instant::now());
     let paused = !matches!(
         scaler_core::activation::pause_of(so.annotations()),
         Ok(scaler_core::activation::Pause::No)
@@ -239,7 +305,7 @@ fn forget_deleted(
 /// ScaledObjects (namespace, name) with something running for them.
 type Running = Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>;
 
-/// Marks a ScaledObject's poll (or act on a push) as running until dropped.
+/// Marks a ScaledObject's poll as running until dropped.
 struct Busy(Running, (String, String));
 
 impl Drop for Busy {
@@ -251,48 +317,67 @@ impl Drop for Busy {
     }
 }
 
-/// Handle one push: act at once on `true`, poll at once otherwise, rebuild on a new spec.
+/// The last value each `external-push` trigger pushed and when it was last acted on, by
+/// (namespace, name, trigger).
+type LastPushes = HashMap<(String, String, usize), (bool, Instant)>;
+
+/// Handle one push: act at once on a new `true`, poll at once on a new `false` or a
+/// reopened stream, rebuild on a new spec. Whether a poll became due now.
 fn on_push(
     push: PushEvent,
     runtimes: &Arc<Runtimes>,
     store: &Store<ScaledObject>,
     activation: &Activation,
     due: &mut HashMap<(String, String), i64>,
-    pushing: &Running,
-) {
+    last: &mut LastPushes,
+    gates: &Gates,
+) -> bool {
     let key = ObjectRef::<ScaledObject>::new(&push.name).within(&push.namespace);
     let who = format!("{}/{}", push.namespace, push.name);
-    match push.pushed {
-        Pushed::SpecChanged => {
-            runtimes.invalidate(&push.namespace, &push.name);
-            activation.ctx.recheck(&push.namespace, &push.name);
+    let id = (push.namespace.clone(), push.name.clone(), push.trigger);
+    if push.pushed == Pushed::SpecChanged {
+        runtimes.invalidate(&push.namespace, &push.name);
+        activation.ctx.recheck(&push.namespace, &push.name);
+        return false;
+    }
+    let Some(so) = store.get(&key) else {
+        return false;
+    };
+    let before = last.get(&id).map(|(v, at)| (*v, at.elapsed()));
+    let action = push_action(before, &push.pushed, so.spec.uses_modifiers());
+    match (&push.pushed, action) {
+        (Pushed::Active(v), PushAction::Ignore) => {
+            last.entry(id).or_insert((*v, Instant::now()));
         }
-        Pushed::Active(true) if store.get(&key).is_some_and(|so| !so.spec.uses_modifiers()) => {
-            // A scaler may push `true` at every event: one act at a time per object does
-            // for all of them (the one running already activates).
-            let id = (push.namespace.clone(), push.name.clone());
-            if !pushing
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(id.clone())
-            {
-                return;
-            }
-            let busy = Busy(pushing.clone(), id);
+        (Pushed::Active(v), _) => {
+            last.insert(id, (*v, Instant::now()));
+        }
+        _ => {
+            last.remove(&id);
+        }
+    }
+    match action {
+        PushAction::Ignore => false,
+        PushAction::Act => {
             debug!(scaledobject = %who, trigger = push.trigger, waited_us = push.at.elapsed().as_micros() as u64, "pushed active: acting now");
-            let (runtimes, store, activation) =
-                (runtimes.clone(), store.clone(), activation.clone());
+            let (runtimes, store, activation, gates) = (
+                runtimes.clone(),
+                store.clone(),
+                activation.clone(),
+                gates.clone(),
+            );
             tokio::spawn(
                 async move {
-                    let _busy = busy;
-                    act_on_push(&runtimes, &key, push.trigger, &store, &activation).await;
+                    act_on_push(&runtimes, &key, push.trigger, &store, &activation, &gates).await;
                 }
                 .instrument(tracing::debug_span!("push", scaledobject = %who)),
             );
+            false
         }
-        Pushed::Active(_) | Pushed::Reopened => {
+        PushAction::Poll => {
             debug!(scaledobject = %who, trigger = push.trigger, pushed = ?push.pushed, "polling now");
             due.insert((push.namespace, push.name), 0);
+            true
         }
     }
 }
@@ -302,20 +387,17 @@ pub async fn run(
     store: Store<ScaledObject>,
     runtimes: Arc<Runtimes>,
     activation: Option<Activation>,
+    mut pushes: Option<tokio::sync::mpsc::UnboundedReceiver<PushEvent>>,
 ) {
     let mut due: HashMap<(String, String), i64> = HashMap::new();
     // ScaledObjects with a poll still running: the next one waits (one loop per object,
     // as KEDA has), so a slow source or apiserver never piles polls up.
     let busy: Running = Arc::default();
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_POLLS));
-    // ScaledObjects with an act on a push running.
-    let pushing: Running = Arc::default();
+    let gates: Gates = Arc::default();
+    let mut last_pushes = LastPushes::new();
     let mut forgotten = Instant::now();
     let mut earliest = i64::MAX;
-    // Pushes are acted on only where the scale loop acts (full mode).
-    let mut pushes = activation
-        .as_ref()
-        .and_then(|_| runtimes.pools.external.push.connect());
     loop {
         // Wake at the next poll instant (polls are due on the interval's multiples, and
         // activation latency is measured from them), within MAX_SLEEP_MS to pick up new
@@ -325,8 +407,15 @@ pub async fn run(
         tokio::select! {
             () = tokio::time::sleep(Duration::from_millis(sleep_ms as u64)) => {}
             Some(push) = next_push(&mut pushes) => {
-                if let Some(a) = &activation {
-                    on_push(push, &runtimes, &store, a, &mut due, &pushing);
+                // Every push waiting is handled at once; the round of polls below runs
+                // only when one of them made a poll due now.
+                let Some(a) = &activation else { continue };
+                let mut poll_now = on_push(push, &runtimes, &store, a, &mut due, &mut last_pushes, &gates);
+                while let Some(more) = pushes.as_mut().and_then(|rx| rx.try_recv().ok()) {
+                    poll_now |= on_push(more, &runtimes, &store, a, &mut due, &mut last_pushes, &gates);
+                }
+                if !poll_now {
+                    continue;
                 }
             }
         }
@@ -372,6 +461,7 @@ pub async fn run(
                 busy.clone(),
                 key.clone(),
             );
+            let gates = gates.clone();
             // Every round ends: a hung source or apiserver frees the object for the next.
             let limit = Duration::from_secs((2 * interval).max(30) as u64);
             let span = tracing::debug_span!("poll", scaledobject = %format!("{}/{}", key.0, key.1));
@@ -385,7 +475,7 @@ pub async fn run(
                         .and_then(Result::ok);
                     let round = async {
                         match &activation {
-                            Some(a) => poll_and_act(&runtimes, &so, &store, a).await,
+                            Some(a) => poll_and_act(&runtimes, &so, &store, a, &gates).await,
                             None => {
                                 poll_once(&runtimes, &so, false).await;
                             }
@@ -403,8 +493,46 @@ pub async fn run(
             );
         }
         due.retain(|k, _| live.contains(k));
+        last_pushes.retain(|(ns, name, _), _| live.contains(&(ns.clone(), name.clone())));
+        gates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|k, _| live.contains(k));
         runtimes
             .cache
             .retain(|ns, name| live.contains(&(ns.to_string(), name.to_string())));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pushes_are_acted_on_when_they_change() {
+        use PushAction::*;
+        let (t, f) = (Pushed::Active(true), Pushed::Active(false));
+        let (now, later) = (Duration::ZERO, REPEATED_TRUE_EVERY);
+        // The first answer of a stream, plain or under scalingModifiers.
+        assert_eq!(push_action(None, &t, false), Act);
+        assert_eq!(push_action(None, &t, true), Poll);
+        assert_eq!(push_action(None, &f, false), Poll);
+        // A scaler repeating itself on a timer: nothing, but a `true` again after a while
+        // (an act that could not be carried out is tried again).
+        assert_eq!(push_action(Some((true, now)), &t, false), Ignore);
+        assert_eq!(push_action(Some((true, later)), &t, false), Act);
+        assert_eq!(push_action(Some((true, later)), &t, true), Ignore);
+        assert_eq!(push_action(Some((false, now)), &f, false), Ignore);
+        assert_eq!(push_action(Some((false, later)), &f, false), Ignore);
+        // A change.
+        assert_eq!(push_action(Some((false, now)), &t, false), Act);
+        assert_eq!(push_action(Some((true, now)), &f, false), Poll);
+        assert_eq!(push_action(Some((false, now)), &t, true), Poll);
+        // A stream back after a loss: whatever was pushed meanwhile is unknown.
+        assert_eq!(
+            push_action(Some((true, now)), &Pushed::Reopened, false),
+            Poll
+        );
+        assert_eq!(push_action(None, &Pushed::SpecChanged, false), Ignore);
     }
 }

@@ -191,11 +191,14 @@ pub async fn build_triggers(so: &ScaledObject, inputs: &BuildInputs<'_>) -> Vec<
         )
         .await
         .map_err(|e| error(auth.explain(explain(e, &env_unresolved))));
-        // A build that failed on its source (an external scaler not answering yet) is
-        // tried again at the next query; one that failed on its parameters is not.
+        // A build that failed on its source (an external scaler not answering yet: the
+        // only build that asks its source) is tried again at the next query; one that
+        // failed on its parameters is not.
         let retry = match &scaler {
             Ok(_) => true,
-            Err(e) => matches!(e.source, ScalerError::Query(_)),
+            Err(e) => {
+                external::is_external(&trigger.type_) && matches!(e.source, ScalerError::Query(_))
+            }
         };
         out.push(BuiltTrigger {
             name: trigger.name.clone(),
@@ -270,6 +273,8 @@ pub struct Runtime {
     pools: Arc<Pools>,
     client: Option<kube::Client>,
     observer: Arc<dyn Observer>,
+    /// Set when a trigger's source changed what it was built from (its metric spec).
+    stale: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -308,6 +313,7 @@ impl Runtime {
             pools,
             client: inputs.client.cloned(),
             observer,
+            stale: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -437,11 +443,16 @@ impl Runtime {
         }
     }
 
-    /// Build again every trigger whose build failed on its source (the reconcile calls
-    /// this before it reads the metric specs, so a scaler that came up is put on the HPA).
-    pub async fn retry_failed_builds(&self) {
+    /// Build again every trigger whose build failed on its source, or whose source now
+    /// gives another metric spec (the reconcile calls this before it reads the metric
+    /// specs, so a scaler that came up, or changed its target, is put on the HPA).
+    pub async fn refresh(&self) {
         for index in 0..self.triggers.len() {
-            if self.retryable(index) {
+            let changed = match self.scaler(index) {
+                Some(Ok(s)) => s.spec_changed().await,
+                _ => self.retryable(index),
+            };
+            if changed {
                 self.rebuild(index).await;
             }
         }
@@ -687,7 +698,9 @@ impl Runtimes {
         let slot = self.lock().entry(key.clone()).or_default().clone();
         let mut slot = slot.lock().await;
         if let Some(rt) = slot.as_ref() {
-            if !rt.built_for(so) {
+            if rt.stale.load(Ordering::Relaxed) {
+                debug!(scaledobject = %format!("{}/{}", key.0, key.1), "a trigger's metric spec changed: rebuilding its scalers");
+            } else if !rt.built_for(so) {
                 debug!(scaledobject = %format!("{}/{}", key.0, key.1), "ScaledObject changed: rebuilding its scalers");
             } else if let Some(dep) = rt.stale_dep(&*self.versions) {
                 debug!(scaledobject = %format!("{}/{}", key.0, key.1), ?dep, "a dependency changed: rebuilding its scalers");
@@ -717,11 +730,17 @@ impl Runtimes {
         rt
     }
 
-    /// Forget `namespace/name`'s runtime: the next use builds it afresh (its external
-    /// scaler changed its metric spec).
+    /// Mark `namespace/name`'s runtime stale: the next use builds it afresh (its external
+    /// scaler changed its metric spec). A build under way is left to finish: it reads the
+    /// sources now.
     pub fn invalidate(&self, namespace: &str, name: &str) {
-        self.lock()
-            .remove(&(namespace.to_string(), name.to_string()));
+        let slot = self
+            .lock()
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned();
+        if let Some(rt) = slot.and_then(|s| s.try_lock().ok().and_then(|rt| rt.clone())) {
+            rt.stale.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Drop the runtimes, cached metrics and failure counts of ScaledObjects `keep`

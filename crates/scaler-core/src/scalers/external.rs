@@ -45,10 +45,13 @@ const TLS_CLIENT_KEY: Param = Param::new("tlsClientKey").from(&[Auth]).secret();
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// HTTP/2 pings on an idle connection, so a stream to a scaler that vanished (its host
-/// gone, no reset sent) is noticed and reopened.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// TCP keepalive, so a stream to a scaler that vanished (its host gone, no reset sent) is
+/// noticed and reopened: probes after a minute idle, every 10 s, 3 unanswered. Not HTTP/2
+/// pings, which grpc-go's servers (KEDA's scalers) answer with GOAWAY `too_many_pings`
+/// when sent more often than every 5 minutes.
+const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const TCP_KEEPALIVE_RETRIES: u32 = 3;
 /// KEDA's backoff between stream attempts: 2 s, doubled up to a minute, back to 2 s after
 /// a stream that ended cleanly or delivered an answer.
 pub const BACKOFF_FIRST: Duration = Duration::from_secs(2);
@@ -266,16 +269,19 @@ fn connect(key: &ConnKey, dials: Arc<AtomicU64>) -> Result<Connection, ScalerErr
     let endpoint = Endpoint::from_shared(format!("http://{authority}"))
         .map_err(|e| ScalerError::invalid("scalerAddress", e.to_string()))?
         .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-        .keep_alive_while_idle(true);
+        .tcp_nodelay(true);
     let connector = tower::service_fn(move |_: http::Uri| {
         let (host, tls, dials) = (host.clone(), tls.clone(), dials.clone());
         async move {
             dials.fetch_add(1, Ordering::Relaxed);
             let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
             tcp.set_nodelay(true)?;
+            socket2::SockRef::from(&tcp).set_tcp_keepalive(
+                &socket2::TcpKeepalive::new()
+                    .with_time(TCP_KEEPALIVE_IDLE)
+                    .with_interval(TCP_KEEPALIVE_INTERVAL)
+                    .with_retries(TCP_KEEPALIVE_RETRIES),
+            )?;
             let io: Box<dyn Io> = match tls {
                 Some((connector, name)) => Box::new(connector.connect(name, tcp).await?),
                 None => Box::new(tcp),
@@ -313,6 +319,21 @@ async fn bounded<T>(
             CALL_TIMEOUT.as_secs()
         ))),
     }
+}
+
+/// A stream's opening bounded by [`CALL_TIMEOUT`] (a scaler that takes the call and never
+/// answers it counts as failed, and is asked again after the backoff).
+async fn bounded_open<T>(
+    open: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<tonic::Response<T>, tonic::Status> {
+    tokio::time::timeout(CALL_TIMEOUT, open)
+        .await
+        .unwrap_or_else(|_| {
+            Err(tonic::Status::deadline_exceeded(format!(
+                "no answer within {}s",
+                CALL_TIMEOUT.as_secs()
+            )))
+        })
 }
 
 /// The target a metric spec gives: `targetSizeFloat` when above 0, else `targetSize`.
@@ -501,6 +522,26 @@ impl Scaler for ExternalScaler {
         &self.spec
     }
 
+    async fn spec_changed(&self) -> bool {
+        // Asked at every reconcile, as KEDA asks GetMetricSpec whenever it builds the HPA:
+        // a scaler without StreamMetricSpec changes its target this way. A failed call
+        // keeps the spec (the next reconcile asks again).
+        let mut client = ExternalScalerClient::new(self.conn.channel.clone());
+        let Ok(answer) = bounded(
+            &self.conn.address,
+            "GetMetricSpec",
+            client.get_metric_spec(self.reference.clone()),
+        )
+        .await
+        else {
+            return false;
+        };
+        answer.metric_specs.first().is_some_and(|s| {
+            s.metric_name != self.remote_name
+                || MilliQuantity::from_value(target_of(s)) != self.spec.target
+        })
+    }
+
     fn refresh_on_error(&self) -> bool {
         // The shared channel reconnects by itself; a new build would only ask
         // GetMetricSpec again of a scaler that just failed (or hung).
@@ -610,7 +651,8 @@ async fn stream_is_active(
     let opened_before = std::sync::atomic::AtomicBool::new(false);
     with_backoff(|| async {
         let mut client = ExternalScalerClient::new(conn.channel.clone());
-        let mut stream = match client.stream_is_active(reference.clone()).await {
+        let opened = bounded_open(client.stream_is_active(reference.clone())).await;
+        let mut stream = match opened {
             Ok(s) => {
                 if opened_before.swap(true, Ordering::Relaxed) {
                     send(Pushed::Reopened);
@@ -654,7 +696,8 @@ async fn stream_metric_spec(
 ) {
     with_backoff(|| async {
         let mut client = ExternalScalerClient::new(conn.channel.clone());
-        let mut stream = match client.stream_metric_spec(reference.clone()).await {
+        let opened = bounded_open(client.stream_metric_spec(reference.clone())).await;
+        let mut stream = match opened {
             Ok(s) => s.into_inner(),
             Err(status) if status.code() == tonic::Code::Unimplemented => {
                 debug!(scaledobject = %who, trigger, "the scaler has no StreamMetricSpec; its metric spec is read when the trigger is built");
@@ -670,11 +713,15 @@ async fn stream_metric_spec(
             match stream.message().await {
                 Ok(Some(answer)) => {
                     delivered = true;
-                    let now = answer
+                    // An answer without a spec says nothing new (and is not used).
+                    let Some(now) = answer
                         .metric_specs
                         .first()
-                        .map(|s| (s.metric_name.clone(), MilliQuantity::from_value(target_of(s))));
-                    if now.as_ref() != Some(&built) {
+                        .map(|s| (s.metric_name.clone(), MilliQuantity::from_value(target_of(s))))
+                    else {
+                        continue;
+                    };
+                    if now != built {
                         info!(scaledobject = %who, trigger, "the external scaler changed its metric spec; the trigger is built again and its HPA updated");
                         send(Pushed::SpecChanged);
                         // The rebuilt trigger opens a stream of its own.

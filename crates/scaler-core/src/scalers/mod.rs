@@ -177,6 +177,12 @@ pub trait Scaler: Send + Sync + fmt::Debug {
     fn refresh_on_error(&self) -> bool {
         true
     }
+
+    /// Whether the source now gives this trigger another metric (name or target) than the
+    /// one it was built with; asked at each reconcile. Only an external scaler's can change.
+    async fn spec_changed(&self) -> bool {
+        false
+    }
 }
 
 /// Authentication parameters resolved from a trigger's TriggerAuthentication.

@@ -41,6 +41,7 @@ struct State {
     pushes: Option<broadcast::Sender<(Option<String>, bool)>>,
     cut: Option<watch::Sender<u64>>,
     connections: AtomicU64,
+    closed: AtomicU64,
     calls: Mutex<BTreeMap<&'static str, u64>>,
     refs: Mutex<Vec<pb::ScaledObjectRef>>,
     metric_names: Mutex<Vec<String>>,
@@ -155,6 +156,7 @@ impl ExternalScaler for Service {
     ) -> Result<Response<Self::StreamIsActiveStream>, Status> {
         use futures::StreamExt;
         self.0.call("StreamIsActive", r.get_ref());
+        self.0.maybe_hang().await;
         let key = format!("{}/{}", r.get_ref().namespace, r.get_ref().name);
         let Some(pushes) = self.0.pushes.as_ref() else {
             return Err(Status::unavailable("not ready"));
@@ -316,6 +318,7 @@ impl TestScaler {
                 st.connections.fetch_add(1, Ordering::Relaxed);
                 let svc = svc.clone();
                 let acceptor = acceptor.clone();
+                let st2 = st.clone();
                 let task = tokio::spawn(async move {
                     let service = hyper_util::service::TowerToHyperService::new(svc);
                     let mut builder = hyper_util::server::conn::auto::Builder::new(
@@ -339,6 +342,7 @@ impl TestScaler {
                                 .await;
                         }
                     }
+                    st2.closed.fetch_add(1, Ordering::Relaxed);
                 });
                 conns
                     .lock()
@@ -384,7 +388,7 @@ impl TestScaler {
         }
     }
 
-    /// Make every call hang (or answer again).
+    /// Make every call, and every stream's opening, hang (or answer again).
     pub fn hang(&self, on: bool) {
         self.state.hang.store(on, Ordering::Relaxed);
     }
@@ -411,6 +415,11 @@ impl TestScaler {
     /// Connections accepted so far.
     pub fn connections(&self) -> u64 {
         self.state.connections.load(Ordering::Relaxed)
+    }
+
+    /// Connections the client closed (or that failed their handshake).
+    pub fn closed(&self) -> u64 {
+        self.state.closed.load(Ordering::Relaxed)
     }
 
     /// Streams open now.
