@@ -434,6 +434,12 @@ pub async fn run(
         {
             let key = (so.namespace().unwrap_or_default(), so.name_any());
             live.insert(key.clone());
+            if activation.is_some() && !accepted(so) {
+                // Not yet accepted by the reconcile (or rejected by it): its first poll
+                // comes right after it is, not a whole pollingInterval later (KEDA starts
+                // an object's loop after its first successful reconcile).
+                continue;
+            }
             let interval = runtimes.interval_of(so);
             let next = due.entry(key.clone()).or_insert(0);
             if now < *next {
