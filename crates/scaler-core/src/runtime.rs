@@ -415,20 +415,7 @@ impl Runtime {
                 Some(s) => s,
                 None => return self.failed(index, trigger_name),
             },
-            Some(Err(e)) => {
-                return TriggerSample {
-                    trigger_name,
-                    metric: String::new(),
-                    result: Err(e.to_string()),
-                }
-            }
-            None => {
-                return TriggerSample {
-                    trigger_name,
-                    metric: String::new(),
-                    result: Err(format!("no trigger {index}")),
-                }
-            }
+            _ => return self.failed(index, trigger_name),
         };
         let mut result = self.timed(&*scaler).await;
         if result.is_err() && scaler.refresh_on_error() {
