@@ -335,14 +335,22 @@ fn on_push(
     let key = ObjectRef::<ScaledObject>::new(&push.name).within(&push.namespace);
     let who = format!("{}/{}", push.namespace, push.name);
     let id = (push.namespace.clone(), push.name.clone(), push.trigger);
-    if push.pushed == Pushed::SpecChanged {
-        runtimes.invalidate(&push.namespace, &push.name);
-        activation.ctx.recheck(&push.namespace, &push.name);
-        return false;
-    }
     let Some(so) = store.get(&key) else {
         return false;
     };
+    if push.pushed == Pushed::SpecChanged {
+        // The trigger built again with its new spec (from what it was built from, no API
+        // read; on every replica, whose HPA reads need it), then its HPA reconciled.
+        let (runtimes, ctx) = (runtimes.clone(), activation.ctx.clone());
+        tokio::spawn(
+            async move {
+                runtimes.get(&so).await.refresh().await;
+                ctx.recheck(&push.namespace, &push.name);
+            }
+            .instrument(tracing::debug_span!("push", scaledobject = %who)),
+        );
+        return false;
+    }
     let before = last.get(&id).map(|(v, at)| (*v, at.elapsed()));
     let action = push_action(before, &push.pushed, so.spec.uses_modifiers());
     match (&push.pushed, action) {

@@ -273,8 +273,6 @@ pub struct Runtime {
     pools: Arc<Pools>,
     client: Option<kube::Client>,
     observer: Arc<dyn Observer>,
-    /// Set when a trigger's source changed what it was built from (its metric spec).
-    stale: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -313,7 +311,6 @@ impl Runtime {
             pools,
             client: inputs.client.cloned(),
             observer,
-            stale: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -685,9 +682,7 @@ impl Runtimes {
         let slot = self.lock().entry(key.clone()).or_default().clone();
         let mut slot = slot.lock().await;
         if let Some(rt) = slot.as_ref() {
-            if rt.stale.load(Ordering::Relaxed) {
-                debug!(scaledobject = %format!("{}/{}", key.0, key.1), "a trigger's metric spec changed: rebuilding its scalers");
-            } else if !rt.built_for(so) {
+            if !rt.built_for(so) {
                 debug!(scaledobject = %format!("{}/{}", key.0, key.1), "ScaledObject changed: rebuilding its scalers");
             } else if let Some(dep) = rt.stale_dep(&*self.versions) {
                 debug!(scaledobject = %format!("{}/{}", key.0, key.1), ?dep, "a dependency changed: rebuilding its scalers");
@@ -715,19 +710,6 @@ impl Runtimes {
         let rt = Arc::new(rt);
         *slot = Some(rt.clone());
         rt
-    }
-
-    /// Mark `namespace/name`'s runtime stale: the next use builds it afresh (its external
-    /// scaler changed its metric spec). A build under way is left to finish: it reads the
-    /// sources now.
-    pub fn invalidate(&self, namespace: &str, name: &str) {
-        let slot = self
-            .lock()
-            .get(&(namespace.to_string(), name.to_string()))
-            .cloned();
-        if let Some(rt) = slot.and_then(|s| s.try_lock().ok().and_then(|rt| rt.clone())) {
-            rt.stale.store(true, Ordering::Relaxed);
-        }
     }
 
     /// Drop the runtimes, cached metrics and failure counts of ScaledObjects `keep`

@@ -17,7 +17,7 @@
 //!   the [`PushSink`] at once.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -160,7 +160,6 @@ impl PushSink {
 #[derive(Default)]
 pub struct ExternalClients {
     conns: Mutex<HashMap<ConnKey, Weak<Connection>>>,
-    dials: Arc<AtomicU64>,
     /// Where `external-push` streams deliver.
     pub push: PushSink,
 }
@@ -172,11 +171,6 @@ impl std::fmt::Debug for ExternalClients {
 }
 
 impl ExternalClients {
-    /// How many connections have been opened (TCP connects, reconnects included).
-    pub fn dials(&self) -> u64 {
-        self.dials.load(Ordering::Relaxed)
-    }
-
     /// How many shared connections are in use.
     pub fn open(&self) -> usize {
         self.lock()
@@ -195,7 +189,7 @@ impl ExternalClients {
             return Ok(c);
         }
         conns.retain(|_, w| w.strong_count() > 0);
-        let c = Arc::new(connect(key, self.dials.clone())?);
+        let c = Arc::new(connect(key)?);
         conns.insert(key.clone(), Arc::downgrade(&c));
         Ok(c)
     }
@@ -236,7 +230,7 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
 
 /// A lazily connected channel for `key`: nothing is dialled until the first call, and a
 /// lost connection is dialled again by the next call.
-fn connect(key: &ConnKey, dials: Arc<AtomicU64>) -> Result<Connection, ScalerError> {
+fn connect(key: &ConnKey) -> Result<Connection, ScalerError> {
     let (host, port) = parse_address(&key.address)?;
     let tls = if key.tls {
         let mut config = crate::tls::client_config(&crate::tls::ClientSettings {
@@ -271,9 +265,8 @@ fn connect(key: &ConnKey, dials: Arc<AtomicU64>) -> Result<Connection, ScalerErr
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true);
     let connector = tower::service_fn(move |_: http::Uri| {
-        let (host, tls, dials) = (host.clone(), tls.clone(), dials.clone());
+        let (host, tls) = (host.clone(), tls.clone());
         async move {
-            dials.fetch_add(1, Ordering::Relaxed);
             let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
             tcp.set_nodelay(true)?;
             socket2::SockRef::from(&tcp).set_tcp_keepalive(
@@ -336,13 +329,30 @@ async fn bounded_open<T>(
         })
 }
 
+/// KEDA's reading of the protocol's number pairs: the float when above 0, else the
+/// (deprecated) integer.
+fn float_or_int(float: f64, int: i64) -> f64 {
+    if float > 0.0 {
+        float
+    } else {
+        int as f64
+    }
+}
+
 /// The target a metric spec gives: `targetSizeFloat` when above 0, else `targetSize`.
 fn target_of(spec: &pb::MetricSpec) -> f64 {
-    if spec.target_size_float > 0.0 {
-        spec.target_size_float
-    } else {
-        spec.target_size as f64
-    }
+    float_or_int(spec.target_size_float, spec.target_size)
+}
+
+/// The metric a `GetMetricSpec` answer names (its first spec): name and target, to
+/// compare with what a trigger was built with.
+fn announced(answer: &pb::GetMetricSpecResponse) -> Option<(String, MilliQuantity)> {
+    answer.metric_specs.first().map(|s| {
+        (
+            s.metric_name.clone(),
+            MilliQuantity::from_value(target_of(s)),
+        )
+    })
 }
 
 /// The value of a `GetMetrics` answer: each value's `metricValueFloat` when above 0, else
@@ -355,13 +365,7 @@ fn value_of(answer: &pb::GetMetricsResponse) -> Option<f64> {
         answer
             .metric_values
             .iter()
-            .map(|v| {
-                if v.metric_value_float > 0.0 {
-                    v.metric_value_float
-                } else {
-                    v.metric_value as f64
-                }
-            })
+            .map(|v| float_or_int(v.metric_value_float, v.metric_value))
             .sum(),
     )
 }
@@ -536,10 +540,7 @@ impl Scaler for ExternalScaler {
         else {
             return false;
         };
-        answer.metric_specs.first().is_some_and(|s| {
-            s.metric_name != self.remote_name
-                || MilliQuantity::from_value(target_of(s)) != self.spec.target
-        })
+        announced(&answer).is_some_and(|now| now != (self.remote_name.clone(), self.spec.target))
     }
 
     fn refresh_on_error(&self) -> bool {
@@ -586,18 +587,15 @@ fn start_streams(
     (namespace, name, trigger): (String, String, usize),
     built: (String, MilliQuantity),
 ) -> AbortOnDrop {
-    let send = {
-        let sink = sink.clone();
-        move |pushed: Pushed| {
-            // The receiver is gone only when eventscale is stopping.
-            let _ = sink.send(PushEvent {
-                namespace: namespace.clone(),
-                name: name.clone(),
-                trigger,
-                pushed,
-                at: Instant::now(),
-            });
-        }
+    let send = move |pushed: Pushed| {
+        // The receiver is gone only when eventscale is stopping.
+        let _ = sink.send(PushEvent {
+            namespace: namespace.clone(),
+            name: name.clone(),
+            trigger,
+            pushed,
+            at: Instant::now(),
+        });
     };
     let who = format!("{}/{}", reference.namespace, reference.name);
     let active = tokio::spawn(stream_is_active(
@@ -714,18 +712,11 @@ async fn stream_metric_spec(
                 Ok(Some(answer)) => {
                     delivered = true;
                     // An answer without a spec says nothing new (and is not used).
-                    let Some(now) = answer
-                        .metric_specs
-                        .first()
-                        .map(|s| (s.metric_name.clone(), MilliQuantity::from_value(target_of(s))))
-                    else {
-                        continue;
-                    };
-                    if now != built {
+                    if announced(&answer).is_some_and(|now| now != built) {
                         info!(scaledobject = %who, trigger, "the external scaler changed its metric spec; the trigger is built again and its HPA updated");
+                        // The trigger built again has streams of its own, and this one
+                        // ends with this scaler.
                         send(Pushed::SpecChanged);
-                        // The rebuilt trigger opens a stream of its own.
-                        return Ended::Unimplemented;
                     }
                 }
                 Ok(None) => return Ended::Healthy,
