@@ -109,11 +109,7 @@ async fn poll_and_act(
 ) {
     let started = Instant::now();
     let leading = *activation.leading.borrow();
-    let paused = !matches!(
-        scaler_core::activation::pause_of(so.annotations()),
-        Ok(scaler_core::activation::Pause::No)
-    );
-    let samples = if paused {
+    let samples = if paused(so) {
         Vec::new()
     } else {
         poll_once(runtimes, so, leading).await
@@ -126,7 +122,7 @@ async fn poll_and_act(
     let Some(so) = store.get(&ObjectRef::from_obj(so)) else {
         return;
     };
-    if so.metadata.deletion_timestamp.is_some() || !accepted(&so) {
+    if !actionable(&so) {
         return;
     }
     let health = runtimes
@@ -143,12 +139,39 @@ async fn poll_and_act(
         );
         return;
     }
+    act(activation, &so, &activity, &health, "activation").await;
+}
+
+/// Whether `so` carries a pause annotation (an invalid one included: the reconcile
+/// reports it, and nothing is scaled meanwhile).
+fn paused(so: &ScaledObject) -> bool {
+    !matches!(
+        scaler_core::activation::pause_of(so.annotations()),
+        Ok(scaler_core::activation::Pause::No)
+    )
+}
+
+/// Whether the scale loop may act on `so` as the store has it: not being deleted, and
+/// accepted by the reconcile.
+fn actionable(so: &ScaledObject) -> bool {
+    so.metadata.deletion_timestamp.is_none() && accepted(so)
+}
+
+/// Let the activator carry out `activity` for `so` while this replica leads; a failure
+/// (`what` failed) is logged and tried again at the next poll.
+async fn act(
+    activation: &Activation,
+    so: &ScaledObject,
+    activity: &scaler_core::poll::Activity,
+    health: &std::collections::BTreeMap<String, scaler_core::scaled_object::HealthStatus>,
+    what: &str,
+) {
     let leading = activation.leading.clone();
     let still_leading = move || *leading.borrow();
     if let Err(e) =
-        activator::scale::act(&activation.ctx, &so, &activity, &health, &still_leading).await
+        activator::scale::act(&activation.ctx, so, activity, health, &still_leading).await
     {
-        warn!(error = %e, "activation failed; retrying at the next poll");
+        warn!(error = %e, "{what} failed; retrying at the next poll");
     }
 }
 
@@ -221,11 +244,7 @@ async fn act_on_push(
     let gate = gate_of(gates, &so);
     let mut last_push = gate.lock().await;
     *last_push = Some(Instant::now());
-    let paused = !matches!(
-        scaler_core::activation::pause_of(so.annotations()),
-        Ok(scaler_core::activation::Pause::No)
-    );
-    if paused || so.metadata.deletion_timestamp.is_some() || !accepted(&so) {
+    if paused(&so) || !actionable(&so) {
         return;
     }
     let rt = runtimes.get(&so).await;
@@ -247,13 +266,7 @@ async fn act_on_push(
     let health = runtimes
         .health
         .snapshot(&so.namespace().unwrap_or_default(), &so.name_any());
-    let leading = activation.leading.clone();
-    let still_leading = move || *leading.borrow();
-    if let Err(e) =
-        activator::scale::act(&activation.ctx, &so, &activity, &health, &still_leading).await
-    {
-        warn!(error = %e, "activation on a push failed; retrying at the next poll");
-    }
+    act(activation, &so, &activity, &health, "activation on a push").await;
 }
 
 /// The next push, or never without a listener.
