@@ -4,14 +4,18 @@
 
 use std::time::Duration;
 
+use activator::target::{Target, TargetKinds};
 use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Patch, PatchParams};
 use kube::Api;
+use serde_json::json;
 
 use crate::cron::{hpa_api, raw_metric};
 use crate::kafka_support;
 use crate::workloads::{produce, setup, wait_for_condition};
 use crate::{
-    client, endpoint_ips, eventually, http, kubectl, wait_for_ready, wait_for_replicas, Namespace,
+    apply, client, deployment, endpoint_ips, eventually, http, kubectl, wait_for_ready,
+    wait_for_replicas, Namespace,
 };
 
 /// 1 → 0 while the lag is 0 (cooldownPeriod 0); lag 12 → activated to 1 by eventscale,
@@ -201,4 +205,43 @@ async fn pause_at_n_and_at_the_current_count_then_unpause() {
         },
     )
     .await;
+}
+
+/// eventscale's `/scale` write carries the resourceVersion of the `/scale` it read, and the
+/// real API server takes it as a precondition: a write decided on replicas that another
+/// writer (the HPA) has changed since is refused, so a lagging watch (an apiserver restart)
+/// never takes the HPA's replicas back. A fresh read then writes.
+#[tokio::test]
+async fn a_scale_write_over_a_changed_target_is_refused() {
+    let ns = Namespace::create("e2e-scale-precondition");
+    apply(&ns.0, &deployment("web", 0, &[]));
+    let so: scaler_core::ScaledObject = serde_json::from_value(json!({
+        "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+        "metadata": {"name": "web", "namespace": ns.0},
+        "spec": {"scaleTargetRef": {"name": "web"}, "triggers": []}
+    }))
+    .expect("ScaledObject");
+    let client = client().await;
+    let target = Target::resolve(&client, &TargetKinds::default(), &so)
+        .await
+        .expect("the Deployment resolves");
+    let read = target.read().await.expect("/scale read");
+    let deployments: Api<Deployment> = Api::namespaced(client, &ns.0);
+    deployments
+        .patch_scale(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 2}})),
+        )
+        .await
+        .expect("another writer scales to 2");
+    let written = target
+        .scale_from(&read, 1)
+        .await
+        .expect("a conflict, not an error");
+    assert!(!written, "written over replicas it did not read");
+    assert_eq!(target.replicas().await.expect("/scale"), 2);
+    let read = target.read().await.expect("/scale read");
+    assert!(target.scale_from(&read, 1).await.expect("written"));
+    assert_eq!(target.replicas().await.expect("/scale"), 1);
 }

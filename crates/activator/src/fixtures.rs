@@ -108,6 +108,19 @@ where
     w
 }
 
+/// A watch of scale targets that saw every target at the same replicas (or none).
+struct Watched(Option<i32>);
+
+impl scaler_core::runtime::Versions for Watched {
+    fn current(&self, _dep: &scaler_core::runtime::Dep) -> Option<scaler_core::runtime::Version> {
+        None
+    }
+
+    fn replicas(&self, _gvk: &str, _namespace: &str, _name: &str) -> Option<i32> {
+        self.0
+    }
+}
+
 /// The mocked API server's side: the next requests, in order.
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
@@ -123,12 +136,22 @@ pub struct Harness {
 impl Harness {
     /// Stores holding `sos` and `hpas`; Deployments already resolved, so no discovery.
     pub fn new(sos: Vec<ScaledObject>, hpas: Vec<DynamicObject>) -> Self {
+        Self::watching(sos, hpas, None)
+    }
+
+    /// As [`Harness::new`], with a watch of Deployments that saw the target at `replicas`
+    /// (`None`: no such watch, the target is read from `/scale`).
+    pub fn watching(
+        sos: Vec<ScaledObject>,
+        hpas: Vec<DynamicObject>,
+        replicas: Option<i32>,
+    ) -> Self {
         let (service, server) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let client = Client::new(service, NS);
         // Scalers built from no sources: the fixtures' ScaledObjects use no authentication.
         let runtimes = Arc::new(scaler_core::runtime::Runtimes::new(
             Arc::new(scaler_core::runtime::NoSourceFactory),
-            Arc::new(scaler_core::runtime::Unwatched),
+            Arc::new(Watched(replicas)),
             None,
             "eventscale".into(),
             Arc::new(scaler_core::runtime::Unobserved),
@@ -174,18 +197,54 @@ impl Harness {
         Result<kube::runtime::controller::Action, crate::Error>,
         Vec<Seen>,
     ) {
+        let reconciler = self.reconciler.clone();
+        self.scripted(
+            crate::reconcile(Arc::new(so.clone()), reconciler),
+            script,
+            "reconcile",
+        )
+        .await
+    }
+
+    /// Carry out one poll of `so` whose triggers are all `active`, as [`Harness::reconcile`]
+    /// does a reconcile.
+    pub async fn act(
+        &mut self,
+        so: &ScaledObject,
+        active: bool,
+        script: Vec<Expect>,
+    ) -> (Result<(), crate::Error>, Vec<Seen>) {
+        let activity = scaler_core::poll::Activity {
+            active,
+            error: false,
+            per_metric: std::collections::BTreeMap::from([("s0-cron".to_string(), active)]),
+        };
+        let reconciler = self.reconciler.clone();
+        let poll = async move {
+            crate::scale::act(
+                &reconciler.ctx,
+                so,
+                &activity,
+                &std::collections::BTreeMap::new(),
+                &|| true,
+            )
+            .await
+        };
+        self.scripted(poll, script, "poll").await
+    }
+
+    async fn scripted<T>(
+        &mut self,
+        work: impl std::future::Future<Output = T>,
+        script: Vec<Expect>,
+        what: &str,
+    ) -> (T, Vec<Seen>) {
         let mut seen = Vec::new();
         let expected: Vec<String> = script.iter().map(|e| e.to_string()).collect();
-        let run = async {
-            tokio::join!(
-                crate::reconcile(Arc::new(so.clone()), self.reconciler.clone()),
-                serve(&mut self.server, script, &mut seen)
-            )
-            .0
-        };
+        let run = async { tokio::join!(work, serve(&mut self.server, script, &mut seen)).0 };
         let result = tokio::time::timeout(Duration::from_secs(5), run).await;
         let Ok(result) = result else {
-            panic!("the reconcile hung or left the script unused: expected {expected:?}");
+            panic!("the {what} hung or left the script unused: expected {expected:?}");
         };
         // Anything the reconcile sent is answered by now, or it would not have returned.
         assert!(
@@ -236,9 +295,12 @@ fn hpa_path(name: &str) -> String {
     format!("/apis/autoscaling/v2/namespaces/ns/horizontalpodautoscalers/{name}")
 }
 
+/// The resourceVersion of every `/scale` the fixtures answer.
+pub const SCALE_VERSION: &str = "7";
+
 fn scale(replicas: i32) -> Value {
     json!({"apiVersion": "autoscaling/v1", "kind": "Scale",
-           "metadata": {"name": "web", "namespace": NS},
+           "metadata": {"name": "web", "namespace": NS, "resourceVersion": SCALE_VERSION},
            "spec": {"replicas": replicas}, "status": {"replicas": replicas}})
 }
 
@@ -300,6 +362,40 @@ impl Expect {
             method: Method::GET,
             path: SCALE_PATH.into(),
             answer: |_| (StatusCode::OK, scale(2)),
+        }
+    }
+
+    /// The target's `/scale` read: 0 replicas.
+    pub fn get_scale_0() -> Self {
+        Self {
+            method: Method::GET,
+            path: SCALE_PATH.into(),
+            answer: |_| (StatusCode::OK, scale(0)),
+        }
+    }
+
+    /// The target's `/scale` read: 3 replicas (the HPA's doing).
+    pub fn get_scale_3() -> Self {
+        Self {
+            method: Method::GET,
+            path: SCALE_PATH.into(),
+            answer: |_| (StatusCode::OK, scale(3)),
+        }
+    }
+
+    /// The target's `/scale` written with a resourceVersion that is no longer current.
+    pub fn patch_scale_conflict() -> Self {
+        Self {
+            method: Method::PATCH,
+            path: SCALE_PATH.into(),
+            answer: |_| {
+                (
+                    StatusCode::CONFLICT,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                           "reason": "Conflict", "code": 409,
+                           "message": "Operation cannot be fulfilled on deployments.apps \"web\": the object has been modified; please apply your changes to the latest version and try again"}),
+                )
+            },
         }
     }
 

@@ -21,7 +21,7 @@ use tracing::{debug, info, warn};
 
 use crate::events::{publish, EventReason};
 use crate::status::write_if_changed;
-use crate::target::Target;
+use crate::target::{desired, Target};
 use crate::{Context, Error};
 
 /// The inputs of KEDA's decision, read off the ScaledObject, the target and the poll.
@@ -216,6 +216,10 @@ pub fn next_status(
     status
 }
 
+/// How many times in one poll a `/scale` write that found the target changed is tried
+/// again on what it changed to.
+const MAX_SCALE_CONFLICTS: u32 = 3;
+
 /// Carry out one poll of `so`: decide, scale through `/scale` when the decision says so,
 /// and write what changed in the status.
 pub async fn act(
@@ -235,9 +239,15 @@ pub async fn act(
     };
     // The watch of the target's kind answers without a request; kinds it does not cover
     // are read from /scale.
-    let current = match ctx.runtimes.known_replicas(so) {
+    let mut fresh = None;
+    let mut current = match ctx.runtimes.known_replicas(so) {
         Some(n) => n,
-        None => target.replicas().await.map_err(Error::Target)?,
+        None => {
+            let scale = target.read().await.map_err(Error::Target)?;
+            let n = desired(&scale);
+            fresh = Some(scale);
+            n
+        }
     };
     let now = Utc::now();
     let key = last_active_key(so);
@@ -263,19 +273,22 @@ pub async fn act(
             None => None,
         }
     };
-    let input = match input(so, activity, current, now) {
+    let decide_at = |current: i32| match input(so, activity, current, now) {
         Ok(mut i) => {
-            // The cooldown counts from the last active poll this replica saw, when that is
-            // newer than what the status says.
+            // The cooldown counts from the last active poll this replica saw, when that
+            // is newer than what the status says.
             i.last_active = i.last_active.max(remembered);
-            i
+            let decision = activation::decide(&i);
+            Some((i, decision))
         }
         Err(e) => {
             debug!(error = %e, "invalid pause annotation; the reconcile reports it");
-            return Ok(());
+            None
         }
     };
-    let decision = activation::decide(&input);
+    let Some((mut input, mut decision)) = decide_at(current) else {
+        return Ok(());
+    };
     debug!(
         current,
         active = input.is_active,
@@ -283,11 +296,33 @@ pub async fn act(
         reason = decision.reason,
         "activation decision"
     );
-    if let Some(to) = decision.scale_to {
+    let mut conflicts = 0;
+    while let Some(to) = decision.scale_to {
         // Leadership may have been lost while the triggers were asked.
         if !still_leading() {
             debug!("no longer leading; not scaling");
             return Ok(());
+        }
+        // The decision rests on the watch's view of the target, which can lag (the watch
+        // reconnecting after an apiserver restart, the HPA's write not seen yet); the
+        // write rests on /scale as it is now, and is refused if it changes before.
+        let scale = match fresh.take() {
+            Some(s) => s,
+            None => target.read().await.map_err(Error::Target)?,
+        };
+        let live = desired(&scale);
+        if live != current {
+            debug!(
+                seen = current,
+                live, "the target's replicas changed since the watch saw them; deciding again"
+            );
+            current = live;
+            fresh = Some(scale);
+            let Some(again) = decide_at(current) else {
+                return Ok(());
+            };
+            (input, decision) = again;
+            continue;
         }
         let (reason, verb) = if to > current {
             (EventReason::KEDAScaleTargetActivated, "Scaled")
@@ -300,8 +335,8 @@ pub async fn act(
             so.namespace().unwrap_or_default(),
             target.name
         );
-        match target.scale(to).await {
-            Ok(()) => {
+        match target.scale_from(&scale, to).await {
+            Ok(true) => {
                 info!(
                     from = current,
                     to,
@@ -316,6 +351,23 @@ pub async fn act(
                     format!("{verb} {what}"),
                 )
                 .await;
+                break;
+            }
+            Ok(false) if conflicts < MAX_SCALE_CONFLICTS => {
+                conflicts += 1;
+                debug!(
+                    from = current,
+                    to, "the target changed while it was being scaled; reading it again"
+                );
+            }
+            Ok(false) => {
+                info!(
+                    from = current,
+                    to,
+                    conflicts,
+                    "the target kept changing while it was being scaled; the next poll decides again"
+                );
+                break;
             }
             Err(e) => {
                 warn!(error = %e, from = current, to, "scaling the target failed");
@@ -517,5 +569,125 @@ mod tests {
             .map(|c| c.status.clone());
         assert_eq!(fb.as_deref(), Some("True"));
         assert_eq!(next.health, Some(health));
+    }
+
+    /// One poll's writes against a scripted API server: `/scale` is written over the
+    /// resourceVersion just read, never over replicas the decision did not see.
+    mod writes {
+        use serde_json::json;
+
+        use crate::fixtures::{scaled_object, Expect, Harness, SCALE_VERSION};
+
+        fn at_zero() -> scaler_core::ScaledObject {
+            scaled_object(json!({"minReplicaCount": 0}), json!({}))
+        }
+
+        #[tokio::test]
+        async fn activation_writes_over_the_scale_it_read() {
+            let so = at_zero();
+            let mut h = Harness::new(vec![so.clone()], vec![]);
+            let (r, seen) = h
+                .act(
+                    &so,
+                    true,
+                    vec![
+                        Expect::get_scale_0(),
+                        Expect::patch_scale(),
+                        Expect::event(),
+                        Expect::patch_status(),
+                    ],
+                )
+                .await;
+            r.expect("poll");
+            let put = &seen[1].body;
+            assert_eq!(put["spec"]["replicas"], 1, "{put}");
+            assert_eq!(put["metadata"]["resourceVersion"], SCALE_VERSION, "{put}");
+            assert!(
+                seen[1].query.contains("fieldManager=eventscale"),
+                "{}",
+                seen[1].query
+            );
+        }
+
+        /// The watch still says 0 (it has not seen the HPA's 3, as after an apiserver
+        /// restart): the poll reads /scale before writing, and leaves the 3 alone.
+        #[tokio::test]
+        async fn a_stale_watch_never_takes_the_hpas_replicas_back() {
+            let so = at_zero();
+            let mut h = Harness::watching(vec![so.clone()], vec![], Some(0));
+            let (r, _) = h
+                .act(
+                    &so,
+                    true,
+                    vec![Expect::get_scale_3(), Expect::patch_status()],
+                )
+                .await;
+            r.expect("poll");
+        }
+
+        /// Deactivation the same way: the watch saw 2, the target is at 3 by now, and the
+        /// cooldown is over: 3 to 0, said as such.
+        #[tokio::test]
+        async fn deactivation_decides_on_the_replicas_it_writes_over() {
+            let so = scaled_object(
+                json!({"minReplicaCount": 0, "cooldownPeriod": 0}),
+                json!({}),
+            );
+            let mut h = Harness::watching(vec![so.clone()], vec![], Some(2));
+            let (r, seen) = h
+                .act(
+                    &so,
+                    false,
+                    vec![
+                        Expect::get_scale_3(),
+                        Expect::patch_scale(),
+                        Expect::event(),
+                        Expect::patch_status(),
+                    ],
+                )
+                .await;
+            r.expect("poll");
+            assert_eq!(seen[1].body["spec"]["replicas"], 0);
+            let note = seen[2].body["note"].as_str().unwrap_or_default();
+            assert!(note.contains("from 3 to 0"), "{}", seen[2].body);
+        }
+
+        /// Another writer between the read and the write: a conflict, then the target is
+        /// read again and decided on again.
+        #[tokio::test]
+        async fn a_conflict_reads_the_target_again() {
+            let so = at_zero();
+            let mut h = Harness::watching(vec![so.clone()], vec![], Some(0));
+            let (r, seen) = h
+                .act(
+                    &so,
+                    true,
+                    vec![
+                        Expect::get_scale_0(),
+                        Expect::patch_scale_conflict(),
+                        Expect::get_scale_3(),
+                        Expect::patch_status(),
+                    ],
+                )
+                .await;
+            r.expect("poll");
+            assert_eq!(seen[1].body["spec"]["replicas"], 1);
+        }
+
+        /// A target that changes at every write is given up on after a few tries, with
+        /// no error (the next poll decides again) and no Event claiming a scale.
+        #[tokio::test]
+        async fn a_target_that_keeps_changing_is_left_to_the_next_poll() {
+            let so = at_zero();
+            let mut h = Harness::watching(vec![so.clone()], vec![], Some(0));
+            let mut script = vec![];
+            for _ in 0..=super::super::MAX_SCALE_CONFLICTS {
+                script.push(Expect::get_scale_0());
+                script.push(Expect::patch_scale_conflict());
+            }
+            script.push(Expect::patch_status());
+            let (r, _) = h.act(&so, true, script).await;
+            r.expect("poll");
+        }
     }
 }

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use k8s_openapi::api::autoscaling::v1::Scale;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use scaler_core::gvk::Gvk;
@@ -125,8 +126,34 @@ impl Target {
 
     /// The replicas `/scale` reports as desired (`spec.replicas`).
     pub async fn replicas(&self) -> Result<i32, TargetError> {
-        let scale = self.api.get_scale(&self.name).await?;
-        Ok(scale.spec.and_then(|s| s.replicas).unwrap_or(0))
+        Ok(desired(&self.read().await?))
+    }
+
+    /// The target's `/scale` as the API server holds it now.
+    pub async fn read(&self) -> Result<Scale, TargetError> {
+        Ok(self.api.get_scale(&self.name).await?)
+    }
+
+    /// Set `spec.replicas` to `to` only if the target has not changed since `scale` was
+    /// read ([`Target::read`]): the merge patch carries `scale`'s resourceVersion, which
+    /// the API server takes as a precondition, so a writer in between (the HPA, a user)
+    /// makes it a conflict, answered `Ok(false)`, and its replicas are never overwritten by
+    /// a decision made on what it replaced.
+    pub async fn scale_from(&self, scale: &Scale, to: i32) -> Result<bool, TargetError> {
+        let patch = serde_json::json!({
+            "metadata": { "resourceVersion": scale.metadata.resource_version },
+            "spec": { "replicas": to },
+        });
+        let params = PatchParams::apply(MANAGER);
+        match self
+            .api
+            .patch_scale(&self.name, &params, &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(status)) if status.is_conflict() => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Set `spec.replicas` through `/scale`.
@@ -141,4 +168,9 @@ impl Target {
             .await?;
         Ok(())
     }
+}
+
+/// The replicas a `/scale` asks for (`spec.replicas`; absent is 0).
+pub fn desired(scale: &Scale) -> i32 {
+    scale.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0)
 }
