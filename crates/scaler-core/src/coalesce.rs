@@ -10,9 +10,13 @@ use std::sync::{Arc, Mutex};
 
 use futures::future::{BoxFuture, FutureExt, Shared};
 
-/// A call in flight: its id (to tell it from a later call under the same key) and its
-/// shared future.
-type Inflight<V> = (u64, Shared<BoxFuture<'static, V>>);
+/// A call in flight: its id (to tell it from a later call under the same key), its shared
+/// future, and when the task driving it is done.
+type Inflight<V> = (
+    u64,
+    Shared<BoxFuture<'static, V>>,
+    Shared<BoxFuture<'static, ()>>,
+);
 
 /// In-flight calls by key.
 pub struct Coalescer<K, V: Clone> {
@@ -53,10 +57,10 @@ where
     where
         F: Future<Output = V> + Send + 'static,
     {
-        let (shared, joined) = {
+        let (shared, done, joined) = {
             let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
             match map.get(&key) {
-                Some((_, s)) => (s.clone(), true),
+                Some((_, s, d)) => (s.clone(), d.clone(), true),
                 None => {
                     let id = self
                         .next_id
@@ -86,23 +90,33 @@ where
                     }
                     .boxed()
                     .shared();
-                    // Driven to its end on its own task: if every caller is cancelled (HPA
-                    // reads whose clients went away), the call still finishes and forgets
-                    // itself instead of staying half done in the map, holding whatever it
-                    // holds (a broker connection) until someone asks the same again.
-                    tokio::spawn(shared.clone().map(drop));
-                    map.insert(key, (id, shared.clone()));
-                    (shared, false)
+                    // Driven to its end on its own task, and only there: if every caller is
+                    // cancelled (HPA reads whose clients went away), the call still finishes
+                    // and forgets itself instead of staying half done in the map, holding
+                    // whatever it holds (a broker connection) until someone asks the same
+                    // again. And a caller never runs the call inside its own poll: a call
+                    // whose answers are already waiting on its sockets could finish there,
+                    // before the callers polled next to it (a `join_all`, a round of polls)
+                    // arrive, and each of them would start the same call again.
+                    let done = tokio::spawn(shared.clone().map(drop))
+                        .map(drop)
+                        .boxed()
+                        .shared();
+                    map.insert(key, (id, shared.clone(), done.clone()));
+                    (shared, done, false)
                 }
             }
         };
+        // Done or gone (its runtime shutting down): either way the answer is one poll away,
+        // driven here in the second case.
+        done.await;
         (shared.await, joined)
     }
 
     /// Remove `key`'s call if it is still call `id` (not a later one under the same key).
     fn forget(&self, key: &K, id: u64) {
         let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-        if map.get(key).is_some_and(|(i, _)| *i == id) {
+        if map.get(key).is_some_and(|(i, _, _)| *i == id) {
             map.remove(key);
         }
     }
@@ -156,6 +170,27 @@ mod tests {
             })
             .await;
         assert_eq!((v, j, calls.load(Ordering::SeqCst)), (7, false, 2));
+    }
+
+    /// A call that finishes the moment it is first polled (its answers already waiting on
+    /// its sockets, as on a loaded machine) is still one call for callers polled side by
+    /// side: none of them runs it inside its own poll.
+    #[tokio::test]
+    async fn a_call_that_never_waits_is_still_shared_by_callers_polled_together() {
+        let c: Arc<Coalescer<&'static str, u32>> = Arc::new(Coalescer::default());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let answers = futures::future::join_all((0..20).map(|_| {
+            let calls = calls.clone();
+            c.run("q", async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                42
+            })
+        }))
+        .await;
+        assert!(answers.iter().all(|(v, _)| *v == 42));
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "one call for 20 callers");
+        assert_eq!(answers.iter().filter(|(_, joined)| *joined).count(), 19);
+        assert_eq!(c.in_flight(), 0);
     }
 
     #[tokio::test]
