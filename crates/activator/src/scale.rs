@@ -576,32 +576,49 @@ mod tests {
     mod writes {
         use serde_json::json;
 
-        use crate::fixtures::{scaled_object, Expect, Harness, SCALE_VERSION};
+        use scaler_core::ScaledObject;
 
-        fn at_zero() -> scaler_core::ScaledObject {
+        use crate::fixtures::{scaled_object, Expect, Harness, Seen, SCALE_VERSION};
+
+        fn at_zero() -> ScaledObject {
             scaled_object(json!({"minReplicaCount": 0}), json!({}))
+        }
+
+        /// One poll of `so` whose triggers are all `active`, the watch having seen the
+        /// target at `watched`, while the API server answers `script`: the requests seen.
+        async fn poll(
+            so: &ScaledObject,
+            watched: Option<i32>,
+            active: bool,
+            script: Vec<Expect>,
+        ) -> Vec<Seen> {
+            let mut h = Harness::watching(vec![so.clone()], vec![], watched);
+            let (r, seen) = h.act(so, active, script).await;
+            r.expect("poll");
+            seen
         }
 
         #[tokio::test]
         async fn activation_writes_over_the_scale_it_read() {
             let so = at_zero();
-            let mut h = Harness::new(vec![so.clone()], vec![]);
-            let (r, seen) = h
-                .act(
-                    &so,
-                    true,
-                    vec![
-                        Expect::get_scale_0(),
-                        Expect::patch_scale(),
-                        Expect::event(),
-                        Expect::patch_status(),
-                    ],
-                )
-                .await;
-            r.expect("poll");
-            let put = &seen[1].body;
-            assert_eq!(put["spec"]["replicas"], 1, "{put}");
-            assert_eq!(put["metadata"]["resourceVersion"], SCALE_VERSION, "{put}");
+            let seen = poll(
+                &so,
+                None,
+                true,
+                vec![
+                    Expect::get_scale_0(),
+                    Expect::patch_scale(),
+                    Expect::event(),
+                    Expect::patch_status(),
+                ],
+            )
+            .await;
+            let patch = &seen[1].body;
+            assert_eq!(patch["spec"]["replicas"], 1, "{patch}");
+            assert_eq!(
+                patch["metadata"]["resourceVersion"], SCALE_VERSION,
+                "{patch}"
+            );
             assert!(
                 seen[1].query.contains("fieldManager=eventscale"),
                 "{}",
@@ -614,15 +631,13 @@ mod tests {
         #[tokio::test]
         async fn a_stale_watch_never_takes_the_hpas_replicas_back() {
             let so = at_zero();
-            let mut h = Harness::watching(vec![so.clone()], vec![], Some(0));
-            let (r, _) = h
-                .act(
-                    &so,
-                    true,
-                    vec![Expect::get_scale_3(), Expect::patch_status()],
-                )
-                .await;
-            r.expect("poll");
+            poll(
+                &so,
+                Some(0),
+                true,
+                vec![Expect::get_scale_3(), Expect::patch_status()],
+            )
+            .await;
         }
 
         /// Deactivation the same way: the watch saw 2, the target is at 3 by now, and the
@@ -633,20 +648,18 @@ mod tests {
                 json!({"minReplicaCount": 0, "cooldownPeriod": 0}),
                 json!({}),
             );
-            let mut h = Harness::watching(vec![so.clone()], vec![], Some(2));
-            let (r, seen) = h
-                .act(
-                    &so,
-                    false,
-                    vec![
-                        Expect::get_scale_3(),
-                        Expect::patch_scale(),
-                        Expect::event(),
-                        Expect::patch_status(),
-                    ],
-                )
-                .await;
-            r.expect("poll");
+            let seen = poll(
+                &so,
+                Some(2),
+                false,
+                vec![
+                    Expect::get_scale_3(),
+                    Expect::patch_scale(),
+                    Expect::event(),
+                    Expect::patch_status(),
+                ],
+            )
+            .await;
             assert_eq!(seen[1].body["spec"]["replicas"], 0);
             let note = seen[2].body["note"].as_str().unwrap_or_default();
             assert!(note.contains("from 3 to 0"), "{}", seen[2].body);
@@ -657,20 +670,18 @@ mod tests {
         #[tokio::test]
         async fn a_conflict_reads_the_target_again() {
             let so = at_zero();
-            let mut h = Harness::watching(vec![so.clone()], vec![], Some(0));
-            let (r, seen) = h
-                .act(
-                    &so,
-                    true,
-                    vec![
-                        Expect::get_scale_0(),
-                        Expect::patch_scale_conflict(),
-                        Expect::get_scale_3(),
-                        Expect::patch_status(),
-                    ],
-                )
-                .await;
-            r.expect("poll");
+            let seen = poll(
+                &so,
+                Some(0),
+                true,
+                vec![
+                    Expect::get_scale_0(),
+                    Expect::patch_scale_conflict(),
+                    Expect::get_scale_3(),
+                    Expect::patch_status(),
+                ],
+            )
+            .await;
             assert_eq!(seen[1].body["spec"]["replicas"], 1);
         }
 
@@ -679,15 +690,13 @@ mod tests {
         #[tokio::test]
         async fn a_target_that_keeps_changing_is_left_to_the_next_poll() {
             let so = at_zero();
-            let mut h = Harness::watching(vec![so.clone()], vec![], Some(0));
             let mut script = vec![];
             for _ in 0..=super::super::MAX_SCALE_CONFLICTS {
                 script.push(Expect::get_scale_0());
                 script.push(Expect::patch_scale_conflict());
             }
             script.push(Expect::patch_status());
-            let (r, _) = h.act(&so, true, script).await;
-            r.expect("poll");
+            poll(&so, Some(0), true, script).await;
         }
     }
 }
