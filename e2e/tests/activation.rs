@@ -241,7 +241,16 @@ async fn a_scale_write_over_a_changed_target_is_refused() {
         .expect("a conflict, not an error");
     assert!(!written, "written over replicas it did not read");
     assert_eq!(target.replicas().await.expect("/scale"), 2);
-    let read = target.read().await.expect("/scale read");
-    assert!(target.scale_from(&read, 1).await.expect("written"));
+    // A fresh read writes; the Deployment's controller updates its status (and so its
+    // resourceVersion) while its pods come up, so that too may take another read.
+    eventually(
+        Duration::from_secs(30),
+        "a write over a fresh /scale read",
+        || async {
+            let read = target.read().await.ok()?;
+            target.scale_from(&read, 1).await.ok()?.then_some(())
+        },
+    )
+    .await;
     assert_eq!(target.replicas().await.expect("/scale"), 1);
 }
