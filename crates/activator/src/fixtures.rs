@@ -295,6 +295,15 @@ fn hpa_path(name: &str) -> String {
     format!("/apis/autoscaling/v2/namespaces/ns/horizontalpodautoscalers/{name}")
 }
 
+/// A metav1.Status failure answer.
+fn failure(code: StatusCode, reason: &str, message: &str) -> (StatusCode, Value) {
+    (
+        code,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+               "reason": reason, "code": code.as_u16(), "message": message}),
+    )
+}
+
 /// The resourceVersion of every `/scale` the fixtures answer.
 pub const SCALE_VERSION: &str = "7";
 
@@ -356,75 +365,58 @@ impl Expect {
         }
     }
 
+    /// A request to the target's `/scale`, answered by `answer`.
+    fn on_scale(method: Method, answer: fn(&Value) -> (StatusCode, Value)) -> Self {
+        Self {
+            method,
+            path: SCALE_PATH.into(),
+            answer,
+        }
+    }
+
     /// The target's `/scale` read: 2 replicas.
     pub fn get_scale_2() -> Self {
-        Self {
-            method: Method::GET,
-            path: SCALE_PATH.into(),
-            answer: |_| (StatusCode::OK, scale(2)),
-        }
+        Self::on_scale(Method::GET, |_| (StatusCode::OK, scale(2)))
     }
 
     /// The target's `/scale` read: 0 replicas.
     pub fn get_scale_0() -> Self {
-        Self {
-            method: Method::GET,
-            path: SCALE_PATH.into(),
-            answer: |_| (StatusCode::OK, scale(0)),
-        }
+        Self::on_scale(Method::GET, |_| (StatusCode::OK, scale(0)))
     }
 
     /// The target's `/scale` read: 3 replicas (the HPA's doing).
     pub fn get_scale_3() -> Self {
-        Self {
-            method: Method::GET,
-            path: SCALE_PATH.into(),
-            answer: |_| (StatusCode::OK, scale(3)),
-        }
+        Self::on_scale(Method::GET, |_| (StatusCode::OK, scale(3)))
     }
 
     /// The target's `/scale` written with a resourceVersion that is no longer current.
     pub fn patch_scale_conflict() -> Self {
-        Self {
-            method: Method::PATCH,
-            path: SCALE_PATH.into(),
-            answer: |_| {
-                (
-                    StatusCode::CONFLICT,
-                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                           "reason": "Conflict", "code": 409,
-                           "message": "Operation cannot be fulfilled on deployments.apps \"web\": the object has been modified; please apply your changes to the latest version and try again"}),
-                )
-            },
-        }
+        Self::on_scale(Method::PATCH, |_| {
+            failure(
+                StatusCode::CONFLICT,
+                "Conflict",
+                "Operation cannot be fulfilled on deployments.apps \"web\": the object has been modified; please apply your changes to the latest version and try again",
+            )
+        })
     }
 
     /// The target's `/scale` read: no such Deployment.
     pub fn get_scale_not_found() -> Self {
-        Self {
-            method: Method::GET,
-            path: SCALE_PATH.into(),
-            answer: |_| {
-                (
-                    StatusCode::NOT_FOUND,
-                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                           "reason": "NotFound", "code": 404,
-                           "message": "deployments.apps \"web\" not found"}),
-                )
-            },
-        }
+        Self::on_scale(Method::GET, |_| {
+            failure(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "deployments.apps \"web\" not found",
+            )
+        })
     }
 
     /// The target's `/scale` written.
     pub fn patch_scale() -> Self {
-        Self {
-            method: Method::PATCH,
-            path: SCALE_PATH.into(),
-            answer: |body| {
-                let n = body["spec"]["replicas"].as_i64().unwrap_or(0);
-                (StatusCode::OK, scale(n as i32))
-            },
-        }
+        Self::on_scale(Method::PATCH, |body| {
+            let n = body["spec"]["replicas"].as_i64().unwrap_or(0);
+            (StatusCode::OK, scale(n as i32))
+        })
     }
 
     /// HPA `name` applied: answered with what was sent, stored.

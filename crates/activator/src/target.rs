@@ -144,12 +144,7 @@ impl Target {
             "metadata": { "resourceVersion": scale.metadata.resource_version },
             "spec": { "replicas": to },
         });
-        let params = PatchParams::apply(MANAGER);
-        match self
-            .api
-            .patch_scale(&self.name, &params, &Patch::Merge(&patch))
-            .await
-        {
+        match self.patch(&patch).await {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(status)) if status.is_conflict() => Ok(false),
             Err(e) => Err(e.into()),
@@ -158,15 +153,20 @@ impl Target {
 
     /// Set `spec.replicas` through `/scale`.
     pub async fn scale(&self, replicas: i32) -> Result<(), TargetError> {
-        let patch = serde_json::json!({ "spec": { "replicas": replicas } });
+        self.patch(&serde_json::json!({ "spec": { "replicas": replicas } }))
+            .await?;
+        Ok(())
+    }
+
+    /// Merge `patch` into `/scale` as eventscale's field manager.
+    async fn patch(&self, patch: &serde_json::Value) -> Result<Scale, kube::Error> {
         self.api
             .patch_scale(
                 &self.name,
                 &PatchParams::apply(MANAGER),
-                &Patch::Merge(&patch),
+                &Patch::Merge(patch),
             )
-            .await?;
-        Ok(())
+            .await
     }
 }
 
