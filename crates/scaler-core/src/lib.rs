@@ -18,6 +18,7 @@ pub mod go_dsn;
 pub mod go_duration;
 pub mod gvk;
 pub mod hpa;
+pub mod http_scaled_object;
 pub mod idle_map;
 pub mod kafka;
 pub mod label_selector;
