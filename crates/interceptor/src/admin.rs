@@ -1,0 +1,113 @@
+//! The admin port: `/queue` (the counts, in the shape the walkthrough shows,
+//! `{"default/go-helloworld":0}`, or per route in detail with `?detailed=true`), `/livez`,
+//! `/readyz` and `/metrics`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use serde::Serialize;
+
+use crate::body::{self, ProxyBody};
+use crate::Shared;
+
+/// One route's counts in `/queue?detailed=true`.
+#[derive(Debug, Serialize, serde::Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct QueueDetail {
+    /// Requests in flight, held ones included (what a concurrency route scales on).
+    pub concurrency: u64,
+    /// Requests routed since the interceptor started.
+    pub request_count: u64,
+    /// Requests per second over the route's window (a request-rate route).
+    pub request_rate: f64,
+    /// Requests waiting for a ready endpoint.
+    pub held: u64,
+    /// Ready endpoints of the route's Service.
+    pub ready_endpoints: usize,
+}
+
+/// The counts of every route, in detail.
+pub fn queue_detail(shared: &Shared) -> BTreeMap<String, QueueDetail> {
+    shared
+        .routes
+        .load()
+        .by_key
+        .iter()
+        .map(|(k, r)| {
+            (
+                k.clone(),
+                QueueDetail {
+                    concurrency: r.counts.in_flight(),
+                    request_count: r.counts.requests(),
+                    request_rate: r.counts.rate(),
+                    held: r.counts.held(),
+                    ready_endpoints: r.pool.backends().len(),
+                },
+            )
+        })
+        .collect()
+}
+
+fn json(status: StatusCode, value: &impl Serialize) -> Response<ProxyBody> {
+    let bytes = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    let mut r = Response::new(body::text(bytes));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn text(status: StatusCode, s: &'static str) -> Response<ProxyBody> {
+    let mut r = Response::new(body::text(s));
+    *r.status_mut() = status;
+    r
+}
+
+/// Answers one admin request.
+pub fn handle<B>(shared: &Arc<Shared>, req: &Request<B>) -> Response<ProxyBody> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    }
+    match req.uri().path() {
+        "/queue" => {
+            let detailed = req.uri().query().is_some_and(|q| {
+                q.split('&')
+                    .any(|p| p == "detailed=true" || p == "detailed")
+            });
+            let detail = queue_detail(shared);
+            if detailed {
+                json(StatusCode::OK, &detail)
+            } else {
+                let simple: BTreeMap<_, _> = detail
+                    .into_iter()
+                    .map(|(k, d)| (k, d.concurrency))
+                    .collect();
+                json(StatusCode::OK, &simple)
+            }
+        }
+        "/livez" => text(StatusCode::OK, "ok\n"),
+        "/readyz" if shared.ready() => text(StatusCode::OK, "ok\n"),
+        "/readyz" if shared.draining.load(std::sync::atomic::Ordering::Acquire) => {
+            text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+        }
+        "/readyz" => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "routes, Services and Endpoints not listed yet\n",
+        ),
+        "/metrics" => {
+            let out = shared.telemetry.render(&shared.routes.load());
+            let mut r = Response::new(body::text(out));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            r
+        }
+        _ => text(StatusCode::NOT_FOUND, "Not Found\n"),
+    }
+}
