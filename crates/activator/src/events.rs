@@ -1,8 +1,8 @@
-//! The Kubernetes Events the activator publishes about ScaledObjects, with KEDA's reasons.
+//! The Kubernetes Events the activator publishes about ScaledObjects (with KEDA's reasons)
+//! and HTTPScaledObjects (with the HTTP add-on's).
 
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::Resource;
-use scaler_core::ScaledObject;
 use tracing::warn;
 
 /// An Event's `reason`, as KEDA names them.
@@ -25,6 +25,10 @@ pub enum EventReason {
     KEDAScaleTargetActivationFailed,
     /// Scaling to zero failed.
     KEDAScaleTargetDeactivationFailed,
+    /// An HTTPScaledObject's ScaledObject is in line with it.
+    HTTPScaledObjectReconciled,
+    /// An HTTPScaledObject is invalid or its ScaledObject could not be written.
+    HTTPScaledObjectCreateError,
 }
 
 impl EventReason {
@@ -39,15 +43,17 @@ impl EventReason {
             Self::KEDAScaleTargetDeactivated => "KEDAScaleTargetDeactivated",
             Self::KEDAScaleTargetActivationFailed => "KEDAScaleTargetActivationFailed",
             Self::KEDAScaleTargetDeactivationFailed => "KEDAScaleTargetDeactivationFailed",
+            Self::HTTPScaledObjectReconciled => "Reconciled",
+            Self::HTTPScaledObjectCreateError => "CreateError",
         }
     }
 }
 
 /// Publish an Event about `so`; a failure is logged, not returned (an Event is a
 /// courtesy, never a reason to retry the work it reports).
-pub(crate) async fn publish(
+pub(crate) async fn publish<K: Resource<DynamicType = ()>>(
     recorder: &Recorder,
-    so: &ScaledObject,
+    so: &K,
     type_: EventType,
     reason: EventReason,
     note: String,

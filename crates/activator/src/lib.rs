@@ -9,6 +9,7 @@
 //! out. At steady state the plan is empty and the reconcile sends no request.
 
 pub mod events;
+pub mod http;
 pub mod leader;
 mod plan;
 pub mod scale;

@@ -12,6 +12,52 @@ use k8s_openapi::api::core::v1::{Endpoints, Service};
 use kube::ResourceExt;
 use scaler_core::http_scaled_object::{PortRef, ServiceRef};
 use tokio::sync::watch;
+use tracing::warn;
+
+/// A block of addresses, `10.244.0.0/24` or `fd00::/8`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    net: IpAddr,
+    prefix: u8,
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not an address block such as 10.244.0.0/24");
+        let (ip, prefix) = s.trim().split_once('/').ok_or_else(bad)?;
+        let net: IpAddr = ip.parse().map_err(|_| bad())?;
+        let prefix: u8 = prefix.parse().map_err(|_| bad())?;
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        if prefix > max {
+            return Err(bad());
+        }
+        Ok(Self { net, prefix })
+    }
+}
+
+impl Cidr {
+    /// Whether `ip` is inside the block.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        match (self.net, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
 
 /// How long a backend that refused a connection is passed over.
 pub const EJECTION: Duration = Duration::from_secs(2);
@@ -168,6 +214,9 @@ struct Known {
 #[derive(Debug, Default)]
 pub struct Directory {
     inner: Mutex<DirectoryInner>,
+    /// When not empty, the only addresses requests may go to; Endpoints naming others are
+    /// not followed (a guard: an Endpoints object can name any address).
+    allowed: Vec<Cidr>,
 }
 
 #[derive(Debug, Default)]
@@ -181,6 +230,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Directory {
+    /// A directory whose pools hold only addresses inside `allowed` (all when empty).
+    pub fn with_allowed(allowed: Vec<Cidr>) -> Self {
+        Self {
+            inner: Mutex::default(),
+            allowed,
+        }
+    }
+
     /// The pool of a Service port, made when first asked for; it lives while a route
     /// holds it.
     pub fn pool(&self, service: &ServiceRef) -> Arc<Pool> {
@@ -190,7 +247,11 @@ impl Directory {
         }
         let pool = Arc::new(Pool::new());
         let key = (service.namespace.clone(), service.name.clone());
-        pool.set(&ready_addresses(inner.known.get(&key), &service.port));
+        pool.set(&ready_addresses(
+            inner.known.get(&key),
+            &service.port,
+            &self.allowed,
+        ));
         inner.pools.retain(|_, p| p.strong_count() > 0);
         inner.pools.insert(service.clone(), Arc::downgrade(&pool));
         pool
@@ -234,7 +295,7 @@ impl Directory {
             if k.endpoints.is_some() && !keep(&key.0, &key.1, false) {
                 k.endpoints = None;
             }
-            Self::refresh(&mut inner, &key);
+            Self::refresh(&mut inner, &key, &self.allowed);
         }
     }
 
@@ -242,15 +303,15 @@ impl Directory {
         let mut inner = lock(&self.inner);
         let key = (namespace, name);
         f(inner.known.entry(key.clone()).or_default());
-        Self::refresh(&mut inner, &key);
+        Self::refresh(&mut inner, &key, &self.allowed);
     }
 
-    fn refresh(inner: &mut DirectoryInner, key: &(String, String)) {
+    fn refresh(inner: &mut DirectoryInner, key: &(String, String), allowed: &[Cidr]) {
         let known = inner.known.get(key);
         for (sref, pool) in &inner.pools {
             if sref.namespace == key.0 && sref.name == key.1 {
                 if let Some(pool) = pool.upgrade() {
-                    pool.set(&ready_addresses(known, &sref.port));
+                    pool.set(&ready_addresses(known, &sref.port, allowed));
                 }
             }
         }
@@ -262,7 +323,7 @@ impl Directory {
 
 /// The ready addresses of a Service port: the Service names the port (by number or name),
 /// the Endpoints carry the pods' addresses and the port's number on them.
-fn ready_addresses(known: Option<&Known>, port: &PortRef) -> Vec<SocketAddr> {
+fn ready_addresses(known: Option<&Known>, port: &PortRef, allowed: &[Cidr]) -> Vec<SocketAddr> {
     let Some(Known {
         service: Some(service),
         endpoints: Some(endpoints),
@@ -292,9 +353,18 @@ fn ready_addresses(known: Option<&Known>, port: &PortRef) -> Vec<SocketAddr> {
             continue;
         };
         for a in subset.addresses.iter().flatten() {
-            if let Ok(ip) = a.ip.parse::<IpAddr>() {
-                out.push(SocketAddr::new(ip, number));
+            let Ok(ip) = a.ip.parse::<IpAddr>() else {
+                continue;
+            };
+            if !allowed.is_empty() && !allowed.iter().any(|c| c.contains(ip)) {
+                warn!(
+                    endpoints = %format!("{}/{}", endpoints.metadata.namespace.as_deref().unwrap_or_default(), endpoints.metadata.name.as_deref().unwrap_or_default()),
+                    address = %ip,
+                    "not followed: the address is outside the interceptor's backend address blocks"
+                );
+                continue;
             }
+            out.push(SocketAddr::new(ip, number));
         }
     }
     out.sort();
@@ -410,6 +480,41 @@ pub(crate) mod tests {
         assert!(d.pool(&sref(PortRef::Number(81))).backends().is_empty());
         d.delete_endpoints("ns", "web");
         assert!(!by_number.is_ready());
+    }
+
+    #[test]
+    fn addresses_outside_the_allowed_blocks_are_not_followed() {
+        let d = Directory::with_allowed(vec![
+            "10.244.0.0/24".parse().expect("a block"),
+            "127.0.0.0/8".parse().expect("a block"),
+        ]);
+        d.apply_service(&service("ns", "web", &[("http", 80)]));
+        d.apply_endpoints(&endpoints(
+            "ns",
+            "web",
+            &[
+                "10.244.0.7",
+                "192.0.2.1",
+                "169.254.169.254",
+                "10.244.1.1",
+                "127.0.0.5",
+            ],
+            &[],
+            &[("http", 8080)],
+        ));
+        assert_eq!(
+            addrs(&d.pool(&sref(PortRef::Number(80)))),
+            ["10.244.0.7:8080", "127.0.0.5:8080"]
+        );
+        let c: Cidr = "fd00::/8".parse().expect("a block");
+        assert!(c.contains("fd12::1".parse().expect("an address")));
+        assert!(!c.contains("fe80::1".parse().expect("an address")));
+        assert!(!c.contains("10.0.0.1".parse().expect("an address")));
+        let all: Cidr = "0.0.0.0/0".parse().expect("a block");
+        assert!(all.contains("8.8.8.8".parse().expect("an address")));
+        for bad in ["10.0.0.0", "10.0.0.0/33", "x/8", "::/129"] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+        }
     }
 
     #[test]

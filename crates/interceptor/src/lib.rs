@@ -52,6 +52,8 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Whether responses carry `X-KEDA-HTTP-Cold-Start`.
     pub cold_start_header: bool,
+    /// When not empty, the only addresses requests may be sent to (the pod network).
+    pub backend_cidrs: Vec<backends::Cidr>,
 }
 
 impl Default for Config {
@@ -65,6 +67,7 @@ impl Default for Config {
             drain_delay: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(60),
             cold_start_header: true,
+            backend_cidrs: Vec::new(),
         }
     }
 }
@@ -115,11 +118,12 @@ pub struct Shared {
 impl Shared {
     /// Shared state with no routes.
     pub fn new(config: Config) -> Arc<Self> {
+        let directory = Directory::with_allowed(config.backend_cidrs.clone());
         Arc::new(Self {
             held: tokio::sync::Semaphore::new(config.max_held),
             config,
             routes: ArcSwap::from_pointee(Routes::default()),
-            directory: Directory::default(),
+            directory,
             counts: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
             synced: AtomicBool::new(false),

@@ -41,6 +41,137 @@ enum Command {
     Eval(EvalArgs),
     /// Print the CustomResourceDefinitions as YAML.
     Crds,
+    /// Run the HTTP interceptor: route HTTPScaledObjects' requests, hold them while the
+    /// workload starts from zero, and serve their counts to the scaler.
+    Interceptor(InterceptorArgs),
+}
+
+/// A Go duration (`500ms`, `20s`, `1m`), as the add-on's settings take them.
+fn go_duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    let nanos = scaler_core::go_duration::parse(s)?;
+    u64::try_from(nanos)
+        .map(std::time::Duration::from_nanos)
+        .map_err(|_| format!("{s:?} is negative"))
+}
+
+#[derive(clap::Args)]
+struct InterceptorArgs {
+    /// kubeconfig to use; in-cluster configuration when unset.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, env = "EVENTSCALE_BIND_ADDRESS", default_value = "0.0.0.0")]
+    bind_address: IpAddr,
+    /// Port of the proxy (the Ingress sends requests here).
+    #[arg(
+        long,
+        env = "EVENTSCALE_INTERCEPTOR_PROXY_PORT",
+        default_value_t = 8080
+    )]
+    proxy_port: u16,
+    /// Port of `/queue`, `/livez`, `/readyz` and `/metrics`.
+    #[arg(
+        long,
+        env = "EVENTSCALE_INTERCEPTOR_ADMIN_PORT",
+        default_value_t = 9090
+    )]
+    admin_port: u16,
+    /// Port of KEDA's external scaler protocol (gRPC), which the ScaledObjects' triggers read.
+    #[arg(
+        long,
+        env = "EVENTSCALE_INTERCEPTOR_SCALER_PORT",
+        default_value_t = 9091
+    )]
+    scaler_port: u16,
+    /// How long a request waits for a ready endpoint unless its HTTPScaledObject says.
+    #[arg(long, env = "KEDA_CONDITION_WAIT_TIMEOUT", default_value = "20s", value_parser = go_duration_arg)]
+    condition_wait_timeout: std::time::Duration,
+    /// How long a workload may take to send response headers unless its HTTPScaledObject says.
+    #[arg(long, env = "KEDA_HTTP_RESPONSE_HEADER_TIMEOUT", default_value = "300s", value_parser = go_duration_arg)]
+    response_header_timeout: std::time::Duration,
+    /// How long a connection to a pod may take.
+    #[arg(long, env = "KEDA_HTTP_CONNECT_TIMEOUT", default_value = "3s", value_parser = go_duration_arg)]
+    connect_timeout: std::time::Duration,
+    /// Requests one HTTPScaledObject may hold while its workload starts; more get 503.
+    #[arg(
+        long,
+        env = "EVENTSCALE_INTERCEPTOR_MAX_HELD_PER_ROUTE",
+        default_value_t = 10_000
+    )]
+    max_held_per_route: usize,
+    /// Requests all HTTPScaledObjects together may hold.
+    #[arg(
+        long,
+        env = "EVENTSCALE_INTERCEPTOR_MAX_HELD",
+        default_value_t = 50_000
+    )]
+    max_held: usize,
+    /// On SIGTERM, how long `/readyz` fails while requests are still served.
+    #[arg(long, env = "EVENTSCALE_INTERCEPTOR_DRAIN_DELAY", default_value = "5s", value_parser = go_duration_arg)]
+    drain_delay: std::time::Duration,
+    /// On SIGTERM, how long requests in flight may take to finish.
+    #[arg(long, env = "EVENTSCALE_INTERCEPTOR_DRAIN_TIMEOUT", default_value = "60s", value_parser = go_duration_arg)]
+    drain_timeout: std::time::Duration,
+    /// The only address blocks requests may be sent to, comma-separated (`10.244.0.0/16`);
+    /// every address when unset. Endpoints naming other addresses are not followed.
+    #[arg(
+        long,
+        env = "EVENTSCALE_INTERCEPTOR_BACKEND_CIDRS",
+        value_delimiter = ','
+    )]
+    backend_cidrs: Vec<interceptor::backends::Cidr>,
+    /// Send `X-KEDA-HTTP-Cold-Start` on responses.
+    #[arg(long, env = "KEDA_HTTP_ENABLE_COLD_START_HEADER", default_value_t = true, action = clap::ArgAction::Set)]
+    cold_start_header: bool,
+    /// Log filter: a level (info, debug) or tracing directives.
+    #[arg(long, env = "EVENTSCALE_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    /// Log format.
+    #[arg(long, env = "EVENTSCALE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+async fn interceptor_command(args: InterceptorArgs) -> anyhow::Result<()> {
+    init_tracing(&args.log_level, args.log_format)?;
+    let client = kube_client(args.kubeconfig.as_ref()).await?;
+    let config = interceptor::Config {
+        condition_wait: args.condition_wait_timeout,
+        response_header_timeout: args.response_header_timeout,
+        connect_timeout: args.connect_timeout,
+        max_held_per_route: args.max_held_per_route,
+        max_held: args.max_held,
+        drain_delay: args.drain_delay,
+        drain_timeout: args.drain_timeout,
+        cold_start_header: args.cold_start_header,
+        backend_cidrs: args.backend_cidrs,
+    };
+    let shared = interceptor::Shared::new(config);
+    let bind = |port: u16, what: &'static str| {
+        let addr = SocketAddr::new(args.bind_address, port);
+        async move {
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the {what} port {addr}"))
+        }
+    };
+    let listeners = interceptor::server::Listeners {
+        proxy: bind(args.proxy_port, "proxy").await?,
+        admin: bind(args.admin_port, "admin").await?,
+        scaler: bind(args.scaler_port, "external scaler").await?,
+    };
+    info!(
+        proxy = args.proxy_port,
+        admin = args.admin_port,
+        scaler = args.scaler_port,
+        "interceptor listening"
+    );
+    tokio::spawn(interceptor::cluster::run(client, shared.clone()));
+    interceptor::server::serve(shared, listeners, async {
+        stop_signal().await;
+        info!("SIGTERM: draining");
+    })
+    .await;
+    Ok(())
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -129,6 +260,10 @@ struct RunArgs {
     /// This replica's identity in the Lease (default: POD_NAME, else host name and PID).
     #[arg(long, env = "EVENTSCALE_IDENTITY")]
     identity: Option<String>,
+    /// The interceptors' external scaler (`host:port`), which the ScaledObjects kept for
+    /// HTTPScaledObjects read; HTTPScaledObjects are not reconciled when unset.
+    #[arg(long, env = "EVENTSCALE_INTERCEPTOR_SCALER_ADDRESS")]
+    interceptor_scaler_address: Option<String>,
     #[command(flatten)]
     cert: CertFlags,
 }
@@ -486,7 +621,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 .await
                 .context("starting the HPA controller")?;
         let leading = activator::leader::spawn(client.clone(), lease_config.clone());
-        tokio::spawn(lead_controller(ctx.clone(), leading.clone()));
+        let http = args
+            .interceptor_scaler_address
+            .clone()
+            .filter(|a| !a.trim().is_empty())
+            .map(|a| activator::http::HttpContext::new(client.clone(), a));
+        if http.is_none() {
+            info!("no --interceptor-scaler-address: HTTPScaledObjects are not reconciled");
+        }
+        tokio::spawn(lead_controller(ctx.clone(), http, leading.clone()));
         Some(poller::Activation { ctx, leading })
     };
     // Released on shutdown when this replica takes part in the election.
@@ -544,6 +687,7 @@ async fn stop_signal() {
 /// Run the HPA controller while this replica leads, stop it when it does not.
 async fn lead_controller(
     ctx: std::sync::Arc<activator::Context>,
+    http: Option<std::sync::Arc<activator::http::HttpContext>>,
     mut leading: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut running: Option<tokio::task::JoinHandle<()>> = None;
@@ -555,10 +699,19 @@ async fn lead_controller(
                 // leader saw since.
                 ctx.last_active.forget_all();
                 let ctx = ctx.clone();
+                let http = http.clone();
                 running = Some(tokio::spawn(async move {
-                    if let Err(e) = activator::run(ctx).await {
-                        error!(error = %e, "the HPA controller stopped");
-                    }
+                    let http = async move {
+                        if let Some(h) = http {
+                            activator::http::run(h).await;
+                        }
+                    };
+                    let hpa = async move {
+                        if let Err(e) = activator::run(ctx).await {
+                            error!(error = %e, "the HPA controller stopped");
+                        }
+                    };
+                    tokio::join!(hpa, http);
                 }));
             }
             (false, Some(h)) => h.abort(),
@@ -596,11 +749,13 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
             certs_command(a).await
         }
         Command::Eval(a) => return eval_command(a).await,
+        Command::Interceptor(a) => interceptor_command(a).await,
         Command::Crds => emit(
             &[
                 ScaledObject::crd(),
                 TriggerAuthentication::crd(),
                 ClusterTriggerAuthentication::crd(),
+                scaler_core::http_scaled_object::HttpScaledObject::crd(),
             ]
             .iter()
             .map(serde_yaml::to_string)
