@@ -352,13 +352,14 @@ mod tests {
         let skip = json!({SKIP_SCALED_OBJECT_ANNOTATION: "true"});
         let ok = ("True".to_string(), RECONCILED.to_string());
         let err = ("False".to_string(), CREATE_ERROR.to_string());
-        // (annotations, existing ScaledObject, plan, Ready)
-        let cases: Vec<(
+        // (annotations, existing ScaledObject, plan, Ready's (status, reason))
+        type Case = (
             serde_json::Value,
             Option<ScaledObject>,
-            &str,
+            &'static str,
             (String, String),
-        )> = vec![
+        );
+        let cases: Vec<Case> = vec![
             (json!({}), None, "apply", ok.clone()),
             (json!({}), Some(so(Some("web"))), "apply", ok.clone()),
             (json!({}), Some(so(None)), "nothing", err.clone()),
