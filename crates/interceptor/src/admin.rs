@@ -15,10 +15,12 @@ use crate::Shared;
 #[derive(Debug, Serialize, serde::Deserialize, PartialEq)]
 #[serde(rename_all = "PascalCase")]
 pub struct QueueDetail {
-    /// Requests in flight, held ones included (what a concurrency route scales on).
+    /// Requests in flight, held ones included.
     pub concurrency: u64,
     /// Requests routed since the interceptor started.
     pub request_count: u64,
+    /// Requests the workload is serving (what a concurrency route scales on).
+    pub serving: u64,
     /// Requests per second over the route's window (a request-rate route).
     pub request_rate: f64,
     /// Requests waiting for a ready endpoint.
@@ -40,6 +42,7 @@ pub fn queue_detail(shared: &Shared) -> BTreeMap<String, QueueDetail> {
                 QueueDetail {
                     concurrency: r.counts.in_flight(),
                     request_count: r.counts.requests(),
+                    serving: r.counts.serving(),
                     request_rate: r.counts.rate(),
                     held: r.counts.held(),
                     ready_endpoints: r.pool.backends().len(),

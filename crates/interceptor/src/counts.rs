@@ -1,6 +1,14 @@
-//! What the interceptor counts per route: requests in flight (held ones included) and
-//! requests per second over the route's window. A request is counted the moment it is
-//! routed, before it waits for the workload, so that held requests are what wakes it.
+//! What the interceptor counts per route: requests in flight (held ones included), the
+//! part of them the workload is serving, and requests per second over the route's window.
+//! A request is counted the moment it is routed, before it waits for the workload, so that
+//! held requests are what wakes it.
+//!
+//! A concurrency route scales on the requests the workload is serving, not on the ones
+//! held while it starts: the wait inflates the count only because the workload was at
+//! zero (1,000 req/s held for 1.5 s is 1,500 requests, for an app that serves the same
+//! load with 50 in flight), and an HPA reading that spike would scale to its maximum.
+//! Held requests make the route active at once, and the HPA scales on what the workload
+//! then serves.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +23,7 @@ use tokio::sync::watch;
 pub struct Counts {
     in_flight: AtomicU64,
     held: AtomicU64,
+    serving: AtomicU64,
     requests: AtomicU64,
     rate: Option<Mutex<RateWindow>>,
     metric: ScalingMetric,
@@ -36,6 +45,7 @@ impl Counts {
         Self {
             in_flight: AtomicU64::new(0),
             held: AtomicU64::new(0),
+            serving: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             rate,
             metric,
@@ -65,6 +75,19 @@ impl Counts {
         }
     }
 
+    /// Counts a request sent to the workload until the guard drops (its response ends).
+    pub fn serve(self: &Arc<Self>) -> Serving {
+        self.serving.fetch_add(1, Ordering::AcqRel);
+        Serving {
+            counts: self.clone(),
+        }
+    }
+
+    /// Requests the workload is serving (sent, not yet answered to the end).
+    pub fn serving(&self) -> u64 {
+        self.serving.load(Ordering::Acquire)
+    }
+
     /// Requests in flight, held ones included.
     pub fn in_flight(&self) -> u64 {
         self.in_flight.load(Ordering::Acquire)
@@ -87,12 +110,17 @@ impl Counts {
             .map_or(0.0, |r| lock(r).per_second(Instant::now()))
     }
 
-    /// The value the route scales on: in flight, or the rate.
+    /// The value the route scales on: requests the workload is serving, or the rate.
     pub fn value(&self) -> f64 {
         match self.metric {
-            ScalingMetric::Concurrency { .. } => self.in_flight() as f64,
+            ScalingMetric::Concurrency { .. } => self.serving() as f64,
             ScalingMetric::RequestRate { .. } => self.rate(),
         }
+    }
+
+    /// Whether the route has traffic: a request in flight (held or served), or a rate.
+    pub fn is_active(&self) -> bool {
+        self.in_flight() > 0 || self.value() > 0.0
     }
 
     /// The metric the route scales on.
@@ -108,7 +136,7 @@ impl Counts {
     /// Re-derives activity from the value, so that a quiet route turns inactive (a request
     /// turns it active at once, without waiting for this).
     pub fn refresh_activity(&self) {
-        let now = self.value() > 0.0;
+        let now = self.is_active();
         self.active
             .send_if_modified(|a| std::mem::replace(a, now) != now);
     }
@@ -127,6 +155,18 @@ pub struct InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.counts.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A request the workload is serving; dropping it ends it.
+#[derive(Debug)]
+pub struct Serving {
+    counts: Arc<Counts>,
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.counts.serving.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -215,8 +255,16 @@ mod tests {
         let held = c.hold();
         let b = c.begin();
         assert_eq!((c.in_flight(), c.held(), c.requests()), (2, 1, 2));
-        assert_eq!(c.value(), 2.0);
+        assert_eq!(
+            c.value(),
+            0.0,
+            "nothing served yet: held requests are not the load"
+        );
+        assert!(c.is_active(), "but they make the route active");
         drop(held);
+        let served = c.serve();
+        assert_eq!(c.value(), 1.0);
+        drop(served);
         drop(a);
         c.refresh_activity();
         assert!(!active.has_changed().expect("open"), "still one in flight");

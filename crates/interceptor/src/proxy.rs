@@ -233,6 +233,7 @@ async fn forward(
             Err(f) => return Err((f, cold)),
         };
         let addr = lease.backend().addr;
+        let serving = route.counts.serve();
         let Some(attempt) = body.attempt() else {
             return Err((Failure::Refused, cold));
         };
@@ -277,7 +278,7 @@ async fn forward(
             if let Some(client_side) = upgrade {
                 let upstream_side = hyper::upgrade::on(&mut response);
                 tokio::spawn(async move {
-                    let _hold = (in_flight, lease);
+                    let _hold = (in_flight, serving, lease);
                     match tokio::try_join!(client_side, upstream_side) {
                         Ok((c, u)) => {
                             let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
@@ -294,7 +295,10 @@ async fn forward(
         }
         strip_hop_by_hop(response.headers_mut(), false);
         let (parts, incoming) = response.into_parts();
-        let body = Guarded::new(incoming.map_err(Into::into).boxed(), (in_flight, lease));
+        let body = Guarded::new(
+            incoming.map_err(Into::into).boxed(),
+            (in_flight, serving, lease),
+        );
         return Ok((Response::from_parts(parts, body.boxed()), cold));
     }
 }

@@ -3,8 +3,9 @@
 //!
 //! The route is `<namespace>/<httpScaledObject>` (the trigger's metadata), or the
 //! ScaledObject's own name when the key is missing (the add-on's v0.8–v0.10). Values are
-//! in-flight requests for a concurrency route and requests per second for a request-rate
-//! route; the target is the route's. `StreamIsActive` sends activity when the stream opens
+//! the requests the workload is serving for a concurrency route (held ones make the route
+//! active, see `counts`) and requests per second for a request-rate route; the target is
+//! the route's. `StreamIsActive` sends activity when the stream opens
 //! and again the moment it changes: a request for a quiet route is pushed at once.
 
 use std::pin::Pin;
@@ -75,7 +76,7 @@ impl ExternalScaler for Scaler {
     ) -> Result<Response<pb::IsActiveResponse>, Status> {
         let route = self.route(r.get_ref())?;
         Ok(Response::new(pb::IsActiveResponse {
-            result: route.counts.value() > 0.0,
+            result: route.counts.is_active(),
         }))
     }
 

@@ -194,7 +194,8 @@ async fn a_request_at_zero_is_counted_held_pushed_and_sent_once_a_pod_is_ready()
         .await
         .expect("metrics")
         .into_inner();
-    assert_eq!(metrics.metric_values[0].metric_value_float, 1.0);
+    // Held requests wake the app but are not its load: the HPA scales on what it serves.
+    assert_eq!(metrics.metric_values[0].metric_value_float, 0.0);
     assert!(
         grpc.is_active(reference.clone())
             .await
@@ -226,6 +227,31 @@ async fn a_request_at_zero_is_counted_held_pushed_and_sent_once_a_pod_is_ready()
         .expect("a push")
         .expect("open");
     assert!(!quiet.result);
+    // A request the app is serving is the load.
+    let slow = {
+        let (c, url) = (client(), i.url("/?delay_ms=1000"));
+        tokio::spawn(async move { get(&c, &url, "helloworld.jourdain.io").await })
+    };
+    let in_web = web.in_flight.clone();
+    eventually(Duration::from_secs(5), "served", || {
+        in_web.load(std::sync::atomic::Ordering::SeqCst) == 1
+    })
+    .await;
+    let metrics = grpc
+        .get_metrics(scaler_core::externalscaler::GetMetricsRequest {
+            scaled_object_ref: Some(reference.clone()),
+            metric_name: String::new(),
+        })
+        .await
+        .expect("metrics")
+        .into_inner();
+    assert_eq!(metrics.metric_values[0].metric_value_float, 1.0);
+    assert_eq!(
+        metrics.metric_values[0].metric_name,
+        "http-default_002Fgo-helloworld"
+    );
+    assert_eq!(i.queue(true).await["default/go-helloworld"]["Serving"], 1);
+    assert_eq!(slow.await.expect("joined").0, 200);
 
     let unknown = ScaledObjectRef {
         name: "nope".into(),
