@@ -35,6 +35,7 @@ fn checked_in_crds_match_the_generator() {
         "ScaledObject",
         "TriggerAuthentication",
         "ClusterTriggerAuthentication",
+        "HTTPScaledObject",
     ] {
         assert!(
             generated.contains(&format!("kind: {kind}\n")),

@@ -20,6 +20,13 @@ app.kubernetes.io/name: {{ .Chart.Name }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
+{{/* The interceptor's pods: a name of their own, so that no selector of eventscale's
+matches them. */}}
+{{- define "eventscale.interceptorSelectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}-interceptor
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
 {{- define "eventscale.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}
 {{- default (include "eventscale.fullname" .) .Values.serviceAccount.name -}}
