@@ -4,11 +4,13 @@
 #   e2e/cluster.sh up      install what is missing, build/cache Kubernetes v1.20.2, start
 #                          etcd, kube-apiserver, kube-controller-manager, kube-scheduler and
 #                          one real node (containerd, kubelet, kube-proxy: e2e/node.sh),
-#                          install eventscale into the cluster and start it; idempotent
+#                          install eventscale into the cluster and start it and its HTTP
+#                          interceptor; idempotent
 #   e2e/cluster.sh down    stop what `up` started (by PID file) and undo the node's host
 #                          changes; keeps the cache and state (`down --purge` also deletes
 #                          the state directory)
-#   e2e/cluster.sh env     print `export KUBECONFIG=...` and friends, for `eval`
+#   e2e/cluster.sh env     print `export KUBECONFIG=...` and friends (the interceptor's
+#                          EVENTSCALE_INTERCEPTOR_PROXY and EVENTSCALE_INTERCEPTOR_ADMIN), for `eval`
 #   e2e/cluster.sh status  one line per component
 #   e2e/cluster.sh logs [component]   print the logs (all, or one component)
 #   e2e/cluster.sh deps    only install packages and build/cache the Kubernetes binaries
@@ -45,6 +47,9 @@ APISERVER_PORT=16443
 KCM_PORT=20257
 ADAPTER_PORT=16444
 ADAPTER_METRICS_PORT=16445
+INTERCEPTOR_PROXY_PORT=16480
+INTERCEPTOR_ADMIN_PORT=16481
+INTERCEPTOR_SCALER_PORT=16482
 ADAPTER_NAMESPACE=eventscale
 ADAPTER_SERVICE=eventscale-metrics-apiserver
 CARGO_PROFILE=${EVENTSCALE_CARGO_PROFILE:-dev}
@@ -258,17 +263,24 @@ install_eventscale() {
   sed -e "s|caBundle: .*|caBundle: $(base64 -w0 <"$certs/ca.crt")|" \
     -e "s|port: 443|port: $ADAPTER_PORT|" "$REPO/apiservice/apiservice.yaml" | k apply -f - >/dev/null ||
     die "applying the APIService failed"
-  # eventscale runs under its own ServiceAccount's token, so its RBAC is exercised as in a cluster.
-  local token="" i
+  # eventscale and its interceptor run under their own ServiceAccounts' tokens, so their
+  # RBAC is exercised as in a cluster.
+  sa_kubeconfig eventscale "$STATE_DIR/eventscale.kubeconfig"
+  sa_kubeconfig eventscale-interceptor "$STATE_DIR/interceptor.kubeconfig"
+}
+
+# sa_kubeconfig ACCOUNT FILE: a kubeconfig with the token of ServiceAccount eventscale/ACCOUNT.
+sa_kubeconfig() {
+  local account=$1 file=$2 token="" i
   for i in $(seq 1 100); do
     token=$(k -n "$ADAPTER_NAMESPACE" get secret -o json |
-      jq -r '.items[] | select(.type=="kubernetes.io/service-account-token" and .metadata.annotations["kubernetes.io/service-account.name"]=="eventscale") | .data.token' |
+      jq -r --arg sa "$account" '.items[] | select(.type=="kubernetes.io/service-account-token" and .metadata.annotations["kubernetes.io/service-account.name"]==$sa) | .data.token' |
       head -n1)
     [[ -n $token ]] && break
     sleep 0.2
   done
-  [[ -n $token ]] || die "no token for ServiceAccount $ADAPTER_NAMESPACE/eventscale; read $LOGS/kube-controller-manager.log"
-  write_kubeconfig "$STATE_DIR/eventscale.kubeconfig" "    token: $(base64 -d <<<"$token")"
+  [[ -n $token ]] || die "no token for ServiceAccount $ADAPTER_NAMESPACE/$account; read $LOGS/kube-controller-manager.log"
+  write_kubeconfig "$file" "    token: $(base64 -d <<<"$token")"
 }
 
 start_eventscale() {
@@ -281,9 +293,31 @@ start_eventscale() {
   port_free "$ADAPTER_PORT" || die "port $ADAPTER_PORT (eventscale) is taken by a process this script did not start"
   start_bg eventscale "$bin" run --kubeconfig "$STATE_DIR/eventscale.kubeconfig" \
     --secure-port "$ADAPTER_PORT" --bind-address 127.0.0.1 --cert-dir "$STATE_DIR/eventscale-certs" \
-    --cert-reload-seconds 2 --metrics-port "$ADAPTER_METRICS_PORT" --metrics-bind-address 127.0.0.1
+    --cert-reload-seconds 2 --metrics-port "$ADAPTER_METRICS_PORT" --metrics-bind-address 127.0.0.1 \
+    --interceptor-scaler-address "127.0.0.1:$INTERCEPTOR_SCALER_PORT"
   echo "$sum" >"$PIDS/eventscale.sum"
   wait_for eventscale 30 curl -fsSk "https://127.0.0.1:$ADAPTER_PORT/readyz"
+}
+
+# The HTTP interceptor, on loopback; it forwards only to the pod network,
+# whatever an Endpoints object names: the network rule holds for the host's processes too.
+start_interceptor() {
+  local bin=$1 sum
+  sum=$(sha256sum "$bin" | cut -d' ' -f1)
+  if running interceptor && [[ $(cat "$PIDS/interceptor.sum" 2>/dev/null) == "$sum" ]]; then
+    return 0
+  fi
+  stop_one interceptor
+  local port
+  for port in "$INTERCEPTOR_PROXY_PORT" "$INTERCEPTOR_ADMIN_PORT" "$INTERCEPTOR_SCALER_PORT"; do
+    port_free "$port" || die "port $port (the interceptor) is taken by a process this script did not start"
+  done
+  start_bg interceptor "$bin" interceptor --kubeconfig "$STATE_DIR/interceptor.kubeconfig" \
+    --bind-address 127.0.0.1 --proxy-port "$INTERCEPTOR_PROXY_PORT" \
+    --admin-port "$INTERCEPTOR_ADMIN_PORT" --scaler-port "$INTERCEPTOR_SCALER_PORT" \
+    --backend-cidrs "$POD_CIDR" --drain-delay 1s
+  echo "$sum" >"$PIDS/interceptor.sum"
+  wait_for interceptor 30 curl -fsS "http://127.0.0.1:$INTERCEPTOR_ADMIN_PORT/readyz"
 }
 
 apiservice_available() {
@@ -307,6 +341,7 @@ up() {
   fi
   [[ -x $bin ]] || die "eventscale binary $bin is missing or not executable"
   install_eventscale "$bin"
+  start_interceptor "$bin"
   start_eventscale "$bin"
   local i
   for i in $(seq 1 150); do
@@ -319,6 +354,7 @@ up() {
 
 down() {
   stop_one eventscale
+  stop_one interceptor
   node_down
   stop_one kube-controller-manager
   stop_one kube-apiserver
@@ -335,10 +371,12 @@ env_cmd() {
   echo "export EVENTSCALE_STATE_DIR=$STATE_DIR"
   echo "export EVENTSCALE_ADAPTER_URL=https://127.0.0.1:$ADAPTER_PORT"
   echo "export EVENTSCALE_METRICS_URL=http://127.0.0.1:$ADAPTER_METRICS_PORT/metrics"
+  echo "export EVENTSCALE_INTERCEPTOR_PROXY=http://127.0.0.1:$INTERCEPTOR_PROXY_PORT"
+  echo "export EVENTSCALE_INTERCEPTOR_ADMIN=http://127.0.0.1:$INTERCEPTOR_ADMIN_PORT"
   echo "export PATH=$K8S_BIN:\$PATH"
 }
 
-COMPONENTS=(etcd kube-apiserver kube-controller-manager "${NODE_COMPONENTS[@]}" eventscale)
+COMPONENTS=(etcd kube-apiserver kube-controller-manager "${NODE_COMPONENTS[@]}" eventscale interceptor)
 
 status() {
   local name rc=0

@@ -35,6 +35,7 @@ mod cron;
 mod external;
 mod fallback;
 mod helm;
+mod http;
 mod kafka;
 mod lifecycle;
 mod metrics_only;

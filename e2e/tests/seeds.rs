@@ -6,10 +6,10 @@ use serde_json::Value;
 
 use crate::{kubectl_stdin, Namespace};
 
-/// The kinds eventscale serves or the examples need beside them (HTTPScaledObject belongs
-/// to the HTTP add-on, not to eventscale).
-const KINDS: [&str; 5] = [
+/// The kinds eventscale serves or the examples need beside them.
+const KINDS: [&str; 6] = [
     "ScaledObject",
+    "HTTPScaledObject",
     "TriggerAuthentication",
     "Secret",
     "Deployment",
