@@ -1,6 +1,7 @@
 //! The admin port: `/queue` (the counts, in the shape the walkthrough shows,
 //! `{"default/go-helloworld":0}`, or per route in detail with `?detailed=true`), `/livez`,
-//! `/readyz` and `/metrics`.
+//! `/readyz` and `/metrics`. The counts are this replica's: the external scaler sums them
+//! over every replica (`peers`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,9 +12,13 @@ use serde::Serialize;
 use crate::body::{self, ProxyBody};
 use crate::Shared;
 
+/// The response header naming the replica that answered `/queue` (so that a replica reading
+/// its peers knows its own answer).
+pub const INSTANCE_HEADER: &str = "x-eventscale-interceptor";
+
 /// One route's counts in `/queue?detailed=true`.
 #[derive(Debug, Serialize, serde::Deserialize, PartialEq)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", default)]
 pub struct QueueDetail {
     /// Requests in flight, held ones included.
     pub concurrency: u64,
@@ -27,6 +32,19 @@ pub struct QueueDetail {
     pub held: u64,
     /// Ready endpoints of the route's Service.
     pub ready_endpoints: usize,
+}
+
+impl Default for QueueDetail {
+    fn default() -> Self {
+        Self {
+            concurrency: 0,
+            request_count: 0,
+            serving: 0,
+            request_rate: 0.0,
+            held: 0,
+            ready_endpoints: 0,
+        }
+    }
 }
 
 /// The counts of every route, in detail.
@@ -81,7 +99,7 @@ pub fn handle<B>(shared: &Arc<Shared>, req: &Request<B>) -> Response<ProxyBody> 
                     .any(|p| p == "detailed=true" || p == "detailed")
             });
             let detail = queue_detail(shared);
-            if detailed {
+            let mut r = if detailed {
                 json(StatusCode::OK, &detail)
             } else {
                 let simple: BTreeMap<_, _> = detail
@@ -89,7 +107,11 @@ pub fn handle<B>(shared: &Arc<Shared>, req: &Request<B>) -> Response<ProxyBody> 
                     .map(|(k, d)| (k, d.concurrency))
                     .collect();
                 json(StatusCode::OK, &simple)
+            };
+            if let Ok(v) = HeaderValue::from_str(&shared.instance) {
+                r.headers_mut().insert(INSTANCE_HEADER, v);
             }
+            r
         }
         "/livez" => text(StatusCode::OK, "ok\n"),
         "/readyz" if shared.ready() => text(StatusCode::OK, "ok\n"),

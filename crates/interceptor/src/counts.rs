@@ -133,10 +133,11 @@ impl Counts {
         self.active.subscribe()
     }
 
-    /// Re-derives activity from the value, so that a quiet route turns inactive (a request
-    /// turns it active at once, without waiting for this).
-    pub fn refresh_activity(&self) {
-        let now = self.is_active();
+    /// Re-derives activity from the counts (or `elsewhere`: another replica has traffic),
+    /// so that a quiet route turns inactive and one busy on another replica turns active
+    /// (a request here turns it active at once, without waiting for this).
+    pub fn refresh_activity(&self, elsewhere: bool) {
+        let now = self.is_active() || elsewhere;
         self.active
             .send_if_modified(|a| std::mem::replace(a, now) != now);
     }
@@ -266,11 +267,11 @@ mod tests {
         assert_eq!(c.value(), 1.0);
         drop(served);
         drop(a);
-        c.refresh_activity();
+        c.refresh_activity(false);
         assert!(!active.has_changed().expect("open"), "still one in flight");
         drop(b);
         assert_eq!((c.in_flight(), c.held(), c.requests()), (0, 0, 2));
-        c.refresh_activity();
+        c.refresh_activity(false);
         assert!(!*active.borrow_and_update(), "quiet: inactive");
     }
 

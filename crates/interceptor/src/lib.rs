@@ -12,6 +12,7 @@ pub mod backends;
 pub mod body;
 pub mod cluster;
 pub mod counts;
+pub mod peers;
 pub mod proxy;
 pub mod routing;
 pub mod scaler;
@@ -54,6 +55,8 @@ pub struct Config {
     pub cold_start_header: bool,
     /// When not empty, the only addresses requests may be sent to (the pod network).
     pub backend_cidrs: Vec<backends::Cidr>,
+    /// The other replicas, whose counts are added to this one's.
+    pub peers: Option<peers::PeersConfig>,
 }
 
 impl Default for Config {
@@ -68,6 +71,7 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(60),
             cold_start_header: true,
             backend_cidrs: Vec::new(),
+            peers: None,
         }
     }
 }
@@ -113,6 +117,10 @@ pub struct Shared {
     pub synced: AtomicBool,
     /// The interceptor's own metrics.
     pub telemetry: telemetry::Telemetry,
+    /// This replica's name among its peers.
+    pub instance: String,
+    /// What the other replicas last said.
+    pub peers: peers::Peers,
 }
 
 impl Shared {
@@ -128,6 +136,8 @@ impl Shared {
             draining: AtomicBool::new(false),
             synced: AtomicBool::new(false),
             telemetry: telemetry::Telemetry::default(),
+            instance: instance_name(),
+            peers: peers::Peers::default(),
         })
     }
 
@@ -158,15 +168,40 @@ impl Shared {
         self.routes.store(Arc::new(Routes { table, by_key }));
     }
 
-    /// Re-derives every route's activity (a quiet route turns inactive).
+    /// Re-derives every route's activity (a quiet route turns inactive, one busy on
+    /// another replica active).
     pub fn refresh_activity(&self) {
         for r in self.routes.load().by_key.values() {
-            r.counts.refresh_activity();
+            r.counts.refresh_activity(self.peers.active(&r.spec.key));
         }
+    }
+
+    /// Route `r`'s value summed over every replica.
+    pub fn value(&self, r: &Route) -> f64 {
+        r.counts.value() + self.peers.value(&r.spec.key, r.spec.metric)
+    }
+
+    /// Whether route `r` has traffic on any replica.
+    pub fn active(&self, r: &Route) -> bool {
+        r.counts.is_active() || self.peers.active(&r.spec.key)
     }
 
     /// Whether the interceptor should get traffic: synced and not draining.
     pub fn ready(&self) -> bool {
         self.synced.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
     }
+}
+
+/// A name for this replica, different from every other's.
+fn instance_name() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    format!("{:016x}", h.finish())
 }

@@ -57,8 +57,8 @@ impl Scaler {
     }
 }
 
-fn metric_value(route: &Route, name: String) -> pb::MetricValue {
-    let v = route.counts.value();
+fn metric_value(shared: &Shared, route: &Route, name: String) -> pb::MetricValue {
+    let v = shared.value(route);
     pb::MetricValue {
         metric_name: name,
         metric_value: v.ceil() as i64,
@@ -76,7 +76,7 @@ impl ExternalScaler for Scaler {
     ) -> Result<Response<pb::IsActiveResponse>, Status> {
         let route = self.route(r.get_ref())?;
         Ok(Response::new(pb::IsActiveResponse {
-            result: route.counts.is_active(),
+            result: self.shared.active(&route),
         }))
     }
 
@@ -131,7 +131,7 @@ impl ExternalScaler for Scaler {
             req.metric_name
         };
         Ok(Response::new(pb::GetMetricsResponse {
-            metric_values: vec![metric_value(&route, name)],
+            metric_values: vec![metric_value(&self.shared, &route, name)],
         }))
     }
 

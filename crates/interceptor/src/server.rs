@@ -58,6 +58,11 @@ pub async fn serve(shared: Arc<Shared>, listeners: Listeners, shutdown: impl Fut
         }
     });
     let admin = tokio::spawn(serve_admin(shared.clone(), listeners.admin));
+    let peers = shared
+        .config
+        .peers
+        .clone()
+        .map(|p| tokio::spawn(crate::peers::run(shared.clone(), p)));
     let scaler = tokio::spawn(serve_scaler(shared.clone(), listeners.scaler));
 
     let upstreams = Upstreams::new(shared.config.connect_timeout);
@@ -108,6 +113,9 @@ pub async fn serve(shared: Arc<Shared>, listeners: Listeners, shutdown: impl Fut
         Err(_) => warn!("drain timeout: connections still open are closed"),
     }
     refresher.abort();
+    if let Some(p) = peers {
+        p.abort();
+    }
     admin.abort();
     scaler.abort();
 }

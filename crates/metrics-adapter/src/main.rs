@@ -120,6 +120,20 @@ struct InterceptorArgs {
         value_delimiter = ','
     )]
     backend_cidrs: Vec<interceptor::backends::Cidr>,
+    /// The interceptors' admin Service (`namespace/name`): the other replicas, found through
+    /// its Endpoints, whose counts are added to this one's. Unset: this replica alone.
+    #[arg(long, env = "EVENTSCALE_INTERCEPTOR_PEERS_SERVICE")]
+    peers_service: Option<String>,
+    /// The admin port's name on that Service.
+    #[arg(
+        long,
+        env = "EVENTSCALE_INTERCEPTOR_PEERS_PORT_NAME",
+        default_value = "admin"
+    )]
+    peers_port_name: String,
+    /// How often the other replicas' counts are read.
+    #[arg(long, env = "EVENTSCALE_INTERCEPTOR_PEERS_INTERVAL", default_value = "500ms", value_parser = go_duration_arg)]
+    peers_interval: std::time::Duration,
     /// Send `X-KEDA-HTTP-Cold-Start` on responses.
     #[arg(long, env = "KEDA_HTTP_ENABLE_COLD_START_HEADER", default_value_t = true, action = clap::ArgAction::Set)]
     cold_start_header: bool,
@@ -144,6 +158,27 @@ async fn interceptor_command(args: InterceptorArgs) -> anyhow::Result<()> {
         drain_timeout: args.drain_timeout,
         cold_start_header: args.cold_start_header,
         backend_cidrs: args.backend_cidrs,
+        peers: match args.peers_service.as_deref().filter(|s| !s.is_empty()) {
+            None => None,
+            Some(s) => {
+                let (namespace, name) = s
+                    .split_once('/')
+                    .filter(|(ns, n)| !ns.is_empty() && !n.is_empty())
+                    .with_context(|| format!("--peers-service {s:?}: expected namespace/name"))?;
+                Some(interceptor::peers::PeersConfig {
+                    service: scaler_core::http_scaled_object::ServiceRef {
+                        namespace: namespace.into(),
+                        name: name.into(),
+                        port: scaler_core::http_scaled_object::PortRef::Name(
+                            args.peers_port_name.clone(),
+                        ),
+                    },
+                    interval: args
+                        .peers_interval
+                        .max(std::time::Duration::from_millis(50)),
+                })
+            }
+        },
     };
     let shared = interceptor::Shared::new(config);
     let bind = |port: u16, what: &'static str| {
