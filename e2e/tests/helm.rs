@@ -311,3 +311,86 @@ fn plain_manifests_grant_what_the_chart_grants() {
         );
     }
 }
+
+/// The chart deploys the interceptor (by default): its Deployment under its own account,
+/// with labels no eventscale selector matches, the proxy and admin Services, a PDB, RBAC
+/// that only reads routes, Services and Endpoints, and eventscale pointed at its scaler.
+/// `interceptor.enabled: false` leaves all of it out, and eventscale's HTTP rules too.
+#[test]
+fn the_chart_deploys_the_interceptor() {
+    let ns = Namespace::create("e2e-helm-interceptor");
+    let name = "es-render-eventscale";
+    let values = json!({"interceptor": {"backendCIDRs": ["10.244.0.0/16"], "replicaCount": 3}});
+    let (docs, live) = render_both(&ns.0, &values);
+    let interceptor = format!("{name}-interceptor");
+    let a = args(&docs, &interceptor);
+    for flag in [
+        "interceptor".to_string(),
+        format!("--peers-service={}/{name}-interceptor-admin", ns.0),
+        "--backend-cidrs=10.244.0.0/16".to_string(),
+        "--condition-wait-timeout=20s".to_string(),
+    ] {
+        assert!(a.contains(&flag), "{flag} in {a:?}");
+    }
+    let d = find(&docs, "Deployment", &interceptor).expect("the interceptor's Deployment");
+    assert_eq!(d["spec"]["replicas"], 3);
+    assert_eq!(
+        d["spec"]["template"]["spec"]["serviceAccountName"],
+        interceptor
+    );
+    let pod_labels = &d["spec"]["template"]["metadata"]["labels"];
+    let main = find(&docs, "Deployment", name).expect("eventscale's Deployment");
+    let main_selector = main["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .expect("a selector");
+    assert!(
+        !main_selector.iter().all(|(k, v)| &pod_labels[k] == v),
+        "eventscale's selector must not match the interceptor's pods: {pod_labels}"
+    );
+    assert!(args(&docs, name).contains(&format!(
+        "--interceptor-scaler-address={name}-interceptor-admin.{}:9091",
+        ns.0
+    )));
+    let proxy = find(&docs, "Service", &format!("{name}-interceptor-proxy")).expect("proxy");
+    assert_eq!(proxy["spec"]["ports"][0]["port"], 8080);
+    let admin = find(&docs, "Service", &format!("{name}-interceptor-admin")).expect("admin");
+    let ports: Vec<_> = admin["spec"]["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .map(|p| p["name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(ports, ["admin", "grpc-scaler"]);
+    assert!(find(&docs, "PodDisruptionBudget", &interceptor).is_some());
+    let role = find(&docs, "ClusterRole", &interceptor).expect("the interceptor's role");
+    for resource in ["httpscaledobjects", "services", "endpoints"] {
+        assert_eq!(rule_verbs(role, resource), ["list", "watch"], "{resource}");
+    }
+    assert_eq!(role["rules"].as_array().map(Vec::len), Some(2), "{role}");
+    let main_role = find(&docs, "ClusterRole", name).expect("eventscale's role");
+    assert_eq!(rule_verbs(main_role, "httpscaledobjects/status"), ["patch"]);
+    assert_eq!(
+        rule_verbs(main_role, "scaledobjects"),
+        ["get", "list", "watch", "patch", "create", "delete"]
+    );
+    dry_run_both(&ns.0, &docs, &live);
+
+    let (docs, _) = render_both(&ns.0, &json!({"interceptor": {"enabled": false}}));
+    for kind in [
+        "Deployment",
+        "ServiceAccount",
+        "ClusterRole",
+        "PodDisruptionBudget",
+    ] {
+        assert!(find(&docs, kind, &interceptor).is_none(), "{kind}");
+    }
+    assert!(!args(&docs, name)
+        .iter()
+        .any(|a| a.starts_with("--interceptor-scaler-address")));
+    let main_role = find(&docs, "ClusterRole", name).expect("eventscale's role");
+    assert!(rule_verbs(main_role, "httpscaledobjects").is_empty());
+    assert_eq!(
+        rule_verbs(main_role, "scaledobjects"),
+        ["list", "watch", "patch"]
+    );
+}
