@@ -5,7 +5,7 @@
 //! taken at. Figures are ratios and counts within one run; nothing here is a timed test.
 //!
 //! Arguments (after `--`): the figures to run (`reads`, `activation`, `push`, `writes`,
-//! `requests`, `sources`, `scale`; all by default), `--quick` for shorter runs, `--strict` to
+//! `requests`, `sources`, `scale`, `http`; all by default), `--quick` for shorter runs, `--strict` to
 //! exit non-zero when a target is missed.
 
 #[path = "../e2e/support/cluster.rs"]
@@ -16,6 +16,7 @@ mod external_scaler;
 mod sources;
 
 mod cluster;
+mod http;
 mod load;
 mod reads;
 mod report;
@@ -25,7 +26,7 @@ use std::time::Duration;
 use report::Report;
 
 /// In the order they run: the cluster's own eventscale first, then the bench's.
-const FIGURES: [&str; 7] = [
+const FIGURES: [&str; 8] = [
     "reads",
     "activation",
     "push",
@@ -33,6 +34,7 @@ const FIGURES: [&str; 7] = [
     "requests",
     "sources",
     "scale",
+    "http",
 ];
 
 fn main() -> std::process::ExitCode {
@@ -117,6 +119,7 @@ fn main() -> std::process::ExitCode {
                 1_000.0,
                 Duration::from_secs(if quick { 3 } else { 10 }),
             )),
+            "http" => rt.block_on(http::run(&mut report, quick)),
             other => Err(anyhow::anyhow!("unknown figure {other}")),
         };
         if let Err(e) = result {

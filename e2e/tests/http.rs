@@ -338,9 +338,14 @@ async fn the_walkthrough_under_k6_scales_from_zero_with_no_failed_request() {
         "{run:?}"
     );
     let max = sampler.max_replicas();
-    // ~47 in flight over 10 per replica is 5; a loaded machine answers a little slower,
-    // which puts more in flight: 6 at most.
-    assert!((5..=6).contains(&max), "0 → 5 replicas, got {max}");
+    // ~47 in flight over 10 per replica is 5, and the HPA's first step from 1 replica is
+    // at most 5 (+4 pods per 15 s). The walkthrough's pods are limited to 100m of CPU: on
+    // a loaded machine they answer slower, more requests are in flight, and a later step
+    // may add more, up to the HTTPScaledObject's 10.
+    assert!(
+        (5..=10).contains(&max),
+        "0 → 5 replicas at least, got {max}"
+    );
     let ready = crate::deployment_json(&ns.0, "go-helloworld")
         .and_then(|d| d["status"]["readyReplicas"].as_i64())
         .unwrap_or(0);

@@ -181,6 +181,8 @@ async fn interceptor_command(args: InterceptorArgs) -> anyhow::Result<()> {
         },
     };
     let shared = interceptor::Shared::new(config);
+    // Memory freed after a burst (10,000 held requests) goes back to the system.
+    metrics_adapter::memory::spawn_trim(std::time::Duration::from_secs(10));
     let bind = |port: u16, what: &'static str| {
         let addr = SocketAddr::new(args.bind_address, port);
         async move {
