@@ -283,40 +283,42 @@ sa_kubeconfig() {
   write_kubeconfig "$file" "    token: $(base64 -d <<<"$token")"
 }
 
-start_eventscale() {
-  local bin=$1 sum
+# restart_needed NAME BIN PORT...: false when NAME already runs from this very binary;
+# otherwise stops it, checks that its ports are free and records the binary it will run.
+restart_needed() {
+  local name=$1 bin=$2 sum port
+  shift 2
   sum=$(sha256sum "$bin" | cut -d' ' -f1)
-  if running eventscale && [[ $(cat "$PIDS/eventscale.sum" 2>/dev/null) == "$sum" ]]; then
-    return 0
+  if running "$name" && [[ $(cat "$PIDS/$name.sum" 2>/dev/null) == "$sum" ]]; then
+    return 1
   fi
-  stop_one eventscale
-  port_free "$ADAPTER_PORT" || die "port $ADAPTER_PORT (eventscale) is taken by a process this script did not start"
+  stop_one "$name"
+  for port in "$@"; do
+    port_free "$port" || die "port $port ($name) is taken by a process this script did not start"
+  done
+  echo "$sum" >"$PIDS/$name.sum"
+}
+
+start_eventscale() {
+  local bin=$1
+  restart_needed eventscale "$bin" "$ADAPTER_PORT" || return 0
   start_bg eventscale "$bin" run --kubeconfig "$STATE_DIR/eventscale.kubeconfig" \
     --secure-port "$ADAPTER_PORT" --bind-address 127.0.0.1 --cert-dir "$STATE_DIR/eventscale-certs" \
     --cert-reload-seconds 2 --metrics-port "$ADAPTER_METRICS_PORT" --metrics-bind-address 127.0.0.1 \
     --interceptor-scaler-address "127.0.0.1:$INTERCEPTOR_SCALER_PORT"
-  echo "$sum" >"$PIDS/eventscale.sum"
   wait_for eventscale 30 curl -fsSk "https://127.0.0.1:$ADAPTER_PORT/readyz"
 }
 
 # The HTTP interceptor, on loopback; it forwards only to the pod network,
 # whatever an Endpoints object names: the network rule holds for the host's processes too.
 start_interceptor() {
-  local bin=$1 sum
-  sum=$(sha256sum "$bin" | cut -d' ' -f1)
-  if running interceptor && [[ $(cat "$PIDS/interceptor.sum" 2>/dev/null) == "$sum" ]]; then
-    return 0
-  fi
-  stop_one interceptor
-  local port
-  for port in "$INTERCEPTOR_PROXY_PORT" "$INTERCEPTOR_ADMIN_PORT" "$INTERCEPTOR_SCALER_PORT"; do
-    port_free "$port" || die "port $port (the interceptor) is taken by a process this script did not start"
-  done
+  local bin=$1
+  restart_needed interceptor "$bin" "$INTERCEPTOR_PROXY_PORT" "$INTERCEPTOR_ADMIN_PORT" \
+    "$INTERCEPTOR_SCALER_PORT" || return 0
   start_bg interceptor "$bin" interceptor --kubeconfig "$STATE_DIR/interceptor.kubeconfig" \
     --bind-address 127.0.0.1 --proxy-port "$INTERCEPTOR_PROXY_PORT" \
     --admin-port "$INTERCEPTOR_ADMIN_PORT" --scaler-port "$INTERCEPTOR_SCALER_PORT" \
     --backend-cidrs "$POD_CIDR" --drain-delay 1s
-  echo "$sum" >"$PIDS/interceptor.sum"
   wait_for interceptor 30 curl -fsS "http://127.0.0.1:$INTERCEPTOR_ADMIN_PORT/readyz"
 }
 

@@ -112,10 +112,7 @@ async fn counts_are_summed_over_replicas_and_a_hung_replica_stalls_nothing() {
         .expect("a port");
     let hung_addr = hung.local_addr().expect("its address");
     for i in [&a, &b] {
-        i.shared.directory.apply_service(&service("ns", "web", 80));
-        i.shared
-            .directory
-            .apply_endpoints(&endpoints("ns", "web", &[web.addr]));
+        i.backends("ns", "web", &[web.addr]);
         i.shared.directory.apply_service(&admin_service());
         i.shared
             .directory

@@ -89,10 +89,7 @@ async fn the_pod_sees_the_original_host_and_forwarding_headers_and_the_body() {
         )],
     )
     .await;
-    i.shared.directory.apply_service(&service("ns", "web", 80));
-    i.shared
-        .directory
-        .apply_endpoints(&endpoints("ns", "web", &[web.addr]));
+    i.backends("ns", "web", &[web.addr]);
     let c = client();
     let (status, cold, _) = get(&c, &i.url("/hello?x=1"), "helloworld.jourdain.io").await;
     assert_eq!((status, cold.as_str()), (200, "false"));
@@ -316,10 +313,7 @@ async fn upstream_failures_are_502_and_slow_headers_504() {
         )],
     )
     .await;
-    i.shared.directory.apply_service(&service("ns", "web", 80));
-    i.shared
-        .directory
-        .apply_endpoints(&endpoints("ns", "web", &[web.addr]));
+    i.backends("ns", "web", &[web.addr]);
     let c = client();
     let (status, _, body) = get(&c, &i.url("/close"), "h").await;
     assert_eq!(status, 502, "{body}");
@@ -344,10 +338,7 @@ async fn a_refused_connection_is_retried_on_another_pod_with_the_same_body() {
         )],
     )
     .await;
-    i.shared.directory.apply_service(&service("ns", "web", 80));
-    i.shared
-        .directory
-        .apply_endpoints(&endpoints("ns", "web", &[web.addr, dead]));
+    i.backends("ns", "web", &[web.addr, dead]);
     let c = client();
     for n in 0..20 {
         let r = c
@@ -416,10 +407,7 @@ async fn requests_spread_over_every_ready_pod_by_outstanding_requests() {
         )],
     )
     .await;
-    i.shared.directory.apply_service(&service("ns", "web", 80));
-    i.shared
-        .directory
-        .apply_endpoints(&endpoints("ns", "web", &[a.addr]));
+    i.backends("ns", "web", &[a.addr]);
     let c = client();
     // 20 slow requests on the one pod, then a second pod: the next 20 all go to it.
     let first: Vec<_> = (0..20)
@@ -490,10 +478,7 @@ async fn websocket_upgrades_and_h2c_pass_through() {
         )],
     )
     .await;
-    i.shared.directory.apply_service(&service("ns", "web", 80));
-    i.shared
-        .directory
-        .apply_endpoints(&endpoints("ns", "web", &[web.addr]));
+    i.backends("ns", "web", &[web.addr]);
 
     let mut s = tokio::net::TcpStream::connect(i.proxy)
         .await
@@ -559,10 +544,7 @@ async fn sigterm_drains_requests_in_flight_and_fails_readiness_first() {
         )],
     )
     .await;
-    i.shared.directory.apply_service(&service("ns", "web", 80));
-    i.shared
-        .directory
-        .apply_endpoints(&endpoints("ns", "web", &[web.addr]));
+    i.backends("ns", "web", &[web.addr]);
     assert_eq!(i.admin_status("/readyz").await, 200);
     let c = client();
     let slow: Vec<_> = (0..5)
@@ -613,10 +595,7 @@ async fn metrics_count_requests_by_route_and_code() {
         )],
     )
     .await;
-    i.shared.directory.apply_service(&service("ns", "web", 80));
-    i.shared
-        .directory
-        .apply_endpoints(&endpoints("ns", "web", &[web.addr]));
+    i.backends("ns", "web", &[web.addr]);
     let c = client();
     for _ in 0..3 {
         get(&c, &i.url("/"), "h").await;

@@ -253,6 +253,14 @@ impl Running {
         }
     }
 
+    /// Service `ns/name` (port 80, `http`) whose ready endpoints are `addrs`.
+    pub fn backends(&self, ns: &str, name: &str, addrs: &[SocketAddr]) {
+        self.shared.directory.apply_service(&service(ns, name, 80));
+        self.shared
+            .directory
+            .apply_endpoints(&endpoints(ns, name, addrs));
+    }
+
     /// Begins the drain, as SIGTERM does.
     pub fn terminate(&mut self) {
         if let Some(s) = self.stop.take() {
