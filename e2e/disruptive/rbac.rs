@@ -110,20 +110,14 @@ fn chart_rbac() -> Vec<Value> {
         &json!({"interceptor": {"enabled": false}}),
         false,
     ))
-        .into_iter()
-        .filter(|d| {
-            matches!(
-                d["kind"].as_str(),
-                Some(
-                    "ServiceAccount"
-                        | "ClusterRole"
-                        | "Role"
-                        | "ClusterRoleBinding"
-                        | "RoleBinding"
-                )
-            )
-        })
-        .collect()
+    .into_iter()
+    .filter(|d| {
+        matches!(
+            d["kind"].as_str(),
+            Some("ServiceAccount" | "ClusterRole" | "Role" | "ClusterRoleBinding" | "RoleBinding")
+        )
+    })
+    .collect()
 }
 
 fn removals(docs: &[Value]) -> Vec<Removal> {
