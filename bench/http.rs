@@ -215,6 +215,7 @@ pub async fn run(report: &mut Report, quick: bool) -> anyhow::Result<()> {
     anyhow::ensure!(pods.len() == 2, "expected 2 pod addresses, got {pods:?}");
 
     throughput(report, &pods, proxy, host, quick).await;
+    pinned_throughput(report, &pods, proxy, host, quick).await;
     added_latency(report, &pods, proxy, host, quick).await;
     cold_start(report, &ns, proxy, &admin, if quick { 1 } else { 3 }).await?;
     walkthrough(report, &admin, quick).await?;
@@ -284,6 +285,74 @@ async fn throughput(
         ],
         "context for the ratio above".into(),
     ));
+}
+
+/// Every thread of `pid` on the CPUs `cpus` (a `taskset` list such as `0` or `0-1`).
+fn pin(pid: u32, cpus: &str) -> bool {
+    std::process::Command::new("taskset")
+        .args(["-a", "-cp", cpus, &pid.to_string()])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The processes of the demo application (the pods' servers).
+fn demo_pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "eventscale-demo")
+        })
+        .collect()
+}
+
+/// For context, not a target: the throughput ratio with the interceptor on a core of its
+/// own (as it has in a cluster, in its own pods) and the client and the pods on the other,
+/// in both runs.
+async fn pinned_throughput(
+    report: &mut Report,
+    pods: &[SocketAddr],
+    proxy: SocketAddr,
+    host: &str,
+    quick: bool,
+) {
+    let Some(interceptor) = pid_of("interceptor") else {
+        return;
+    };
+    let demos = demo_pids();
+    let bench = std::process::id();
+    let pinned = pin(interceptor, "1")
+        && pin(bench, "0")
+        && !demos.is_empty()
+        && demos.iter().all(|p| pin(*p, "0"));
+    if pinned {
+        let secs = Duration::from_secs(if quick { 3 } else { 8 });
+        let d = load(pods, host, "/", 32, None, secs).await;
+        let t = load(&[proxy], host, "/", 32, None, secs).await;
+        report.push(Row::new(
+            FIGURE,
+            "closed loop, the interceptor on a core of its own: through / straight",
+            vec![
+                ("ratio", t.rate() / d.rate().max(1e-9)),
+                ("straight req/s", d.rate()),
+                ("through req/s", t.rate()),
+            ],
+            format!(
+                "client and {} pod processes on CPU 0, the interceptor on CPU 1",
+                demos.len()
+            ),
+        ));
+    } else {
+        report.note(
+            "http: could not pin the processes (taskset); the pinned ratio is not measured".into(),
+        );
+    }
+    for pid in demos.iter().copied().chain([interceptor, bench]) {
+        let _ = pin(pid, "0-1");
+    }
 }
 
 async fn added_latency(
