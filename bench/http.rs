@@ -297,16 +297,10 @@ fn pin(pid: u32, cpus: &str) -> bool {
 
 /// The processes of the demo application (the pods' servers).
 fn demo_pids() -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|c| c.trim() == "eventscale-demo")
-        })
-        .collect()
+    crate::cluster_support::pids_where(|pid| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|c| c.trim() == "eventscale-demo")
+    })
 }
 
 /// For context, not a target: the throughput ratio with the interceptor on a core of its

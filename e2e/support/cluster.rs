@@ -404,6 +404,17 @@ pub fn pid_of(component: &str) -> Option<u32> {
     std::fs::read_to_string(file).ok()?.trim().parse().ok()
 }
 
+/// The PIDs of this machine for which `keep` says yes.
+pub fn pids_where(keep: impl Fn(u32) -> bool) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| keep(*pid))
+        .collect()
+}
+
 /// Send `signal` to `pid` and wait until it is gone (10 s at most).
 pub fn stop(pid: u32, signal: &str) {
     let _ = Command::new("kill")

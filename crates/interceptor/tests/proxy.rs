@@ -16,6 +16,22 @@ fn target(name: &str) -> serde_json::Value {
     json!({"name": name, "service": name, "port": 80})
 }
 
+/// A pod `web` on 127.0.0.`n` and an interceptor routing host `h` to it.
+async fn one_pod_behind_h(n: u8) -> (Upstream, Running) {
+    let web = Upstream::start("web", n, free_port().await).await;
+    let i = Running::start(
+        Config::default(),
+        vec![route(
+            "ns",
+            "web",
+            json!({"hosts": ["h"], "scaleTargetRef": target("web")}),
+        )],
+    )
+    .await;
+    i.backends("ns", "web", &[web.addr]);
+    (web, i)
+}
+
 #[tokio::test]
 async fn requests_route_by_host_path_and_headers_and_the_rest_get_404() {
     let port = free_port().await;
@@ -467,18 +483,7 @@ async fn requests_spread_over_every_ready_pod_by_outstanding_requests() {
 
 #[tokio::test]
 async fn websocket_upgrades_and_h2c_pass_through() {
-    let port = free_port().await;
-    let web = Upstream::start("web", 81, port).await;
-    let i = Running::start(
-        Config::default(),
-        vec![route(
-            "ns",
-            "web",
-            json!({"hosts": ["h"], "scaleTargetRef": target("web")}),
-        )],
-    )
-    .await;
-    i.backends("ns", "web", &[web.addr]);
+    let (web, i) = one_pod_behind_h(81).await;
 
     let mut s = tokio::net::TcpStream::connect(i.proxy)
         .await
@@ -584,18 +589,7 @@ async fn sigterm_drains_requests_in_flight_and_fails_readiness_first() {
 
 #[tokio::test]
 async fn metrics_count_requests_by_route_and_code() {
-    let port = free_port().await;
-    let web = Upstream::start("web", 101, port).await;
-    let i = Running::start(
-        Config::default(),
-        vec![route(
-            "ns",
-            "web",
-            json!({"hosts": ["h"], "scaleTargetRef": target("web")}),
-        )],
-    )
-    .await;
-    i.backends("ns", "web", &[web.addr]);
+    let (_web, i) = one_pod_behind_h(101).await;
     let c = client();
     for _ in 0..3 {
         get(&c, &i.url("/"), "h").await;
