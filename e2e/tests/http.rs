@@ -579,3 +579,127 @@ async fn the_interceptor_keeps_to_the_pod_network_and_its_own_rights() {
         assert_eq!(out.trim() == "yes", allowed, "{verb} {resource}: {out}");
     }
 }
+
+/// A second interceptor process, signalled as Kubernetes stops a pod: on SIGTERM its
+/// `/readyz` fails at once, the requests it is serving all finish with 200, and it exits 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_a_real_interceptor_process() {
+    let ns = Namespace::create("e2e-http-drain");
+    apply(&ns.0, &deployment("web", 1, &[]));
+    apply(&ns.0, &service("web"));
+    let host = format!("drain.{}.test", ns.0);
+    apply(
+        &ns.0,
+        &format!(
+            "apiVersion: http.keda.sh/v1alpha1\nkind: HTTPScaledObject\n\
+             metadata: {{name: web, annotations: {{httpscaledobject.keda.sh/skip-scaledobject-creation: 'true'}}}}\n\
+             spec:\n  hosts: [{host}]\n  scaleTargetRef: {{name: web, service: web, port: 80}}\n"
+        ),
+    );
+    wait_for_ready(&ns.0, "web", 1, Some("web")).await;
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port")
+    };
+    let (proxy_port, admin_port, scaler_port) = (free(), free(), free());
+    let kubeconfig = cluster().state_dir.join("interceptor.kubeconfig");
+    let log = std::fs::File::create(cluster().state_dir.join("logs/interceptor-drain-test.log"))
+        .expect("a log file");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eventscale"))
+        .arg("interceptor")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args([
+            "--bind-address",
+            "127.0.0.1",
+            "--backend-cidrs",
+            "10.244.0.0/16",
+        ])
+        .args(["--drain-delay", "1s", "--drain-timeout", "30s"])
+        .args(["--proxy-port", &proxy_port.to_string()])
+        .args(["--admin-port", &admin_port.to_string()])
+        .args(["--scaler-port", &scaler_port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("eventscale interceptor starts");
+    struct Kill(u32);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &self.0.to_string()])
+                .status();
+        }
+    }
+    let _guard = Kill(child.id());
+    let (proxy, admin) = (
+        format!("http://127.0.0.1:{proxy_port}"),
+        format!("http://127.0.0.1:{admin_port}"),
+    );
+    let key = format!("{}/web", ns.0);
+    eventually(
+        Duration::from_secs(60),
+        "the new interceptor ready with the route",
+        || {
+            let d = queue(&admin, true);
+            let key = key.clone();
+            async move { (d[&key]["ReadyEndpoints"] == 1).then_some(()) }
+        },
+    )
+    .await;
+    let slow: Vec<_> = (0..5)
+        .map(|_| {
+            let (proxy, host) = (proxy.clone(), host.clone());
+            std::thread::spawn(move || get(&proxy, &host, "/?delay_ms=4000"))
+        })
+        .collect();
+    eventually(Duration::from_secs(10), "5 requests served", || {
+        let d = queue(&admin, true);
+        let key = key.clone();
+        async move { (d[&key]["Serving"] == 5).then_some(()) }
+    })
+    .await;
+    let status = |path: &str| {
+        Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "2",
+            ])
+            .arg(format!("{admin}{path}"))
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(status("/readyz"), "200");
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        status("/readyz"),
+        "503",
+        "readiness fails at once on SIGTERM"
+    );
+    for s in slow {
+        let (code, _, body) = s.join().expect("joined");
+        assert_eq!(code, 200, "a request in flight at SIGTERM finished: {body}");
+        assert!(body.starts_with("hello from web-"), "{body}");
+    }
+    let exited = eventually(Duration::from_secs(15), "the interceptor to exit", || {
+        let r = child.try_wait().ok().flatten();
+        async move { r }
+    })
+    .await;
+    assert!(exited.success(), "exit status {exited}");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", proxy_port)).is_err(),
+        "no longer listening"
+    );
+}
