@@ -16,20 +16,19 @@ fn target(name: &str) -> serde_json::Value {
     json!({"name": name, "service": name, "port": 80})
 }
 
-/// A pod `web` on 127.0.0.`n` and an interceptor routing host `h` to it.
-async fn one_pod_behind_h(n: u8) -> (Upstream, Running) {
+/// A pod `web` on 127.0.0.`n` and an interceptor with `config` routing HTTPScaledObject
+/// `ns/web` (`spec`, its target added) to it.
+async fn one_pod_behind(n: u8, config: Config, mut spec: serde_json::Value) -> (Upstream, Running) {
     let web = Upstream::start("web", n, free_port().await).await;
-    let i = Running::start(
-        Config::default(),
-        vec![route(
-            "ns",
-            "web",
-            json!({"hosts": ["h"], "scaleTargetRef": target("web")}),
-        )],
-    )
-    .await;
+    spec["scaleTargetRef"] = target("web");
+    let i = Running::start(config, vec![route("ns", "web", spec)]).await;
     i.backends("ns", "web", &[web.addr]);
     (web, i)
+}
+
+/// A pod `web` on 127.0.0.`n` and an interceptor routing host `h` to it.
+async fn one_pod_behind_h(n: u8) -> (Upstream, Running) {
+    one_pod_behind(n, Config::default(), json!({"hosts": ["h"]})).await
 }
 
 #[tokio::test]
@@ -94,18 +93,12 @@ async fn requests_route_by_host_path_and_headers_and_the_rest_get_404() {
 
 #[tokio::test]
 async fn the_pod_sees_the_original_host_and_forwarding_headers_and_the_body() {
-    let port = free_port().await;
-    let web = Upstream::start("web", 21, port).await;
-    let i = Running::start(
+    let (web, i) = one_pod_behind(
+        21,
         Config::default(),
-        vec![route(
-            "ns",
-            "web",
-            json!({"hosts": ["helloworld.jourdain.io"], "scaleTargetRef": target("web")}),
-        )],
+        json!({"hosts": ["helloworld.jourdain.io"]}),
     )
     .await;
-    i.backends("ns", "web", &[web.addr]);
     let c = client();
     let (status, cold, _) = get(&c, &i.url("/hello?x=1"), "helloworld.jourdain.io").await;
     assert_eq!((status, cold.as_str()), (200, "false"));
@@ -317,19 +310,12 @@ async fn a_cold_start_that_takes_too_long_gets_504_or_the_failover() {
 
 #[tokio::test]
 async fn upstream_failures_are_502_and_slow_headers_504() {
-    let port = free_port().await;
-    let web = Upstream::start("web", 51, port).await;
-    let i = Running::start(
+    let (_web, i) = one_pod_behind(
+        51,
         Config::default(),
-        vec![route(
-            "ns",
-            "web",
-            json!({"hosts": ["h"], "scaleTargetRef": target("web"),
-            "timeouts": {"responseHeader": "300ms"}}),
-        )],
+        json!({"hosts": ["h"], "timeouts": {"responseHeader": "300ms"}}),
     )
     .await;
-    i.backends("ns", "web", &[web.addr]);
     let c = client();
     let (status, _, body) = get(&c, &i.url("/close"), "h").await;
     assert_eq!(status, 502, "{body}");
@@ -535,21 +521,15 @@ async fn websocket_upgrades_and_h2c_pass_through() {
 
 #[tokio::test]
 async fn sigterm_drains_requests_in_flight_and_fails_readiness_first() {
-    let port = free_port().await;
-    let web = Upstream::start("web", 91, port).await;
-    let mut i = Running::start(
+    let (web, mut i) = one_pod_behind(
+        91,
         Config {
             drain_delay: Duration::from_millis(500),
             ..Config::default()
         },
-        vec![route(
-            "ns",
-            "web",
-            json!({"hosts": ["h"], "scaleTargetRef": target("web")}),
-        )],
+        json!({"hosts": ["h"]}),
     )
     .await;
-    i.backends("ns", "web", &[web.addr]);
     assert_eq!(i.admin_status("/readyz").await, 200);
     let c = client();
     let slow: Vec<_> = (0..5)
