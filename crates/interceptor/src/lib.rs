@@ -127,6 +127,7 @@ impl Shared {
     /// Shared state with no routes.
     pub fn new(config: Config) -> Arc<Self> {
         let directory = Directory::with_allowed(config.backend_cidrs.clone());
+        let peers = peers::Peers::new(config.peers.as_ref().map_or(Duration::ZERO, |p| p.interval));
         Arc::new(Self {
             held: tokio::sync::Semaphore::new(config.max_held),
             config,
@@ -137,7 +138,7 @@ impl Shared {
             synced: AtomicBool::new(false),
             telemetry: telemetry::Telemetry::default(),
             instance: instance_name(),
-            peers: peers::Peers::default(),
+            peers,
         })
     }
 

@@ -1,6 +1,6 @@
 //! Counts summed over every interceptor replica. Each replica reads the others' `/queue`
 //! (found through the Endpoints of the interceptors' admin Service, which it already
-//! watches) every [`Peers::interval`], with a short timeout, and keeps what it read: the
+//! watches) every [`PeersConfig::interval`], with a short timeout, and keeps what it read: the
 //! external scaler answers from memory, so a slow or hung replica never stalls an answer;
 //! what a replica last said is dropped after a few missed rounds. A replica knows its own
 //! answer by the instance header and leaves it out.
@@ -42,15 +42,24 @@ struct Answer {
 }
 
 /// What the other replicas last said.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Peers {
     answers: Mutex<HashMap<SocketAddr, Answer>>,
-    interval: Mutex<Duration>,
+    /// How long an answer counts: [`STALE_ROUNDS`] reading intervals.
+    fresh_for: Duration,
 }
 
 impl Peers {
+    /// Nothing heard yet, from peers read every `interval`.
+    pub fn new(interval: Duration) -> Self {
+        Self {
+            answers: Mutex::default(),
+            fresh_for: interval * STALE_ROUNDS,
+        }
+    }
+
     fn fresh<R>(&self, f: impl Fn(&HashMap<String, QueueDetail>) -> R) -> Vec<R> {
-        let limit = *self.interval.lock().unwrap_or_else(|p| p.into_inner()) * STALE_ROUNDS;
+        let limit = self.fresh_for;
         let answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
         answers
             .values()
@@ -140,11 +149,6 @@ async fn read(
 
 /// Reads the other replicas every `config.interval`, forever.
 pub async fn run(shared: Arc<Shared>, config: PeersConfig) {
-    *shared
-        .peers
-        .interval
-        .lock()
-        .unwrap_or_else(|p| p.into_inner()) = config.interval;
     let pool = shared.directory.pool(&config.service);
     let client: Client<HttpConnector, Empty<Bytes>> =
         Client::builder(TokioExecutor::new()).build(HttpConnector::new());
