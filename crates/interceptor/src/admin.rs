@@ -9,7 +9,7 @@ use std::sync::Arc;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use serde::Serialize;
 
-use crate::body::{self, ProxyBody};
+use crate::body::{self, plain, ProxyBody};
 use crate::Shared;
 
 /// The response header naming the replica that answered `/queue` (so that a replica reading
@@ -81,16 +81,10 @@ fn json(status: StatusCode, value: &impl Serialize) -> Response<ProxyBody> {
     r
 }
 
-fn text(status: StatusCode, s: &'static str) -> Response<ProxyBody> {
-    let mut r = Response::new(body::text(s));
-    *r.status_mut() = status;
-    r
-}
-
 /// Answers one admin request.
 pub fn handle<B>(shared: &Arc<Shared>, req: &Request<B>) -> Response<ProxyBody> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        return plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
     }
     match req.uri().path() {
         "/queue" => {
@@ -113,12 +107,12 @@ pub fn handle<B>(shared: &Arc<Shared>, req: &Request<B>) -> Response<ProxyBody> 
             }
             r
         }
-        "/livez" => text(StatusCode::OK, "ok\n"),
-        "/readyz" if shared.ready() => text(StatusCode::OK, "ok\n"),
+        "/livez" => plain(StatusCode::OK, "ok\n"),
+        "/readyz" if shared.ready() => plain(StatusCode::OK, "ok\n"),
         "/readyz" if shared.draining.load(std::sync::atomic::Ordering::Acquire) => {
-            text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+            plain(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
         }
-        "/readyz" => text(
+        "/readyz" => plain(
             StatusCode::SERVICE_UNAVAILABLE,
             "routes, Services and Endpoints not listed yet\n",
         ),
@@ -133,6 +127,6 @@ pub fn handle<B>(shared: &Arc<Shared>, req: &Request<B>) -> Response<ProxyBody> 
             );
             r
         }
-        _ => text(StatusCode::NOT_FOUND, "Not Found\n"),
+        _ => plain(StatusCode::NOT_FOUND, "Not Found\n"),
     }
 }

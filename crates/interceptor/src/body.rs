@@ -22,6 +22,17 @@ pub fn text(s: impl Into<Bytes>) -> ProxyBody {
     Full::new(s.into()).map_err(|e| match e {}).boxed()
 }
 
+/// A response of `status` with a short text body.
+pub fn plain(status: http::StatusCode, s: impl Into<Bytes>) -> http::Response<ProxyBody> {
+    let mut r = http::Response::new(text(s));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
 /// The incoming request body, held where a retry can take it back: the body moves into the
 /// request sent upstream only when that request first reads it, so a request whose
 /// connection was refused leaves it in place.

@@ -18,7 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tracing::{debug, warn, Instrument as _};
 
 use crate::backends::{Lease, Pool};
-use crate::body::{self, AttemptBody, Guarded, ProxyBody, Replayable};
+use crate::body::{self, plain, AttemptBody, Guarded, ProxyBody, Replayable};
 use crate::counts::InFlight;
 use crate::{Route, Shared};
 
@@ -82,16 +82,6 @@ impl Failure {
             Self::Upstream { .. } | Self::Refused => StatusCode::BAD_GATEWAY,
         }
     }
-}
-
-fn plain(status: StatusCode, text: impl Into<Bytes>) -> Response<ProxyBody> {
-    let mut r = Response::new(body::text(text));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r
 }
 
 /// Answers one request that came from `client`.
