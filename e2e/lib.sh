@@ -132,3 +132,22 @@ wait_for() {
   die "$name did not come up within ${secs}s; read $LOGS/$name.log"
 }
 
+# ensure_venv VENV PIP_SPEC CHECK...: a virtualenv at VENV with PIP_SPEC installed, made
+# (under a lock, so concurrent callers install it once) unless the command CHECK succeeds.
+ensure_venv() {
+  local venv=$1 spec=$2
+  shift 2
+  "$@" >/dev/null 2>&1 && return 0
+  mkdir -p "$(dirname "$venv")"
+  exec 8>"$venv.lock"
+  flock -w 600 8 || die "another process has been installing $venv for 10 minutes"
+  if ! "$@" >/dev/null 2>&1; then
+    log "installing $spec into $venv"
+    rm -rf "$venv"
+    python3 -m venv "$venv" >&2 || die "python3 -m venv $venv failed"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "$spec" >&2 ||
+      die "pip install $spec failed"
+    "$@" >/dev/null 2>&1 || die "'$*' fails after pip install $spec"
+  fi
+  exec 8>&-
+}
