@@ -263,19 +263,34 @@ pub fn http(method: &str, addr: &str, path: &str) -> (u16, String) {
 pub struct Namespace(pub String);
 
 impl Namespace {
-    /// Create `<prefix>-<pid>`.
+    /// Create `<prefix>-<pid>`. Each prefix may be used once per test process: tests run
+    /// in parallel, and a second test with the same prefix would delete the first one's
+    /// namespace (the stale-namespace clean-up below) and then wait for it.
     pub fn create(prefix: &str) -> Self {
+        static USED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+        {
+            let mut used = USED
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            assert!(
+                !used.iter().any(|p| p == prefix),
+                "namespace prefix {prefix:?} is used by two tests of this binary; give each test its own"
+            );
+            used.push(prefix.to_string());
+        }
         let name = format!("{prefix}-{}", std::process::id());
         let _ = kubectl(&["delete", "namespace", &name, "--wait=false"]);
         // A namespace still terminating from an earlier run with the same pid: wait it out.
+        let mut last = String::new();
         for _ in 0..60 {
-            let (ok, _, _) = kubectl(&["create", "namespace", &name]);
+            let (ok, _, err) = kubectl(&["create", "namespace", &name]);
             if ok {
                 return Namespace(name);
             }
+            last = err;
             std::thread::sleep(Duration::from_secs(1));
         }
-        panic!("could not create namespace {name}");
+        panic!("could not create namespace {name} in 60 s; kubectl said: {last}");
     }
 }
 

@@ -190,7 +190,7 @@ async fn a_rotated_secret_is_picked_up_without_a_restart() {
     let url = source_env("EVENTSCALE_PROMETHEUS_AUTH_URL");
     let user = source_env("EVENTSCALE_PROMETHEUS_USER");
     let password = source_env("EVENTSCALE_PROMETHEUS_PASSWORD");
-    let ns = Namespace::create("e2e-rotation");
+    let ns = Namespace::create("e2e-secret-rotation");
     let secret = |password: &str| {
         format!(
             "apiVersion: v1\nkind: Secret\nmetadata: {{name: prom-creds}}\nstringData: {{user: {user}, password: {password}}}\n"
