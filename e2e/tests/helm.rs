@@ -152,6 +152,7 @@ fn lint_render_and_server_side_dry_run() {
         "scaledobjects.keda.sh",
         "triggerauthentications.keda.sh",
         "clustertriggerauthentications.keda.sh",
+        "scaledjobs.keda.sh",
     ] {
         assert!(
             find(&docs, "CustomResourceDefinition", crd).is_some(),

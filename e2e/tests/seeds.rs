@@ -7,8 +7,9 @@ use serde_json::Value;
 use crate::{kubectl_stdin, Namespace};
 
 /// The kinds eventscale serves or the examples need beside them.
-const KINDS: [&str; 6] = [
+const KINDS: [&str; 7] = [
     "ScaledObject",
+    "ScaledJob",
     "HTTPScaledObject",
     "TriggerAuthentication",
     "Secret",
@@ -74,8 +75,8 @@ fn apply_unchanged(default_namespace: &str, value: &Value, label: &str) {
     }
 }
 
-/// Every field of KEDA's TriggerAuthentication, ClusterTriggerAuthentication and
-/// ScaledObject schemas, written as KEDA's docs do, is accepted and kept, including the
+/// Every field of KEDA's TriggerAuthentication, ClusterTriggerAuthentication, ScaledObject
+/// and ScaledJob schemas, written as KEDA's docs do, is accepted and kept, including the
 /// providers eventscale does not implement (it reports those on the ScaledObject).
 #[test]
 fn every_keda_field_applies_unchanged() {
@@ -156,6 +157,50 @@ spec:
   - type: cron
     name: b
     metadata: {timezone: Etc/UTC, start: 0 * * * *, end: 30 * * * *, desiredReplicas: "2"}
+"#
+        .to_string(),
+        r#"
+apiVersion: keda.sh/v1alpha1
+kind: ScaledJob
+metadata:
+  name: every-field
+  labels: {team: a, secret: b}
+  annotations: {autoscaling.keda.sh/paused: "true", scaledjob.keda.sh/job-excluded-labels: secret}
+spec:
+  jobTargetRef:
+    parallelism: 1
+    completions: 1
+    activeDeadlineSeconds: 600
+    backoffLimit: 6
+    template:
+      metadata: {labels: {app: worker}}
+      spec:
+        restartPolicy: Never
+        containers:
+        - name: worker
+          image: localhost/eventscale/demo:v1
+          args: [job]
+          env: [{name: QUEUE, value: jobs}]
+          resources: {requests: {cpu: 10m, memory: 16Mi}}
+  pollingInterval: 30
+  successfulJobsHistoryLimit: 5
+  failedJobsHistoryLimit: 5
+  envSourceContainerName: worker
+  minReplicaCount: 0
+  maxReplicaCount: 100
+  rolloutStrategy: gradual
+  rollout: {strategy: gradual, propagationPolicy: foreground}
+  scalingStrategy:
+    strategy: custom
+    customScalingQueueLengthDeduction: 1
+    customScalingRunningJobPercentage: "0.5"
+    pendingPodConditions: [Ready, PodScheduled, AnyOtherCustomPodCondition]
+    multipleScalersCalculation: max
+  triggers:
+  - type: mysql
+    name: queue
+    metadata: {queryValue: "4", activationQueryValue: "1", query: "SELECT COUNT(*) FROM jobs"}
+    authenticationRef: {name: every-field}
 "#
         .to_string(),
     ];

@@ -29,6 +29,32 @@ pub enum EventReason {
     HTTPScaledObjectReconciled,
     /// An HTTPScaledObject is invalid or its ScaledObject could not be written.
     HTTPScaledObjectCreateError,
+    /// A ScaledJob is valid again, or for the first time.
+    ScaledJobReady,
+    /// A ScaledJob is invalid.
+    ScaledJobCheckFailed,
+    /// A ScaledJob paused by annotation.
+    ScaledJobPaused,
+    /// A ScaledJob's pause annotation removed.
+    ScaledJobUnpaused,
+    /// A ScaledJob's triggers became active.
+    ScaledJobActive,
+    /// A ScaledJob's triggers stopped being active.
+    ScaledJobInactive,
+    /// Jobs created at a poll.
+    KEDAJobsCreated,
+    /// A Job could not be created.
+    KEDAJobCreateFailed,
+    /// A ScaledJob's trigger failed at a poll.
+    KEDAScalerFailed,
+    /// Deleting the Jobs of an earlier ScaledJob generation.
+    ScaledJobRolloutCleanupStarted,
+    /// The Jobs of an earlier ScaledJob generation deleted.
+    ScaledJobRolloutCleanupCompleted,
+    /// A Job of an earlier ScaledJob generation could not be deleted.
+    ScaledJobRolloutCleanupFailed,
+    /// `scalingStrategy` asks for `custom` without a usable percentage: `default` applies.
+    ScaledJobStrategyDefaulted,
 }
 
 impl EventReason {
@@ -45,6 +71,19 @@ impl EventReason {
             Self::KEDAScaleTargetDeactivationFailed => "KEDAScaleTargetDeactivationFailed",
             Self::HTTPScaledObjectReconciled => "Reconciled",
             Self::HTTPScaledObjectCreateError => "CreateError",
+            Self::ScaledJobReady => "ScaledJobReady",
+            Self::ScaledJobCheckFailed => "ScaledJobCheckFailed",
+            Self::ScaledJobPaused => "ScaledJobPaused",
+            Self::ScaledJobUnpaused => "ScaledJobUnpaused",
+            Self::ScaledJobActive => "ScaledJobActive",
+            Self::ScaledJobInactive => "ScaledJobInactive",
+            Self::KEDAJobsCreated => "KEDAJobsCreated",
+            Self::KEDAJobCreateFailed => "KEDAJobCreateFailed",
+            Self::KEDAScalerFailed => "KEDAScalerFailed",
+            Self::ScaledJobRolloutCleanupStarted => "ScaledJobRolloutCleanupStarted",
+            Self::ScaledJobRolloutCleanupCompleted => "ScaledJobRolloutCleanupCompleted",
+            Self::ScaledJobRolloutCleanupFailed => "ScaledJobRolloutCleanupFailed",
+            Self::ScaledJobStrategyDefaulted => "ScaledJobStrategyDefaulted",
         }
     }
 }

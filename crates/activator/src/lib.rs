@@ -10,6 +10,7 @@
 
 pub mod events;
 pub mod http;
+pub mod jobs;
 pub mod leader;
 mod plan;
 pub mod scale;

@@ -666,7 +666,24 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         if http.is_none() {
             info!("no --interceptor-scaler-address: HTTPScaledObjects are not reconciled");
         }
-        tokio::spawn(lead_controller(ctx.clone(), http, leading.clone()));
+        // ScaledJobs' scalers: a registry of their own (a ScaledJob may share its name
+        // with a ScaledObject), rebuilt on the same watches.
+        let job_runtimes = Arc::new(
+            scaler_core::runtime::Runtimes::new(
+                Arc::new(scaler_core::resolve::KubeSourceFactory::new(client.clone())),
+                versions.clone(),
+                Some(client.clone()),
+                cluster_objects.clone(),
+                telemetry.clone(),
+            )
+            .with_default_interval(args.default_polling_interval),
+        );
+        let jobs = activator::jobs::JobsContext::new(
+            client.clone(),
+            job_runtimes,
+            env!("CARGO_PKG_VERSION"),
+        );
+        tokio::spawn(lead_controller(ctx.clone(), http, jobs, leading.clone()));
         Some(poller::Activation { ctx, leading })
     };
     // Released on shutdown when this replica takes part in the election.
@@ -721,10 +738,12 @@ async fn stop_signal() {
     }
 }
 
-/// Run the HPA controller while this replica leads, stop it when it does not.
+/// Run the HPA controller (and the HTTPScaledObject controller and the ScaledJob
+/// executor) while this replica leads, stop them when it does not.
 async fn lead_controller(
     ctx: std::sync::Arc<activator::Context>,
     http: Option<std::sync::Arc<activator::http::HttpContext>>,
+    jobs: std::sync::Arc<activator::jobs::JobsContext>,
     mut leading: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut running: Option<tokio::task::JoinHandle<()>> = None;
@@ -737,6 +756,7 @@ async fn lead_controller(
                 ctx.last_active.forget_all();
                 let ctx = ctx.clone();
                 let http = http.clone();
+                let jobs = jobs.clone();
                 running = Some(tokio::spawn(async move {
                     let http = async move {
                         if let Some(h) = http {
@@ -748,7 +768,7 @@ async fn lead_controller(
                             error!(error = %e, "the HPA controller stopped");
                         }
                     };
-                    tokio::join!(hpa, http);
+                    tokio::join!(hpa, http, activator::jobs::run(jobs));
                 }));
             }
             (false, Some(h)) => h.abort(),
@@ -793,6 +813,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
                 TriggerAuthentication::crd(),
                 ClusterTriggerAuthentication::crd(),
                 scaler_core::http_scaled_object::HttpScaledObject::crd(),
+                scaler_core::scaled_job::crd(),
             ]
             .iter()
             .map(serde_yaml::to_string)

@@ -79,6 +79,16 @@ pub enum Reason {
     ScaledObjectPaused,
     /// Paused False after a pause.
     ScaledObjectUnpaused,
+    /// ScaledJob Ready True.
+    ScaledJobReady,
+    /// ScaledJob Ready False: its spec or a trigger's configuration is wrong.
+    ScaledJobCheckFailed,
+    /// ScaledJob Paused True.
+    ScaledJobPaused,
+    /// ScaledJob Paused False after a pause.
+    ScaledJobUnpaused,
+    /// Active Unknown: the check failed.
+    UnknownState,
 }
 
 impl Reason {
@@ -96,6 +106,11 @@ impl Reason {
             Self::NoFallbackFound => "NoFallbackFound",
             Self::ScaledObjectPaused => "ScaledObjectPaused",
             Self::ScaledObjectUnpaused => "ScaledObjectUnpaused",
+            Self::ScaledJobReady => "ScaledJobReady",
+            Self::ScaledJobCheckFailed => "ScaledJobCheckFailed",
+            Self::ScaledJobPaused => "ScaledJobPaused",
+            Self::ScaledJobUnpaused => "ScaledJobUnpaused",
+            Self::UnknownState => "UnknownState",
         }
     }
 }
@@ -158,11 +173,17 @@ impl ScaledObjectStatus {
 
     /// Set `c`, replacing the condition of its type (appended when there is none).
     pub fn set_condition(&mut self, c: Condition) {
-        let conditions = self.conditions.get_or_insert_with(Vec::new);
-        match conditions.iter_mut().find(|x| x.type_ == c.type_) {
-            Some(x) => *x = c,
-            None => conditions.push(c),
-        }
+        set_in(&mut self.conditions, c);
+    }
+}
+
+/// Set `c` in a status's `conditions`, replacing the condition of its type (appended when
+/// there is none).
+pub fn set_in(conditions: &mut Option<Vec<Condition>>, c: Condition) {
+    let conditions = conditions.get_or_insert_with(Vec::new);
+    match conditions.iter_mut().find(|x| x.type_ == c.type_) {
+        Some(x) => *x = c,
+        None => conditions.push(c),
     }
 }
 

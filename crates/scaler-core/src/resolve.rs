@@ -78,6 +78,19 @@ pub fn env_version(containers: &serde_json::Value, container: Option<&str>) -> V
     Version::At(format!("{:016x}", h.finish()))
 }
 
+/// The pod template's `containers` of a scale target's object: `spec.template` for
+/// workloads, `spec.jobTargetRef.template` for a ScaledJob (whose triggers read `FromEnv`
+/// from the Job it creates, as KEDA's do).
+pub fn template_containers<'a>(data: &'a serde_json::Value, kind: &str) -> &'a serde_json::Value {
+    let spec = &data["spec"];
+    let spec = if kind == "ScaledJob" {
+        &spec["jobTargetRef"]
+    } else {
+        spec
+    };
+    &spec["template"]["spec"]["containers"]
+}
+
 /// Builds read the cluster through [`KubeSources`].
 pub struct KubeSourceFactory {
     client: Client,
@@ -279,7 +292,7 @@ impl Sources for KubeSources {
         }
         let (api, what) = target_api(&self.client, &self.namespace, &self.target).await?;
         let obj = timed(what.clone(), api.get(&self.target.name)).await?;
-        let raw = &obj.data["spec"]["template"]["spec"]["containers"];
+        let raw = template_containers(&obj.data, self.target.kind_or_default());
         self.read(
             Dep::TargetEnv {
                 gvk: target_gvk(&self.target),

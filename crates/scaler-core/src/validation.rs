@@ -3,7 +3,7 @@
 //! cluster holds). The controller reports a failure as Ready False and scales nothing.
 
 use crate::gvk::Gvk;
-use crate::scaled_object::ScaledObject;
+use crate::scaled_object::{ScaleTriggers, ScaledObject};
 
 /// The annotation that lets a ScaledObject take over an existing HPA it names.
 pub const TRANSFER_HPA_OWNERSHIP: &str = "scaledobject.keda.sh/transfer-hpa-ownership";
@@ -11,27 +11,7 @@ pub const TRANSFER_HPA_OWNERSHIP: &str = "scaledobject.keda.sh/transfer-hpa-owne
 /// Triggers, replica bounds and fallback, as KEDA checks them.
 pub fn validate_spec(so: &ScaledObject) -> Result<(), String> {
     let spec = &so.spec;
-    if spec.triggers.is_empty() {
-        return Err("no triggers defined in the ScaledObject/ScaledJob".into());
-    }
-    let mut names = std::collections::BTreeSet::new();
-    for t in &spec.triggers {
-        if t.use_cached_metrics == Some(true)
-            && matches!(t.type_.as_str(), "cpu" | "memory" | "cron")
-        {
-            return Err(format!(
-                "property \"useCachedMetrics\" is not supported for {:?} scaler",
-                t.type_
-            ));
-        }
-        if let Some(n) = t.name.as_deref().filter(|n| !n.is_empty()) {
-            if !names.insert(n) {
-                return Err(format!(
-                    "triggerName {n:?} is defined multiple times in the ScaledObject/ScaledJob, but it must be unique"
-                ));
-            }
-        }
-    }
+    validate_triggers(&spec.triggers)?;
     let min = match spec.min_replica_count {
         Some(_) => spec.hpa_min_replicas(),
         None => 0,
@@ -57,6 +37,33 @@ pub fn validate_spec(so: &ScaledObject) -> Result<(), String> {
             .any(|t| !matches!(t.type_.as_str(), "cpu" | "memory"));
         if !usable {
             return Err("at least one trigger (that is not cpu or memory) has to have the `AverageValue` type for the fallback to be enabled".into());
+        }
+    }
+    Ok(())
+}
+
+/// KEDA's `ValidateTriggers`, shared by ScaledObjects and ScaledJobs: at least one trigger,
+/// unique trigger names, no `useCachedMetrics` where KEDA refuses it.
+pub fn validate_triggers(triggers: &[ScaleTriggers]) -> Result<(), String> {
+    if triggers.is_empty() {
+        return Err("no triggers defined in the ScaledObject/ScaledJob".into());
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for t in triggers {
+        if t.use_cached_metrics == Some(true)
+            && matches!(t.type_.as_str(), "cpu" | "memory" | "cron")
+        {
+            return Err(format!(
+                "property \"useCachedMetrics\" is not supported for {:?} scaler",
+                t.type_
+            ));
+        }
+        if let Some(n) = t.name.as_deref().filter(|n| !n.is_empty()) {
+            if !names.insert(n) {
+                return Err(format!(
+                    "triggerName {n:?} is defined multiple times in the ScaledObject/ScaledJob, but it must be unique"
+                ));
+            }
         }
     }
     Ok(())

@@ -236,7 +236,10 @@ impl Versions for ClusterVersions {
             } => Some(match self.target(gvk, namespace, name)? {
                 None => Version::Missing,
                 Some(o) => env_version(
-                    &o.data["spec"]["template"]["spec"]["containers"],
+                    crate::resolve::template_containers(
+                        &o.data,
+                        gvk.rsplit('/').next().unwrap_or(""),
+                    ),
                     container.as_deref(),
                 ),
             }),
