@@ -42,6 +42,7 @@ mod metrics_only;
 mod node;
 mod prometheus;
 mod rotation;
+mod scaled_job;
 mod seed_behaviour;
 mod seeds;
 mod workload;

@@ -41,7 +41,7 @@ fn seed_in_namespace(name: &str, replacements: &[(&str, &str)]) -> String {
     text
 }
 
-fn mariadb(env: &std::collections::BTreeMap<String, String>, sql: &str) {
+pub(crate) fn mariadb(env: &std::collections::BTreeMap<String, String>, sql: &str) {
     let ok = Command::new("mariadb")
         .args([
             "--no-defaults",
