@@ -402,3 +402,166 @@ async fn strategies_create_what_kedas_formulas_say() {
         mariadb(&env, &format!("DROP TABLE {};", table(name)));
     }
 }
+
+/// Pending Jobs are counted: `eager` with pods the node cannot run (a CPU request no node
+/// has) creates the 2 Jobs a queue of 2 asks for and no more, though under `eager` a Job
+/// whose pod ran would leave room for 2 more. Pausing stops the polls and resuming starts
+/// them again. A new generation deletes the earlier generation's Jobs (`immediate`) or
+/// leaves them running (`gradual`).
+#[tokio::test]
+async fn pending_pause_and_rollout() {
+    let env = crate::sources::sources_env(&["mysql"]);
+    let ns = Namespace::create("e2e-sj-lifecycle");
+    let table = |name: &str| format!("sj_{}_{}", name.replace('-', "_"), std::process::id());
+    let unschedulable = scaled_job(
+        &env,
+        "pending",
+        &table("pending"),
+        600,
+        "  scalingStrategy: {strategy: eager}",
+    )
+    .replace(
+        "          env:",
+        "          resources: {requests: {cpu: \"1000\"}}\n          env:",
+    );
+    let mut docs = vec![unschedulable];
+    for name in ["paused", "immediate", "gradual"] {
+        let extra = match name {
+            "gradual" => "  rollout: {strategy: gradual}",
+            _ => "",
+        };
+        docs.push(scaled_job(&env, name, &table(name), 600, extra));
+    }
+    for name in ["pending", "paused"] {
+        queue(&env, &table(name), 2);
+    }
+    for name in ["immediate", "gradual"] {
+        queue(&env, &table(name), 1);
+    }
+    apply(&ns.0, &docs.join("\n---\n"));
+    let unfinished = |name: &str| {
+        jobs(&ns.0, name)
+            .into_iter()
+            .filter(|j| finished(j).is_none())
+            .collect::<Vec<_>>()
+    };
+    eventually(
+        Duration::from_secs(60),
+        "every ScaledJob's first Jobs",
+        || {
+            let ok = unfinished("pending").len() >= 2
+                && unfinished("paused").len() >= 2
+                && unfinished("immediate").len() == 1
+                && unfinished("gradual").len() == 1;
+            async move { ok.then_some(()) }
+        },
+    )
+    .await;
+
+    // Pending: their pods stay Pending and polls create nothing more.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(unfinished("pending").len(), 2);
+    let pods = json(&[
+        "-n",
+        &ns.0,
+        "get",
+        "pods",
+        "-l",
+        "scaledjob.keda.sh/name=pending",
+        "-o",
+        "json",
+    ]);
+    let phases: Vec<&str> = pods["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["status"]["phase"].as_str())
+        .collect();
+    assert_eq!(phases, ["Pending", "Pending"], "{pods}");
+
+    // Paused: 6 rows would give 2 more Jobs, but nothing is created until it resumes.
+    let (ok, _, err) = kubectl(&[
+        "-n",
+        &ns.0,
+        "annotate",
+        "scaledjob",
+        "paused",
+        "autoscaling.keda.sh/paused=true",
+    ]);
+    assert!(ok, "{err}");
+    eventually(Duration::from_secs(30), "Paused True", || {
+        let (s, r, _) = condition(&ns.0, "paused", "Paused");
+        let ok = s == "True" && r == "ScaledJobPaused";
+        async move { ok.then_some(()) }
+    })
+    .await;
+    queue(&env, &table("paused"), 6);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        unfinished("paused").len(),
+        2,
+        "a paused ScaledJob created Jobs"
+    );
+    let (ok, _, err) = kubectl(&[
+        "-n",
+        &ns.0,
+        "annotate",
+        "scaledjob",
+        "paused",
+        "autoscaling.keda.sh/paused-",
+    ]);
+    assert!(ok, "{err}");
+    eventually(Duration::from_secs(30), "4 Jobs once resumed", || {
+        let n = unfinished("paused").len();
+        async move { (n == 4).then_some(()) }
+    })
+    .await;
+    let (s, r, _) = condition(&ns.0, "paused", "Paused");
+    assert_eq!((s.as_str(), r.as_str()), ("False", "ScaledJobUnpaused"));
+
+    // A new generation: `immediate` deletes the running Job of generation 1 and creates
+    // one of generation 2; `gradual` leaves it running (and counting).
+    let before: BTreeMap<&str, BTreeSet<String>> = ["immediate", "gradual"]
+        .into_iter()
+        .map(|n| (n, names(&unfinished(n))))
+        .collect();
+    for name in ["immediate", "gradual"] {
+        let (ok, _, err) = kubectl(&[
+            "-n",
+            &ns.0,
+            "patch",
+            "scaledjob",
+            name,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"jobTargetRef":{"activeDeadlineSeconds":900}}}"#,
+        ]);
+        assert!(ok, "{err}");
+    }
+    eventually(
+        Duration::from_secs(60),
+        "immediate: the old Job gone, a new one running",
+        || {
+            let now = unfinished("immediate");
+            let gone = names(&now).is_disjoint(&before["immediate"]);
+            let new = now.len() == 1
+                && now[0]["metadata"]["annotations"]["scaledjob.keda.sh/generation"] == "2";
+            async move { (gone && new).then_some(()) }
+        },
+    )
+    .await;
+    let notes = event_notes(&ns.0, "immediate", "ScaledJobRolloutCleanupStarted");
+    assert!(
+        notes.iter().any(|n| n.contains("Deleting 1 jobs")),
+        "{notes:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        names(&unfinished("gradual")),
+        before["gradual"],
+        "gradual: the old Job runs on, nothing more"
+    );
+    for name in ["pending", "paused", "immediate", "gradual"] {
+        mariadb(&env, &format!("DROP TABLE {};", table(name)));
+    }
+}
