@@ -38,3 +38,101 @@ async fn eventscale_carries_on_after_an_apiserver_restart() {
     let d = deployments.get("web").await.expect("Deployment");
     assert_eq!(d.spec.and_then(|s| s.replicas), Some(3));
 }
+
+/// The ScaledJob executor keeps nothing a restart would lose: eventscale killed with 2 of
+/// a ScaledJob's Jobs running comes back, counts them (it creates none again), and creates
+/// the one a third row asks for.
+#[tokio::test]
+async fn a_restarted_eventscale_creates_no_job_twice() {
+    let _serial = crate::SERIAL.lock().await;
+    cluster();
+    let env = crate::sources::sources_env(&["mysql"]);
+    let table = format!("sj_restart_{}", std::process::id());
+    let fill = |rows: usize| {
+        let values = vec!["()"; rows].join(",");
+        crate::sources::mariadb(
+            &env,
+            &format!(
+                "CREATE TABLE IF NOT EXISTS {table} (id INT AUTO_INCREMENT PRIMARY KEY); DELETE FROM {table}; INSERT INTO {table} () VALUES {values};"
+            ),
+        );
+    };
+    fill(2);
+    let ns = Namespace::create("e2e-sj-restart");
+    let dsn = format!(
+        "{}:{}@tcp({}:{})/{}",
+        env["EVENTSCALE_MYSQL_USER"],
+        env["EVENTSCALE_MYSQL_PASSWORD"],
+        env["EVENTSCALE_MYSQL_HOST"],
+        env["EVENTSCALE_MYSQL_PORT"],
+        env["EVENTSCALE_MYSQL_DB"]
+    );
+    crate::apply(
+        &ns.0,
+        &format!(
+            r#"
+apiVersion: v1
+kind: Secret
+metadata: {{name: db}}
+stringData: {{dsn: "{dsn}"}}
+---
+apiVersion: keda.sh/v1alpha1
+kind: TriggerAuthentication
+metadata: {{name: db}}
+spec:
+  secretTargetRef: [{{parameter: connectionString, name: db, key: dsn}}]
+---
+apiVersion: keda.sh/v1alpha1
+kind: ScaledJob
+metadata: {{name: worker}}
+spec:
+  pollingInterval: 1
+  jobTargetRef:
+    template:
+      spec:
+        restartPolicy: Never
+        containers:
+        - {{name: w, image: {image}, imagePullPolicy: Never, args: [job, "600"]}}
+  triggers:
+  - type: mysql
+    metadata: {{query: "SELECT COUNT(*) FROM {table}", queryValue: "1"}}
+    authenticationRef: {{name: db}}
+"#,
+            image = crate::DEMO_IMAGE
+        ),
+    );
+    let jobs = || {
+        let (ok, out, err) = crate::kubectl(&[
+            "-n",
+            &ns.0,
+            "get",
+            "jobs",
+            "-l",
+            "scaledjob.keda.sh/name=worker",
+            "-o",
+            "name",
+        ]);
+        assert!(ok, "{err}");
+        out.lines().map(str::to_string).collect::<Vec<_>>()
+    };
+    crate::eventually(Duration::from_secs(60), "2 Jobs", || {
+        let n = jobs().len();
+        async move { (n >= 2).then_some(()) }
+    })
+    .await;
+    let pid = pid_of("eventscale").expect("eventscale PID file");
+    stop(pid, "-KILL");
+    cluster_up();
+    // Back and leading again (the Lease of the killed process runs out first): polls
+    // every second find the 2 Jobs; a third row gives exactly one more.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    fill(3);
+    crate::eventually(Duration::from_secs(90), "the third Job", || {
+        let n = jobs().len();
+        async move { (n >= 3).then_some(()) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(jobs().len(), 3, "{:?}", jobs());
+    crate::sources::mariadb(&env, &format!("DROP TABLE {table};"));
+}

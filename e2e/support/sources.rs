@@ -48,3 +48,22 @@ pub fn prometheus_query_requests(base: &str) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// Run `sql` in the test database with the `mariadb` client, asserting success.
+pub fn mariadb(env: &std::collections::BTreeMap<String, String>, sql: &str) {
+    let ok = Command::new("mariadb")
+        .args([
+            "--no-defaults",
+            "-h",
+            &env["EVENTSCALE_MYSQL_HOST"],
+            "-P",
+            &env["EVENTSCALE_MYSQL_PORT"],
+        ])
+        .arg(format!("-u{}", env["EVENTSCALE_MYSQL_USER"]))
+        .arg(format!("-p{}", env["EVENTSCALE_MYSQL_PASSWORD"]))
+        .arg(&env["EVENTSCALE_MYSQL_DB"])
+        .args(["-e", sql])
+        .status()
+        .expect("mariadb client");
+    assert!(ok.success(), "{sql}");
+}

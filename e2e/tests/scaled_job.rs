@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::seed_behaviour::mariadb;
+use crate::sources::mariadb;
 use crate::{apply, eventually, kubectl, Namespace, DEMO_IMAGE};
 
 fn json(args: &[&str]) -> Value {

@@ -4,12 +4,11 @@
 //! query, whose metric needs kube-state-metrics) and `namespace: default` is dropped so
 //! each test keeps to its own namespace. The HPA decisions are the real controller's.
 
-use std::process::Command;
-
 use chrono::{Datelike, Timelike, Utc, Weekday};
 use chrono_tz::Tz;
 
 use crate::cron::{hpa_api, raw_metric, wait_for_hpa_named, wait_for_metric};
+use crate::sources::mariadb;
 use crate::{apply, client, deployment, wait_for_replicas, Namespace};
 
 /// A seed example's text.
@@ -39,24 +38,6 @@ fn seed_in_namespace(name: &str, replacements: &[(&str, &str)]) -> String {
         text = text.replace(from, to);
     }
     text
-}
-
-pub(crate) fn mariadb(env: &std::collections::BTreeMap<String, String>, sql: &str) {
-    let ok = Command::new("mariadb")
-        .args([
-            "--no-defaults",
-            "-h",
-            &env["EVENTSCALE_MYSQL_HOST"],
-            "-P",
-            &env["EVENTSCALE_MYSQL_PORT"],
-        ])
-        .arg(format!("-u{}", env["EVENTSCALE_MYSQL_USER"]))
-        .arg(format!("-p{}", env["EVENTSCALE_MYSQL_PASSWORD"]))
-        .arg(&env["EVENTSCALE_MYSQL_DB"])
-        .args(["-e", sql])
-        .status()
-        .expect("mariadb client");
-    assert!(ok.success(), "{sql}");
 }
 
 /// `mysql.yaml`: `SELECT CEIL(COUNT(*)/6) FROM tasks WHERE state='running'` against
