@@ -64,7 +64,7 @@ fn label<'a>(line: &'a str, key: &str) -> &'a str {
 }
 
 /// The apiserver's write counts by (resource, subresource), from `apiserver_request_total`.
-fn apiserver_writes() -> anyhow::Result<BTreeMap<(String, String), f64>> {
+pub(crate) fn apiserver_writes() -> anyhow::Result<BTreeMap<(String, String), f64>> {
     let (ok, out, err) = kubectl(&["get", "--raw", "/metrics"]);
     anyhow::ensure!(ok, "kubectl get --raw /metrics: {err}");
     let mut writes = BTreeMap::new();
@@ -620,7 +620,7 @@ pub async fn push(report: &mut Report, n: usize, trials: usize) -> anyhow::Resul
 
 /// How many times eventscale has written an Event in `ns`: each Event it reported, as many
 /// times as its count (a repeated Event is one object with a count or a series).
-async fn eventscale_events(client: &Client, ns: &str) -> anyhow::Result<f64> {
+pub(crate) async fn eventscale_events(client: &Client, ns: &str) -> anyhow::Result<f64> {
     let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), ns);
     let list = api.list(&ListParams::default()).await?;
     Ok(list

@@ -5,7 +5,7 @@
 //! taken at. Figures are ratios and counts within one run; nothing here is a timed test.
 //!
 //! Arguments (after `--`): the figures to run (`reads`, `activation`, `push`, `writes`,
-//! `requests`, `sources`, `scale`, `http`; all by default), `--quick` for shorter runs, `--strict` to
+//! `requests`, `sources`, `scale`, `http`, `jobs`; all by default), `--quick` for shorter runs, `--strict` to
 //! exit non-zero when a target is missed.
 
 #[path = "../e2e/support/cluster.rs"]
@@ -17,6 +17,7 @@ mod sources;
 
 mod cluster;
 mod http;
+mod jobs;
 mod load;
 mod reads;
 mod report;
@@ -26,7 +27,7 @@ use std::time::Duration;
 use report::Report;
 
 /// In the order they run: the cluster's own eventscale first, then the bench's.
-const FIGURES: [&str; 8] = [
+const FIGURES: [&str; 9] = [
     "reads",
     "activation",
     "push",
@@ -35,6 +36,7 @@ const FIGURES: [&str; 8] = [
     "sources",
     "scale",
     "http",
+    "jobs",
 ];
 
 fn main() -> std::process::ExitCode {
@@ -120,6 +122,7 @@ fn main() -> std::process::ExitCode {
                 Duration::from_secs(if quick { 3 } else { 10 }),
             )),
             "http" => rt.block_on(http::run(&mut report, quick)),
+            "jobs" => rt.block_on(jobs::run(&mut report, quick)),
             other => Err(anyhow::anyhow!("unknown figure {other}")),
         };
         if let Err(e) = result {

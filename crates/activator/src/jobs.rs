@@ -50,12 +50,26 @@ pub enum JobsError {
     Kube(#[from] kube::Error),
 }
 
+/// Told about the Jobs each poll creates (eventscale's own metrics).
+pub trait JobsObserver: Send + Sync {
+    /// `created` Jobs, the last of them `decision_to_created` after the poll decided.
+    fn jobs_created(&self, created: u64, decision_to_created: Duration);
+}
+
+/// Nobody listening.
+pub struct Unobserved;
+
+impl JobsObserver for Unobserved {
+    fn jobs_created(&self, _: u64, _: Duration) {}
+}
+
 /// What the executor shares between ScaledJobs.
 pub struct JobsContext {
     client: Client,
     recorder: Recorder,
     runtimes: Arc<Runtimes>,
     version: String,
+    observer: Arc<dyn JobsObserver>,
     memory: Mutex<HashMap<String, Memory>>,
 }
 
@@ -71,20 +85,48 @@ struct Memory {
     last_active: Option<DateTime<Utc>>,
     /// The generation whose strategy warning was published.
     warned: Option<i64>,
+    /// The generation whose Job passed the apiserver's dry run.
+    checked: Option<i64>,
 }
 
 impl JobsContext {
     /// The executor's context: `runtimes` builds the ScaledJobs' scalers (one per
-    /// ScaledJob), `version` is written on Jobs as `app.kubernetes.io/version`.
-    pub fn new(client: Client, runtimes: Arc<Runtimes>, version: &str) -> Arc<Self> {
+    /// ScaledJob), `version` is written on Jobs as `app.kubernetes.io/version`, `observer`
+    /// is told of the Jobs created.
+    pub fn new(
+        client: Client,
+        runtimes: Arc<Runtimes>,
+        version: &str,
+        observer: Arc<dyn JobsObserver>,
+    ) -> Arc<Self> {
         let recorder = Recorder::new(client.clone(), Reporter::from(MANAGER.to_string()));
         Arc::new(Self {
             client,
             recorder,
             runtimes,
             version: version.to_string(),
+            observer,
             memory: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Forget what is kept for ScaledJobs that are gone: their memory and their runtimes.
+    fn prune(&self, sjs: &Store<ScaledJob>) {
+        let live = sjs.state();
+        let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        if memory.len() <= live.len() {
+            return;
+        }
+        let uids: std::collections::HashSet<&str> = live
+            .iter()
+            .filter_map(|s| s.metadata.uid.as_deref())
+            .collect();
+        memory.retain(|uid, _| uids.contains(uid.as_str()));
+        drop(memory);
+        self.runtimes.retain(|ns, name| {
+            live.iter()
+                .any(|s| s.metadata.namespace.as_deref() == Some(ns) && s.name_any() == name)
+        });
     }
 
     fn memory<T>(&self, uid: &str, f: impl FnOnce(&mut Memory) -> T) -> T {
@@ -102,6 +144,7 @@ impl JobsContext {
 
 struct Reconciler {
     ctx: Arc<JobsContext>,
+    scaled_jobs: Store<ScaledJob>,
     jobs: Store<Job>,
     pods: Store<Pod>,
 }
@@ -173,6 +216,7 @@ pub async fn run(ctx: Arc<JobsContext>) {
     .predicate_filter(relevant, PredicateConfig::default());
     let reconciler = Arc::new(Reconciler {
         ctx,
+        scaled_jobs: sj_reader.clone(),
         jobs: jobs.clone(),
         pods: pods.clone(),
     });
@@ -261,7 +305,10 @@ async fn reconcile_one(sj: &ScaledJob, r: &Reconciler) -> Result<Action, JobsErr
             "ScaledJob is unpaused".into(),
         ));
     }
-    if let Err(msg) = check(sj, &ctx.client, &ctx.version).await {
+    let generation = sj.metadata.generation.unwrap_or(0);
+    ctx.prune(&r.scaled_jobs);
+    let checked = ctx.memory(&uid, |m| m.checked) == Some(generation);
+    if let Err(msg) = check(sj, (!checked).then_some(&ctx.client), &ctx.version).await {
         warn!(reason = %msg, "ScaledJob check failed");
         status.set_condition(Condition::new(
             ConditionType::Ready,
@@ -279,7 +326,7 @@ async fn reconcile_one(sj: &ScaledJob, r: &Reconciler) -> Result<Action, JobsErr
         finish(sj, r, &current, status, notes).await?;
         return Ok(Action::await_change());
     }
-    let generation = sj.metadata.generation.unwrap_or(0);
+    ctx.memory(&uid, |m| m.checked = Some(generation));
     if ctx.memory(&uid, |m| m.rolled_out) != Some(generation) {
         if let Err(msg) = roll_out(sj, r, generation, &mut notes).await {
             status.set_condition(Condition::new(
@@ -351,9 +398,10 @@ fn ready(message: &str) -> Condition {
     )
 }
 
-/// What the spec alone, and the apiserver's validation of the Job it makes, say is wrong;
-/// KEDA's messages where KEDA checks the same thing.
-async fn check(sj: &ScaledJob, client: &Client, version: &str) -> Result<(), String> {
+/// What the spec alone, and (with `client`: once per generation) the apiserver's
+/// validation of the Job it makes, say is wrong; KEDA's messages where KEDA checks the
+/// same thing.
+async fn check(sj: &ScaledJob, client: Option<&Client>, version: &str) -> Result<(), String> {
     scaler_core::validation::validate_triggers(&sj.spec.triggers)?;
     if sj
         .spec
@@ -366,6 +414,9 @@ async fn check(sj: &ScaledJob, client: &Client, version: &str) -> Result<(), Str
     // The Job as it would be created, validated by the apiserver without being stored:
     // an invalid JobSpec is reported here, with the apiserver's words, not at every poll.
     let job = job_for(sj, version).map_err(|e| format!("spec.jobTargetRef: {e}"))?;
+    let Some(client) = client else {
+        return Ok(());
+    };
     let api: Api<Job> = Api::namespaced(client.clone(), &sj.namespace().unwrap_or_default());
     let dry = PostParams {
         dry_run: true,
@@ -530,7 +581,11 @@ async fn poll(sj: &ScaledJob, r: &Reconciler, strategy: Strategy, notes: &mut Ve
     let decision = decide(strategy, min, max, running, pending, demand);
     log_decision(&decision, &demand);
     if decision.create > 0 {
-        create(sj, r, decision.create, notes).await;
+        let decided = Instant::now();
+        let created = create(sj, r, decision.create, notes).await;
+        if created > 0 {
+            ctx.observer.jobs_created(created, decided.elapsed());
+        }
     }
     // History limits, every poll, active or not.
     jobs.retain(|j| j.metadata.deletion_timestamp.is_none());
@@ -565,7 +620,9 @@ fn log_decision(d: &Decision, demand: &scaler_core::job_scaling::Demand) {
     );
 }
 
-async fn create(sj: &ScaledJob, r: &Reconciler, n: i64, notes: &mut Vec<Note>) {
+/// Create `n` Jobs one after the other (stopping at the first failure); how many were
+/// created.
+async fn create(sj: &ScaledJob, r: &Reconciler, n: i64, notes: &mut Vec<Note>) -> u64 {
     let ctx = &r.ctx;
     let uid = sj.metadata.uid.clone().unwrap_or_default();
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), &sj.namespace().unwrap_or_default());
@@ -607,6 +664,7 @@ async fn create(sj: &ScaledJob, r: &Reconciler, n: i64, notes: &mut Vec<Note>) {
             format!("Created {created} jobs"),
         ));
     }
+    created
 }
 
 /// The status after a poll, and the Events of its transitions: Ready by the triggers'

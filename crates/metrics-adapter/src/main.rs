@@ -682,6 +682,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             client.clone(),
             job_runtimes,
             env!("CARGO_PKG_VERSION"),
+            telemetry.clone(),
         );
         tokio::spawn(lead_controller(ctx.clone(), http, jobs, leading.clone()));
         Some(poller::Activation { ctx, leading })

@@ -126,6 +126,8 @@ pub struct Telemetry {
     scaler_latency: Histograms<ScalerLabels>,
     scaler_errors: Family<ScalerLabels, Counter>,
     metric_cache: Family<ResultLabels, Counter>,
+    job_create_latency: Histogram,
+    jobs_created: Counter,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -205,6 +207,18 @@ impl Telemetry {
             "Metric reads answered from the polling cache (hit) or queried live (miss)",
             metric_cache.clone(),
         );
+        let job_create_latency = latency_histogram();
+        registry.register(
+            "scaledjob_decision_to_created_seconds",
+            "Time from a ScaledJob poll's decision to the last of its Jobs created",
+            job_create_latency.clone(),
+        );
+        let jobs_created = Counter::default();
+        registry.register(
+            "scaledjob_jobs_created",
+            "Jobs created for ScaledJobs",
+            jobs_created.clone(),
+        );
         registry.register(
             "build",
             "eventscale's version",
@@ -222,6 +236,8 @@ impl Telemetry {
             scaler_latency,
             scaler_errors,
             metric_cache,
+            job_create_latency,
+            jobs_created,
         })
     }
 
@@ -341,6 +357,14 @@ pub async fn track(State(t): State<Arc<Telemetry>>, req: Request, next: Next) ->
     let resp = next.run(req).await;
     t.observe(route, resp.status().as_u16(), start.elapsed());
     resp
+}
+
+impl activator::jobs::JobsObserver for Telemetry {
+    fn jobs_created(&self, created: u64, decision_to_created: Duration) {
+        self.jobs_created.inc_by(created);
+        self.job_create_latency
+            .observe(decision_to_created.as_secs_f64());
+    }
 }
 
 impl scaler_core::runtime::Observer for Telemetry {
