@@ -8,9 +8,11 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use scaler_core::hpa::{expected_replicas, Reading};
+use scaler_core::job_scaling::{decide, demand, Calculation, ScalerMetric, Strategy};
 use scaler_core::poll::{composite_read, CompositeRead, TriggerSample};
 use scaler_core::pools::Pools;
 use scaler_core::runtime::{BuildInputs, Runtime, Unobserved};
+use scaler_core::scaled_job::{as_scaled_object, ScaledJob};
 use scaler_core::scalers::{Sample, ScalerError};
 use scaler_core::trigger_auth::{
     secret_data, AuthError, ClusterTriggerAuthentication, Sources, TriggerAuthentication,
@@ -24,6 +26,8 @@ use serde::Serialize;
 pub struct Inputs {
     /// The ScaledObjects, in file order.
     pub scaled_objects: Vec<ScaledObject>,
+    /// The ScaledJobs, in file order.
+    pub scaled_jobs: Vec<ScaledJob>,
     trigger_auths: Vec<TriggerAuthentication>,
     cluster_trigger_auths: Vec<ClusterTriggerAuthentication>,
     secrets: BTreeMap<(String, String), BTreeMap<String, String>>,
@@ -61,6 +65,11 @@ impl Inputs {
                     so.metadata.namespace = Some(ns_of(&so.metadata));
                     self.scaled_objects.push(so);
                 }
+                "ScaledJob" => {
+                    let mut sj: ScaledJob = serde_yaml::from_value(value).with_context(at)?;
+                    sj.metadata.namespace = Some(ns_of(&sj.metadata));
+                    self.scaled_jobs.push(sj);
+                }
                 "TriggerAuthentication" => {
                     let mut ta: TriggerAuthentication = serde_yaml::from_value(value).with_context(at)?;
                     ta.metadata.namespace = Some(ns_of(&ta.metadata));
@@ -81,7 +90,7 @@ impl Inputs {
                 }
                 "" => anyhow::bail!("{file}: document {} has no kind", i + 1),
                 other => anyhow::bail!(
-                    "{file}: document {} is a {other}; eval reads ScaledObject, TriggerAuthentication, ClusterTriggerAuthentication, Secret and ConfigMap",
+                    "{file}: document {} is a {other}; eval reads ScaledObject, ScaledJob, TriggerAuthentication, ClusterTriggerAuthentication, Secret and ConfigMap",
                     i + 1
                 ),
             }
@@ -219,29 +228,9 @@ pub struct Evaluation {
     pub composite: Option<Result<f64, String>>,
 }
 
-/// Evaluate one ScaledObject's triggers: its runtime built from the files, as in the
-/// cluster, each trigger asked once.
-pub async fn evaluate(
-    inputs: &Inputs,
-    so: &ScaledObject,
-    operator_ns: &str,
-    pools: &std::sync::Arc<Pools>,
-) -> Evaluation {
-    let ns = so.metadata.namespace.clone().unwrap_or_default();
-    let build = BuildInputs {
-        sources: inputs,
-        client: None,
-        operator_namespace: operator_ns,
-        pools,
-    };
-    let rt = Runtime::build(
-        so,
-        &build,
-        Vec::new(),
-        pools.clone(),
-        std::sync::Arc::new(Unobserved),
-    )
-    .await;
+/// Ask each trigger of `so` once through `rt`: the per-trigger results, and the readings
+/// of those that answered.
+async fn ask(rt: &Runtime, so: &ScaledObject) -> (Vec<TriggerResult>, Vec<Reading>) {
     let mut triggers = Vec::new();
     let mut readings = Vec::new();
     for (index, trigger) in so.spec.triggers.iter().enumerate() {
@@ -294,6 +283,33 @@ pub async fn evaluate(
         }
         triggers.push(result);
     }
+    (triggers, readings)
+}
+
+/// Evaluate one ScaledObject's triggers: its runtime built from the files, as in the
+/// cluster, each trigger asked once.
+pub async fn evaluate(
+    inputs: &Inputs,
+    so: &ScaledObject,
+    operator_ns: &str,
+    pools: &std::sync::Arc<Pools>,
+) -> Evaluation {
+    let ns = so.metadata.namespace.clone().unwrap_or_default();
+    let build = BuildInputs {
+        sources: inputs,
+        client: None,
+        operator_namespace: operator_ns,
+        pools,
+    };
+    let rt = Runtime::build(
+        so,
+        &build,
+        Vec::new(),
+        pools.clone(),
+        std::sync::Arc::new(Unobserved),
+    )
+    .await;
+    let (triggers, readings) = ask(&rt, so).await;
     // With scalingModifiers the HPA reads one composite metric: the formula over the
     // named triggers' values decides, as in the cluster (no failure history here, so a
     // failed trigger fails the composite, as a first failure does there).
@@ -342,6 +358,124 @@ pub async fn evaluate(
     }
 }
 
+/// One ScaledJob's result, in the `-o json` shape.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct JobEvaluation {
+    /// `<namespace>/<name>`.
+    pub scaled_job: String,
+    /// The Jobs a poll would create now, with none of its Jobs running (eval sees no
+    /// cluster).
+    pub jobs: i64,
+    /// Active (a trigger, or a minimum above 0).
+    pub active: bool,
+    /// The combined queue length, rounded up.
+    pub queue_length: i64,
+    /// The combined queue over target, rounded up and capped at the room above the minimum.
+    pub max_scale: i64,
+    /// The scaling strategy applied.
+    pub strategy: String,
+    /// Per trigger.
+    pub triggers: Vec<TriggerResult>,
+    /// A note on the strategy (`custom` without a readable percentage), text output only.
+    #[serde(skip)]
+    pub warning: Option<String>,
+}
+
+/// Evaluate one ScaledJob: its triggers asked once, as the executor's poll asks them, and
+/// the Jobs that poll would create with none running.
+pub async fn evaluate_job(
+    inputs: &Inputs,
+    sj: &ScaledJob,
+    operator_ns: &str,
+    pools: &std::sync::Arc<Pools>,
+) -> JobEvaluation {
+    let so = as_scaled_object(sj);
+    let build = BuildInputs {
+        sources: inputs,
+        client: None,
+        operator_namespace: operator_ns,
+        pools,
+    };
+    let rt = Runtime::build(
+        &so,
+        &build,
+        Vec::new(),
+        pools.clone(),
+        std::sync::Arc::new(Unobserved),
+    )
+    .await;
+    let (triggers, readings) = ask(&rt, &so).await;
+    let (min, max) = (sj.spec.min_replicas(), sj.spec.max_replicas_above_min());
+    let metrics: Vec<ScalerMetric> = readings
+        .iter()
+        .map(|r| ScalerMetric::new(r.value, r.target, r.active, max))
+        .collect();
+    let scaling = sj.spec.scaling_strategy.as_ref();
+    let d = demand(&metrics, Calculation::of(scaling), min, max);
+    let (strategy, warning) = Strategy::of(scaling);
+    let decision = decide(strategy, min, max, 0, 0, d);
+    let strategy_name = match strategy {
+        Strategy::Default => "default",
+        Strategy::Custom { .. } => "custom",
+        Strategy::Accurate => "accurate",
+        Strategy::Eager => "eager",
+    };
+    JobEvaluation {
+        scaled_job: format!(
+            "{}/{}",
+            sj.metadata.namespace.clone().unwrap_or_default(),
+            sj.metadata.name.clone().unwrap_or_default()
+        ),
+        jobs: decision.create,
+        active: d.active,
+        queue_length: d.scale_to,
+        max_scale: d.max_scale,
+        strategy: strategy_name.into(),
+        triggers,
+        warning,
+    }
+}
+
+/// The human-readable form of ScaledJob evaluations.
+pub fn render_jobs_text(evals: &[JobEvaluation]) -> String {
+    let mut out = String::new();
+    for e in evals {
+        out.push_str(&format!(
+            "ScaledJob {}: {} Jobs would be created now (with none running), {}; queue {}, max scale {} ({} strategy)\n",
+            e.scaled_job,
+            e.jobs,
+            if e.active { "active" } else { "inactive" },
+            e.queue_length,
+            e.max_scale,
+            e.strategy
+        ));
+        if let Some(w) = &e.warning {
+            out.push_str(&format!("  note: {w}\n"));
+        }
+        render_triggers(&mut out, &e.triggers);
+    }
+    out
+}
+
+fn render_triggers(out: &mut String, triggers: &[TriggerResult]) {
+    for t in triggers {
+        match (&t.error, t.value) {
+            (Some(err), _) => out.push_str(&format!("  [{}] {}: ERROR {err}\n", t.index, t.type_)),
+            (None, Some(v)) => out.push_str(&format!(
+                "  [{}] {} {}: value {v} target {} ({}) {}\n",
+                t.index,
+                t.type_,
+                t.metric_name,
+                t.target,
+                t.metric_type,
+                if t.active { "active" } else { "inactive" }
+            )),
+            (None, None) => {}
+        }
+    }
+}
+
 /// The human-readable form.
 pub fn render_text(evals: &[Evaluation]) -> String {
     let mut out = String::new();
@@ -367,23 +501,7 @@ pub fn render_text(evals: &[Evaluation]) -> String {
             )),
             None => {}
         }
-        for t in &e.triggers {
-            match (&t.error, t.value) {
-                (Some(err), _) => {
-                    out.push_str(&format!("  [{}] {}: ERROR {err}\n", t.index, t.type_))
-                }
-                (None, Some(v)) => out.push_str(&format!(
-                    "  [{}] {} {}: value {v} target {} ({}) {}\n",
-                    t.index,
-                    t.type_,
-                    t.metric_name,
-                    t.target,
-                    t.metric_type,
-                    if t.active { "active" } else { "inactive" }
-                )),
-                (None, None) => {}
-            }
-        }
+        render_triggers(&mut out, &e.triggers);
     }
     out
 }

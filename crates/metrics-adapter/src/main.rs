@@ -353,8 +353,8 @@ fn eval_inputs(a: &EvalArgs) -> anyhow::Result<eval::Inputs> {
         inputs.add_env_file(&env.display().to_string(), &text)?;
     }
     anyhow::ensure!(
-        !inputs.scaled_objects.is_empty(),
-        "no ScaledObject in {:?}",
+        !inputs.scaled_objects.is_empty() || !inputs.scaled_jobs.is_empty(),
+        "no ScaledObject or ScaledJob in {:?}",
         a.files
     );
     Ok(inputs)
@@ -375,11 +375,23 @@ async fn eval_command(a: EvalArgs) -> anyhow::Result<std::process::ExitCode> {
     for so in &inputs.scaled_objects {
         evals.push(eval::evaluate(&inputs, so, &a.namespace, &pools).await);
     }
+    let mut job_evals = Vec::new();
+    for sj in &inputs.scaled_jobs {
+        job_evals.push(eval::evaluate_job(&inputs, sj, &a.namespace, &pools).await);
+    }
     match a.output {
-        Output::Text => emit(&eval::render_text(&evals))?,
+        Output::Text => emit(&format!(
+            "{}{}",
+            eval::render_text(&evals),
+            eval::render_jobs_text(&job_evals)
+        ))?,
         Output::Json => {
             let mut out = String::new();
             for e in &evals {
+                out.push_str(&serde_json::to_string(e).context("serializing")?);
+                out.push('\n');
+            }
+            for e in &job_evals {
                 out.push_str(&serde_json::to_string(e).context("serializing")?);
                 out.push('\n');
             }
@@ -399,6 +411,7 @@ async fn eval_command(a: EvalArgs) -> anyhow::Result<std::process::ExitCode> {
     let failed = evals
         .iter()
         .flat_map(|e| &e.triggers)
+        .chain(job_evals.iter().flat_map(|e| &e.triggers))
         .filter_map(|t| t.error.as_ref())
         .chain(&composite_errors)
         .collect::<Vec<_>>();

@@ -368,3 +368,66 @@ spec:
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A ScaledJob (the seed example, pointed at the real MariaDB): the Jobs a poll would
+/// create now with none running, by its strategy (`accurate`, at most 10).
+#[test]
+fn scaled_job_example_against_the_real_mysql() {
+    let env = sources::sources_env(&["mysql"]);
+    let table = format!("sj_eval_{}", std::process::id());
+    let rows = ["('queued')"; 12].join(",");
+    sources::mariadb(
+        &env,
+        &format!(
+            "CREATE TABLE IF NOT EXISTS {table} (id INT AUTO_INCREMENT PRIMARY KEY, state VARCHAR(16)); DELETE FROM {table}; INSERT INTO {table} (state) VALUES {rows}, ('done');"
+        ),
+    );
+    let dsn = format!(
+        "{}:{}@tcp({}:{})/{}",
+        env["EVENTSCALE_MYSQL_USER"],
+        env["EVENTSCALE_MYSQL_PASSWORD"],
+        env["EVENTSCALE_MYSQL_HOST"],
+        env["EVENTSCALE_MYSQL_PORT"],
+        env["EVENTSCALE_MYSQL_DB"]
+    );
+    let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/scaled-job.yaml");
+    let yaml = std::fs::read_to_string(&seed)
+        .expect("the seed example")
+        .replace("username:password@tcp(mysql:3306)/db_name", &dsn)
+        .replace("FROM tasks", &format!("FROM {table}"));
+    let file = std::env::temp_dir().join(format!("eventscale-sj-{}.yaml", std::process::id()));
+    std::fs::write(&file, yaml).expect("write");
+    let file = file.display().to_string();
+
+    let (code, out, err) = eval(&["-f", &file, "-o", "json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert_eq!(v["scaledJob"], "default/task-runner", "{v}");
+    assert_eq!(
+        (
+            v["jobs"].as_i64(),
+            v["queueLength"].as_i64(),
+            v["maxScale"].as_i64()
+        ),
+        (Some(10), Some(12), Some(10)),
+        "12 queued, at most 10: {v}"
+    );
+    assert_eq!(
+        (v["active"].as_bool(), v["strategy"].as_str()),
+        (Some(true), Some("accurate"))
+    );
+    assert_eq!(v["triggers"][0]["value"].as_f64(), Some(12.0));
+
+    sources::mariadb(
+        &env,
+        &format!("DELETE FROM {table} WHERE state = 'queued';"),
+    );
+    let (code, out, err) = eval(&["-f", &file]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("ScaledJob default/task-runner: 0 Jobs would be created now (with none running), inactive"),
+        "{out}"
+    );
+    sources::mariadb(&env, &format!("DROP TABLE {table};"));
+    let _ = std::fs::remove_file(&file);
+}
