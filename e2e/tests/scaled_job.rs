@@ -244,8 +244,8 @@ async fn a_queue_is_drained_by_jobs_that_run_to_completion() {
     mariadb(&env, &format!("DROP TABLE {table};"));
 }
 
-/// An invalid JobSpec, a trigger naming a TriggerAuthentication that does not exist and a
-/// trigger with a metricType: each ScaledJob says why on its Ready condition and in an
+/// An invalid JobSpec, a trigger naming a TriggerAuthentication that does not exist, a
+/// trigger whose queryValue is not a number and a trigger with a metricType: each ScaledJob says why on its Ready condition and in an
 /// Event, no Job is created, and a valid ScaledJob beside them works.
 #[tokio::test]
 async fn bad_scaled_jobs_are_reported_and_create_nothing() {
@@ -262,9 +262,11 @@ async fn bad_scaled_jobs_are_reported_and_create_nothing() {
     );
     let metric_type = scaled_job(&env, "metric-type", &table, 1, "")
         .replace("  - type: mysql", "  - type: mysql\n    metricType: Value");
+    let broken = scaled_job(&env, "broken-trigger", &table, 1, "")
+        .replace("queryValue: \"1\"", "queryValue: \"one\"");
     apply(
         &ns.0,
-        &[good, invalid, no_auth, metric_type].join("\n---\n"),
+        &[good, invalid, no_auth, metric_type, broken].join("\n---\n"),
     );
     for (name, status, reason, says) in [
         (
@@ -281,6 +283,12 @@ async fn bad_scaled_jobs_are_reported_and_create_nothing() {
         ),
         (
             "no-auth",
+            "False",
+            "TriggerError",
+            "Triggers defined in ScaledJob are not working correctly",
+        ),
+        (
+            "broken-trigger",
             "False",
             "TriggerError",
             "Triggers defined in ScaledJob are not working correctly",
@@ -317,7 +325,17 @@ async fn bad_scaled_jobs_are_reported_and_create_nothing() {
         async move { (n >= 1).then_some(()) }
     })
     .await;
-    for name in ["invalid-spec", "no-auth", "metric-type"] {
+    eventually(
+        Duration::from_secs(30),
+        "a KEDAScalerFailed Event naming queryValue",
+        || {
+            let notes = event_notes(&ns.0, "broken-trigger", "KEDAScalerFailed");
+            let ok = notes.iter().any(|n| n.contains("queryValue"));
+            async move { ok.then_some(()) }
+        },
+    )
+    .await;
+    for name in ["invalid-spec", "no-auth", "metric-type", "broken-trigger"] {
         assert!(jobs(&ns.0, name).is_empty(), "{name} created a Job");
     }
     mariadb(&env, &format!("DROP TABLE {table};"));
