@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use crate::cluster_support::{apply, client, cluster, eventually, kubectl, Namespace, DEMO_IMAGE};
 use crate::report::{Report, Row};
-use crate::sources::{mariadb, sources_env};
+use crate::sources::{mariadb, mysql_queue as queue, sources_env};
 
 const FIGURE: &str = "jobs";
 
@@ -38,21 +38,6 @@ fn own_metric(series: &str) -> f64 {
             })
         })
         .unwrap_or(0.0)
-}
-
-fn queue(env: &BTreeMap<String, String>, table: &str, rows: usize) {
-    let fill = if rows == 0 {
-        String::new()
-    } else {
-        format!(
-            "INSERT INTO {table} () VALUES {};",
-            vec!["()"; rows].join(",")
-        )
-    };
-    mariadb(
-        env,
-        &format!("CREATE TABLE IF NOT EXISTS {table} (id INT AUTO_INCREMENT PRIMARY KEY); DELETE FROM {table}; {fill}"),
-    );
 }
 
 fn scaled_job(

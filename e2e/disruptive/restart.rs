@@ -48,25 +48,10 @@ async fn a_restarted_eventscale_creates_no_job_twice() {
     cluster();
     let env = crate::sources::sources_env(&["mysql"]);
     let table = format!("sj_restart_{}", std::process::id());
-    let fill = |rows: usize| {
-        let values = vec!["()"; rows].join(",");
-        crate::sources::mariadb(
-            &env,
-            &format!(
-                "CREATE TABLE IF NOT EXISTS {table} (id INT AUTO_INCREMENT PRIMARY KEY); DELETE FROM {table}; INSERT INTO {table} () VALUES {values};"
-            ),
-        );
-    };
+    let fill = |rows: usize| crate::sources::mysql_queue(&env, &table, rows);
     fill(2);
     let ns = Namespace::create("e2e-sj-restart");
-    let dsn = format!(
-        "{}:{}@tcp({}:{})/{}",
-        env["EVENTSCALE_MYSQL_USER"],
-        env["EVENTSCALE_MYSQL_PASSWORD"],
-        env["EVENTSCALE_MYSQL_HOST"],
-        env["EVENTSCALE_MYSQL_PORT"],
-        env["EVENTSCALE_MYSQL_DB"]
-    );
+    let dsn = crate::sources::mysql_dsn(&env);
     crate::apply(
         &ns.0,
         &format!(

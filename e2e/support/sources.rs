@@ -67,3 +67,34 @@ pub fn mariadb(env: &std::collections::BTreeMap<String, String>, sql: &str) {
         .expect("mariadb client");
     assert!(ok.success(), "{sql}");
 }
+
+/// `table` in the test database as a queue of `rows` rows (created if missing, emptied
+/// first): what the ScaledJob tests and figures count with `SELECT COUNT(*)`.
+pub fn mysql_queue(env: &BTreeMap<String, String>, table: &str, rows: usize) {
+    let fill = if rows == 0 {
+        String::new()
+    } else {
+        format!(
+            "INSERT INTO {table} () VALUES {};",
+            vec!["()"; rows].join(",")
+        )
+    };
+    mariadb(
+        env,
+        &format!(
+            "CREATE TABLE IF NOT EXISTS {table} (id INT AUTO_INCREMENT PRIMARY KEY); DELETE FROM {table}; {fill}"
+        ),
+    );
+}
+
+/// The test database as a Go DSN (`user:password@tcp(host:port)/db`).
+pub fn mysql_dsn(env: &BTreeMap<String, String>) -> String {
+    format!(
+        "{}:{}@tcp({}:{})/{}",
+        env["EVENTSCALE_MYSQL_USER"],
+        env["EVENTSCALE_MYSQL_PASSWORD"],
+        env["EVENTSCALE_MYSQL_HOST"],
+        env["EVENTSCALE_MYSQL_PORT"],
+        env["EVENTSCALE_MYSQL_DB"]
+    )
+}

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::sources::mariadb;
+use crate::sources::{mariadb, mysql_queue as queue};
 use crate::{apply, eventually, kubectl, Namespace, DEMO_IMAGE};
 
 fn json(args: &[&str]) -> Value {
@@ -110,22 +110,6 @@ spec:
         user = env["EVENTSCALE_MYSQL_USER"],
         db = env["EVENTSCALE_MYSQL_DB"],
     )
-}
-
-/// A queue table with `rows` rows.
-fn queue(env: &BTreeMap<String, String>, table: &str, rows: usize) {
-    let values = vec!["()"; rows.max(1)].join(",");
-    let fill = if rows == 0 {
-        String::new()
-    } else {
-        format!("INSERT INTO {table} () VALUES {values};")
-    };
-    mariadb(
-        env,
-        &format!(
-            "CREATE TABLE IF NOT EXISTS {table} (id INT AUTO_INCREMENT PRIMARY KEY); DELETE FROM {table}; {fill}"
-        ),
-    );
 }
 
 /// Six rows, at most 4 Jobs at once, each Job taking 10 s: 4 Jobs, never more while they

@@ -370,15 +370,7 @@ async fn reconcile_one(sj: &ScaledJob, r: &Reconciler) -> Result<Action, JobsErr
 /// `Triggers` and `Authentications` columns.
 fn initialised(current: &ScaledJobStatus, sj: &ScaledJob) -> ScaledJobStatus {
     let mut status = current.clone();
-    for t in ConditionType::ALL {
-        if status.condition(t).is_none() {
-            let unset = match t {
-                ConditionType::Paused => ConditionStatus::False,
-                _ => ConditionStatus::Unknown,
-            };
-            status.set_condition(Condition::unset(t, unset));
-        }
-    }
+    scaler_core::conditions::initialise(&mut status.conditions);
     let (types, auths) = triggers_and_authentications_types(&sj.spec.triggers);
     status.triggers_types = Some(types);
     status.authentications_types = Some(auths);

@@ -54,15 +54,7 @@ pub(crate) fn was_paused(so: &ScaledObject) -> bool {
 pub(crate) fn next_status(current: &ScaledObjectStatus, o: &Observed<'_>) -> ScaledObjectStatus {
     let (hpa_name, metric_names, problem) = (o.hpa_name, o.metric_names, o.problem);
     let mut status = current.clone();
-    for t in ConditionType::ALL {
-        if status.condition(t).is_none() {
-            let unset = match t {
-                ConditionType::Paused => ConditionStatus::False,
-                _ => ConditionStatus::Unknown,
-            };
-            status.set_condition(Condition::unset(t, unset));
-        }
-    }
+    scaler_core::conditions::initialise(&mut status.conditions);
     let ready = match problem {
         // A valid spec does not clear the scale loop's report of failing triggers; the
         // loop clears it when they recover (two writers, no flapping).

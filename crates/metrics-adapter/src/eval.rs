@@ -286,6 +286,29 @@ async fn ask(rt: &Runtime, so: &ScaledObject) -> (Vec<TriggerResult>, Vec<Readin
     (triggers, readings)
 }
 
+/// `so`'s runtime built from the files, with no cluster.
+async fn runtime(
+    inputs: &Inputs,
+    so: &ScaledObject,
+    operator_ns: &str,
+    pools: &std::sync::Arc<Pools>,
+) -> Runtime {
+    let build = BuildInputs {
+        sources: inputs,
+        client: None,
+        operator_namespace: operator_ns,
+        pools,
+    };
+    Runtime::build(
+        so,
+        &build,
+        Vec::new(),
+        pools.clone(),
+        std::sync::Arc::new(Unobserved),
+    )
+    .await
+}
+
 /// Evaluate one ScaledObject's triggers: its runtime built from the files, as in the
 /// cluster, each trigger asked once.
 pub async fn evaluate(
@@ -295,20 +318,7 @@ pub async fn evaluate(
     pools: &std::sync::Arc<Pools>,
 ) -> Evaluation {
     let ns = so.metadata.namespace.clone().unwrap_or_default();
-    let build = BuildInputs {
-        sources: inputs,
-        client: None,
-        operator_namespace: operator_ns,
-        pools,
-    };
-    let rt = Runtime::build(
-        so,
-        &build,
-        Vec::new(),
-        pools.clone(),
-        std::sync::Arc::new(Unobserved),
-    )
-    .await;
+    let rt = runtime(inputs, so, operator_ns, pools).await;
     let (triggers, readings) = ask(&rt, so).await;
     // With scalingModifiers the HPA reads one composite metric: the formula over the
     // named triggers' values decides, as in the cluster (no failure history here, so a
@@ -391,20 +401,7 @@ pub async fn evaluate_job(
     pools: &std::sync::Arc<Pools>,
 ) -> JobEvaluation {
     let so = as_scaled_object(sj);
-    let build = BuildInputs {
-        sources: inputs,
-        client: None,
-        operator_namespace: operator_ns,
-        pools,
-    };
-    let rt = Runtime::build(
-        &so,
-        &build,
-        Vec::new(),
-        pools.clone(),
-        std::sync::Arc::new(Unobserved),
-    )
-    .await;
+    let rt = runtime(inputs, &so, operator_ns, pools).await;
     let (triggers, readings) = ask(&rt, &so).await;
     let (min, max) = (sj.spec.min_replicas(), sj.spec.max_replicas_above_min());
     let metrics: Vec<ScalerMetric> = readings

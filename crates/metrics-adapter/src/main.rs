@@ -638,16 +638,19 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Every ScaledObject's scalers, built once and rebuilt when the ScaledObject or what
     // its authentication reads changes (seen by watches, so a steady state asks nothing).
     let versions = scaler_core::watch::ClusterVersions::start(client.clone());
-    let runtimes = Arc::new(
-        scaler_core::runtime::Runtimes::new(
-            Arc::new(scaler_core::resolve::KubeSourceFactory::new(client.clone())),
-            versions.clone(),
-            Some(client.clone()),
-            cluster_objects.clone(),
-            telemetry.clone(),
+    let new_runtimes = || {
+        Arc::new(
+            scaler_core::runtime::Runtimes::new(
+                Arc::new(scaler_core::resolve::KubeSourceFactory::new(client.clone())),
+                versions.clone(),
+                Some(client.clone()),
+                cluster_objects.clone(),
+                telemetry.clone(),
+            )
+            .with_default_interval(args.default_polling_interval),
         )
-        .with_default_interval(args.default_polling_interval),
-    );
+    };
+    let runtimes = new_runtimes();
     let lease_config = activator::leader::LeaseConfig {
         namespace: args.cert.namespace.clone(),
         name: args.leader_election_id.clone(),
@@ -681,19 +684,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         // ScaledJobs' scalers: a registry of their own (a ScaledJob may share its name
         // with a ScaledObject), rebuilt on the same watches.
-        let job_runtimes = Arc::new(
-            scaler_core::runtime::Runtimes::new(
-                Arc::new(scaler_core::resolve::KubeSourceFactory::new(client.clone())),
-                versions.clone(),
-                Some(client.clone()),
-                cluster_objects.clone(),
-                telemetry.clone(),
-            )
-            .with_default_interval(args.default_polling_interval),
-        );
         let jobs = activator::jobs::JobsContext::new(
             client.clone(),
-            job_runtimes,
+            new_runtimes(),
             env!("CARGO_PKG_VERSION"),
             telemetry.clone(),
         );

@@ -382,14 +382,7 @@ fn scaled_job_example_against_the_real_mysql() {
             "CREATE TABLE IF NOT EXISTS {table} (id INT AUTO_INCREMENT PRIMARY KEY, state VARCHAR(16)); DELETE FROM {table}; INSERT INTO {table} (state) VALUES {rows}, ('done');"
         ),
     );
-    let dsn = format!(
-        "{}:{}@tcp({}:{})/{}",
-        env["EVENTSCALE_MYSQL_USER"],
-        env["EVENTSCALE_MYSQL_PASSWORD"],
-        env["EVENTSCALE_MYSQL_HOST"],
-        env["EVENTSCALE_MYSQL_PORT"],
-        env["EVENTSCALE_MYSQL_DB"]
-    );
+    let dsn = sources::mysql_dsn(&env);
     let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/scaled-job.yaml");
     let yaml = std::fs::read_to_string(&seed)
         .expect("the seed example")

@@ -177,6 +177,21 @@ impl ScaledObjectStatus {
     }
 }
 
+/// KEDA's initial conditions, added where a status has none of the type: Ready, Active
+/// and Fallback Unknown, Paused False (KEDA's `GetInitializedConditions`, for
+/// ScaledObjects and ScaledJobs alike).
+pub fn initialise(conditions: &mut Option<Vec<Condition>>) {
+    for t in ConditionType::ALL {
+        if !conditions.iter().flatten().any(|c| c.is(t)) {
+            let unset = match t {
+                ConditionType::Paused => ConditionStatus::False,
+                _ => ConditionStatus::Unknown,
+            };
+            set_in(conditions, Condition::unset(t, unset));
+        }
+    }
+}
+
 /// Set `c` in a status's `conditions`, replacing the condition of its type (appended when
 /// there is none).
 pub fn set_in(conditions: &mut Option<Vec<Condition>>, c: Condition) {
