@@ -56,9 +56,10 @@ pub struct ScaledJobSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub failed_jobs_history_limit: Option<i32>,
-    /// Deprecated: `rollout.strategy`.
+    /// Deprecated: `rollout.strategy`. (KEDA's CRD takes `gradual` and `immediate`; its
+    /// docs name the latter `default`, which is taken too and means the same.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("enum" = ["gradual", "immediate"]))]
+    #[schemars(extend("enum" = ["gradual", "immediate", "default"]))]
     pub rollout_strategy: Option<String>,
     /// What happens to running Jobs when the ScaledJob changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -86,9 +87,10 @@ pub struct ScaledJobSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Rollout {
-    /// `immediate` (default): Jobs of an earlier generation are deleted; `gradual`: they run on.
+    /// `immediate` (or `default`, as KEDA's docs call it; the default): Jobs of an earlier
+    /// generation are deleted; `gradual`: they run on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("enum" = ["gradual", "immediate"]))]
+    #[schemars(extend("enum" = ["gradual", "immediate", "default"]))]
     pub strategy: Option<String>,
     /// How those Jobs are deleted: `background` (default) or `foreground`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -335,6 +337,12 @@ mod tests {
             .collect();
         assert_eq!(required, ["jobTargetRef", "triggers"]);
         assert!(spec["properties"]["jobTargetRef"]["properties"]["template"].is_object());
+        // KEDA's CRD values and the one its docs use.
+        let strategies = &spec["properties"]["rollout"]["properties"]["strategy"]["enum"];
+        assert_eq!(
+            strategies,
+            &serde_json::json!(["gradual", "immediate", "default"])
+        );
 
         let slim = serde_json::to_string(&super::crd()).expect("JSON");
         assert!(slim.len() < 128 * 1024, "{} bytes", slim.len());
@@ -449,6 +457,11 @@ spec:
             ..spec
         };
         assert!(spec.gradual_rollout());
+        let spec = ScaledJobSpec {
+            rollout_strategy: Some("default".into()),
+            ..spec
+        };
+        assert!(!spec.gradual_rollout());
     }
 
     #[test]
