@@ -255,6 +255,7 @@ impl Drop for Sampler {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_walkthrough_under_k6_scales_from_zero_with_no_failed_request() {
     let _host = WALKTHROUGH_HOST.lock().await;
+    let _node = crate::NODE_LOAD.write().await;
     let (proxy, admin) = interceptor();
 
     // 100 req/s from zero.

@@ -26,6 +26,12 @@ mod external_scaler;
 
 pub use cluster_support::*;
 
+/// The node's CPU, for the tests that measure under load (the k6 walkthrough takes it
+/// alone, `write`) and the tests that start bursts of pods (the ScaledJob tests share it,
+/// `read`): a burst of pod starts on the 2-core machine stalls the walkthrough's app for a
+/// second and its queue with it.
+pub static NODE_LOAD: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 mod activation;
 mod auth;
 mod cache;

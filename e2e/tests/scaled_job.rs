@@ -119,6 +119,7 @@ spec:
 /// are kept (the history limit); deleting the ScaledJob takes its Jobs with it.
 #[tokio::test]
 async fn a_queue_is_drained_by_jobs_that_run_to_completion() {
+    let _node = crate::NODE_LOAD.read().await;
     let env = crate::sources::sources_env(&["mysql"]);
     let table = format!("sj_drain_{}", std::process::id());
     queue(&env, &table, 6);
@@ -233,6 +234,7 @@ async fn a_queue_is_drained_by_jobs_that_run_to_completion() {
 /// Event, no Job is created, and a valid ScaledJob beside them works.
 #[tokio::test]
 async fn bad_scaled_jobs_are_reported_and_create_nothing() {
+    let _node = crate::NODE_LOAD.read().await;
     let env = crate::sources::sources_env(&["mysql"]);
     let table = format!("sj_bad_{}", std::process::id());
     queue(&env, &table, 1);
@@ -334,6 +336,7 @@ async fn bad_scaled_jobs_are_reported_and_create_nothing() {
 /// creates more), and none goes past `maxReplicaCount` 4.
 #[tokio::test]
 async fn strategies_create_what_kedas_formulas_say() {
+    let _node = crate::NODE_LOAD.read().await;
     let env = crate::sources::sources_env(&["mysql"]);
     let ns = Namespace::create("e2e-sj-strategies");
     let cases = [
@@ -412,6 +415,7 @@ async fn strategies_create_what_kedas_formulas_say() {
 /// leaves them running (`gradual`).
 #[tokio::test]
 async fn pending_pause_and_rollout() {
+    let _node = crate::NODE_LOAD.read().await;
     let env = crate::sources::sources_env(&["mysql"]);
     let ns = Namespace::create("e2e-sj-lifecycle");
     let table = |name: &str| format!("sj_{}_{}", name.replace('-', "_"), std::process::id());
