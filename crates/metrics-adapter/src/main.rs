@@ -285,7 +285,7 @@ struct RunArgs {
     /// within this after the old one stops.
     #[arg(long, env = "EVENTSCALE_LEASE_DURATION_SECONDS", default_value_t = 15)]
     lease_duration_seconds: u64,
-    /// pollingInterval, in seconds, of ScaledObjects that do not set one (KEDA's: 30).
+    /// pollingInterval, in seconds, of ScaledObjects and ScaledJobs that do not set one (KEDA's: 30).
     #[arg(long, env = "EVENTSCALE_DEFAULT_POLLING_INTERVAL", default_value_t = 30,
           value_parser = clap::value_parser!(i32).range(1..=86400))]
     default_polling_interval: i32,
