@@ -59,6 +59,17 @@ const NEEDED_BY: &[(&str, &str, &str)] = &[
     ("statefulsets", "list", "rotation"),
     ("statefulsets", "watch", "rotation"),
     ("pods", "list", "kubernetes-workload"),
+    // Without these two watches the ScaledJob executor still works, on lists repeated with
+    // a backoff: a step seeing it late (`scaled-job-changes`) is not in the scenario yet.
+    ("pods", "watch", "scaled-job-changes"),
+    ("scaledjobs", "get", "scaled-job-ready"),
+    ("scaledjobs", "list", "scaled-job-ready"),
+    ("scaledjobs", "watch", "scaled-job-changes"),
+    ("scaledjobs/status", "patch", "scaled-job-ready"),
+    ("jobs", "list", "scaled-job-ready"),
+    ("jobs", "watch", "scaled-job-history"),
+    ("jobs", "create", "scaled-job-creates"),
+    ("jobs", "delete", "scaled-job-history"),
     ("*/scale", "get", "reconcile"),
     ("*/scale", "patch", "activation"),
     ("horizontalpodautoscalers", "get", "pause"),
@@ -322,6 +333,37 @@ fn ready(so: &str) -> Result<(), String> {
     }
 }
 
+/// The scenario's ScaledJob: one Job at a time, each done in a second and removed at the
+/// next poll (history limit 0); its trigger reads the Job template's env (get on the
+/// ScaledJob). Applied when its steps begin, so that what it is refused shows during them.
+fn scaled_job_yaml(prom: &str) -> String {
+    format!(
+        "apiVersion: keda.sh/v1alpha1\nkind: ScaledJob\nmetadata: {{name: sj}}\nspec:\n  pollingInterval: 1\n  \
+         successfulJobsHistoryLimit: 0\n  failedJobsHistoryLimit: 0\n  jobTargetRef:\n    template:\n      spec:\n        \
+         restartPolicy: Never\n        containers: [{{name: c, image: localhost/eventscale/demo:v1, imagePullPolicy: Never, \
+         args: [job, '1'], env: [{{name: PROM_URL, value: '{prom}'}}]}}]\n  triggers:\n  - type: prometheus\n    \
+         metadata: {{serverAddressFromEnv: PROM_URL, query: 'vector(1)', threshold: '1'}}\n"
+    )
+}
+
+/// The names of the scenario ScaledJob's Jobs.
+fn scaled_job_jobs() -> Vec<String> {
+    let v = get_json(&[
+        "-n",
+        &sns(),
+        "get",
+        "jobs",
+        "-l",
+        "scaledjob.keda.sh/name=sj",
+    ]);
+    v["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|j| j["metadata"]["name"].as_str().map(str::to_string))
+        .collect()
+}
+
 fn replicas(kind: &str, name: &str) -> i64 {
     get_json(&["-n", &sns(), "get", kind, name])["spec"]["replicas"]
         .as_i64()
@@ -429,9 +471,14 @@ fn scenario_yaml(prom: &str, prom_auth: &str, user: &str) -> String {
 type Check<'a> = Box<dyn FnMut() -> Result<(), String> + 'a>;
 
 /// Wait for `check`; give up early (after a short grace) once eventscale logged a refusal
-/// from the apiserver, or after `limit`.
+/// from the apiserver during this step, or after `limit`. A refusal logged before the step
+/// began, which the earlier steps passed despite, is a later step's (the ScaledJob
+/// executor's watches are refused from the start, its steps come last): this step gets
+/// its whole `limit`.
 fn wait_step(probe: &Probe, name: &str, limit: Duration, mut check: Check) -> Result<(), String> {
     let start = Instant::now();
+    let refused = |log: &str| log.contains("forbidden") || log.contains("Forbidden");
+    let refused_before = refused(&probe.log());
     let mut refused_at: Option<Instant> = None;
     loop {
         let last = match check() {
@@ -439,7 +486,7 @@ fn wait_step(probe: &Probe, name: &str, limit: Duration, mut check: Check) -> Re
             Err(e) => e,
         };
         let log = probe.log();
-        if refused_at.is_none() && (log.contains("forbidden") || log.contains("Forbidden")) {
+        if refused_at.is_none() && !refused_before && refused(&log) {
             refused_at = Some(Instant::now());
         }
         let grace = refused_at.is_some_and(|t| t.elapsed() > Duration::from_secs(3));
@@ -631,8 +678,61 @@ fn scenario(
                 }
             }),
         ),
+        (
+            "scaled-job-ready",
+            s,
+            Box::new({
+                let mut applied = false;
+                move || {
+                    if !applied {
+                        let yaml = scaled_job_yaml(&env["EVENTSCALE_PROMETHEUS_URL"]);
+                        let (ok, _, err) =
+                            kubectl_stdin(&["-n", &sns(), "apply", "-f", "-"], Some(&yaml));
+                        applied = ok;
+                        return Err(format!("applying the ScaledJob: {err}"));
+                    }
+                    let v = get_json(&["-n", &sns(), "get", "scaledjob", "sj"]);
+                    let c = v["status"]["conditions"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|c| c["type"] == "Ready")
+                        .cloned()
+                        .unwrap_or(Value::Null);
+                    (c["status"] == "True")
+                        .then_some(())
+                        .ok_or_else(|| format!("sj Ready: {} {}", c["reason"], c["message"]))
+                }
+            }),
+        ),
+        (
+            "scaled-job-creates",
+            s,
+            Box::new(|| {
+                (!scaled_job_jobs().is_empty())
+                    .then_some(())
+                    .ok_or_else(|| "no Job of sj".into())
+            }),
+        ),
+        (
+            "scaled-job-history",
+            s,
+            Box::new({
+                let mut first: Option<String> = None;
+                move || {
+                    let now = scaled_job_jobs();
+                    match &first {
+                        None => {
+                            first = now.first().cloned();
+                            Err("first look".into())
+                        }
+                        Some(f) if now.contains(f) => Err(format!("{f} still kept")),
+                        Some(_) => Ok(()),
+                    }
+                }
+            }),
+        ),
     ];
-    let _ = env;
     for (name, limit, check) in steps {
         if let Err(e) = wait_step(probe, name, limit, check) {
             return Err((name.to_string(), e));
