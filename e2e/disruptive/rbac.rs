@@ -59,12 +59,12 @@ const NEEDED_BY: &[(&str, &str, &str)] = &[
     ("statefulsets", "list", "rotation"),
     ("statefulsets", "watch", "rotation"),
     ("pods", "list", "kubernetes-workload"),
-    // Without these two watches the ScaledJob executor still works, on lists repeated with
-    // a backoff: a step seeing it late (`scaled-job-changes`) is not in the scenario yet.
+    // Without this watch the ScaledJob executor still works, on lists repeated with a
+    // backoff: a step seeing it late (`scaled-job-changes`) is not in the scenario yet.
     ("pods", "watch", "scaled-job-changes"),
     ("scaledjobs", "get", "scaled-job-ready"),
     ("scaledjobs", "list", "scaled-job-ready"),
-    ("scaledjobs", "watch", "scaled-job-changes"),
+    ("scaledjobs", "watch", "scaled-job-ready"),
     ("scaledjobs/status", "patch", "scaled-job-ready"),
     ("jobs", "list", "scaled-job-ready"),
     ("jobs", "watch", "scaled-job-history"),
