@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::api::{DeleteParams, PostParams, PropagationPolicy};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, reflector, Store};
@@ -48,6 +48,9 @@ pub enum JobsError {
     /// A call to the API server failed.
     #[error("Kubernetes API call failed: {0}")]
     Kube(#[from] kube::Error),
+    /// Writing the status failed.
+    #[error("writing the status: {0}")]
+    Status(#[from] crate::Error),
 }
 
 /// Told about the Jobs each poll creates (eventscale's own metrics).
@@ -112,11 +115,12 @@ impl JobsContext {
 
     /// Forget what is kept for ScaledJobs that are gone: their memory and their runtimes.
     fn prune(&self, sjs: &Store<ScaledJob>) {
-        let live = sjs.state();
         let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
-        if memory.len() <= live.len() {
+        // The usual case, nothing deleted since: no copy of the store.
+        if memory.len() <= sjs.len() {
             return;
         }
+        let live = sjs.state();
         let uids: std::collections::HashSet<&str> = live
             .iter()
             .filter_map(|s| s.metadata.uid.as_deref())
@@ -273,7 +277,7 @@ async fn reconcile_one(sj: &ScaledJob, r: &Reconciler) -> Result<Action, JobsErr
     let current = sj.status.clone().unwrap_or_default();
     let mut status = initialised(&current, sj);
     let mut notes: Vec<Note> = Vec::new();
-    let was_paused = is(&current, ConditionType::Paused, ConditionStatus::True);
+    let was_paused = current.condition_is(ConditionType::Paused, ConditionStatus::True);
     if paused_by_annotation(sj.metadata.annotations.as_ref()) {
         if !was_paused {
             status.set_condition(Condition::new(
@@ -307,8 +311,14 @@ async fn reconcile_one(sj: &ScaledJob, r: &Reconciler) -> Result<Action, JobsErr
     }
     let generation = sj.metadata.generation.unwrap_or(0);
     ctx.prune(&r.scaled_jobs);
+    // The spec is checked once per generation; polls in between find it as it was.
     let checked = ctx.memory(&uid, |m| m.checked) == Some(generation);
-    if let Err(msg) = check(sj, (!checked).then_some(&ctx.client), &ctx.version).await {
+    let problem = if checked {
+        Ok(())
+    } else {
+        check(sj, &ctx.client, &ctx.version).await
+    };
+    if let Err(msg) = problem {
         warn!(reason = %msg, "ScaledJob check failed");
         status.set_condition(Condition::new(
             ConditionType::Ready,
@@ -351,7 +361,8 @@ async fn reconcile_one(sj: &ScaledJob, r: &Reconciler) -> Result<Action, JobsErr
             ));
         }
     }
-    let polled = poll(sj, r, strategy, &mut notes).await;
+    let view = as_scaled_object(sj);
+    let polled = poll(sj, &view, r, strategy, &mut notes).await;
     let now = Utc::now();
     let remembered = ctx.memory(&uid, |m| {
         if polled.active {
@@ -362,7 +373,7 @@ async fn reconcile_one(sj: &ScaledJob, r: &Reconciler) -> Result<Action, JobsErr
     after_poll(&mut status, &current, &polled, now, remembered, &mut notes);
     finish(sj, r, &current, status, notes).await?;
     Ok(Action::requeue(Duration::from_secs(
-        ctx.runtimes.interval_of(&as_scaled_object(sj)).max(1) as u64,
+        ctx.runtimes.interval_of(&view).max(1) as u64,
     )))
 }
 
@@ -377,10 +388,6 @@ fn initialised(current: &ScaledJobStatus, sj: &ScaledJob) -> ScaledJobStatus {
     status
 }
 
-fn is(status: &ScaledJobStatus, t: ConditionType, s: ConditionStatus) -> bool {
-    status.condition(t).is_some_and(|c| c.is_status(t, s))
-}
-
 fn ready(message: &str) -> Condition {
     Condition::new(
         ConditionType::Ready,
@@ -390,10 +397,9 @@ fn ready(message: &str) -> Condition {
     )
 }
 
-/// What the spec alone, and (with `client`: once per generation) the apiserver's
-/// validation of the Job it makes, say is wrong; KEDA's messages where KEDA checks the
-/// same thing.
-async fn check(sj: &ScaledJob, client: Option<&Client>, version: &str) -> Result<(), String> {
+/// What the spec alone, and the apiserver's validation of the Job it makes, say is wrong;
+/// KEDA's messages where KEDA checks the same thing.
+async fn check(sj: &ScaledJob, client: &Client, version: &str) -> Result<(), String> {
     scaler_core::validation::validate_triggers(&sj.spec.triggers)?;
     if sj
         .spec
@@ -406,9 +412,6 @@ async fn check(sj: &ScaledJob, client: Option<&Client>, version: &str) -> Result
     // The Job as it would be created, validated by the apiserver without being stored:
     // an invalid JobSpec is reported here, with the apiserver's words, not at every poll.
     let job = job_for(sj, version).map_err(|e| format!("spec.jobTargetRef: {e}"))?;
-    let Some(client) = client else {
-        return Ok(());
-    };
     let api: Api<Job> = Api::namespaced(client.clone(), &sj.namespace().unwrap_or_default());
     let dry = PostParams {
         dry_run: true,
@@ -516,11 +519,18 @@ struct Polled {
     per_metric: BTreeMap<String, bool>,
 }
 
-async fn poll(sj: &ScaledJob, r: &Reconciler, strategy: Strategy, notes: &mut Vec<Note>) -> Polled {
+/// One poll of `sj` (`view`: the ScaledJob seen as a ScaledObject, its runtime's key).
+async fn poll(
+    sj: &ScaledJob,
+    view: &scaler_core::ScaledObject,
+    r: &Reconciler,
+    strategy: Strategy,
+    notes: &mut Vec<Note>,
+) -> Polled {
     let ctx = &r.ctx;
     let min = sj.spec.min_replicas();
     let max = sj.spec.max_replicas_above_min();
-    let runtime = ctx.runtimes.get(&as_scaled_object(sj)).await;
+    let runtime = ctx.runtimes.get(view).await;
     let samples = runtime.sample_where(&sj.spec.triggers, |_| true).await;
     let mut polled = Polled::default();
     let mut metrics = Vec::with_capacity(samples.len());
@@ -670,7 +680,7 @@ fn after_poll(
     remembered: Option<DateTime<Utc>>,
     notes: &mut Vec<Note>,
 ) {
-    let was_ready = is(current, ConditionType::Ready, ConditionStatus::True);
+    let was_ready = current.condition_is(ConditionType::Ready, ConditionStatus::True);
     let ready_condition = match (polled.error, polled.active) {
         (true, true) => Condition::new(
             ConditionType::Ready,
@@ -694,7 +704,7 @@ fn after_poll(
         ));
     }
     status.set_condition(ready_condition);
-    let was_active = is(current, ConditionType::Active, ConditionStatus::True);
+    let was_active = current.condition_is(ConditionType::Active, ConditionStatus::True);
     if polled.active {
         status.set_condition(Condition::new(
             ConditionType::Active,
@@ -724,19 +734,13 @@ fn after_poll(
             ));
         }
     }
-    let stamp = |t: DateTime<Utc>| Some(t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-    let persisted = current
-        .last_active_time
-        .as_deref()
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        .map(|t| t.with_timezone(&Utc));
-    if polled.active {
-        if !was_active || persisted.is_none() {
-            status.last_active_time = stamp(now);
-        }
-    } else if let Some(r) = remembered.filter(|r| persisted.is_none_or(|p| *r > p)) {
-        status.last_active_time = stamp(r);
-    }
+    status.last_active_time = crate::scale::last_active_time(
+        current.last_active_time.as_deref(),
+        was_active,
+        polled.active,
+        now,
+        remembered,
+    );
     status.triggers_activity = Some(
         polled
             .per_metric
@@ -754,17 +758,7 @@ async fn finish(
     status: ScaledJobStatus,
     notes: Vec<Note>,
 ) -> Result<(), JobsError> {
-    if &status != current {
-        let api: Api<ScaledJob> =
-            Api::namespaced(r.ctx.client.clone(), &sj.namespace().unwrap_or_default());
-        let patch = serde_json::json!({ "status": status });
-        api.patch_status(
-            &sj.name_any(),
-            &PatchParams::apply(MANAGER),
-            &Patch::Merge(&patch),
-        )
-        .await?;
-    }
+    crate::status::write_if_changed(&r.ctx.client, sj, current, &status).await?;
     for (type_, reason, note) in notes {
         publish(&r.ctx.recorder, sj, type_, reason, note).await;
     }
@@ -803,8 +797,8 @@ mod tests {
         let mut notes = Vec::new();
         after_poll(&mut next, &current, &active, now, Some(now), &mut notes);
         assert_eq!(reasons(&notes), ["ScaledJobReady", "ScaledJobActive"]);
-        assert!(is(&next, ConditionType::Ready, ConditionStatus::True));
-        assert!(is(&next, ConditionType::Active, ConditionStatus::True));
+        assert!(next.condition_is(ConditionType::Ready, ConditionStatus::True));
+        assert!(next.condition_is(ConditionType::Active, ConditionStatus::True));
         assert!(next.last_active_time.is_some());
         assert_eq!(
             next.triggers_activity

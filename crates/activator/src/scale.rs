@@ -108,6 +108,33 @@ fn last_active_key(so: &ScaledObject) -> String {
         .unwrap_or_else(|| format!("{}/{}", so.namespace().unwrap_or_default(), so.name_any()))
 }
 
+/// The `lastActiveTime` after a poll, given the one `persisted` and whether the object was
+/// `was_active` and is `active` now. It is persisted when it matters, not at every active
+/// poll (which would be a write per poll per active object): when the object becomes
+/// active, and when it stops being active (the last active poll, `remembered` in between).
+/// While active nothing reads it; a cooldown starts from the persisted value.
+/// ScaledObjects and ScaledJobs alike.
+pub(crate) fn last_active_time(
+    persisted: Option<&str>,
+    was_active: bool,
+    active: bool,
+    now: DateTime<Utc>,
+    remembered: Option<DateTime<Utc>>,
+) -> Option<String> {
+    let parsed = persisted
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc));
+    let stamp = |t: DateTime<Utc>| Some(t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    if active {
+        if !was_active || parsed.is_none() {
+            return stamp(now);
+        }
+    } else if let Some(r) = remembered.filter(|r| parsed.is_none_or(|p| *r > p)) {
+        return stamp(r);
+    }
+    persisted.map(str::to_string)
+}
+
 /// The status after a poll: pure, so a steady state is provably no write. `remembered` is
 /// the last time this replica saw the ScaledObject active.
 pub fn next_status(
@@ -124,24 +151,13 @@ pub fn next_status(
         remembered,
     } = *poll;
     let mut status = current.clone();
-    // lastActiveTime is persisted when it matters, not at every active poll (which would
-    // be a write per poll per active ScaledObject): when the ScaledObject becomes active,
-    // and when it stops being active (the last active poll, remembered in between). While
-    // active nothing reads it; the cooldown starts from the persisted value.
-    let was_active = current.condition_is(ConditionType::Active, ConditionStatus::True);
-    let persisted = current
-        .last_active_time
-        .as_deref()
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        .map(|t| t.with_timezone(&Utc));
-    let stamp = |t: DateTime<Utc>| Some(t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-    if decision.touch_last_active {
-        if !was_active || persisted.is_none() {
-            status.last_active_time = stamp(input.now);
-        }
-    } else if let Some(r) = remembered.filter(|r| persisted.is_none_or(|p| *r > p)) {
-        status.last_active_time = stamp(r);
-    }
+    status.last_active_time = last_active_time(
+        current.last_active_time.as_deref(),
+        current.condition_is(ConditionType::Active, ConditionStatus::True),
+        decision.touch_last_active,
+        input.now,
+        remembered,
+    );
     if let Some(t) = target {
         status.scale_target_kind = Some(t.kind_string());
         status.scale_target_gvkr = Some(t.gvkr.clone());

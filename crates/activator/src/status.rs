@@ -124,17 +124,23 @@ pub(crate) fn reconciled_status(so: &ScaledObject, observed: &Observed<'_>) -> S
 }
 
 /// Write `next` as the status when it differs from `current`; returns whether it wrote.
-pub(crate) async fn write_if_changed(
+pub(crate) async fn write_if_changed<K, S>(
     client: &Client,
-    so: &ScaledObject,
-    current: &ScaledObjectStatus,
-    next: &ScaledObjectStatus,
-) -> Result<bool, crate::Error> {
+    so: &K,
+    current: &S,
+    next: &S,
+) -> Result<bool, crate::Error>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + k8s_openapi::serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    S: k8s_openapi::serde::Serialize + PartialEq,
+{
     if next == current {
         return Ok(false);
     }
-    let api: Api<ScaledObject> =
-        Api::namespaced(client.clone(), &so.namespace().unwrap_or_default());
+    let api: Api<K> = Api::namespaced(client.clone(), &so.namespace().unwrap_or_default());
     let patch = serde_json::json!({
         "status": merge_patch(&serde_json::to_value(current)?, &serde_json::to_value(next)?)
     });

@@ -162,13 +162,12 @@ impl Condition {
 impl ScaledObjectStatus {
     /// The condition of `type_`, when the status has one.
     pub fn condition(&self, type_: ConditionType) -> Option<&Condition> {
-        self.conditions.iter().flatten().find(|c| c.is(type_))
+        find(&self.conditions, type_)
     }
 
     /// Whether the condition of `type_` has `status`.
     pub fn condition_is(&self, type_: ConditionType, status: ConditionStatus) -> bool {
-        self.condition(type_)
-            .is_some_and(|c| c.is_status(type_, status))
+        find(&self.conditions, type_).is_some_and(|c| c.is_status(type_, status))
     }
 
     /// Set `c`, replacing the condition of its type (appended when there is none).
@@ -177,12 +176,17 @@ impl ScaledObjectStatus {
     }
 }
 
+/// The condition of `type_` in a status's `conditions`, when there is one.
+pub fn find(conditions: &Option<Vec<Condition>>, type_: ConditionType) -> Option<&Condition> {
+    conditions.iter().flatten().find(|c| c.is(type_))
+}
+
 /// KEDA's initial conditions, added where a status has none of the type: Ready, Active
 /// and Fallback Unknown, Paused False (KEDA's `GetInitializedConditions`, for
 /// ScaledObjects and ScaledJobs alike).
 pub fn initialise(conditions: &mut Option<Vec<Condition>>) {
     for t in ConditionType::ALL {
-        if !conditions.iter().flatten().any(|c| c.is(t)) {
+        if find(conditions, t).is_none() {
             let unset = match t {
                 ConditionType::Paused => ConditionStatus::False,
                 _ => ConditionStatus::Unknown,

@@ -293,7 +293,17 @@ impl ScaledJobStatus {
 
     /// The condition of `type_`, when the status has one.
     pub fn condition(&self, type_: crate::conditions::ConditionType) -> Option<&Condition> {
-        self.conditions.iter().flatten().find(|c| c.is(type_))
+        crate::conditions::find(&self.conditions, type_)
+    }
+
+    /// Whether the condition of `type_` has `status`.
+    pub fn condition_is(
+        &self,
+        type_: crate::conditions::ConditionType,
+        status: crate::conditions::ConditionStatus,
+    ) -> bool {
+        self.condition(type_)
+            .is_some_and(|c| c.is_status(type_, status))
     }
 }
 
