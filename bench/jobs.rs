@@ -15,30 +15,13 @@ use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Api, PostParams};
 use serde_json::{json, Value};
 
-use crate::cluster_support::{apply, client, cluster, eventually, kubectl, Namespace, DEMO_IMAGE};
+use crate::cluster_support::{
+    apply, client, eventscale_metric, eventually, kubectl, Namespace, DEMO_IMAGE,
+};
 use crate::report::{Report, Row};
 use crate::sources::{mariadb, mysql_queue as queue, sources_env};
 
 const FIGURE: &str = "jobs";
-
-/// A sample of eventscale's own `/metrics`.
-fn own_metric(series: &str) -> f64 {
-    let out = std::process::Command::new("curl")
-        .args(["-sS", "--max-time", "5"])
-        .arg(&cluster().metrics_url)
-        .output();
-    out.ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout).lines().find_map(|l| {
-                l.strip_prefix(series)?
-                    .strip_prefix(' ')?
-                    .trim()
-                    .parse()
-                    .ok()
-            })
-        })
-        .unwrap_or(0.0)
-}
 
 fn scaled_job(
     env: &BTreeMap<String, String>,
@@ -65,13 +48,10 @@ spec:
         - {{name: w, image: {DEMO_IMAGE}, imagePullPolicy: Never, args: [job, "{seconds}"], env: [{{name: P, value: "{password}"}}]}}
   triggers:
   - type: mysql
-    metadata: {{host: "{host}", port: "{port}", username: "{user}", dbName: "{db}", passwordFromEnv: P, query: "SELECT COUNT(*) FROM {table}", queryValue: "1"}}
+    metadata: {{{fields}, passwordFromEnv: P, query: "SELECT COUNT(*) FROM {table}", queryValue: "1"}}
 "#,
         password = env["EVENTSCALE_MYSQL_PASSWORD"],
-        host = env["EVENTSCALE_MYSQL_HOST"],
-        port = env["EVENTSCALE_MYSQL_PORT"],
-        user = env["EVENTSCALE_MYSQL_USER"],
-        db = env["EVENTSCALE_MYSQL_DB"],
+        fields = crate::sources::mysql_fields(env),
     )
 }
 
@@ -128,18 +108,19 @@ async fn latency(
     let table = format!("bench_jobs_latency_{}", std::process::id());
     queue(env, &table, 1);
     let (count0, sum0) = (
-        own_metric("eventscale_scaledjob_decision_to_created_seconds_count"),
-        own_metric("eventscale_scaledjob_decision_to_created_seconds_sum"),
+        eventscale_metric("eventscale_scaledjob_decision_to_created_seconds_count"),
+        eventscale_metric("eventscale_scaledjob_decision_to_created_seconds_sum"),
     );
     apply(ns, &scaled_job(env, "latency", &table, 1, 1, 1));
     let want = count0 + rounds as f64;
     eventually(Duration::from_secs(300), "the ScaledJob's Jobs", || {
-        let n = own_metric("eventscale_scaledjob_decision_to_created_seconds_count");
+        let n = eventscale_metric("eventscale_scaledjob_decision_to_created_seconds_count");
         async move { (n >= want).then_some(()) }
     })
     .await;
-    let count = own_metric("eventscale_scaledjob_decision_to_created_seconds_count") - count0;
-    let sum = own_metric("eventscale_scaledjob_decision_to_created_seconds_sum") - sum0;
+    let count =
+        eventscale_metric("eventscale_scaledjob_decision_to_created_seconds_count") - count0;
+    let sum = eventscale_metric("eventscale_scaledjob_decision_to_created_seconds_sum") - sum0;
     let mean = sum / count.max(1.0);
     mariadb(env, &format!("DROP TABLE {table};"));
     let (ok, _, err) = kubectl(&["-n", ns, "delete", "scaledjob", "latency"]);

@@ -317,20 +317,18 @@ fn get_json(args: &[&str]) -> Value {
     serde_json::from_str(&out).unwrap_or(Value::Null)
 }
 
-fn ready(so: &str) -> Result<(), String> {
-    let v = get_json(&["-n", &sns(), "get", "scaledobject", so]);
-    let c = v["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|c| c["type"] == "Ready")
-        .cloned()
-        .unwrap_or(Value::Null);
-    if c["status"] == "True" {
+/// Ok when the `kind` object `name` of the scenario is Ready.
+fn ready_of(kind: &str, name: &str) -> Result<(), String> {
+    let (status, reason, message) = crate::condition_of(&sns(), kind, name, "Ready");
+    if status == "True" {
         Ok(())
     } else {
-        Err(format!("{so} Ready: {} {}", c["reason"], c["message"]))
+        Err(format!("{name} Ready: {reason:?} {message:?}"))
     }
+}
+
+fn ready(so: &str) -> Result<(), String> {
+    ready_of("scaledobject", so)
 }
 
 /// The scenario's ScaledJob: one Job at a time, each done in a second and removed at the
@@ -691,17 +689,7 @@ fn scenario(
                         applied = ok;
                         return Err(format!("applying the ScaledJob: {err}"));
                     }
-                    let v = get_json(&["-n", &sns(), "get", "scaledjob", "sj"]);
-                    let c = v["status"]["conditions"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .find(|c| c["type"] == "Ready")
-                        .cloned()
-                        .unwrap_or(Value::Null);
-                    (c["status"] == "True")
-                        .then_some(())
-                        .ok_or_else(|| format!("sj Ready: {} {}", c["reason"], c["message"]))
+                    ready_of("scaledjob", "sj")
                 }
             }),
         ),

@@ -129,6 +129,53 @@ pub fn kubectl_stdin(args: &[&str], stdin: Option<&str>) -> (bool, String, Strin
     )
 }
 
+/// `kubectl ARGS -o json`'s output (the args include `-o json`), asserting success.
+pub fn kubectl_json(args: &[&str]) -> Value {
+    let (ok, out, err) = kubectl(args);
+    assert!(ok, "kubectl {args:?}: {err}");
+    serde_json::from_str(&out).expect("JSON")
+}
+
+/// Condition `type_` of the `kind` object `ns/name`: (status, reason, message), empty
+/// strings when the object or the condition is not there (yet).
+pub fn condition_of(ns: &str, kind: &str, name: &str, type_: &str) -> (String, String, String) {
+    let (ok, out, _) = kubectl(&["-n", ns, "get", kind, name, "-o", "json"]);
+    let v: Value = if ok {
+        serde_json::from_str(&out).unwrap_or(Value::Null)
+    } else {
+        Value::Null
+    };
+    v["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == type_)
+        .map(|c| {
+            let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+            (s("status"), s("reason"), s("message"))
+        })
+        .unwrap_or_default()
+}
+
+/// The value of `series` (name and labels, as printed) in eventscale's own metrics; 0
+/// when absent.
+pub fn eventscale_metric(series: &str) -> f64 {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "5", &cluster().metrics_url])
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
 /// `kubectl apply -f -` of `yaml` in `namespace`, asserting success.
 pub fn apply(namespace: &str, yaml: &str) {
     let (ok, out, err) = kubectl_stdin(&["-n", namespace, "apply", "-f", "-"], Some(yaml));

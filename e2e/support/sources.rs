@@ -87,6 +87,19 @@ pub fn mysql_queue(env: &BTreeMap<String, String>, table: &str, rows: usize) {
     );
 }
 
+/// The test database as a mysql trigger's fields, for a YAML flow map: `host`, `port`,
+/// `username` and `dbName` (the password is left to the caller: `passwordFromEnv` or an
+/// authentication).
+pub fn mysql_fields(env: &BTreeMap<String, String>) -> String {
+    format!(
+        "host: \"{}\", port: \"{}\", username: \"{}\", dbName: \"{}\"",
+        env["EVENTSCALE_MYSQL_HOST"],
+        env["EVENTSCALE_MYSQL_PORT"],
+        env["EVENTSCALE_MYSQL_USER"],
+        env["EVENTSCALE_MYSQL_DB"]
+    )
+}
+
 /// The test database as a Go DSN (`user:password@tcp(host:port)/db`).
 pub fn mysql_dsn(env: &BTreeMap<String, String>) -> String {
     format!(

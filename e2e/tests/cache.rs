@@ -7,27 +7,10 @@ use std::time::Duration;
 use crate::cron::{hpa_api, raw_metric};
 use crate::prometheus::{prometheus_url, PROMETHEUS};
 use crate::sources::prometheus_query_requests;
-use crate::{apply, client, cluster, eventually, Namespace};
+use crate::{apply, client, eventually, Namespace};
 
 const N: usize = 5;
 const INTERVAL: u64 = 2;
-
-fn eventscale_counter(series: &str) -> f64 {
-    let out = std::process::Command::new("curl")
-        .args(["-sS", "--max-time", "5", &cluster().metrics_url])
-        .output()
-        .expect("curl");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0)
-}
 
 #[tokio::test]
 async fn cached_metrics_and_one_query_per_interval() {
@@ -73,12 +56,12 @@ spec:
         .await;
     }
 
-    let hits_before = eventscale_counter("eventscale_metric_cache_total{result=\"Hit\"}");
+    let hits_before = crate::eventscale_metric("eventscale_metric_cache_total{result=\"Hit\"}");
     let before = prometheus_query_requests(&url);
     let window = Duration::from_secs(5 * INTERVAL);
     tokio::time::sleep(window).await;
     let after = prometheus_query_requests(&url);
-    let hits_after = eventscale_counter("eventscale_metric_cache_total{result=\"Hit\"}");
+    let hits_after = crate::eventscale_metric("eventscale_metric_cache_total{result=\"Hit\"}");
     let requests = after - before;
     let intervals = (window.as_secs() / INTERVAL) as f64;
     println!(

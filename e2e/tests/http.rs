@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::{
-    apply, cluster, deployment, eventually, kubectl, repo_root, service, wait_for_ready,
-    wait_for_replicas, Namespace,
+    apply, cluster, deployment, eventually, kubectl, kubectl_json, repo_root, service,
+    wait_for_ready, wait_for_replicas, Namespace,
 };
 
 /// The walkthrough's host: one test at a time may route it.
@@ -80,38 +80,12 @@ fn queue(admin: &str, detailed: bool) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
 }
 
-fn json(args: &[&str]) -> Value {
-    let (ok, out, err) = kubectl(args);
-    assert!(ok, "kubectl {args:?}: {err}");
-    serde_json::from_str(&out).expect("JSON")
-}
-
-/// The Ready condition of HTTPScaledObject `ns/name`: (status, reason, message).
-fn ready(ns: &str, name: &str) -> (String, String, String) {
-    let (ok, out, _) = kubectl(&["-n", ns, "get", "httpscaledobject", name, "-o", "json"]);
-    let v: Value = if ok {
-        serde_json::from_str(&out).unwrap_or(Value::Null)
-    } else {
-        Value::Null
-    };
-    v["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|c| c["type"] == "Ready")
-        .map(|c| {
-            let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
-            (s("status"), s("reason"), s("message"))
-        })
-        .unwrap_or_default()
-}
-
 async fn wait_for_ready_condition(ns: &str, name: &str, status: &str, reason: &str) -> String {
     eventually(
         Duration::from_secs(60),
         &format!("HTTPScaledObject {ns}/{name} Ready={status} ({reason})"),
         || {
-            let (s, r, m) = ready(ns, name);
+            let (s, r, m) = crate::condition_of(ns, "httpscaledobject", name, "Ready");
             async move { (s == status && r == reason).then_some(m) }
         },
     )
@@ -262,7 +236,7 @@ async fn the_walkthrough_under_k6_scales_from_zero_with_no_failed_request() {
     let ns = Namespace::create("e2e-http-100");
     apply_walkthrough(&ns.0);
     wait_for_ready_condition(&ns.0, "go-helloworld", "True", "Reconciled").await;
-    let so = json(&[
+    let so = kubectl_json(&[
         "-n",
         &ns.0,
         "get",
@@ -379,7 +353,7 @@ async fn the_scaled_object_follows_its_http_scaled_object() {
     };
     apply(&ns.0, &httpso("a", ""));
     wait_for_ready_condition(&ns.0, "a", "True", "Reconciled").await;
-    let so = json(&["-n", &ns.0, "get", "scaledobject", "a", "-o", "json"]);
+    let so = kubectl_json(&["-n", &ns.0, "get", "scaledobject", "a", "-o", "json"]);
     assert_eq!(so["spec"]["maxReplicaCount"], 3);
     assert_eq!(
         so["spec"]["triggers"][0]["metadata"]["httpScaledObject"], "a",
@@ -398,7 +372,7 @@ async fn the_scaled_object_follows_its_http_scaled_object() {
         r#"{"spec":{"maxReplicaCount":9}}"#,
     ]);
     eventually(Duration::from_secs(30), "the edit undone", || {
-        let v = json(&["-n", &ns.0, "get", "scaledobject", "a", "-o", "json"]);
+        let v = kubectl_json(&["-n", &ns.0, "get", "scaledobject", "a", "-o", "json"]);
         async move { (v["spec"]["maxReplicaCount"] == 3).then_some(()) }
     })
     .await;
@@ -436,7 +410,7 @@ async fn the_scaled_object_follows_its_http_scaled_object() {
         msg.contains("is not owned by this HTTPScaledObject"),
         "{msg}"
     );
-    let so = json(&["-n", &ns.0, "get", "scaledobject", "b", "-o", "json"]);
+    let so = kubectl_json(&["-n", &ns.0, "get", "scaledobject", "b", "-o", "json"]);
     assert_eq!(
         so["spec"]["maxReplicaCount"], 7,
         "the user's ScaledObject is untouched"
@@ -454,7 +428,7 @@ async fn the_scaled_object_follows_its_http_scaled_object() {
         "{msg}"
     );
     eventually(Duration::from_secs(30), "a CreateError Event", || {
-        let v = json(&[
+        let v = kubectl_json(&[
             "-n",
             &ns.0,
             "get",

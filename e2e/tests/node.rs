@@ -11,20 +11,14 @@ use serde_json::Value;
 use crate::cron::{hpa_api, open_window, wait_for_hpa_named, wait_for_metric, TZ};
 use crate::{
     apply, client, cluster, deployment, deployment_with, endpoint_ips, eventually, http, kubectl,
-    service, wait_for_ready, wait_for_replicas, Namespace,
+    kubectl_json, service, wait_for_ready, wait_for_replicas, Namespace,
 };
 
 const NODE: &str = "eventscale-node";
 
-fn json(args: &[&str]) -> Value {
-    let (ok, out, err) = kubectl(args);
-    assert!(ok, "kubectl {args:?}: {err}");
-    serde_json::from_str(&out).expect("JSON")
-}
-
 /// The first pod matching `selector` in `ns`, as JSON.
 fn first_pod(ns: &str, selector: &str) -> Value {
-    json(&["-n", ns, "get", "pods", "-l", selector, "-o", "json"])["items"][0].clone()
+    kubectl_json(&["-n", ns, "get", "pods", "-l", selector, "-o", "json"])["items"][0].clone()
 }
 
 /// Wait until a pod matching `selector` has a container waiting for one of `reasons`;
@@ -48,7 +42,7 @@ async fn wait_for_waiting(ns: &str, selector: &str, reasons: &[&str]) -> Value {
 /// Events of `ns` whose reason is `reason`, their messages.
 fn event_messages(ns: &str, reason: &str) -> Vec<String> {
     let field = format!("reason={reason}");
-    json(&[
+    kubectl_json(&[
         "-n",
         ns,
         "get",
@@ -69,7 +63,7 @@ fn event_messages(ns: &str, reason: &str) -> Vec<String> {
 /// kubelet v1.20.2 on containerd this project starts.
 #[test]
 fn the_node_is_ready_and_schedulable() {
-    let node = json(&["get", "node", NODE, "-o", "json"]);
+    let node = kubectl_json(&["get", "node", NODE, "-o", "json"]);
     let ready = node["status"]["conditions"]
         .as_array()
         .expect("conditions")
@@ -124,7 +118,7 @@ async fn the_walkthrough_deployment_runs_and_serves() {
         (code, body.as_str()),
         (200, format!("hello from {name}\n").as_str())
     );
-    let svc = json(&["-n", &ns.0, "get", "service", "go-helloworld", "-o", "json"]);
+    let svc = kubectl_json(&["-n", &ns.0, "get", "service", "go-helloworld", "-o", "json"]);
     let cluster_ip = svc["spec"]["clusterIP"].as_str().expect("a ClusterIP");
     // kube-proxy's rules may take a moment after the Endpoints change.
     eventually(
@@ -334,7 +328,7 @@ spec:
         ),
     );
     eventually(Duration::from_secs(120), "Job sleeper succeeded", || {
-        let job = json(&["-n", &ns.0, "get", "job", "sleeper", "-o", "json"]);
+        let job = kubectl_json(&["-n", &ns.0, "get", "job", "sleeper", "-o", "json"]);
         async move { (job["status"]["succeeded"] == 1).then_some(()) }
     })
     .await;

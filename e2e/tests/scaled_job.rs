@@ -9,18 +9,12 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::sources::{mariadb, mysql_queue as queue};
-use crate::{apply, eventually, kubectl, Namespace, DEMO_IMAGE};
-
-fn json(args: &[&str]) -> Value {
-    let (ok, out, err) = kubectl(args);
-    assert!(ok, "kubectl {args:?}: {err}");
-    serde_json::from_str(&out).expect("JSON")
-}
+use crate::{apply, eventually, kubectl, kubectl_json, Namespace, DEMO_IMAGE};
 
 /// The Jobs of ScaledJob `name`, by its label.
 fn jobs(ns: &str, name: &str) -> Vec<Value> {
     let selector = format!("scaledjob.keda.sh/name={name}");
-    json(&["-n", ns, "get", "jobs", "-l", &selector, "-o", "json"])["items"]
+    kubectl_json(&["-n", ns, "get", "jobs", "-l", &selector, "-o", "json"])["items"]
         .as_array()
         .cloned()
         .unwrap_or_default()
@@ -42,17 +36,11 @@ fn names(jobs: &[Value]) -> BTreeSet<String> {
 }
 
 fn condition(ns: &str, name: &str, type_: &str) -> (String, String, String) {
-    let sj = json(&["-n", ns, "get", "scaledjob", name, "-o", "json"]);
-    let c = sj["status"]["conditions"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["type"] == type_).cloned())
-        .unwrap_or(Value::Null);
-    let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
-    (s("status"), s("reason"), s("message"))
+    crate::condition_of(ns, "scaledjob", name, type_)
 }
 
 fn event_notes(ns: &str, name: &str, reason: &str) -> Vec<String> {
-    let all = json(&["-n", ns, "get", "events.events.k8s.io", "-o", "json"]);
+    let all = kubectl_json(&["-n", ns, "get", "events.events.k8s.io", "-o", "json"]);
     all["items"]
         .as_array()
         .into_iter()
@@ -95,20 +83,10 @@ spec:
           env: [{{name: DB_PASSWORD, value: "{password}"}}]
   triggers:
   - type: mysql
-    metadata:
-      host: "{host}"
-      port: "{port}"
-      username: "{user}"
-      dbName: "{db}"
-      passwordFromEnv: DB_PASSWORD
-      query: "SELECT COUNT(*) FROM {table}"
-      queryValue: "1"
+    metadata: {{{fields}, passwordFromEnv: DB_PASSWORD, query: "SELECT COUNT(*) FROM {table}", queryValue: "1"}}
 "#,
         password = env["EVENTSCALE_MYSQL_PASSWORD"],
-        host = env["EVENTSCALE_MYSQL_HOST"],
-        port = env["EVENTSCALE_MYSQL_PORT"],
-        user = env["EVENTSCALE_MYSQL_USER"],
-        db = env["EVENTSCALE_MYSQL_DB"],
+        fields = crate::sources::mysql_fields(env),
     )
 }
 
@@ -212,7 +190,7 @@ async fn a_queue_is_drained_by_jobs_that_run_to_completion() {
     assert!(ok, "{err}");
     eventually(Duration::from_secs(90), "no Job and no pod left", || {
         let left = jobs(&ns.0, "drain").len();
-        let pods = json(&[
+        let pods = kubectl_json(&[
             "-n",
             &ns.0,
             "get",
@@ -243,8 +221,8 @@ async fn bad_scaled_jobs_are_reported_and_create_nothing() {
     let invalid = scaled_job(&env, "invalid-spec", &table, 1, "")
         .replace("restartPolicy: Never", "restartPolicy: Always");
     let no_auth = scaled_job(&env, "no-auth", &table, 1, "").replace(
-        "      queryValue: \"1\"",
-        "      queryValue: \"1\"\n    authenticationRef: {name: missing}",
+        "queryValue: \"1\"}",
+        "queryValue: \"1\"}\n    authenticationRef: {name: missing}",
     );
     let metric_type = scaled_job(&env, "metric-type", &table, 1, "")
         .replace("  - type: mysql", "  - type: mysql\n    metricType: Value");
@@ -379,7 +357,7 @@ async fn strategies_create_what_kedas_formulas_say() {
         mariadb(&env, &format!("DELETE FROM {};", table(name)));
     }
     eventually(Duration::from_secs(90), "every Job's pod running", || {
-        let pods = json(&["-n", &ns.0, "get", "pods", "-o", "json"]);
+        let pods = kubectl_json(&["-n", &ns.0, "get", "pods", "-o", "json"]);
         let all = pods["items"].as_array().cloned().unwrap_or_default();
         let ok = all.len() >= 7 && all.iter().all(|p| p["status"]["phase"] == "Running");
         async move { ok.then_some(()) }
@@ -467,7 +445,7 @@ async fn pending_pause_and_rollout() {
     // Pending: their pods stay Pending and polls create nothing more.
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(unfinished("pending").len(), 2);
-    let pods = json(&[
+    let pods = kubectl_json(&[
         "-n",
         &ns.0,
         "get",
