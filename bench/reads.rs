@@ -217,6 +217,8 @@ fn start(rt: &tokio::runtime::Runtime, dir: &Path) -> anyhow::Result<Servers> {
             client,
             runtimes,
             telemetry.clone(),
+            activator::membership::Shard::whole("bench"),
+            None,
         ));
         let holder = Arc::new(ConfigHolder::default());
         let data = BTreeMap::from([

@@ -1,5 +1,5 @@
 //! End-to-end tests that stop or replace parts of the local cluster: eventscale replicas
-//! and their leader election, kube-apiserver itself, the node. They run in a test binary of their
+//! sharing the work, kube-apiserver itself, the node. They run in a test binary of their
 //! own (cargo runs test binaries one after another, so the other end-to-end tests never
 //! see the disruption) and one at a time.
 
@@ -18,9 +18,9 @@ mod workloads;
 #[path = "../support/helm.rs"]
 mod helm_support;
 
-mod leader;
 mod node;
 mod rbac;
+mod replicas;
 mod restart;
 
 pub use cluster_support::*;

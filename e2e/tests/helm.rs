@@ -177,8 +177,18 @@ fn lint_render_and_server_side_dry_run() {
         "no PDB for one replica"
     );
     assert!(find(&docs, "Secret", &format!("{name}-certs")).is_none());
-    assert!(find(&docs, "Role", &format!("{name}:leader-election")).is_none());
+    // Metrics-only replicas share the polling of cached triggers too.
+    let lease_role = find(&docs, "Role", &format!("{name}:leader-election")).expect("Role");
+    assert_eq!(
+        rule_verbs(lease_role, "leases"),
+        ["get", "list", "create", "update", "delete"]
+    );
+    assert!(
+        a.contains(&format!("--leader-election-id={name}-leader")),
+        "{a:?}"
+    );
     let role = find(&docs, "ClusterRole", name).expect("ClusterRole");
+    assert_eq!(rule_verbs(role, "*"), ["list"], "forwarded reads: {role}");
     assert!(
         rule_verbs(role, "horizontalpodautoscalers").is_empty(),
         "{role}"

@@ -156,7 +156,13 @@ impl Harness {
             "eventscale".into(),
             Arc::new(scaler_core::runtime::Unobserved),
         ));
-        let ctx = Context::with_hpa_resource(client, "eventscale".into(), hpa_resource(), runtimes);
+        let ctx = Context::with_hpa_resource(
+            client,
+            "eventscale".into(),
+            hpa_resource(),
+            runtimes,
+            crate::membership::Shard::whole("test"),
+        );
         ctx.target_kinds.insert(
             GroupVersionKind::gvk("apps", "v1", "Deployment"),
             ApiResource::erase::<k8s_openapi::api::apps::v1::Deployment>(&()),

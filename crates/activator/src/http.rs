@@ -45,16 +45,23 @@ pub struct HttpContext {
     pub recorder: Recorder,
     /// The interceptors' external scaler, as the ScaledObjects' triggers name it.
     pub scaler_address: String,
+    /// Which HTTPScaledObjects this replica owns: it reconciles only those.
+    pub shard: crate::membership::Shard,
 }
 
 impl HttpContext {
     /// A context whose ScaledObjects point at `scaler_address`.
-    pub fn new(client: Client, scaler_address: String) -> Arc<Self> {
+    pub fn new(
+        client: Client,
+        scaler_address: String,
+        shard: crate::membership::Shard,
+    ) -> Arc<Self> {
         let recorder = Recorder::new(client.clone(), Reporter::from(MANAGER.to_string()));
         Arc::new(Self {
             client,
             recorder,
             scaler_address,
+            shard,
         })
     }
 }
@@ -198,6 +205,7 @@ pub async fn run(ctx: Arc<HttpContext>) {
         .predicate_filter(relevant, PredicateConfig::default());
     Controller::for_stream(objects, reader)
         .owns_stream(owned)
+        .reconcile_all_on(ctx.shard.changes())
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})
@@ -225,6 +233,13 @@ fn relevant<K: kube::Resource>(o: &K) -> Option<u64> {
 pub async fn reconcile(o: Arc<HttpScaledObject>, ctx: Arc<HttpContext>) -> Result<Action, Error> {
     let ns = o.namespace().unwrap_or_default();
     let name = o.name_any();
+    if !ctx
+        .shard
+        .owns(crate::membership::kinds::HTTP_SCALED_OBJECT, &ns, &name)
+    {
+        // Another replica's; every object is reconciled again when the group changes.
+        return Ok(Action::await_change());
+    }
     let sos: Api<ScaledObject> = Api::namespaced(ctx.client.clone(), &ns);
     let existing = sos.get_opt(&name).await?;
     let decision = plan(&o, existing.as_ref(), &ctx.scaler_address);

@@ -73,6 +73,8 @@ pub struct JobsContext {
     runtimes: Arc<Runtimes>,
     version: String,
     observer: Arc<dyn JobsObserver>,
+    /// Which ScaledJobs this replica owns: it runs only those.
+    pub shard: crate::membership::Shard,
     memory: Mutex<HashMap<String, Memory>>,
 }
 
@@ -101,6 +103,7 @@ impl JobsContext {
         runtimes: Arc<Runtimes>,
         version: &str,
         observer: Arc<dyn JobsObserver>,
+        shard: crate::membership::Shard,
     ) -> Arc<Self> {
         let recorder = Recorder::new(client.clone(), Reporter::from(MANAGER.to_string()));
         Arc::new(Self {
@@ -109,6 +112,7 @@ impl JobsContext {
             runtimes,
             version: version.to_string(),
             observer,
+            shard,
             memory: Mutex::new(HashMap::new()),
         })
     }
@@ -218,6 +222,7 @@ pub async fn run(ctx: Arc<JobsContext>) {
     .default_backoff()
     .applied_objects()
     .predicate_filter(relevant, PredicateConfig::default());
+    let shard_changes = ctx.shard.changes();
     let reconciler = Arc::new(Reconciler {
         ctx,
         scaled_jobs: sj_reader.clone(),
@@ -232,6 +237,7 @@ pub async fn run(ctx: Arc<JobsContext>) {
         }
         info!("ScaledJob executor started");
         Controller::for_stream(sj_stream, sj_reader)
+            .reconcile_all_on(shard_changes)
             .shutdown_on_signal()
             .run(reconcile, error_policy, reconciler)
             .for_each(|res| async move {
@@ -269,6 +275,17 @@ type Note = (EventType, EventReason, String);
 async fn reconcile_one(sj: &ScaledJob, r: &Reconciler) -> Result<Action, JobsError> {
     let ctx = &r.ctx;
     let uid = sj.metadata.uid.clone().unwrap_or_default();
+    let namespace = sj.namespace().unwrap_or_default();
+    if !ctx.shard.owns(
+        crate::membership::kinds::SCALED_JOB,
+        &namespace,
+        &sj.name_any(),
+    ) {
+        // Another replica's; what this one knew of it may be stale when it comes back.
+        // Every ScaledJob is reconciled again when the group changes.
+        ctx.forget(&uid);
+        return Ok(Action::await_change());
+    }
     if sj.metadata.deletion_timestamp.is_some() {
         // Its Jobs go with it: they are owned by it (garbage collection).
         ctx.forget(&uid);

@@ -11,7 +11,7 @@
 pub mod events;
 pub mod http;
 pub mod jobs;
-pub mod leader;
+pub mod membership;
 mod plan;
 pub mod scale;
 mod status;
@@ -85,6 +85,8 @@ pub struct Context {
     /// The ScaledObjects' runtimes (their scalers, built once), shared with the scale loop
     /// and HPA reads.
     pub runtimes: Arc<Runtimes>,
+    /// Which ScaledObjects this replica owns: it reconciles, polls and scales only those.
+    pub shard: membership::Shard,
     /// ScaledObjects to reconcile again though nothing of theirs changed in the API (an
     /// external scaler changed its metric spec).
     recheck: tokio::sync::broadcast::Sender<ObjectRef<ScaledObject>>,
@@ -112,6 +114,7 @@ impl Context {
         client: Client,
         operator_namespace: String,
         runtimes: Arc<Runtimes>,
+        shard: membership::Shard,
     ) -> Result<Arc<Self>, Error> {
         let hpa = discover_hpa_resource(&client).await?;
         info!(api_version = %hpa.api_version, "HPAs will be written with this API version");
@@ -120,6 +123,7 @@ impl Context {
             operator_namespace,
             hpa,
             runtimes,
+            shard,
         ))
     }
 
@@ -129,6 +133,7 @@ impl Context {
         operator_namespace: String,
         hpa: ApiResource,
         runtimes: Arc<Runtimes>,
+        shard: membership::Shard,
     ) -> Arc<Self> {
         let recorder = Recorder::new(client.clone(), Reporter::from(MANAGER.to_string()));
         Arc::new(Context {
@@ -139,6 +144,7 @@ impl Context {
             target_kinds: TargetKinds::default(),
             last_active: scale::LastActive::default(),
             runtimes,
+            shard,
             recheck: tokio::sync::broadcast::channel(1024).0,
         })
     }
@@ -146,8 +152,7 @@ impl Context {
     /// Reconcile `ns/name` again (its HPA brought in line with its triggers' metric specs
     /// as they are now), when this replica runs the controller.
     pub fn recheck(&self, namespace: &str, name: &str) {
-        // Nobody listens while this replica does not lead: the next leader reconciles
-        // everything anyway.
+        // A replica that does not own it skips the reconcile.
         let _ = self.recheck.send(ObjectRef::new(name).within(namespace));
     }
 }
@@ -199,6 +204,7 @@ pub async fn run(ctx: Arc<Context>) -> Result<(), Error> {
             }
         }
     });
+    let shard_changes = ctx.shard.changes();
     let reconciler = Arc::new(Reconciler {
         ctx,
         stores: Stores::new(so_reader.clone(), hpa_reader),
@@ -206,6 +212,7 @@ pub async fn run(ctx: Arc<Context>) -> Result<(), Error> {
     Controller::for_stream(so_stream, so_reader)
         .owns_stream_with(hpa_stream, hpa)
         .reconcile_on(rechecks)
+        .reconcile_all_on(shard_changes)
         .shutdown_on_signal()
         .run(reconcile, error_policy, reconciler)
         .for_each(|res| async move {
@@ -243,6 +250,14 @@ pub const FINALIZER: &str = "finalizer.keda.sh";
 /// the target's replicas when asked and let it go.
 #[tracing::instrument(skip_all, fields(scaledobject = %format!("{}/{}", so.namespace().unwrap_or_default(), so.name_any())))]
 pub async fn reconcile(so: Arc<ScaledObject>, r: Arc<Reconciler>) -> Result<Action, Error> {
+    // Another replica's: when the group changes every object is reconciled again.
+    if !r.ctx.shard.owns(
+        membership::kinds::SCALED_OBJECT,
+        &so.namespace().unwrap_or_default(),
+        &so.name_any(),
+    ) {
+        return Ok(Action::await_change());
+    }
     let api: Api<ScaledObject> =
         Api::namespaced(r.ctx.client.clone(), &so.namespace().unwrap_or_default());
     finalizer(&api, FINALIZER, so, |event| async {

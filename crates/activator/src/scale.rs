@@ -78,6 +78,12 @@ impl LastActive {
         self.lock().retain(|uid, _| keep(uid));
     }
 
+    /// Forget the last active poll of one ScaledObject (by uid): it just became this
+    /// replica's, and another replica may have seen it active since.
+    pub fn forget(&self, uid: &str) {
+        self.lock().remove(uid);
+    }
+
     /// Forget every last active poll: this replica just became the leader, and what it
     /// saw in an earlier term may be older than what another leader saw since.
     pub fn forget_all(&self) {

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod cert_reload;
 pub mod certs;
 pub mod eval;
+pub mod forward;
 pub mod memory;
 pub mod poller;
 pub mod provider;

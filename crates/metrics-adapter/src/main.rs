@@ -273,16 +273,18 @@ struct RunArgs {
     /// With --renew-certs: also keep this APIService's caBundle set to the CA.
     #[arg(long, env = "EVENTSCALE_PATCH_APISERVICE")]
     patch_apiservice: Option<String>,
-    /// The Lease (in the --namespace) whose holder manages HPAs and activation; every
-    /// replica serves metrics.
+    /// The replicas' group: each replica keeps a Lease `<this>-<identity>` in the
+    /// --namespace, labelled `eventscale.sh/member-of=<this>`, and the group's
+    /// ScaledObjects, ScaledJobs and HTTPScaledObjects are shared among them (each polled,
+    /// activated and scaled by one).
     #[arg(
         long,
         env = "EVENTSCALE_LEADER_ELECTION_ID",
         default_value = "eventscale-leader"
     )]
     leader_election_id: String,
-    /// How long the Lease holds without renewal, in seconds; a new leader takes over
-    /// within this after the old one stops.
+    /// How long a replica's Lease holds without renewal, in seconds: the others take over
+    /// the share of a replica that died within this.
     #[arg(long, env = "EVENTSCALE_LEASE_DURATION_SECONDS", default_value_t = 15)]
     lease_duration_seconds: u64,
     /// pollingInterval, in seconds, of ScaledObjects and ScaledJobs that do not set one (KEDA's: 30).
@@ -297,6 +299,12 @@ struct RunArgs {
     /// This replica's identity in the Lease (default: POD_NAME, else host name and PID).
     #[arg(long, env = "EVENTSCALE_IDENTITY")]
     identity: Option<String>,
+    /// Where other replicas reach this one to ask for the cached metrics it polls
+    /// (`ip:port`); default: `$POD_IP:<secure-port>`, else `<bind-address>:<secure-port>`
+    /// when the bind address is a specific one. Without it, the others query such metrics
+    /// themselves.
+    #[arg(long, env = "EVENTSCALE_PEER_ADDRESS")]
+    peer_address: Option<String>,
     /// The interceptors' external scaler (`host:port`), which the ScaledObjects kept for
     /// HTTPScaledObjects read; HTTPScaledObjects are not reconciled when unset.
     #[arg(long, env = "EVENTSCALE_INTERCEPTOR_SCALER_ADDRESS")]
@@ -545,6 +553,22 @@ fn init_tracing(filter: &str, format: LogFormat) -> anyhow::Result<()> {
 }
 
 async fn kube_client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
+    Client::try_from(kube_config(kubeconfig).await?).context("building the Kubernetes client")
+}
+
+/// Where this replica is reached by the others (see --peer-address).
+fn peer_address(args: &RunArgs) -> Option<String> {
+    if let Some(a) = args.peer_address.as_ref().filter(|a| !a.trim().is_empty()) {
+        return Some(a.trim().to_string());
+    }
+    let ip: Option<IpAddr> = std::env::var("POD_IP")
+        .ok()
+        .and_then(|ip| ip.trim().parse().ok())
+        .or_else(|| (!args.bind_address.is_unspecified()).then_some(args.bind_address));
+    ip.map(|ip| SocketAddr::new(ip, args.secure_port).to_string())
+}
+
+async fn kube_config(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Config> {
     let config = match kubeconfig {
         Some(path) => {
             let kc = Kubeconfig::read_from(path)
@@ -557,12 +581,14 @@ async fn kube_client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
             .await
             .context("no kubeconfig given and no in-cluster configuration")?,
     };
-    Client::try_from(config).context("building the Kubernetes client")
+    Ok(config)
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_tracing(&args.log_level, args.log_format)?;
-    let client = kube_client(args.kubeconfig.as_ref()).await?;
+    let config = kube_config(args.kubeconfig.as_ref()).await?;
+    let token = metrics_adapter::forward::Token::of(&config.auth_info);
+    let client = Client::try_from(config).context("building the Kubernetes client")?;
     if args.renew_certs {
         let store = certs::Store::Dir(args.cert_dir.clone());
         let opts = args.cert.options(false);
@@ -651,12 +677,23 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         )
     };
     let runtimes = new_runtimes();
-    let lease_config = activator::leader::LeaseConfig {
+    let membership = activator::membership::MembershipConfig {
         namespace: args.cert.namespace.clone(),
-        name: args.leader_election_id.clone(),
+        group: args.leader_election_id.clone(),
         identity: identity(args.identity.clone()),
+        address: peer_address(&args),
         duration: std::time::Duration::from_secs(args.lease_duration_seconds.clamp(3, 3600)),
     };
+    // Every replica serves every read; each polls, activates and scales only its share.
+    let shard = activator::membership::spawn(client.clone(), membership.clone());
+    let forwarder = metrics_adapter::forward::Forwarder::new(
+        &membership.identity,
+        &args.cert.service,
+        &args.cert.namespace,
+        &args.cert_dir,
+        token,
+    )
+    .map(Arc::new);
     // External scalers' pushes are acted on where the scale loop acts (full mode); the
     // sink is connected before anything can build a trigger, so every push trigger built
     // opens its stream.
@@ -669,16 +706,19 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         );
         None
     } else {
-        let ctx =
-            activator::Context::new(client.clone(), cluster_objects.clone(), runtimes.clone())
-                .await
-                .context("starting the HPA controller")?;
-        let leading = activator::leader::spawn(client.clone(), lease_config.clone());
+        let ctx = activator::Context::new(
+            client.clone(),
+            cluster_objects.clone(),
+            runtimes.clone(),
+            shard.clone(),
+        )
+        .await
+        .context("starting the HPA controller")?;
         let http = args
             .interceptor_scaler_address
             .clone()
             .filter(|a| !a.trim().is_empty())
-            .map(|a| activator::http::HttpContext::new(client.clone(), a));
+            .map(|a| activator::http::HttpContext::new(client.clone(), a, shard.clone()));
         if http.is_none() {
             info!("no --interceptor-scaler-address: HTTPScaledObjects are not reconciled");
         }
@@ -689,16 +729,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             new_runtimes(),
             env!("CARGO_PKG_VERSION"),
             telemetry.clone(),
+            shard.clone(),
         );
-        tokio::spawn(lead_controller(ctx.clone(), http, jobs, leading.clone()));
-        Some(poller::Activation { ctx, leading })
+        tokio::spawn(controllers(ctx.clone(), http, jobs));
+        Some(poller::Activation { ctx })
     };
-    // Released on shutdown when this replica takes part in the election.
-    let lease = activation.as_ref().map(|_| lease_config.clone());
 
     tokio::spawn(poller::run(
         store.clone(),
         runtimes.clone(),
+        shard.clone(),
+        forwarder.clone(),
         activation,
         pushes,
     ));
@@ -707,6 +748,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         client.clone(),
         runtimes,
         telemetry.clone(),
+        shard.clone(),
+        forwarder,
     ));
     let reads = Arc::new(routes::MetricReads::new(
         provider.clone(),
@@ -721,10 +764,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let shutdown = async move {
         stop_signal().await;
         info!("shutting down");
-        // Hand the Lease over at once rather than after its duration.
-        if let Some(config) = lease {
-            activator::leader::release(&client, &config).await;
-        }
+        // Stop acting, and hand the share over at once rather than after the Lease's
+        // duration.
+        activator::membership::leave(&client, &membership, &shard).await;
     };
     server::serve_with(listener, tls, app, Some(reads), shutdown).await
 }
@@ -745,46 +787,24 @@ async fn stop_signal() {
     }
 }
 
-/// Run the HPA controller (and the HTTPScaledObject controller and the ScaledJob
-/// executor) while this replica leads, stop them when it does not.
-async fn lead_controller(
+/// Run the HPA controller, the HTTPScaledObject controller and the ScaledJob executor;
+/// each acts only on the objects this replica owns.
+async fn controllers(
     ctx: std::sync::Arc<activator::Context>,
     http: Option<std::sync::Arc<activator::http::HttpContext>>,
     jobs: std::sync::Arc<activator::jobs::JobsContext>,
-    mut leading: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut running: Option<tokio::task::JoinHandle<()>> = None;
-    loop {
-        let lead = *leading.borrow_and_update();
-        match (lead, running.take()) {
-            (true, None) => {
-                // What this replica saw in an earlier term may be older than what another
-                // leader saw since.
-                ctx.last_active.forget_all();
-                let ctx = ctx.clone();
-                let http = http.clone();
-                let jobs = jobs.clone();
-                running = Some(tokio::spawn(async move {
-                    let http = async move {
-                        if let Some(h) = http {
-                            activator::http::run(h).await;
-                        }
-                    };
-                    let hpa = async move {
-                        if let Err(e) = activator::run(ctx).await {
-                            error!(error = %e, "the HPA controller stopped");
-                        }
-                    };
-                    tokio::join!(hpa, http, activator::jobs::run(jobs));
-                }));
-            }
-            (false, Some(h)) => h.abort(),
-            (_, keep) => running = keep,
+    let http = async move {
+        if let Some(h) = http {
+            activator::http::run(h).await;
         }
-        if leading.changed().await.is_err() {
-            return;
+    };
+    let hpa = async move {
+        if let Err(e) = activator::run(ctx).await {
+            error!(error = %e, "the HPA controller stopped");
         }
-    }
+    };
+    tokio::join!(hpa, http, activator::jobs::run(jobs));
 }
 
 /// Print `text` on standard output; a reader that stopped reading (`| head`) is not an

@@ -1,8 +1,10 @@
 //! The polling loop (KEDA's scale loop): every `pollingInterval`, aligned to its
 //! multiples, each ScaledObject is polled. Triggers with `useCachedMetrics` are stored for
-//! HPA reads; with activation on (not metrics-only) every trigger is asked, and on the
-//! leading replica the activator carries out what the answers mean for the target.
-//! In metrics-only mode only ScaledObjects with cached triggers are polled.
+//! HPA reads; with activation on (not metrics-only) every trigger is asked, and the
+//! activator carries out what the answers mean for the target. Each replica polls only
+//! the ScaledObjects it owns ([`activator::membership`]): one poll per object and
+//! interval whatever the number of replicas. In metrics-only mode only ScaledObjects with
+//! cached triggers are polled.
 //!
 //! With activation on, `external-push` triggers' answers arrive between polls: a
 //! `result: true` is acted on at once (KEDA's push: the workload at zero is activated
@@ -15,6 +17,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use activator::membership::{kinds, Shard};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::ResourceExt;
 use scaler_core::conditions::{ConditionType, Reason};
@@ -24,32 +27,97 @@ use scaler_core::scalers::external::{PushEvent, Pushed};
 use scaler_core::ScaledObject;
 use tracing::{debug, warn, Instrument};
 
-fn uses_cache(so: &ScaledObject) -> bool {
-    so.spec
-        .triggers
-        .iter()
-        .any(|t| t.use_cached_metrics == Some(true))
-}
+use crate::provider::uses_cache;
 
-/// Activation (full mode): the activator's context and whether this replica leads.
+/// Activation (full mode): the activator's context (its shard says what this replica
+/// owns).
 #[derive(Clone)]
 pub struct Activation {
     /// The activator's context.
     pub ctx: Arc<activator::Context>,
-    /// True while this replica holds the leader Lease.
-    pub leading: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Whether `shard` lets this replica act on `so` now.
+fn owns(shard: &Shard, so: &ScaledObject) -> bool {
+    shard.owns(
+        kinds::SCALED_OBJECT,
+        &so.namespace().unwrap_or_default(),
+        &so.name_any(),
+    )
+}
+
+/// Where a replica's polls of cached triggers go: the replica that polls their question
+/// ([`scaler_core::shard::query_key`]), so a question shared by many ScaledObjects is
+/// asked once per interval whatever the number of replicas.
+#[derive(Clone)]
+pub struct Route {
+    /// The group's view.
+    pub shard: Shard,
+    /// The channel to the other replicas.
+    pub forwarder: Arc<crate::forward::Forwarder>,
+}
+
+/// Poll trigger `index` of `so` (metric `metric`) through `owner`, the replica that polls
+/// its question; `None` when it could not be asked (the trigger is then polled here).
+async fn poll_remote(
+    route: &Route,
+    owner: &scaler_core::shard::Member,
+    so: &ScaledObject,
+    index: usize,
+    metric: String,
+) -> Option<TriggerSample> {
+    let (ns, name) = (so.namespace().unwrap_or_default(), so.name_any());
+    match route.forwarder.sample(owner, &ns, &metric, &name).await {
+        Ok(result) => Some(TriggerSample {
+            trigger_name: so.spec.triggers.get(index).and_then(|t| t.name.clone()),
+            metric,
+            result,
+        }),
+        Err(e) => {
+            debug!(error = %e, "the replica polling this question could not be asked; polling here");
+            None
+        }
+    }
 }
 
 /// Poll `so` once through its runtime: its `useCachedMetrics` triggers, or all of them
-/// when `all`, concurrently. Cached triggers are stored; every answer is returned.
-pub async fn poll_once(runtimes: &Runtimes, so: &ScaledObject, all: bool) -> Vec<TriggerSample> {
+/// when `all`, concurrently; a cached trigger whose question another replica polls is
+/// asked of that replica (`route`). Cached triggers are stored; every answer is returned.
+pub async fn poll_once(
+    runtimes: &Runtimes,
+    so: &ScaledObject,
+    all: bool,
+    route: Option<&Route>,
+) -> Vec<TriggerSample> {
     let (ns, so_name) = (so.namespace().unwrap_or_default(), so.name_any());
     let rt = runtimes.get(so).await;
-    let polled = rt
-        .sample_where(&so.spec.triggers, |t| {
-            all || t.use_cached_metrics == Some(true)
-        })
-        .await;
+    let view = route.map(|r| r.shard.view());
+    let polls = so
+        .spec
+        .triggers
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| all || t.use_cached_metrics == Some(true))
+        .filter_map(|(i, t)| rt.scaler(i).map(|built| (i, t, built)))
+        .map(|(i, t, built)| {
+            let remote = match (route, &view, built) {
+                (Some(r), Some(v), Ok(scaler)) if t.use_cached_metrics == Some(true) => v
+                    .owner(&scaler_core::shard::query_key(&ns, t))
+                    .filter(|m| m.identity != v.me && m.address.is_some())
+                    .map(|m| (r, m.clone(), scaler.metric_spec().name.clone())),
+                _ => None,
+            };
+            let rt = &rt;
+            async move {
+                if let Some((r, owner, metric)) = remote {
+                    if let Some(s) = poll_remote(r, &owner, so, i, metric).await {
+                        return (i, s);
+                    }
+                }
+                (i, rt.sample(i).await)
+            }
+        });
+    let polled = futures::future::join_all(polls).await;
     let mut cached = HashMap::new();
     let mut samples = Vec::with_capacity(polled.len());
     for (index, sample) in polled {
@@ -97,24 +165,24 @@ fn accepted(so: &ScaledObject) -> bool {
     status.original_replica_count.is_some() && !rejected
 }
 
-/// One scale-loop round for `so`: poll (every trigger on the leader, only cached ones on
-/// the others; none while paused, when the pause decides alone) and, on the leader, let
-/// the activator act on the answers, with the ScaledObject as the store has it now.
+/// One scale-loop round for `so`, which this replica owns: poll every trigger (none while
+/// paused, when the pause decides alone) and let the activator act on the answers, with
+/// the ScaledObject as the store has it now, while this replica still owns it.
 async fn poll_and_act(
     runtimes: &Runtimes,
     so: &ScaledObject,
     store: &Store<ScaledObject>,
     activation: &Activation,
     gates: &Gates,
+    route: Option<&Route>,
 ) {
     let started = Instant::now();
-    let leading = *activation.leading.borrow();
     let samples = if paused(so) {
         Vec::new()
     } else {
-        poll_once(runtimes, so, leading).await
+        poll_once(runtimes, so, true, route).await
     };
-    if !leading || !*activation.leading.borrow() {
+    if !owns(&activation.ctx.shard, so) {
         return;
     }
     // The poll took time: act on the object as it is now (a pause or a deletion may
@@ -166,10 +234,10 @@ async fn act(
     health: &std::collections::BTreeMap<String, scaler_core::scaled_object::HealthStatus>,
     what: &str,
 ) {
-    let leading = activation.leading.clone();
-    let still_leading = move || *leading.borrow();
-    if let Err(e) =
-        activator::scale::act(&activation.ctx, so, activity, health, &still_leading).await
+    let shard = activation.ctx.shard.clone();
+    let so_ref = so.clone();
+    let still_owned = move || owns(&shard, &so_ref);
+    if let Err(e) = activator::scale::act(&activation.ctx, so, activity, health, &still_owned).await
     {
         warn!(error = %e, "{what} failed; retrying at the next poll");
     }
@@ -235,12 +303,12 @@ async fn act_on_push(
     activation: &Activation,
     gates: &Gates,
 ) {
-    if !*activation.leading.borrow() {
-        return;
-    }
     let Some(so) = store.get(key) else {
         return;
     };
+    if !owns(&activation.ctx.shard, &so) {
+        return;
+    }
     let gate = gate_of(gates, &so);
     let mut last_push = gate.lock().await;
     *last_push = Some(Instant::now());
@@ -407,6 +475,8 @@ fn on_push(
 pub async fn run(
     store: Store<ScaledObject>,
     runtimes: Arc<Runtimes>,
+    shard: Shard,
+    forwarder: Option<Arc<crate::forward::Forwarder>>,
     activation: Option<Activation>,
     mut pushes: Option<tokio::sync::mpsc::UnboundedReceiver<PushEvent>>,
 ) {
@@ -419,6 +489,8 @@ pub async fn run(
     let mut last_pushes = LastPushes::new();
     let mut forgotten = Instant::now();
     let mut earliest = i64::MAX;
+    // The ScaledObjects (by uid) this replica owned at the last round.
+    let mut owned: std::collections::HashSet<String> = std::collections::HashSet::new();
     loop {
         // Wake at the next poll instant (polls are due on the interval's multiples, and
         // activation latency is measured from them), within MAX_SLEEP_MS to pick up new
@@ -448,13 +520,24 @@ pub async fn run(
         earliest = i64::MAX;
         let sos = store.state();
         let mut live = std::collections::HashSet::new();
+        let mut owned_now = std::collections::HashSet::with_capacity(owned.len());
         for so in sos
             .iter()
             .filter(|so| activation.is_some() || uses_cache(so))
             .filter(|so| so.metadata.deletion_timestamp.is_none())
+            .filter(|so| owns(&shard, so))
         {
             let key = (so.namespace().unwrap_or_default(), so.name_any());
             live.insert(key.clone());
+            let uid = so.metadata.uid.clone().unwrap_or_default();
+            if !owned.contains(&uid) {
+                // Just became this replica's: what it saw of it before may be older than
+                // what its last owner saw since.
+                if let Some(a) = &activation {
+                    a.ctx.last_active.forget(&uid);
+                }
+            }
+            owned_now.insert(uid);
             if activation.is_some() && !accepted(so) {
                 // Not yet accepted by the reconcile (or rejected by it): its first poll
                 // comes right after it is, not a whole pollingInterval later (KEDA starts
@@ -489,6 +572,10 @@ pub async fn run(
                 key.clone(),
             );
             let gates = gates.clone();
+            let route = forwarder.clone().map(|forwarder| Route {
+                shard: shard.clone(),
+                forwarder,
+            });
             // Every round ends: a hung source or apiserver frees the object for the next.
             let limit = Duration::from_secs((2 * interval).max(30) as u64);
             let span = tracing::debug_span!("poll", scaledobject = %format!("{}/{}", key.0, key.1));
@@ -502,9 +589,12 @@ pub async fn run(
                         .and_then(Result::ok);
                     let round = async {
                         match &activation {
-                            Some(a) => poll_and_act(&runtimes, &so, &store, a, &gates).await,
+                            Some(a) => {
+                                poll_and_act(&runtimes, &so, &store, a, &gates, route.as_ref())
+                                    .await
+                            }
                             None => {
-                                poll_once(&runtimes, &so, false).await;
+                                poll_once(&runtimes, &so, false, route.as_ref()).await;
                             }
                         }
                     };
@@ -519,6 +609,7 @@ pub async fn run(
                 .instrument(span),
             );
         }
+        owned = owned_now;
         due.retain(|k, _| live.contains(k));
         last_pushes.retain(|(ns, name, _), _| live.contains(&(ns.clone(), name.clone())));
         gates

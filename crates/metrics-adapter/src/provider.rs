@@ -18,19 +18,22 @@ use scaler_core::runtime::Runtimes;
 use scaler_core::scaled_object::Fallback;
 use scaler_core::MetricTargetType;
 use scaler_core::{MetricError, ScaledObject, SCALED_OBJECT_NAME_LABEL};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tracing::warn;
 
+use crate::forward::Forwarder;
 use crate::status::ApiError;
 use crate::telemetry::Telemetry;
+use activator::membership::{kinds, Shard};
 
 /// One item of an `ExternalMetricValueList`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ExternalMetricValue {
     /// The metric's name.
     pub metric_name: String,
     /// Labels of the series (KEDA sends none).
+    #[serde(default)]
     pub metric_labels: std::collections::BTreeMap<String, String>,
     /// RFC 3339 time of the sample.
     pub timestamp: String,
@@ -41,12 +44,14 @@ pub struct ExternalMetricValue {
 /// Answers metric reads.
 #[async_trait]
 pub trait MetricsProvider: Send + Sync {
-    /// The values of `metric` in `namespace` for the ScaledObject the selector names.
+    /// The values of `metric` in `namespace` for the ScaledObject the selector names;
+    /// `forwarded`: another replica forwarded the read, answer it here.
     async fn external_metric(
         &self,
         namespace: &str,
         metric: &str,
         selector: &Selector,
+        forwarded: bool,
     ) -> Result<Vec<ExternalMetricValue>, ApiError>;
 
     /// Whether the provider has what it needs to answer (its caches are filled).
@@ -61,16 +66,21 @@ pub struct ScaledObjectProvider {
     runtimes: Arc<Runtimes>,
     synced: Arc<AtomicBool>,
     telemetry: Arc<Telemetry>,
+    shard: Shard,
+    forwarder: Option<Arc<Forwarder>>,
 }
 
 impl ScaledObjectProvider {
     /// A provider over `store`; it reports ready once the store's first list arrived.
-    /// Must be called inside a Tokio runtime.
+    /// Cached reads of ScaledObjects `shard` gives another replica go to it through
+    /// `forwarder`. Must be called inside a Tokio runtime.
     pub fn new(
         store: Store<ScaledObject>,
         client: Client,
         runtimes: Arc<Runtimes>,
         telemetry: Arc<Telemetry>,
+        shard: Shard,
+        forwarder: Option<Arc<Forwarder>>,
     ) -> Self {
         let synced = Arc::new(AtomicBool::new(false));
         let (s, flag) = (store.clone(), synced.clone());
@@ -85,8 +95,56 @@ impl ScaledObjectProvider {
             runtimes,
             synced,
             telemetry,
+            shard,
+            forwarder,
         }
     }
+
+    /// Ask the owner of `so` for a cached metric it polls; `None` when this replica
+    /// answers (it owns the object, has no forwarder, or the owner could not be asked).
+    async fn forwarded(
+        &self,
+        so: &ScaledObject,
+        metric: &str,
+    ) -> Option<Result<Vec<ExternalMetricValue>, ApiError>> {
+        let forwarder = self.forwarder.as_ref()?;
+        let (namespace, name) = (
+            so.metadata.namespace.as_deref().unwrap_or_default(),
+            so.metadata.name.as_deref().unwrap_or_default(),
+        );
+        let owner = self
+            .shard
+            .other_owner(kinds::SCALED_OBJECT, namespace, name)?;
+        match forwarder.forward(&owner, namespace, metric, name).await {
+            Ok(answer) => {
+                self.telemetry.forwarded(true);
+                Some(answer)
+            }
+            Err(e) => {
+                self.telemetry.forwarded(false);
+                warn!(scaledobject = %format!("{namespace}/{name}"), %metric, error = %e, "forwarding a cached read to its owner failed; answering it here");
+                None
+            }
+        }
+    }
+}
+
+/// The labels of an answer: none for the HPA; for another replica (a forwarded read),
+/// the trigger's activity, which its poll needs.
+fn activity_label(forwarded: bool, active: bool) -> std::collections::BTreeMap<String, String> {
+    let mut labels = std::collections::BTreeMap::new();
+    if forwarded {
+        labels.insert(crate::forward::ACTIVE_LABEL.to_string(), active.to_string());
+    }
+    labels
+}
+
+/// Whether any trigger of `so` has `useCachedMetrics`.
+pub fn uses_cache(so: &ScaledObject) -> bool {
+    so.spec
+        .triggers
+        .iter()
+        .any(|t| t.use_cached_metrics == Some(true))
 }
 
 fn metric_error(e: MetricError) -> ApiError {
@@ -200,6 +258,7 @@ impl MetricsProvider for ScaledObjectProvider {
         namespace: &str,
         metric: &str,
         selector: &Selector,
+        forwarded: bool,
     ) -> Result<Vec<ExternalMetricValue>, ApiError> {
         let name = selector.exact_value(SCALED_OBJECT_NAME_LABEL).ok_or_else(|| {
             ApiError::bad_request(format!(
@@ -255,10 +314,17 @@ impl MetricsProvider for ScaledObjectProvider {
             };
             return Ok(vec![ExternalMetricValue {
                 metric_name: metric.to_string(),
-                metric_labels: Default::default(),
+                metric_labels: activity_label(forwarded, c.active),
                 timestamp: Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
                 value: quantity_string(value),
             }]);
+        }
+        // Only the owner polls: a cached trigger of another replica's object is asked
+        // of it (when it cannot be, it is queried here).
+        if !forwarded && uses_cache(&so) {
+            if let Some(answer) = self.forwarded(&so, metric).await {
+                return answer;
+            }
         }
         self.telemetry.metric_cache(false);
         let rt = self.runtimes.get(&so).await;
@@ -295,7 +361,7 @@ impl MetricsProvider for ScaledObjectProvider {
         let sample = result.map_err(metric_error)?;
         Ok(vec![ExternalMetricValue {
             metric_name: sample.metric_name,
-            metric_labels: Default::default(),
+            metric_labels: activity_label(forwarded, sample.active),
             timestamp: Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
             value: quantity_string(sample.value),
         }])

@@ -139,16 +139,24 @@ async fn openapi_v3_group_version() -> Json<Value> {
 async fn external_metric(
     State(p): State<SharedProvider>,
     uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
-    let body = metric_value_list(p.as_ref(), uri.path(), uri.query()).await?;
+    let body = metric_value_list(p.as_ref(), uri.path(), uri.query(), forwarded(&headers)).await?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body))
 }
 
-/// The `ExternalMetricValueList` answering a read of `path` and `query`, serialized.
+/// Whether another replica forwarded the request (it is answered here, not forwarded on).
+fn forwarded(headers: &axum::http::HeaderMap) -> bool {
+    headers.contains_key(crate::forward::FORWARDED_HEADER)
+}
+
+/// The `ExternalMetricValueList` answering a read of `path` and `query`, serialized;
+/// `forwarded`: another replica sent it.
 pub async fn metric_value_list(
     p: &dyn MetricsProvider,
     path: &str,
     query: Option<&str>,
+    forwarded: bool,
 ) -> Result<Bytes, ApiError> {
     let MetricRequest {
         namespace,
@@ -158,7 +166,7 @@ pub async fn metric_value_list(
     // A debug span: at the default level it costs nothing, and what the read logs names
     // the ScaledObject and metric itself.
     let items = p
-        .external_metric(&namespace, &metric, &selector)
+        .external_metric(&namespace, &metric, &selector, forwarded)
         .instrument(tracing::debug_span!("external_metric", %namespace, %metric))
         .await?;
     Ok(write_list(&items))
@@ -222,7 +230,13 @@ impl MetricReads {
         let started = std::time::Instant::now();
         let result = async {
             auth::check(&self.auth, uri.path(), headers, peer).await?;
-            metric_value_list(self.provider.as_ref(), uri.path(), uri.query()).await
+            metric_value_list(
+                self.provider.as_ref(),
+                uri.path(),
+                uri.query(),
+                forwarded(headers),
+            )
+            .await
         }
         .await;
         let resp = match result {
@@ -274,6 +288,7 @@ mod tests {
             namespace: &str,
             metric: &str,
             selector: &Selector,
+            _forwarded: bool,
         ) -> Result<Vec<ExternalMetricValue>, ApiError> {
             match (
                 namespace,
@@ -468,6 +483,7 @@ mod tests {
                     "ns",
                     "s0-m",
                     &"scaledobject.keda.sh/name=so".parse().expect("selector"),
+                    false,
                 )
                 .await
                 .expect("value"),

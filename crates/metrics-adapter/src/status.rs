@@ -71,6 +71,18 @@ impl ApiError {
         }
     }
 
+    /// The error another server answered with `code` (forwarded as it came).
+    pub fn with_code(code: u16, message: impl Into<String>) -> Self {
+        match code {
+            400 => Self::bad_request(message),
+            401 => Self::unauthorized(message),
+            403 => Self::forbidden(message),
+            404 => Self::not_found(message),
+            503 => Self::unavailable(message),
+            _ => Self::internal(message),
+        }
+    }
+
     /// The `metav1.Status` body.
     pub fn body(&self) -> serde_json::Value {
         json!({

@@ -102,6 +102,11 @@ struct ResultLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ForwardLabels {
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ScalerLabels {
     scaler: &'static str,
 }
@@ -126,6 +131,7 @@ pub struct Telemetry {
     scaler_latency: Histograms<ScalerLabels>,
     scaler_errors: Family<ScalerLabels, Counter>,
     metric_cache: Family<ResultLabels, Counter>,
+    forwarded: Family<ForwardLabels, Counter>,
     job_create_latency: Histogram,
     jobs_created: Counter,
 }
@@ -207,6 +213,12 @@ impl Telemetry {
             "Metric reads answered from the polling cache (hit) or queried live (miss)",
             metric_cache.clone(),
         );
+        let forwarded = Family::<ForwardLabels, Counter>::default();
+        registry.register(
+            "metric_reads_forwarded",
+            "Cached metric reads forwarded to the replica that owns the ScaledObject, by result (ok, failed: answered here instead)",
+            forwarded.clone(),
+        );
         let job_create_latency = latency_histogram();
         registry.register(
             "scaledjob_decision_to_created_seconds",
@@ -236,6 +248,7 @@ impl Telemetry {
             scaler_latency,
             scaler_errors,
             metric_cache,
+            forwarded,
             job_create_latency,
             jobs_created,
         })
@@ -280,6 +293,15 @@ impl Telemetry {
     /// Count a metric read answered from the cache or not.
     pub fn metric_cache(&self, is_hit: bool) {
         self.metric_cache.get_or_create(&hit(is_hit)).inc();
+    }
+
+    /// Count a read forwarded to the owner of its ScaledObject.
+    pub fn forwarded(&self, ok: bool) {
+        self.forwarded
+            .get_or_create(&ForwardLabels {
+                result: if ok { "ok" } else { "failed" },
+            })
+            .inc();
     }
 
     /// The text exposition of every metric.

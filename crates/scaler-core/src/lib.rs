@@ -35,6 +35,7 @@ pub mod runtime;
 pub mod scaled_job;
 pub mod scaled_object;
 pub mod scalers;
+pub mod shard;
 pub mod tls;
 pub mod trigger_auth;
 pub mod validation;

@@ -94,9 +94,36 @@ pub fn quantity_string(v: f64) -> String {
     format_milli(milli(v))
 }
 
+/// The value of a quantity [`format_milli`] wrote (`2500m`, `4`, `1k`); `None` for any
+/// other form.
+pub fn parse_quantity(q: &str) -> Option<f64> {
+    if let Some(m) = q.strip_suffix('m') {
+        return m.parse::<i64>().ok().map(|m| m as f64 / 1000.0);
+    }
+    const SUFFIXES: [&str; 6] = ["k", "M", "G", "T", "P", "E"];
+    for (i, suffix) in SUFFIXES.iter().enumerate() {
+        if let Some(v) = q.strip_suffix(suffix) {
+            return v
+                .parse::<i64>()
+                .ok()
+                .map(|v| v as f64 * SUFFIX_FACTORS[i + 1]);
+        }
+    }
+    q.parse::<i64>().ok().map(|v| v as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quantities_read_back() {
+        for v in [0.0, 0.001, 2.5, 4.0, 21.0, 1000.0, 1500.0, 3e9] {
+            assert_eq!(parse_quantity(&quantity_string(v)), Some(v), "{v}");
+        }
+        assert_eq!(parse_quantity("1.5"), None);
+        assert_eq!(parse_quantity("x"), None);
+    }
 
     /// The value of a quantity written by [`format_milli`], read back from its text as the
     /// HPA and, before targets were typed, the adapter did.

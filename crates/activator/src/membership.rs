@@ -1,0 +1,545 @@
+//! Membership: every replica keeps a `coordination.k8s.io/v1` Lease of its own and lists
+//! the others', and the objects are shared among the settled members
+//! ([`scaler_core::shard`]). Each object has one owner that polls its triggers, activates
+//! and scales it, and manages its HPA; the others serve its metric reads (forwarding the
+//! cached ones to the owner).
+//!
+//! A round (every third of the Lease duration) renews this replica's Lease and lists the
+//! group's. A replica acts only within two thirds of the duration after the start of its
+//! last successful round, so a replica cut off from the apiserver stops before anyone may
+//! take its share (a full duration after its last renewal), as the leader elector does.
+//! Between rounds the view is worked out again every second from the last list: members
+//! settle and expire by the clock.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::Stream;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
+use kube::{Api, Client};
+use scaler_core::shard::{self, Member, View};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+/// The label naming a Lease's group (the `--leader-election-id`).
+pub const GROUP_LABEL: &str = "eventscale.sh/member-of";
+/// The annotation with a member's address for forwarded reads.
+pub const ADDRESS_ANNOTATION: &str = "eventscale.sh/address";
+/// The annotation with when a member settles (Unix milliseconds).
+pub const SETTLED_ANNOTATION: &str = "eventscale.sh/settled-at";
+
+/// The kinds objects are owned by, in their ownership keys.
+pub mod kinds {
+    /// ScaledObjects.
+    pub const SCALED_OBJECT: &str = "ScaledObject";
+    /// ScaledJobs.
+    pub const SCALED_JOB: &str = "ScaledJob";
+    /// HTTPScaledObjects.
+    pub const HTTP_SCALED_OBJECT: &str = "HTTPScaledObject";
+}
+
+/// This replica's place in the group.
+#[derive(Debug, Clone)]
+pub struct MembershipConfig {
+    /// The Leases' namespace.
+    pub namespace: String,
+    /// The group: the label value, and the prefix of the Leases' names.
+    pub group: String,
+    /// This replica's identity (its Pod name, or host and PID).
+    pub identity: String,
+    /// Where this replica answers forwarded metric reads (`host:port`).
+    pub address: Option<String>,
+    /// `leaseDurationSeconds`.
+    pub duration: Duration,
+}
+
+impl MembershipConfig {
+    /// This replica's Lease: `<group>-<identity>`, made a valid object name.
+    pub fn lease_name(&self) -> String {
+        let raw = format!("{}-{}", self.group, self.identity).to_ascii_lowercase();
+        let mut name: String = raw
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        name.truncate(253);
+        name.trim_matches(|c: char| !c.is_ascii_alphanumeric())
+            .to_string()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct State {
+    view: View,
+    /// Whether this replica may act now (it listed the Leases recently enough).
+    acting: bool,
+}
+
+/// Which objects this replica owns, kept up to date by the membership task.
+#[derive(Clone)]
+pub struct Shard {
+    rx: watch::Receiver<Arc<State>>,
+    acting_until: Arc<std::sync::Mutex<Option<Instant>>>,
+    leaving: Arc<AtomicBool>,
+}
+
+impl Shard {
+    /// A shard that owns everything, always: a single replica without Leases (tests).
+    pub fn whole(identity: &str) -> Self {
+        let (tx, rx) = watch::channel(Arc::new(State {
+            view: View::alone(identity),
+            acting: true,
+        }));
+        // The sender lives as long as the process: the view never changes.
+        std::mem::forget(tx);
+        Shard {
+            rx,
+            acting_until: Arc::new(std::sync::Mutex::new(None)),
+            leaving: Arc::default(),
+        }
+    }
+
+    fn acting(&self, state: &State) -> bool {
+        if !state.acting || self.leaving.load(Ordering::Acquire) {
+            return false;
+        }
+        // The task publishes at most a second late: the deadline itself is checked here.
+        match *self.acting_until.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(until) => Instant::now() < until,
+            None => true,
+        }
+    }
+
+    /// Whether this replica owns the object and may act on it now.
+    pub fn owns(&self, kind: &str, namespace: &str, name: &str) -> bool {
+        let state = self.rx.borrow().clone();
+        self.acting(&state) && state.view.owns(&shard::key(kind, namespace, name))
+    }
+
+    /// The owner of the object when it is another member: its identity and address.
+    pub fn other_owner(&self, kind: &str, namespace: &str, name: &str) -> Option<Member> {
+        let state = self.rx.borrow().clone();
+        state
+            .view
+            .owner(&shard::key(kind, namespace, name))
+            .filter(|m| m.identity != state.view.me)
+            .cloned()
+    }
+
+    /// The current view.
+    pub fn view(&self) -> View {
+        self.rx.borrow().view.clone()
+    }
+
+    /// Whether this replica may act at all now.
+    pub fn is_acting(&self) -> bool {
+        let state = self.rx.borrow().clone();
+        self.acting(&state)
+    }
+
+    /// A stream that yields whenever the view or the right to act changes (to reconcile
+    /// every object again: some just became this replica's).
+    pub fn changes(&self) -> impl Stream<Item = ()> + Send + 'static {
+        let rx = self.rx.clone();
+        futures::stream::unfold(rx, |mut rx| async move {
+            rx.changed().await.ok()?;
+            Some(((), rx))
+        })
+    }
+
+    /// Stop acting at once (shutdown).
+    pub fn leave(&self) {
+        self.leaving.store(true, Ordering::Release);
+    }
+}
+
+/// A chrono time as the Lease's microsecond timestamp.
+fn micro(t: DateTime<Utc>) -> MicroTime {
+    MicroTime(
+        Timestamp::new(t.timestamp(), t.timestamp_subsec_micros() as i32 * 1000)
+            .unwrap_or(Timestamp::UNIX_EPOCH),
+    )
+}
+
+/// A member as its Lease describes it; `None` for a released or foreign Lease.
+pub fn member_of(lease: &Lease) -> Option<Member> {
+    let spec = lease.spec.as_ref()?;
+    let identity = spec.holder_identity.clone().filter(|h| !h.is_empty())?;
+    let renewed = spec
+        .renew_time
+        .as_ref()
+        .or(spec.acquire_time.as_ref())
+        .and_then(|t| crate::chrono_time(t.0))?;
+    let duration = i64::from(spec.lease_duration_seconds.unwrap_or(15));
+    let annotations = lease.metadata.annotations.as_ref();
+    let settled_at_ms = annotations
+        .and_then(|a| a.get(SETTLED_ANNOTATION))
+        .and_then(|v| v.parse::<i64>().ok())
+        .unwrap_or(i64::MAX);
+    let address = annotations
+        .and_then(|a| a.get(ADDRESS_ANNOTATION))
+        .filter(|a| !a.is_empty())
+        .cloned();
+    Some(Member {
+        identity,
+        address,
+        settled_at_ms,
+        expires_at_ms: renewed.timestamp_millis() + duration * 1000,
+    })
+}
+
+/// When a joining member settles, from the members listed after its Lease was written:
+/// at once when no other member is live, else after [`shard::settle_delay_ms`].
+pub fn settle_at(me: &str, listed: &[Member], now_ms: i64, duration_ms: i64) -> i64 {
+    let others_live = listed
+        .iter()
+        .any(|m| m.identity != me && m.expires_at_ms + shard::SKEW_MARGIN_MS > now_ms);
+    if others_live {
+        now_ms + shard::settle_delay_ms(duration_ms)
+    } else {
+        now_ms
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RoundError {
+    #[error("{0}")]
+    Kube(#[from] kube::Error),
+    #[error("no answer in time")]
+    Timeout,
+    #[error("our Lease changed under us; writing it again")]
+    Conflict,
+}
+
+/// The round's state kept between rounds.
+struct Ours {
+    /// Our Lease as last written (its resourceVersion makes the next write safe).
+    lease: Option<Lease>,
+}
+
+fn lease_body(config: &MembershipConfig, settled_at_ms: i64, now: DateTime<Utc>) -> Lease {
+    let mut annotations = BTreeMap::new();
+    annotations.insert(
+        SETTLED_ANNOTATION.to_string(),
+        if settled_at_ms == i64::MAX {
+            "joining".to_string()
+        } else {
+            settled_at_ms.to_string()
+        },
+    );
+    if let Some(a) = &config.address {
+        annotations.insert(ADDRESS_ANNOTATION.to_string(), a.clone());
+    }
+    Lease {
+        metadata: ObjectMeta {
+            name: Some(config.lease_name()),
+            namespace: Some(config.namespace.clone()),
+            labels: Some(BTreeMap::from([(
+                GROUP_LABEL.to_string(),
+                config.group.clone(),
+            )])),
+            annotations: Some(annotations),
+            ..Default::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some(config.identity.clone()),
+            lease_duration_seconds: Some(i32::try_from(config.duration.as_secs()).unwrap_or(15)),
+            acquire_time: Some(micro(now)),
+            renew_time: Some(micro(now)),
+            ..Default::default()
+        }),
+    }
+}
+
+fn group_list(config: &MembershipConfig) -> ListParams {
+    ListParams::default().labels(&format!("{GROUP_LABEL}={}", config.group))
+}
+
+/// Join: write our Lease as joining, list the group, then write when we settle.
+async fn join(api: &Api<Lease>, config: &MembershipConfig) -> Result<Lease, RoundError> {
+    let name = config.lease_name();
+    let now = Utc::now();
+    let duration_ms = config.duration.as_millis() as i64;
+    let mut body = lease_body(config, i64::MAX, now);
+    // A Lease of ours from an earlier run of this identity: that run may still act until
+    // two thirds of a duration after its last renewal; we settle no earlier.
+    let previous = api.get_opt(&name).await?;
+    let earliest = previous
+        .as_ref()
+        .and_then(member_of)
+        .map(|m| m.expires_at_ms)
+        .unwrap_or(i64::MIN);
+    let written = match previous {
+        Some(p) => {
+            body.metadata.resource_version = p.metadata.resource_version;
+            api.replace(&name, &PostParams::default(), &body).await
+        }
+        None => api.create(&PostParams::default(), &body).await,
+    };
+    let written = match written {
+        Ok(l) => l,
+        Err(kube::Error::Api(e)) if e.code == 409 => return Err(RoundError::Conflict),
+        Err(e) => return Err(e.into()),
+    };
+    let listed: Vec<Member> = api
+        .list(&group_list(config))
+        .await?
+        .items
+        .iter()
+        .filter_map(member_of)
+        .collect();
+    let now_ms = Utc::now().timestamp_millis();
+    let settled = settle_at(&config.identity, &listed, now_ms, duration_ms).max(earliest);
+    let mut body = lease_body(config, settled, now);
+    body.metadata.resource_version = written.metadata.resource_version;
+    match api.replace(&name, &PostParams::default(), &body).await {
+        Ok(l) => {
+            info!(lease = %name, settles_in_ms = (settled - now_ms).max(0), "joined the replicas' group");
+            Ok(l)
+        }
+        Err(kube::Error::Api(e)) if e.code == 409 => Err(RoundError::Conflict),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// One round: renew (or join), then list. Returns the members listed.
+async fn round(
+    api: &Api<Lease>,
+    config: &MembershipConfig,
+    ours: &mut Ours,
+) -> Result<Vec<Member>, RoundError> {
+    let lease = match ours.lease.take() {
+        None => join(api, config).await?,
+        Some(mut lease) => {
+            let spec = lease.spec.get_or_insert_with(Default::default);
+            spec.renew_time = Some(micro(Utc::now()));
+            spec.holder_identity = Some(config.identity.clone());
+            match api
+                .replace(&config.lease_name(), &PostParams::default(), &lease)
+                .await
+            {
+                Ok(l) => l,
+                // Changed or deleted by someone else: join again (settling anew).
+                Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {
+                    return Err(RoundError::Conflict)
+                }
+                Err(e) => {
+                    ours.lease = Some(lease);
+                    return Err(e.into());
+                }
+            }
+        }
+    };
+    ours.lease = Some(lease);
+    let listed = api.list(&group_list(config)).await?;
+    let now_ms = Utc::now().timestamp_millis();
+    let duration_ms = config.duration.as_millis() as i64;
+    // Leases of replicas long gone (a Pod name is not reused): removed, one per round.
+    if let Some(stale) = listed.items.iter().find(|l| {
+        member_of(l).is_none_or(|m| m.expires_at_ms + 10 * duration_ms < now_ms)
+            && l.metadata.name.as_deref() != Some(config.lease_name().as_str())
+    }) {
+        if let Some(n) = stale.metadata.name.as_deref() {
+            match api.delete(n, &DeleteParams::default()).await {
+                Ok(_) => info!(lease = %n, "removed the Lease of a replica long gone"),
+                Err(e) => warn!(lease = %n, error = %e, "removing a stale Lease failed"),
+            }
+        }
+    }
+    Ok(listed.items.iter().filter_map(member_of).collect())
+}
+
+/// Take part in the group until the process ends; the [`Shard`] says what this replica
+/// owns.
+pub fn spawn(client: Client, config: MembershipConfig) -> Shard {
+    let (tx, rx) = watch::channel(Arc::new(State {
+        view: View {
+            me: config.identity.clone(),
+            ..Default::default()
+        },
+        acting: false,
+    }));
+    let acting_until = Arc::new(std::sync::Mutex::new(Some(Instant::now())));
+    let shard = Shard {
+        rx,
+        acting_until: acting_until.clone(),
+        leaving: Arc::default(),
+    };
+    let leaving = shard.leaving.clone();
+    tokio::spawn(async move {
+        let api: Api<Lease> = Api::namespaced(client, &config.namespace);
+        let every = config.duration / 3;
+        let deadline = config.duration * 2 / 3;
+        let mut ours = Ours { lease: None };
+        let mut members: Vec<Member> = Vec::new();
+        let mut until: Option<Instant> = None;
+        let mut next_round = Instant::now();
+        loop {
+            if leaving.load(Ordering::Acquire) {
+                return;
+            }
+            if Instant::now() >= next_round {
+                let started = Instant::now();
+                let budget = until
+                    .map_or(every, |u| u.saturating_duration_since(started).min(every))
+                    .max(Duration::from_millis(500));
+                let result = tokio::time::timeout(budget, round(&api, &config, &mut ours))
+                    .await
+                    .unwrap_or(Err(RoundError::Timeout));
+                match result {
+                    Ok(listed) => {
+                        members = listed;
+                        until = Some(started + deadline);
+                        next_round = started + every;
+                    }
+                    Err(e) => {
+                        warn!(lease = %config.lease_name(), error = %e, "membership: the Leases could not be renewed or listed");
+                        if matches!(e, RoundError::Conflict) {
+                            ours.lease = None;
+                        }
+                        next_round = Instant::now() + Duration::from_secs(1).min(every);
+                    }
+                }
+            }
+            let acting = until.is_some_and(|u| Instant::now() < u);
+            *acting_until.lock().unwrap_or_else(|p| p.into_inner()) = until;
+            let mut view = shard::view(&config.identity, &members, Utc::now().timestamp_millis());
+            // Ownership needs who and where, not when: a renewal changes nothing.
+            for m in &mut view.owners {
+                m.settled_at_ms = 0;
+                m.expires_at_ms = 0;
+            }
+            let state = State { view, acting };
+            if **tx.borrow() != state {
+                let before = tx.borrow().clone();
+                if before.acting != state.acting || before.view.owners != state.view.owners {
+                    info!(
+                        identity = %config.identity,
+                        acting = state.acting,
+                        owners = ?state.view.identities(),
+                        joining = ?state.view.joining,
+                        "replicas' group changed"
+                    );
+                }
+                let _ = tx.send(Arc::new(state));
+            }
+            if tx.is_closed() {
+                return;
+            }
+            let wake = next_round
+                .min(Instant::now() + Duration::from_secs(1))
+                .min(until.unwrap_or(next_round).max(Instant::now()));
+            tokio::time::sleep_until(wake.max(Instant::now() + Duration::from_millis(50))).await;
+        }
+    });
+    shard
+}
+
+/// Leave the group (on shutdown): stop acting at once, then delete our Lease so the
+/// others take our share at their next round instead of after the Lease's duration. Best
+/// effort, 3 s at most.
+pub async fn leave(client: &Client, config: &MembershipConfig, shard: &Shard) {
+    shard.leave();
+    let api: Api<Lease> = Api::namespaced(client.clone(), &config.namespace);
+    let name = config.lease_name();
+    match tokio::time::timeout(
+        Duration::from_secs(3),
+        api.delete(&name, &DeleteParams::default()),
+    )
+    .await
+    {
+        Ok(Ok(_)) => info!(lease = %name, "left the replicas' group"),
+        Ok(Err(kube::Error::Api(e))) if e.code == 404 => {}
+        Ok(Err(e)) => warn!(lease = %name, error = %e, "deleting our Lease failed"),
+        Err(_) => warn!(lease = %name, "deleting our Lease timed out"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(holder: &str, renewed_s: i64, settled: Option<&str>) -> Lease {
+        let mut annotations = BTreeMap::new();
+        if let Some(s) = settled {
+            annotations.insert(SETTLED_ANNOTATION.to_string(), s.to_string());
+        }
+        annotations.insert(ADDRESS_ANNOTATION.to_string(), "10.0.0.1:6443".to_string());
+        Lease {
+            metadata: ObjectMeta {
+                annotations: Some(annotations),
+                ..Default::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(holder.into()),
+                renew_time: Some(micro(DateTime::from_timestamp(renewed_s, 0).expect("time"))),
+                lease_duration_seconds: Some(15),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn leases_describe_members() {
+        let m = member_of(&lease("a", 100, Some("5000"))).expect("member");
+        assert_eq!(m.identity, "a");
+        assert_eq!(m.expires_at_ms, 115_000);
+        assert_eq!(m.settled_at_ms, 5000);
+        assert_eq!(m.address.as_deref(), Some("10.0.0.1:6443"));
+        let joining = member_of(&lease("a", 100, Some("joining"))).expect("member");
+        assert_eq!(joining.settled_at_ms, i64::MAX);
+        assert!(member_of(&lease("", 100, None)).is_none(), "released");
+    }
+
+    #[test]
+    fn alone_settles_at_once_else_after_the_delay() {
+        let me = Member {
+            identity: "me".into(),
+            address: None,
+            settled_at_ms: i64::MAX,
+            expires_at_ms: 20_000,
+        };
+        assert_eq!(
+            settle_at("me", std::slice::from_ref(&me), 1_000, 15_000),
+            1_000
+        );
+        let gone = Member {
+            identity: "old".into(),
+            expires_at_ms: 0,
+            ..me.clone()
+        };
+        assert_eq!(settle_at("me", &[me.clone(), gone], 1_000, 15_000), 1_000);
+        let other = Member {
+            identity: "b".into(),
+            ..me.clone()
+        };
+        assert_eq!(
+            settle_at("me", &[me, other], 1_000, 15_000),
+            1_000 + 10_000 + shard::SKEW_MARGIN_MS
+        );
+    }
+
+    #[test]
+    fn lease_names_are_valid() {
+        let c = MembershipConfig {
+            namespace: "eventscale".into(),
+            group: "eventscale-leader".into(),
+            identity: "Host_1-42".into(),
+            address: None,
+            duration: Duration::from_secs(15),
+        };
+        assert_eq!(c.lease_name(), "eventscale-leader-host-1-42");
+    }
+}

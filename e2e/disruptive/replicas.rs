@@ -1,0 +1,414 @@
+//! Replicas share the work: three eventscale replicas (the cluster's own and two started
+//! here) split the ScaledObjects; a question asked by many ScaledObjects is asked of the
+//! source once per interval whatever the number of replicas; cached reads reaching a
+//! replica that does not poll them are forwarded to the one that does; the share of a
+//! replica killed without a word is taken over within its Lease's duration; and objects
+//! activated while replicas join and leave are each activated exactly once.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::sources::{prometheus_query_requests, sources_env};
+use crate::{apply, cluster, cluster_up, eventually, kubectl, kubectl_json, Namespace};
+
+const LEASE_SECONDS: u64 = 6;
+const GROUP: &str = "eventscale-leader";
+
+/// An eventscale replica run by the test, under eventscale's own ServiceAccount.
+struct Replica(Child, String);
+
+impl Replica {
+    fn start(identity: &str, port: u16) -> Self {
+        let c = cluster();
+        let log_path = c.state_dir.join(format!("logs/replica-{identity}.log"));
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_eventscale"))
+            .arg("run")
+            .arg("--kubeconfig")
+            .arg(c.state_dir.join("eventscale.kubeconfig"))
+            .args([
+                "--secure-port",
+                &port.to_string(),
+                "--bind-address",
+                "127.0.0.1",
+            ])
+            .arg("--cert-dir")
+            .arg(c.state_dir.join("eventscale-certs"))
+            .args(["--metrics-port", "0", "--identity", identity])
+            .args(["--lease-duration-seconds", &LEASE_SECONDS.to_string()])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("eventscale runs");
+        let replica = Replica(child, identity.to_string());
+        let ready = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(200));
+            Command::new("curl")
+                .args(["-fsSk", &format!("https://127.0.0.1:{port}/readyz")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        assert!(ready, "replica {identity} never became ready");
+        replica
+    }
+
+    /// SIGKILL: no goodbye, its Lease stays until it expires.
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    /// SIGTERM: it stops acting and deletes its Lease.
+    fn stop(&mut self) {
+        crate::stop(self.0.id(), "-TERM");
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = kubectl(&[
+            "-n",
+            "eventscale",
+            "delete",
+            "lease",
+            &format!("{GROUP}-{}", self.1),
+            "--ignore-not-found",
+        ]);
+    }
+}
+
+/// The group's members as their Leases say: identity → settled (in the past).
+fn members() -> Vec<(String, bool)> {
+    let v = kubectl_json(&[
+        "-n",
+        "eventscale",
+        "get",
+        "lease",
+        "-l",
+        &format!("eventscale.sh/member-of={GROUP}"),
+        "-o",
+        "json",
+    ]);
+    let now = chrono::Utc::now().timestamp_millis();
+    v["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| {
+            let id = l["spec"]["holderIdentity"].as_str()?.to_string();
+            let settled = l["metadata"]["annotations"]["eventscale.sh/settled-at"]
+                .as_str()
+                .and_then(|t| t.parse::<i64>().ok())
+                .is_some_and(|t| t + 1_500 < now);
+            Some((id, settled))
+        })
+        .collect()
+}
+
+async fn wait_settled(ids: &[&str]) {
+    eventually(
+        Duration::from_secs(40),
+        &format!("{ids:?} settled"),
+        || async {
+            let m = members();
+            ids.iter()
+                .all(|id| m.iter().any(|(i, s)| i == id && *s))
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+fn cluster_identity() -> String {
+    let pid = crate::pid_of("eventscale").expect("the cluster's eventscale PID file");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}-{pid}", host.trim())
+}
+
+/// The log of each replica: the cluster's and the test's.
+fn logs(ids: &[&str]) -> Vec<(String, String)> {
+    let dir = cluster().state_dir.join("logs");
+    ids.iter()
+        .map(|id| {
+            let file = if id.starts_with("e2e-") {
+                dir.join(format!("replica-{id}.log"))
+            } else {
+                dir.join("eventscale.log")
+            };
+            (
+                id.to_string(),
+                std::fs::read_to_string(file).unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+fn raw_value(ns: &str, so: &str) -> Option<String> {
+    let path = format!(
+        "/apis/external.metrics.k8s.io/v1beta1/namespaces/{ns}/s0-prometheus?labelSelector=scaledobject.keda.sh%2Fname%3D{so}"
+    );
+    let (ok, out, _) = kubectl(&["get", "--raw", &path]);
+    let v: Value = serde_json::from_str(&out).ok()?;
+    ok.then(|| v["items"][0]["value"].as_str().map(str::to_string))
+        .flatten()
+}
+
+/// Prometheus queries per `interval` over `intervals` intervals.
+async fn queries_per_interval(url: &str, interval: u64, intervals: u64) -> f64 {
+    let before = prometheus_query_requests(url);
+    tokio::time::sleep(Duration::from_secs(interval * intervals)).await;
+    (prometheus_query_requests(url) - before) / intervals as f64
+}
+
+#[tokio::test]
+async fn replicas_share_the_objects_and_ask_each_question_once() {
+    let _serial = crate::SERIAL.lock().await;
+    cluster();
+    let _restore = RestoreCluster;
+    let env = sources_env(&["prometheus"]);
+    let url = env["EVENTSCALE_PROMETHEUS_URL"].clone();
+    let a = cluster_identity();
+    let mut b = Replica::start("e2e-replica-b", 16451);
+    let mut c = Replica::start("e2e-replica-c", 16452);
+    wait_settled(&[&a, "e2e-replica-b", "e2e-replica-c"]).await;
+
+    // Nine ScaledObjects asking Prometheus the same question every 2 s.
+    const N: usize = 9;
+    const INTERVAL: u64 = 2;
+    let ns = Namespace::create("e2e-replicas");
+    let mut yaml = String::new();
+    for i in 0..N {
+        yaml.push_str(&format!(
+            r#"
+---
+{deployment}
+---
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata: {{name: web{i}}}
+spec:
+  scaleTargetRef: {{name: web{i}}}
+  pollingInterval: {INTERVAL}
+  minReplicaCount: 1
+  triggers:
+  - type: prometheus
+    useCachedMetrics: true
+    metadata: {{serverAddress: "{url}", query: "vector(21)", threshold: "7"}}
+"#,
+            deployment = crate::deployment(&format!("web{i}"), 1, &[]),
+        ));
+    }
+    apply(&ns.0, &yaml);
+    // Every object's HPA, each applied by exactly one replica, and all three at work.
+    let ids = [a.as_str(), "e2e-replica-b", "e2e-replica-c"];
+    let owners = eventually(Duration::from_secs(60), "every HPA applied", || async {
+        let logs = logs(&ids);
+        let mut owners = Vec::new();
+        for i in 0..N {
+            let hpa = format!("hpa=keda-hpa-web{i} ");
+            let by: Vec<&str> = logs
+                .iter()
+                .filter(|(_, log)| {
+                    log.lines()
+                        .any(|l| l.contains(&ns.0) && l.contains(&hpa) && l.contains("HPA applied"))
+                })
+                .map(|(id, _)| id.as_str())
+                .collect();
+            if by.len() != 1 {
+                return None;
+            }
+            owners.push(by[0].to_string());
+        }
+        Some(owners)
+    })
+    .await;
+    let mut distinct = owners.clone();
+    distinct.sort();
+    distinct.dedup();
+    eprintln!("[replicas] owners: {owners:?}");
+    assert!(distinct.len() >= 2, "the objects are shared: {owners:?}");
+
+    // Every read through the aggregator (which reaches the cluster's replica) is answered,
+    // the objects other replicas poll included.
+    for i in 0..N {
+        let so = format!("web{i}");
+        eventually(Duration::from_secs(30), &format!("{so}'s value"), || {
+            let v = raw_value(&ns.0, &so);
+            async move { (v.as_deref() == Some("21")).then_some(()) }
+        })
+        .await;
+    }
+    // None of them failed over to a local query (the logs of every replica, this
+    // namespace's lines).
+    let failed: Vec<String> = logs(&ids)
+        .iter()
+        .flat_map(|(_, log)| log.lines().map(str::to_string).collect::<Vec<_>>())
+        .filter(|l| l.contains(&ns.0) && (l.contains("failed") || l.contains("refused")))
+        .collect();
+    assert!(failed.is_empty(), "{failed:#?}");
+
+    // One question, three replicas: asked about once per interval.
+    let rate = queries_per_interval(&url, INTERVAL, 10).await;
+    eprintln!("[replicas] Prometheus queries per {INTERVAL} s interval, 3 replicas, {N} ScaledObjects: {rate:.2}");
+    assert!(rate <= 1.5, "{rate} queries per interval with 3 replicas");
+
+    // A replica dies without a word: its share is polled again within the Lease duration.
+    let killed = Instant::now();
+    c.kill();
+    // Who acts is what counts (an expired Lease stays listed until removed): the
+    // cluster's replica logs every change of the group.
+    let took = eventually(Duration::from_secs(30), "c gone from the group", || async {
+        let log = &logs(&[a.as_str()])[0].1;
+        let last = log
+            .lines()
+            .rev()
+            .find(|l| l.contains("replicas' group changed"))?
+            .to_string();
+        (!last.contains("e2e-replica-c")).then(|| killed.elapsed())
+    })
+    .await;
+    eprintln!("[replicas] failover: c's share polled again {:.1} s after SIGKILL (Lease {LEASE_SECONDS} s)", took.as_secs_f64());
+    assert!(
+        took <= Duration::from_secs(LEASE_SECONDS + 3),
+        "failover took {took:?}"
+    );
+    for i in 0..N {
+        let so = format!("web{i}");
+        eventually(
+            Duration::from_secs(20),
+            &format!("{so}'s value after failover"),
+            || {
+                let v = raw_value(&ns.0, &so);
+                async move { (v.as_deref() == Some("21")).then_some(()) }
+            },
+        )
+        .await;
+    }
+    let rate = queries_per_interval(&url, INTERVAL, 5).await;
+    eprintln!("[replicas] after the failover, 2 replicas: {rate:.2} queries per interval");
+    assert!(rate <= 1.5, "{rate} queries per interval with 2 replicas");
+    // Nothing was scaled to zero by it (the HPA holds them at 21 / 7 = 3).
+    for i in 0..N {
+        let d = crate::deployment_json(&ns.0, &format!("web{i}")).expect("deployment");
+        assert!(
+            d["spec"]["replicas"].as_i64() >= Some(1),
+            "web{i}: {}",
+            d["spec"]
+        );
+    }
+    b.stop();
+}
+
+/// Objects activated from zero while replicas join and leave: each exactly once.
+#[tokio::test]
+async fn activation_during_membership_changes_happens_once() {
+    let _serial = crate::SERIAL.lock().await;
+    cluster();
+    let _restore = RestoreCluster;
+    let a = cluster_identity();
+    let mut b = Replica::start("e2e-churn-b", 16451);
+    wait_settled(&[&a, "e2e-churn-b"]).await;
+
+    // Eight ScaledObjects at zero whose cron window opens at the next minute (at least
+    // 25 s away), so the activation falls amid the churn.
+    const N: usize = 8;
+    let now = chrono::Utc::now();
+    let mut start = now + chrono::TimeDelta::seconds(25);
+    start = start + chrono::TimeDelta::seconds(60 - i64::from(chrono::Timelike::second(&start)));
+    let minute = chrono::Timelike::minute(&start);
+    let ns = Namespace::create("e2e-churn");
+    let mut yaml = String::new();
+    for i in 0..N {
+        yaml.push_str(&format!(
+            r#"
+---
+{deployment}
+---
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata: {{name: web{i}}}
+spec:
+  scaleTargetRef: {{name: web{i}}}
+  pollingInterval: 1
+  minReplicaCount: 0
+  cooldownPeriod: 0
+  triggers:
+  - type: cron
+    metadata: {{timezone: UTC, start: "{minute} * * * *", end: "{end} * * * *", desiredReplicas: "1"}}
+"#,
+            deployment = crate::deployment(&format!("web{i}"), 1, &[]),
+            end = (minute + 2) % 60,
+        ));
+    }
+    apply(&ns.0, &yaml);
+    for i in 0..N {
+        crate::wait_for_replicas(&ns.0, &format!("web{i}"), 0).await;
+    }
+    // Churn until well after the window opens: c joins, b leaves, b joins again, c leaves.
+    let until = start + chrono::TimeDelta::seconds(15);
+    let mut round = 0;
+    let mut c: Option<Replica> = None;
+    while chrono::Utc::now() < until {
+        round += 1;
+        match round % 4 {
+            1 => c = Some(Replica::start("e2e-churn-c", 16452)),
+            2 => b.stop(),
+            3 => b = Replica::start("e2e-churn-b", 16451),
+            _ => {
+                if let Some(mut r) = c.take() {
+                    r.stop();
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(4)).await;
+    }
+    eprintln!("[replicas] {round} membership changes around the activation");
+    for i in 0..N {
+        crate::wait_for_replicas(&ns.0, &format!("web{i}"), 1).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let events = kubectl_json(&[
+        "-n",
+        &ns.0,
+        "get",
+        "events",
+        "--field-selector",
+        "reason=KEDAScaleTargetActivated",
+        "-o",
+        "json",
+    ]);
+    for i in 0..N {
+        let so = format!("web{i}");
+        let count: u64 = events["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["involvedObject"]["name"] == so.as_str())
+            .filter(|e| {
+                e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("from 0 to 1"))
+            })
+            .map(|e| e["count"].as_u64().unwrap_or(1))
+            .sum();
+        assert_eq!(count, 1, "{so} activated {count} times");
+    }
+    drop(c);
+    b.stop();
+}
+
+/// Brings the cluster's own replica back when the test ends, passed or not.
+struct RestoreCluster;
+
+impl Drop for RestoreCluster {
+    fn drop(&mut self) {
+        // Declared before the test's replicas, so dropped after them: the port is free.
+        cluster_up();
+    }
+}
