@@ -41,13 +41,13 @@ const BENCH_PORT: u16 = 16446;
 const BENCH_METRICS_PORT: u16 = 16447;
 const HPA_USER: &str = "system:serviceaccount:kube-system:horizontal-pod-autoscaler";
 
-fn now_s() -> f64 {
+pub(crate) fn now_s() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-fn prometheus_url() -> String {
+pub(crate) fn prometheus_url() -> String {
     let env = crate::sources::sources_env(&["prometheus"]);
     env.get("EVENTSCALE_PROMETHEUS_URL")
         .cloned()
@@ -94,7 +94,7 @@ pub(crate) fn apiserver_writes() -> anyhow::Result<BTreeMap<(String, String), f6
     Ok(writes)
 }
 
-async fn namespace(client: &Client, name: &str) -> anyhow::Result<()> {
+pub(crate) async fn namespace(client: &Client, name: &str) -> anyhow::Result<()> {
     let api: Api<Namespace> = Api::all(client.clone());
     let ns: Namespace = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Namespace",
@@ -124,7 +124,7 @@ async fn delete_scaled_objects(client: &Client) -> anyhow::Result<()> {
 /// After a figure that stopped the cluster's eventscale: the objects first (eventscale
 /// must not see them when it comes back), then eventscale (the namespace controller waits
 /// for its APIService), then the namespaces.
-async fn restore(client: &Client) -> anyhow::Result<()> {
+pub(crate) async fn restore(client: &Client) -> anyhow::Result<()> {
     let deleted = delete_scaled_objects(client).await;
     let up = cluster_up();
     let cleaned = clean(client).await;
@@ -134,7 +134,7 @@ async fn restore(client: &Client) -> anyhow::Result<()> {
 /// Delete every bench namespace and wait until they are gone (their objects with them).
 /// The namespace controller needs every aggregated API available to finish, so the
 /// cluster's eventscale must be running.
-async fn clean(client: &Client) -> anyhow::Result<()> {
+pub(crate) async fn clean(client: &Client) -> anyhow::Result<()> {
     let api: Api<Namespace> = Api::all(client.clone());
     let lp = ListParams::default().labels(&format!("{LABEL}=true"));
     for ns in api.list(&lp).await?.items {
@@ -151,7 +151,11 @@ async fn clean(client: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn create_all<K>(api: &Api<K>, objects: Vec<K>, concurrency: usize) -> anyhow::Result<()>
+pub(crate) async fn create_all<K>(
+    api: &Api<K>,
+    objects: Vec<K>,
+    concurrency: usize,
+) -> anyhow::Result<()>
 where
     K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
 {
@@ -177,7 +181,7 @@ fn deployment(ns: &str, name: &str, replicas: i32) -> anyhow::Result<Deployment>
     }))?)
 }
 
-fn scaled_object(ns: &str, name: &str, spec: Value) -> anyhow::Result<ScaledObject> {
+pub(crate) fn scaled_object(ns: &str, name: &str, spec: Value) -> anyhow::Result<ScaledObject> {
     Ok(serde_json::from_value(json!({
         "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
         "metadata": {"name": name, "namespace": ns},
@@ -185,13 +189,13 @@ fn scaled_object(ns: &str, name: &str, spec: Value) -> anyhow::Result<ScaledObje
     }))?)
 }
 
-fn prometheus_trigger(url: &str, query: &str, cached: bool) -> Value {
+pub(crate) fn prometheus_trigger(url: &str, query: &str, cached: bool) -> Value {
     json!({"type": "prometheus", "useCachedMetrics": cached, "metadata": {
         "serverAddress": url, "query": query, "threshold": "1", "activationThreshold": "0"}})
 }
 
 /// The cluster's own eventscale: stopped for the figures that run their own.
-fn stop_cluster_eventscale() {
+pub(crate) fn stop_cluster_eventscale() {
     if let Some(pid) = pid_of("eventscale") {
         stop(pid, "-TERM");
     }
@@ -202,16 +206,37 @@ fn cluster_up() -> anyhow::Result<()> {
     try_cluster_up().map_err(anyhow::Error::msg)
 }
 
+/// The replicas' group the bench's own eventscale replicas join (not the cluster's).
+pub(crate) const BENCH_GROUP: &str = "eventscale-bench";
+/// Their Lease duration.
+pub(crate) const BENCH_LEASE_SECONDS: u64 = 6;
+
 /// A metrics-only eventscale run by the bench, killed when dropped.
-struct Eventscale {
+pub(crate) struct Eventscale {
     child: Child,
     log: PathBuf,
+    port: u16,
 }
 
 impl Eventscale {
     fn start(interval: i32) -> anyhow::Result<Self> {
+        Self::start_replica(interval, 0, BENCH_PORT, BENCH_METRICS_PORT)
+    }
+
+    /// Replica `index` of the bench's group (identity `bench-<index>`), serving on `port`
+    /// and its own metrics on `metrics_port`.
+    pub(crate) fn start_replica(
+        interval: i32,
+        index: usize,
+        port: u16,
+        metrics_port: u16,
+    ) -> anyhow::Result<Self> {
         let c = cluster();
-        let log = c.state_dir.join("logs/bench-eventscale.log");
+        let log = c.state_dir.join(if index == 0 {
+            "logs/bench-eventscale.log".to_string()
+        } else {
+            format!("logs/bench-eventscale-{index}.log")
+        });
         let out = std::fs::File::create(&log)?;
         // EVENTSCALE_BENCH_WRAP runs it under a profiler (`valgrind --tool=massif`, say).
         let wrap = std::env::var("EVENTSCALE_BENCH_WRAP").unwrap_or_default();
@@ -228,35 +253,53 @@ impl Eventscale {
             .arg("run")
             .arg("--kubeconfig")
             .arg(c.state_dir.join("eventscale.kubeconfig"))
-            .args(["--secure-port", &BENCH_PORT.to_string()])
+            .args(["--secure-port", &port.to_string()])
             .args(["--bind-address", "127.0.0.1"])
             .arg("--cert-dir")
             .arg(c.state_dir.join("eventscale-certs"))
-            .args(["--metrics-port", &BENCH_METRICS_PORT.to_string()])
+            .args(["--metrics-port", &metrics_port.to_string()])
             .args(["--metrics-bind-address", "127.0.0.1"])
             .args(["--default-polling-interval", &interval.to_string()])
-            .args(["--metrics-only", "--log-level", "warn"])
+            .args(["--identity", &format!("bench-{index}")])
+            .args(["--leader-election-id", BENCH_GROUP])
+            .args(["--lease-duration-seconds", &BENCH_LEASE_SECONDS.to_string()])
+            .args([
+                "--metrics-only",
+                "--log-level",
+                "warn,activator::membership=info",
+            ])
             .stdout(out.try_clone()?)
             .stderr(out)
             .stdin(Stdio::null())
             .spawn()
             .context("starting eventscale")?;
-        Ok(Self { child, log })
+        Ok(Self { child, log, port })
     }
 
-    fn pid(&self) -> u32 {
+    /// Its log so far.
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL, at once.
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// Wait until `/readyz` answers 200; the time it took from `since`.
-    async fn ready(&mut self, since: Instant) -> anyhow::Result<Duration> {
+    pub(crate) async fn ready(&mut self, since: Instant) -> anyhow::Result<Duration> {
         loop {
             if let Some(status) = self.child.try_wait()? {
                 anyhow::bail!("eventscale exited ({status}); see {}", self.log.display());
             }
             let ok = Command::new("curl")
                 .args(["-fsSk", "--max-time", "2"])
-                .arg(format!("https://127.0.0.1:{BENCH_PORT}/readyz"))
+                .arg(format!("https://127.0.0.1:{}/readyz", self.port))
                 .output()
                 .is_ok_and(|o| o.status.success());
             if ok {
@@ -290,7 +333,7 @@ impl Drop for Eventscale {
 }
 
 /// (VmRSS, VmHWM) of `pid` in MiB.
-fn rss_mib(pid: u32) -> (f64, f64) {
+pub(crate) fn rss_mib(pid: u32) -> (f64, f64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let kib = |key: &str| {
         status
@@ -316,7 +359,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 
 /// A client of an eventscale endpoint as the aggregator is: the front-proxy client
 /// certificate and the HPA controller's identity in the headers.
-fn aggregator_target(port: u16, paths: Vec<String>) -> anyhow::Result<Target> {
+pub(crate) fn aggregator_target(port: u16, paths: Vec<String>) -> anyhow::Result<Target> {
     let c = cluster();
     let read = |p: PathBuf| std::fs::read(&p).with_context(|| format!("reading {}", p.display()));
     let pki = c.state_dir.join("pki");
@@ -352,7 +395,7 @@ fn aggregator_target(port: u16, paths: Vec<String>) -> anyhow::Result<Target> {
     })
 }
 
-fn metric_path(ns: &str, metric: &str, so: &str) -> String {
+pub(crate) fn metric_path(ns: &str, metric: &str, so: &str) -> String {
     format!("/apis/external.metrics.k8s.io/v1beta1/namespaces/{ns}/{metric}?labelSelector=scaledobject.keda.sh%2Fname%3D{so}")
 }
 
@@ -961,7 +1004,11 @@ pub async fn requests(report: &mut Report, window: Duration) -> anyhow::Result<(
 /// Queries per interval Prometheus receives over `intervals` aligned intervals, measured
 /// from the middle of one interval to the middle of another, so exactly `intervals` poll
 /// instants fall inside.
-async fn queries_per_interval(url: &str, interval: i64, intervals: i64) -> anyhow::Result<f64> {
+pub(crate) async fn queries_per_interval(
+    url: &str,
+    interval: i64,
+    intervals: i64,
+) -> anyhow::Result<f64> {
     let start = ((now_s() as i64) / interval + 1) * interval;
     sleep_until_wall(start as f64 + interval as f64 / 2.0).await;
     let before = crate::sources::prometheus_query_requests(url);
@@ -1018,10 +1065,14 @@ pub async fn sources(report: &mut Report, steps: &[usize]) -> anyhow::Result<()>
                 format!("pollingInterval {interval} s, 5 intervals, Prometheus's own counter"),
             ));
         }
+        // The same objects shared among 2 and 3 replicas.
+        let with_more =
+            crate::shards::sources_with_replicas(report, &url, interval, idle, have).await?;
+        worst = worst.max(with_more);
         report.check(
             "sources",
-            "queries per interval, whatever N",
-            format!("{worst:.2} (N up to {have})"),
+            "queries per interval, whatever N and the number of replicas",
+            format!("{worst:.2} (N up to {have}; 1, 2 and 3 replicas)"),
             "1",
             worst <= 1.0,
         );
@@ -1033,6 +1084,65 @@ pub async fn sources(report: &mut Report, steps: &[usize]) -> anyhow::Result<()>
 }
 
 // --- scale ------------------------------------------------------------------------------
+
+/// `total` ScaledObjects (half cron, half Prometheus with `useCachedMetrics` over ten
+/// distinct queries) in ten namespaces `bench-scale-<i>`; their names.
+pub(crate) async fn create_mix(
+    report: &mut Report,
+    client: &Client,
+    url: &str,
+    total: usize,
+    interval: i64,
+) -> anyhow::Result<Vec<String>> {
+    let namespaces: Vec<String> = (0..10).map(|i| format!("bench-scale-{i}")).collect();
+    for ns in &namespaces {
+        namespace(client, ns).await?;
+    }
+    let created = Instant::now();
+    let per_ns = total / namespaces.len();
+    for (n, ns) in namespaces.iter().enumerate() {
+        let objects = (0..per_ns)
+            .map(|i| {
+                let trigger = if i % 2 == 0 {
+                    json!({"type": "cron", "metadata": {"timezone": "UTC",
+                           "start": "0 8 * * *", "end": "0 18 * * *", "desiredReplicas": "3"}})
+                } else {
+                    prometheus_trigger(url, &format!("vector({})", (n * per_ns + i) / 2 % 10), true)
+                };
+                scaled_object(
+                    ns,
+                    &format!("so-{i}"),
+                    json!({"scaleTargetRef": {"name": format!("web-{i}")},
+                           "pollingInterval": interval, "triggers": [trigger]}),
+                )
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let sos: Api<ScaledObject> = Api::namespaced(client.clone(), ns);
+        create_all(&sos, objects, 32).await?;
+    }
+    report.note(format!(
+        "{total} ScaledObjects created in {:.1} s (32 at a time)",
+        created.elapsed().as_secs_f64()
+    ));
+    Ok(namespaces)
+}
+
+/// About 50 read paths per namespace of [`create_mix`]'s objects, cron and Prometheus.
+pub(crate) fn sample_paths(namespaces: &[String], per_ns: usize) -> Vec<String> {
+    let mut paths = Vec::new();
+    for ns in namespaces {
+        for i in (0..per_ns).step_by(per_ns.div_ceil(50).max(1)) {
+            // KEDA's names: the cron schedule with spaces dropped and `*` as `x`.
+            let metric = if i % 2 == 0 {
+                "s0-cron-UTC-08xxx-018xxx"
+            } else {
+                "s0-prometheus"
+            };
+            paths.push(metric_path(ns, metric, &format!("so-{i}")));
+        }
+    }
+    paths
+}
 
 /// Figure 2: `total` ScaledObjects (half cron, half Prometheus with `useCachedMetrics`
 /// over ten distinct queries) in ten namespaces; a fresh metrics-only eventscale: time to
@@ -1049,36 +1159,8 @@ pub async fn scale(
     clean(&client).await?;
     stop_cluster_eventscale();
     let result = async {
-        let namespaces: Vec<String> = (0..10).map(|i| format!("bench-scale-{i}")).collect();
-        for ns in &namespaces {
-            namespace(&client, ns).await?;
-        }
-        let created = Instant::now();
+        let namespaces = create_mix(report, &client, &url, total, interval).await?;
         let per_ns = total / namespaces.len();
-        for (n, ns) in namespaces.iter().enumerate() {
-            let objects = (0..per_ns)
-                .map(|i| {
-                    let trigger = if i % 2 == 0 {
-                        json!({"type": "cron", "metadata": {"timezone": "UTC",
-                               "start": "0 8 * * *", "end": "0 18 * * *", "desiredReplicas": "3"}})
-                    } else {
-                        prometheus_trigger(&url, &format!("vector({})", (n * per_ns + i) / 2 % 10), true)
-                    };
-                    scaled_object(
-                        ns,
-                        &format!("so-{i}"),
-                        json!({"scaleTargetRef": {"name": format!("web-{i}")},
-                               "pollingInterval": interval, "triggers": [trigger]}),
-                    )
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            let sos: Api<ScaledObject> = Api::namespaced(client.clone(), ns);
-            create_all(&sos, objects, 32).await?;
-        }
-        report.note(format!(
-            "scale: {total} ScaledObjects created in {:.1} s (32 at a time)",
-            created.elapsed().as_secs_f64()
-        ));
         let started = Instant::now();
         let mut es = Eventscale::start(interval as i32)?;
         let sync = es.ready(started).await?;
@@ -1089,18 +1171,7 @@ pub async fn scale(
         let q = queries_per_interval(&url, interval, 3).await?;
         let cpu_rest = (cpu_seconds(es.pid()) - cpu0) / (3 * interval) as f64;
         let (rss_polled, _) = rss_mib(es.pid());
-        let mut paths = Vec::new();
-        for ns in &namespaces {
-            for i in (0..per_ns).step_by(per_ns.div_ceil(50).max(1)) {
-                // KEDA's names: the cron schedule with spaces dropped and `*` as `x`.
-                let metric = if i % 2 == 0 {
-                    "s0-cron-UTC-08xxx-018xxx"
-                } else {
-                    "s0-prometheus"
-                };
-                paths.push(metric_path(ns, metric, &format!("so-{i}")));
-            }
-        }
+        let paths = sample_paths(&namespaces, per_ns);
         let target = aggregator_target(BENCH_PORT, paths.clone())?;
         let (code, body) = load::fetch(&target, &paths[1]).await?;
         anyhow::ensure!(code == 200, "reading {}: {code} {body}", paths[1]);

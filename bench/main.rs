@@ -5,7 +5,7 @@
 //! taken at. Figures are ratios and counts within one run; nothing here is a timed test.
 //!
 //! Arguments (after `--`): the figures to run (`reads`, `activation`, `push`, `writes`,
-//! `requests`, `sources`, `scale`, `http`, `jobs`; all by default), `--quick` for shorter runs, `--strict` to
+//! `requests`, `sources`, `scale`, `http`, `jobs`, `shards`; all by default), `--quick` for shorter runs, `--strict` to
 //! exit non-zero when a target is missed.
 
 #[path = "../e2e/support/cluster.rs"]
@@ -21,13 +21,14 @@ mod jobs;
 mod load;
 mod reads;
 mod report;
+mod shards;
 
 use std::time::Duration;
 
 use report::Report;
 
 /// In the order they run: the cluster's own eventscale first, then the bench's.
-const FIGURES: [&str; 9] = [
+const FIGURES: [&str; 10] = [
     "reads",
     "activation",
     "push",
@@ -37,6 +38,7 @@ const FIGURES: [&str; 9] = [
     "scale",
     "http",
     "jobs",
+    "shards",
 ];
 
 fn main() -> std::process::ExitCode {
@@ -123,6 +125,12 @@ fn main() -> std::process::ExitCode {
             )),
             "http" => rt.block_on(http::run(&mut report, quick)),
             "jobs" => rt.block_on(jobs::run(&mut report, quick)),
+            "shards" => rt.block_on(shards::run(
+                &mut report,
+                if quick { 10_000 } else { 100_000 },
+                200.0,
+                Duration::from_secs(if quick { 5 } else { 10 }),
+            )),
             other => Err(anyhow::anyhow!("unknown figure {other}")),
         };
         if let Err(e) = result {

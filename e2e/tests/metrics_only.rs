@@ -74,6 +74,20 @@ async fn metrics_only_serves_values_and_writes_nothing() {
         &format!("{}:adapter", ns.0),
     ]);
     assert!(ok, "{err}");
+    // The replicas' Leases (in eventscale's namespace), for a group of its own: it shares
+    // nothing with the cluster's full-mode replica.
+    let (ok, _, err) = kubectl(&[
+        "-n",
+        "eventscale",
+        "create",
+        "rolebinding",
+        &binding,
+        "--role",
+        "eventscale:leader-election",
+        "--serviceaccount",
+        &format!("{}:adapter", ns.0),
+    ]);
+    assert!(ok, "{err}");
 
     // A kubeconfig for the ServiceAccount: the admin's cluster entry with its token.
     let admin = std::fs::read_to_string(&c.kubeconfig).expect("admin kubeconfig");
@@ -101,6 +115,7 @@ async fn metrics_only_serves_values_and_writes_nothing() {
             ])
             .arg("--secure-port")
             .arg(port.to_string())
+            .args(["--leader-election-id", &binding])
             .arg("--kubeconfig")
             .arg(&kubeconfig)
             .arg("--cert-dir")
@@ -152,5 +167,14 @@ async fn metrics_only_serves_values_and_writes_nothing() {
         let _ = kubectl(&["delete", "clusterrolebinding", &b]);
     }
     let _ = kubectl(&["-n", "kube-system", "delete", "rolebinding", &binding]);
+    let _ = kubectl(&["-n", "eventscale", "delete", "rolebinding", &binding]);
+    let _ = kubectl(&[
+        "-n",
+        "eventscale",
+        "delete",
+        "lease",
+        "-l",
+        &format!("eventscale.sh/member-of={binding}"),
+    ]);
     let _ = std::fs::remove_dir_all(&dir);
 }
