@@ -1131,7 +1131,8 @@ pub(crate) async fn create_mix(
 pub(crate) fn sample_paths(namespaces: &[String], per_ns: usize) -> Vec<String> {
     let mut paths = Vec::new();
     for ns in namespaces {
-        for i in (0..per_ns).step_by(per_ns.div_ceil(50).max(1)) {
+        // An odd step: the samples alternate between cron (even) and Prometheus (odd).
+        for i in (0..per_ns).step_by(per_ns.div_ceil(50).max(1) | 1) {
             // KEDA's names: the cron schedule with spaces dropped and `*` as `x`.
             let metric = if i % 2 == 0 {
                 "s0-cron-UTC-08xxx-018xxx"

@@ -166,11 +166,12 @@ fn apiserver_target(paths: Vec<String>) -> anyhow::Result<Target> {
     })
 }
 
-/// The last "replicas' group changed" line of `log`.
-fn last_group_line(log: &str) -> Option<&str> {
-    log.lines()
-        .rev()
-        .find(|l| l.contains("replicas' group changed"))
+/// Whether `log` (written after the kill) has the group changed to one without `gone`,
+/// this replica acting.
+fn taken_over(log: &str, gone: &str) -> bool {
+    log.lines().any(|l| {
+        l.contains("replicas' group changed") && l.contains("acting=true") && !l.contains(gone)
+    })
 }
 
 /// Reads of cached metrics sent straight to replica 0 (as the aggregator sends them):
@@ -313,11 +314,12 @@ pub async fn run(
                 // Failover: replica 2 dies without a word; replica 0 logs the group without
                 // it once its Lease has expired (and the skew margin passed).
                 let mut victim = more.pop().context("replica 2")?;
+                let seen = zero.log().len();
                 let killed = Instant::now();
                 victim.kill();
                 let took = loop {
                     let log = zero.log();
-                    if last_group_line(&log).is_some_and(|l| !l.contains("bench-2")) {
+                    if taken_over(log.get(seen..).unwrap_or_default(), "bench-2") {
                         break killed.elapsed();
                     }
                     anyhow::ensure!(

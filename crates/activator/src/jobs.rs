@@ -1,4 +1,4 @@
-//! The ScaledJob executor, run by the leader: at every `pollingInterval` it asks a
+//! The ScaledJob executor, run on every replica for the ScaledJobs it owns: at every `pollingInterval` it asks a
 //! ScaledJob's triggers, decides with [`scaler_core::job_scaling`] how many Jobs to create,
 //! creates them, removes finished Jobs beyond the history limits, and writes the status
 //! (only when it changes) and KEDA's Events. A new generation of the ScaledJob first
@@ -7,7 +7,7 @@
 //! Jobs and their pods are counted from watches (label `scaledjob.keda.sh/name`), so a
 //! poll reads nothing from the apiserver; Jobs this replica created and the watch has not
 //! shown yet are counted too, so a fast poll never creates them twice. Nothing is kept that
-//! a new leader would need: it counts the Jobs that exist.
+//! a new owner would need: it counts the Jobs that exist.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -79,7 +79,7 @@ pub struct JobsContext {
 }
 
 /// What this replica remembers of one ScaledJob (by uid) between polls; losing it (a new
-/// leader) costs nothing but a rollout check.
+/// owner) costs nothing but a rollout check.
 #[derive(Default)]
 struct Memory {
     /// The generation whose earlier generations' Jobs were dealt with.
@@ -187,8 +187,8 @@ fn slim_pod(pod: &mut Pod) {
     }
 }
 
-/// Run the executor until the watches end (the leader runs it; it is aborted when
-/// leadership is lost).
+/// Run the executor until the watches end (every replica runs it; each reconciles only
+/// the ScaledJobs it owns).
 pub async fn run(ctx: Arc<JobsContext>) {
     let client = ctx.client.clone();
     let labelled = watcher::Config::default().labels(SCALED_JOB_NAME_LABEL);

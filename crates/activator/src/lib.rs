@@ -158,7 +158,7 @@ impl Context {
 }
 
 /// What the reconciles of one controller run share: the context, and the run's stores
-/// and memory of applies (a new run, on a new leadership term, starts afresh).
+/// and memory of applies.
 pub struct Reconciler {
     ctx: Arc<Context>,
     stores: Stores,

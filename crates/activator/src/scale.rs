@@ -83,12 +83,6 @@ impl LastActive {
     pub fn forget(&self, uid: &str) {
         self.lock().remove(uid);
     }
-
-    /// Forget every last active poll: this replica just became the leader, and what it
-    /// saw in an earlier term may be older than what another leader saw since.
-    pub fn forget_all(&self) {
-        self.lock().clear();
-    }
 }
 
 /// One poll's outcome, as [`next_status`] needs it.
@@ -249,7 +243,7 @@ pub async fn act(
     so: &ScaledObject,
     activity: &Activity,
     health: &BTreeMap<String, HealthStatus>,
-    still_leading: &(dyn Fn() -> bool + Sync),
+    still_owned: &(dyn Fn() -> bool + Sync),
 ) -> Result<(), Error> {
     let target = match Target::resolve(&ctx.client, &ctx.target_kinds, so).await {
         Ok(t) => t,
@@ -321,8 +315,8 @@ pub async fn act(
     let mut conflicts = 0;
     while let Some(to) = decision.scale_to {
         // Leadership may have been lost while the triggers were asked.
-        if !still_leading() {
-            debug!("no longer leading; not scaling");
+        if !still_owned() {
+            debug!("no longer this replica's; not scaling");
             return Ok(());
         }
         // The decision rests on the watch's view of the target, which can lag (the watch

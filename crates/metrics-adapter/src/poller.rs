@@ -46,6 +46,10 @@ fn owns(shard: &Shard, so: &ScaledObject) -> bool {
     )
 }
 
+/// What a question asked of another replica answered, shared by the polls of one instant:
+/// `None` when it could not be asked.
+type RemoteAnswer = Option<Result<scaler_core::scalers::Sample, String>>;
+
 /// Where a replica's polls of cached triggers go: the replica that polls their question
 /// ([`scaler_core::shard::query_key`]), so a question shared by many ScaledObjects is
 /// asked once per interval whatever the number of replicas.
@@ -55,29 +59,58 @@ pub struct Route {
     pub shard: Shard,
     /// The channel to the other replicas.
     pub forwarder: Arc<crate::forward::Forwarder>,
+    /// Asks in flight by (owner, question): the ScaledObjects of one question polled at
+    /// one instant share one ask (the key holds every parameter, thresholds included, so
+    /// the value and the activity are the same for all of them).
+    pub asks: Arc<scaler_core::coalesce::Coalescer<(String, String), RemoteAnswer>>,
 }
 
-/// Poll trigger `index` of `so` (metric `metric`) through `owner`, the replica that polls
-/// its question; `None` when it could not be asked (the trigger is then polled here).
+impl Route {
+    /// A route through `forwarder` by `shard`'s view.
+    pub fn new(shard: Shard, forwarder: Arc<crate::forward::Forwarder>) -> Self {
+        Self {
+            shard,
+            forwarder,
+            // The polls of one instant start within this of each other.
+            asks: Arc::new(scaler_core::coalesce::Coalescer::with_linger(
+                Duration::from_millis(500),
+            )),
+        }
+    }
+}
+
+/// Poll trigger `index` of `so` (metric `metric`, question `question`) through `owner`,
+/// the replica that polls the question; `None` when it could not be asked (the trigger is
+/// then polled here).
 async fn poll_remote(
     route: &Route,
-    owner: &scaler_core::shard::Member,
+    owner: scaler_core::shard::Member,
+    question: String,
     so: &ScaledObject,
     index: usize,
     metric: String,
 ) -> Option<TriggerSample> {
     let (ns, name) = (so.namespace().unwrap_or_default(), so.name_any());
-    match route.forwarder.sample(owner, &ns, &metric, &name).await {
-        Ok(result) => Some(TriggerSample {
-            trigger_name: so.spec.triggers.get(index).and_then(|t| t.name.clone()),
-            metric,
-            result,
-        }),
-        Err(e) => {
-            debug!(error = %e, "the replica polling this question could not be asked; polling here");
-            None
-        }
-    }
+    let forwarder = route.forwarder.clone();
+    let asked = metric.clone();
+    let key = (owner.identity.clone(), question);
+    let (answer, _) = route
+        .asks
+        .run(key, async move {
+            match forwarder.sample(&owner, &ns, &asked, &name).await {
+                Ok(result) => Some(result),
+                Err(e) => {
+                    debug!(error = %e, "the replica polling this question could not be asked; polling here");
+                    None
+                }
+            }
+        })
+        .await;
+    answer.map(|result| TriggerSample {
+        trigger_name: so.spec.triggers.get(index).and_then(|t| t.name.clone()),
+        metric,
+        result,
+    })
 }
 
 /// Poll `so` once through its runtime: its `useCachedMetrics` triggers, or all of them
@@ -101,16 +134,18 @@ pub async fn poll_once(
         .filter_map(|(i, t)| rt.scaler(i).map(|built| (i, t, built)))
         .map(|(i, t, built)| {
             let remote = match (route, &view, built) {
-                (Some(r), Some(v), Ok(scaler)) if t.use_cached_metrics == Some(true) => v
-                    .owner(&scaler_core::shard::query_key(&ns, t))
-                    .filter(|m| m.identity != v.me && m.address.is_some())
-                    .map(|m| (r, m.clone(), scaler.metric_spec().name.clone())),
+                (Some(r), Some(v), Ok(scaler)) if t.use_cached_metrics == Some(true) => {
+                    let question = scaler_core::shard::query_key(&ns, t);
+                    v.owner(&question)
+                        .filter(|m| m.identity != v.me && m.address.is_some())
+                        .map(|m| (r, m.clone(), question, scaler.metric_spec().name.clone()))
+                }
                 _ => None,
             };
             let rt = &rt;
             async move {
-                if let Some((r, owner, metric)) = remote {
-                    if let Some(s) = poll_remote(r, &owner, so, i, metric).await {
+                if let Some((r, owner, question, metric)) = remote {
+                    if let Some(s) = poll_remote(r, owner, question, so, i, metric).await {
                         return (i, s);
                     }
                 }
@@ -225,7 +260,7 @@ fn actionable(so: &ScaledObject) -> bool {
     so.metadata.deletion_timestamp.is_none() && accepted(so)
 }
 
-/// Let the activator carry out `activity` for `so` while this replica leads; a failure
+/// Let the activator carry out `activity` for `so` while this replica owns it; a failure
 /// (`what` failed) is logged and tried again at the next poll.
 async fn act(
     activation: &Activation,
@@ -489,6 +524,7 @@ pub async fn run(
     let mut last_pushes = LastPushes::new();
     let mut forgotten = Instant::now();
     let mut earliest = i64::MAX;
+    let route = forwarder.map(|f| Route::new(shard.clone(), f));
     // The ScaledObjects (by uid) this replica owned at the last round.
     let mut owned: std::collections::HashSet<String> = std::collections::HashSet::new();
     loop {
@@ -572,10 +608,7 @@ pub async fn run(
                 key.clone(),
             );
             let gates = gates.clone();
-            let route = forwarder.clone().map(|forwarder| Route {
-                shard: shard.clone(),
-                forwarder,
-            });
+            let route = route.clone();
             // Every round ends: a hung source or apiserver frees the object for the next.
             let limit = Duration::from_secs((2 * interval).max(30) as u64);
             let span = tracing::debug_span!("poll", scaledobject = %format!("{}/{}", key.0, key.1));
