@@ -357,22 +357,20 @@ fn cpu_seconds(pid: u32) -> f64 {
     (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
 }
 
-/// A client of an eventscale endpoint as the aggregator is: the front-proxy client
-/// certificate and the HPA controller's identity in the headers.
-pub(crate) fn aggregator_target(port: u16, paths: Vec<String>) -> anyhow::Result<Target> {
+/// An HTTP/1.1 TLS client configuration with the client certificate `name.crt` and
+/// `name.key` of the cluster's PKI, trusting the CA in `ca` (under the state directory).
+pub(crate) fn tls_client(name: &str, ca: &str) -> anyhow::Result<rustls::ClientConfig> {
     let c = cluster();
     let read = |p: PathBuf| std::fs::read(&p).with_context(|| format!("reading {}", p.display()));
     let pki = c.state_dir.join("pki");
     let cert: Vec<CertificateDer<'static>> =
-        rustls_pemfile::certs(&mut read(pki.join("front-proxy-client.crt"))?.as_slice())
+        rustls_pemfile::certs(&mut read(pki.join(format!("{name}.crt")))?.as_slice())
             .collect::<Result<_, _>>()?;
     let key: PrivateKeyDer<'static> =
-        rustls_pemfile::private_key(&mut read(pki.join("front-proxy-client.key"))?.as_slice())?
-            .context("no key in front-proxy-client.key")?;
+        rustls_pemfile::private_key(&mut read(pki.join(format!("{name}.key")))?.as_slice())?
+            .with_context(|| format!("no key in {name}.key"))?;
     let mut roots = rustls::RootCertStore::empty();
-    for ca in
-        rustls_pemfile::certs(&mut read(c.state_dir.join("eventscale-certs/ca.crt"))?.as_slice())
-    {
+    for ca in rustls_pemfile::certs(&mut read(c.state_dir.join(ca))?.as_slice()) {
         roots.add(ca?)?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -381,6 +379,13 @@ pub(crate) fn aggregator_target(port: u16, paths: Vec<String>) -> anyhow::Result
         .with_root_certificates(roots)
         .with_client_auth_cert(cert, key)?;
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tls)
+}
+
+/// A client of an eventscale endpoint as the aggregator is: the front-proxy client
+/// certificate and the HPA controller's identity in the headers.
+pub(crate) fn aggregator_target(port: u16, paths: Vec<String>) -> anyhow::Result<Target> {
+    let tls = tls_client("front-proxy-client", "eventscale-certs/ca.crt")?;
     Ok(Target {
         addr: ([127, 0, 0, 1], port).into(),
         tls: Arc::new(tls),

@@ -7,19 +7,18 @@
 //!   APIService's port, which forwards the cached reads of the objects it does not poll),
 //!   and failover: from SIGKILL of a replica to its share owned again.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use serde_json::Value;
 
 use crate::cluster::{
     clean, create_mix, prometheus_url, queries_per_interval, restore, rss_mib, sample_paths,
     stop_cluster_eventscale, Eventscale, BENCH_GROUP,
 };
-use crate::cluster_support::{cluster, kubectl};
+use crate::cluster_support::kubectl;
 use crate::load::{self, Target};
 use crate::report::{Report, Row};
 
@@ -137,25 +136,7 @@ fn forget_group_except_zero() {
 /// A client of kube-apiserver as the HPA controller is, through the aggregator: the
 /// cluster's admin certificate (the HPA's own account reads the same way).
 fn apiserver_target(paths: Vec<String>) -> anyhow::Result<Target> {
-    let c = cluster();
-    let read = |p: PathBuf| std::fs::read(&p).with_context(|| format!("reading {}", p.display()));
-    let pki = c.state_dir.join("pki");
-    let cert: Vec<CertificateDer<'static>> =
-        rustls_pemfile::certs(&mut read(pki.join("admin.crt"))?.as_slice())
-            .collect::<Result<_, _>>()?;
-    let key: PrivateKeyDer<'static> =
-        rustls_pemfile::private_key(&mut read(pki.join("admin.key"))?.as_slice())?
-            .context("no key in admin.key")?;
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in rustls_pemfile::certs(&mut read(pki.join("ca.crt"))?.as_slice()) {
-        roots.add(ca?)?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(cert, key)?;
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tls = crate::cluster::tls_client("admin", "pki/ca.crt")?;
     Ok(Target {
         addr: ([127, 0, 0, 1], 16443).into(),
         tls: Arc::new(tls),
