@@ -111,42 +111,31 @@ impl Shard {
         }
     }
 
-    fn acting(&self, state: &State) -> bool {
-        if !state.acting || self.leaving.load(Ordering::Acquire) {
-            return false;
-        }
+    /// What this replica owns now, for one pass over many objects: the view and the
+    /// right to act are read once.
+    pub fn snapshot(&self) -> Snapshot {
+        let state = self.rx.borrow().clone();
         // The task publishes at most a second late: the deadline itself is checked here.
-        match *self.acting_until.lock().unwrap_or_else(|p| p.into_inner()) {
+        let in_time = match *self.acting_until.lock().unwrap_or_else(|p| p.into_inner()) {
             Some(until) => Instant::now() < until,
             None => true,
-        }
+        };
+        let acting = state.acting && in_time && !self.leaving.load(Ordering::Acquire);
+        Snapshot { state, acting }
     }
 
     /// Whether this replica owns the object and may act on it now.
     pub fn owns(&self, kind: &str, namespace: &str, name: &str) -> bool {
-        let state = self.rx.borrow().clone();
-        self.acting(&state) && state.view.owns(&shard::key(kind, namespace, name))
+        self.snapshot().owns(kind, namespace, name)
     }
 
     /// The owner of the object when it is another member: its identity and address.
     pub fn other_owner(&self, kind: &str, namespace: &str, name: &str) -> Option<Member> {
-        let state = self.rx.borrow().clone();
-        state
-            .view
-            .owner(&shard::key(kind, namespace, name))
-            .filter(|m| m.identity != state.view.me)
+        let snapshot = self.snapshot();
+        let view = snapshot.view();
+        view.owner(&shard::key(kind, namespace, name))
+            .filter(|m| m.identity != view.me)
             .cloned()
-    }
-
-    /// The current view.
-    pub fn view(&self) -> View {
-        self.rx.borrow().view.clone()
-    }
-
-    /// Whether this replica may act at all now.
-    pub fn is_acting(&self) -> bool {
-        let state = self.rx.borrow().clone();
-        self.acting(&state)
     }
 
     /// A stream that yields whenever the view or the right to act changes (to reconcile
@@ -162,6 +151,24 @@ impl Shard {
     /// Stop acting at once (shutdown).
     pub fn leave(&self) {
         self.leaving.store(true, Ordering::Release);
+    }
+}
+
+/// What a [`Shard`] says at one instant.
+pub struct Snapshot {
+    state: Arc<State>,
+    acting: bool,
+}
+
+impl Snapshot {
+    /// Whether this replica owns the object and may act on it.
+    pub fn owns(&self, kind: &str, namespace: &str, name: &str) -> bool {
+        self.acting && self.state.view.owns(&shard::key(kind, namespace, name))
+    }
+
+    /// The members as this replica saw them.
+    pub fn view(&self) -> &View {
+        &self.state.view
     }
 }
 
@@ -221,12 +228,6 @@ enum RoundError {
     Timeout,
     #[error("our Lease changed under us; writing it again")]
     Conflict,
-}
-
-/// The round's state kept between rounds.
-struct Ours {
-    /// Our Lease as last written (its resourceVersion makes the next write safe).
-    lease: Option<Lease>,
 }
 
 fn lease_body(config: &MembershipConfig, settled_at_ms: i64, now: DateTime<Utc>) -> Lease {
@@ -314,42 +315,41 @@ async fn join(api: &Api<Lease>, config: &MembershipConfig) -> Result<Lease, Roun
     }
 }
 
-/// One round: renew (or join), then list. Returns the members listed.
+/// One round: renew (or join), then list. Returns the members listed. `ours` is our
+/// Lease as last written (its resourceVersion makes the next write safe); `None` to join.
 async fn round(
     api: &Api<Lease>,
     config: &MembershipConfig,
-    ours: &mut Ours,
+    ours: &mut Option<Lease>,
 ) -> Result<Vec<Member>, RoundError> {
-    let lease = match ours.lease.take() {
+    let name = config.lease_name();
+    let lease = match ours.take() {
         None => join(api, config).await?,
         Some(mut lease) => {
             let spec = lease.spec.get_or_insert_with(Default::default);
             spec.renew_time = Some(micro(Utc::now()));
             spec.holder_identity = Some(config.identity.clone());
-            match api
-                .replace(&config.lease_name(), &PostParams::default(), &lease)
-                .await
-            {
+            match api.replace(&name, &PostParams::default(), &lease).await {
                 Ok(l) => l,
                 // Changed or deleted by someone else: join again (settling anew).
                 Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {
                     return Err(RoundError::Conflict)
                 }
                 Err(e) => {
-                    ours.lease = Some(lease);
+                    *ours = Some(lease);
                     return Err(e.into());
                 }
             }
         }
     };
-    ours.lease = Some(lease);
+    *ours = Some(lease);
     let listed = api.list(&group_list(config)).await?;
     let now_ms = Utc::now().timestamp_millis();
     let duration_ms = config.duration.as_millis() as i64;
     // Leases of replicas long gone (a Pod name is not reused): removed, one per round.
     if let Some(stale) = listed.items.iter().find(|l| {
         member_of(l).is_none_or(|m| m.expires_at_ms + 10 * duration_ms < now_ms)
-            && l.metadata.name.as_deref() != Some(config.lease_name().as_str())
+            && l.metadata.name.as_deref() != Some(name.as_str())
     }) {
         if let Some(n) = stale.metadata.name.as_deref() {
             match api.delete(n, &DeleteParams::default()).await {
@@ -382,7 +382,7 @@ pub fn spawn(client: Client, config: MembershipConfig) -> Shard {
         let api: Api<Lease> = Api::namespaced(client, &config.namespace);
         let every = config.duration / 3;
         let deadline = config.duration * 2 / 3;
-        let mut ours = Ours { lease: None };
+        let mut ours: Option<Lease> = None;
         let mut members: Vec<Member> = Vec::new();
         let mut until: Option<Instant> = None;
         let mut next_round = Instant::now();
@@ -407,7 +407,7 @@ pub fn spawn(client: Client, config: MembershipConfig) -> Shard {
                     Err(e) => {
                         warn!(lease = %config.lease_name(), error = %e, "membership: the Leases could not be renewed or listed");
                         if matches!(e, RoundError::Conflict) {
-                            ours.lease = None;
+                            ours = None;
                         }
                         next_round = Instant::now() + Duration::from_secs(1).min(every);
                     }

@@ -124,7 +124,8 @@ pub async fn poll_once(
 ) -> Vec<TriggerSample> {
     let (ns, so_name) = (so.namespace().unwrap_or_default(), so.name_any());
     let rt = runtimes.get(so).await;
-    let view = route.map(|r| r.shard.view());
+    let snapshot = route.map(|r| r.shard.snapshot());
+    let view = snapshot.as_ref().map(|s| s.view());
     let polls = so
         .spec
         .triggers
@@ -270,8 +271,8 @@ async fn act(
     what: &str,
 ) {
     let shard = activation.ctx.shard.clone();
-    let so_ref = so.clone();
-    let still_owned = move || owns(&shard, &so_ref);
+    let (ns, name) = (so.namespace().unwrap_or_default(), so.name_any());
+    let still_owned = move || shard.owns(kinds::SCALED_OBJECT, &ns, &name);
     if let Err(e) = activator::scale::act(&activation.ctx, so, activity, health, &still_owned).await
     {
         warn!(error = %e, "{what} failed; retrying at the next poll");
@@ -500,7 +501,12 @@ fn on_push(
         }
         PushAction::Poll => {
             debug!(scaledobject = %who, trigger = push.trigger, pushed = ?push.pushed, "polling now");
-            due.insert((push.namespace, push.name), 0);
+            // Only an object this replica polls has a poll time to bring forward (one it
+            // owns but has not polled yet is polled at the round this starts anyway); a
+            // poll time is kept only while it owns the object, which the round relies on.
+            if let Some(next) = due.get_mut(&(push.namespace, push.name)) {
+                *next = 0;
+            }
             true
         }
     }
@@ -525,8 +531,6 @@ pub async fn run(
     let mut forgotten = Instant::now();
     let mut earliest = i64::MAX;
     let route = forwarder.map(|f| Route::new(shard.clone(), f));
-    // The ScaledObjects (by uid) this replica owned at the last round.
-    let mut owned: std::collections::HashSet<String> = std::collections::HashSet::new();
     loop {
         // Wake at the next poll instant (polls are due on the interval's multiples, and
         // activation latency is measured from them), within MAX_SLEEP_MS to pick up new
@@ -556,24 +560,26 @@ pub async fn run(
         earliest = i64::MAX;
         let sos = store.state();
         let mut live = std::collections::HashSet::new();
-        let mut owned_now = std::collections::HashSet::with_capacity(owned.len());
+        let owned = shard.snapshot();
         for so in sos
             .iter()
             .filter(|so| activation.is_some() || uses_cache(so))
             .filter(|so| so.metadata.deletion_timestamp.is_none())
-            .filter(|so| owns(&shard, so))
         {
             let key = (so.namespace().unwrap_or_default(), so.name_any());
-            live.insert(key.clone());
-            let uid = so.metadata.uid.clone().unwrap_or_default();
-            if !owned.contains(&uid) {
-                // Just became this replica's: what it saw of it before may be older than
-                // what its last owner saw since.
+            if !owned.owns(kinds::SCALED_OBJECT, &key.0, &key.1) {
+                continue;
+            }
+            if !due.contains_key(&key) {
+                // Just became this replica's (its poll times are kept only while it is):
+                // what it saw of it before may be older than what its last owner saw since.
                 if let Some(a) = &activation {
-                    a.ctx.last_active.forget(&uid);
+                    a.ctx
+                        .last_active
+                        .forget(so.metadata.uid.as_deref().unwrap_or_default());
                 }
             }
-            owned_now.insert(uid);
+            live.insert(key.clone());
             if activation.is_some() && !accepted(so) {
                 // Not yet accepted by the reconcile (or rejected by it): its first poll
                 // comes right after it is, not a whole pollingInterval later (KEDA starts
@@ -642,7 +648,6 @@ pub async fn run(
                 .instrument(span),
             );
         }
-        owned = owned_now;
         due.retain(|k, _| live.contains(k));
         last_pushes.retain(|(ns, name, _), _| live.contains(&(ns.clone(), name.clone())));
         gates
