@@ -12,13 +12,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use rustls::pki_types::ServerName;
-use serde_json::Value;
 
 use crate::cluster::{
     clean, create_mix, prometheus_url, queries_per_interval, restore, rss_mib, sample_paths,
     stop_cluster_eventscale, Eventscale, BENCH_GROUP,
 };
-use crate::cluster_support::kubectl;
+use crate::cluster_support::{group_settled, kubectl};
 use crate::load::{self, Target};
 use crate::report::{Report, Row};
 
@@ -28,36 +27,12 @@ const MORE_PORTS: [(u16, u16); 2] = [(16456, 16457), (16466, 16467)];
 const CLUSTER_PORT: u16 = 16444;
 const CLUSTER_METRICS_PORT: u16 = 16445;
 
-/// Whether every one of `ids` has a Lease in the bench's group and has settled.
-fn settled(ids: &[String]) -> bool {
-    let (ok, out, _) = kubectl(&[
-        "-n",
-        "eventscale",
-        "get",
-        "lease",
-        "-l",
-        &format!("eventscale.sh/member-of={BENCH_GROUP}"),
-        "-o",
-        "json",
-    ]);
-    let v: Value = serde_json::from_str(&out).unwrap_or_default();
-    let now = chrono::Utc::now().timestamp_millis();
-    ok && ids.iter().all(|id| {
-        v["items"].as_array().into_iter().flatten().any(|l| {
-            l["spec"]["holderIdentity"] == id.as_str()
-                && l["metadata"]["annotations"]["eventscale.sh/settled-at"]
-                    .as_str()
-                    .and_then(|t| t.parse::<i64>().ok())
-                    .is_some_and(|t| t + 1_500 < now)
-        })
-    })
-}
-
 /// Wait until replicas `0..n` of the bench's group have settled.
 async fn wait_settled(n: usize) -> anyhow::Result<()> {
     let ids: Vec<String> = (0..n).map(|i| format!("bench-{i}")).collect();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
     let started = Instant::now();
-    while !settled(&ids) {
+    while !group_settled(BENCH_GROUP, &ids) {
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(60),
             "replicas {ids:?} not settled after a minute"
@@ -69,14 +44,7 @@ async fn wait_settled(n: usize) -> anyhow::Result<()> {
 
 /// Remove the bench group's Leases.
 fn forget_group() {
-    let _ = kubectl(&[
-        "-n",
-        "eventscale",
-        "delete",
-        "lease",
-        "-l",
-        &format!("eventscale.sh/member-of={BENCH_GROUP}"),
-    ]);
+    crate::cluster_support::forget_group(BENCH_GROUP);
 }
 
 /// Start replicas `1..n` beside a running replica 0 and wait until all have settled.

@@ -83,44 +83,11 @@ impl Drop for Replica {
     }
 }
 
-/// The group's members as their Leases say: identity → settled (in the past).
-fn members() -> Vec<(String, bool)> {
-    let v = kubectl_json(&[
-        "-n",
-        "eventscale",
-        "get",
-        "lease",
-        "-l",
-        &format!("eventscale.sh/member-of={GROUP}"),
-        "-o",
-        "json",
-    ]);
-    let now = chrono::Utc::now().timestamp_millis();
-    v["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|l| {
-            let id = l["spec"]["holderIdentity"].as_str()?.to_string();
-            let settled = l["metadata"]["annotations"]["eventscale.sh/settled-at"]
-                .as_str()
-                .and_then(|t| t.parse::<i64>().ok())
-                .is_some_and(|t| t + 1_500 < now);
-            Some((id, settled))
-        })
-        .collect()
-}
-
 async fn wait_settled(ids: &[&str]) {
     eventually(
         Duration::from_secs(40),
         &format!("{ids:?} settled"),
-        || async {
-            let m = members();
-            ids.iter()
-                .all(|id| m.iter().any(|(i, s)| i == id && *s))
-                .then_some(())
-        },
+        || async { crate::group_settled(GROUP, ids).then_some(()) },
     )
     .await;
 }
@@ -182,28 +149,7 @@ async fn replicas_share_the_objects_and_ask_each_question_once() {
     const N: usize = 9;
     const INTERVAL: u64 = 2;
     let ns = Namespace::create("e2e-replicas");
-    let mut yaml = String::new();
-    for i in 0..N {
-        yaml.push_str(&format!(
-            r#"
----
-{deployment}
----
-apiVersion: keda.sh/v1alpha1
-kind: ScaledObject
-metadata: {{name: web{i}}}
-spec:
-  scaleTargetRef: {{name: web{i}}}
-  pollingInterval: {INTERVAL}
-  minReplicaCount: 1
-  triggers:
-  - type: prometheus
-    useCachedMetrics: true
-    metadata: {{serverAddress: "{url}", query: "vector(21)", threshold: "7"}}
-"#,
-            deployment = crate::deployment(&format!("web{i}"), 1, &[]),
-        ));
-    }
+    let yaml = crate::scaled_deployments(N, &crate::one_cached_question(&url, INTERVAL));
     apply(&ns.0, &yaml);
     // Every object's HPA, each applied by exactly one replica, and all three at work.
     let ids = [a.as_str(), "e2e-replica-b", "e2e-replica-c"];
@@ -327,29 +273,19 @@ async fn activation_during_membership_changes_happens_once() {
     start = start + chrono::TimeDelta::seconds(60 - i64::from(chrono::Timelike::second(&start)));
     let minute = chrono::Timelike::minute(&start);
     let ns = Namespace::create("e2e-churn");
-    let mut yaml = String::new();
-    for i in 0..N {
-        yaml.push_str(&format!(
-            r#"
----
-{deployment}
----
-apiVersion: keda.sh/v1alpha1
-kind: ScaledObject
-metadata: {{name: web{i}}}
-spec:
-  scaleTargetRef: {{name: web{i}}}
-  pollingInterval: 1
+    let end = (minute + 2) % 60;
+    let yaml = crate::scaled_deployments(
+        N,
+        &format!(
+            r#"  pollingInterval: 1
   minReplicaCount: 0
   cooldownPeriod: 0
   triggers:
   - type: cron
     metadata: {{timezone: UTC, start: "{minute} * * * *", end: "{end} * * * *", desiredReplicas: "1"}}
-"#,
-            deployment = crate::deployment(&format!("web{i}"), 1, &[]),
-            end = (minute + 2) % 60,
-        ));
-    }
+"#
+        ),
+    );
     apply(&ns.0, &yaml);
     for i in 0..N {
         crate::wait_for_replicas(&ns.0, &format!("web{i}"), 0).await;

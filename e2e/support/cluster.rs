@@ -202,6 +202,84 @@ pub fn deployment(name: &str, replicas: u32, labels: &[(&str, &str)]) -> String 
     )
 }
 
+/// `n` Deployments `web<i>` of one pod each and a ScaledObject `web<i>` for each, whose
+/// spec after `scaleTargetRef` is `spec` (its lines, indented by two spaces), as YAML.
+pub fn scaled_deployments(n: usize, spec: &str) -> String {
+    let mut yaml = String::new();
+    for i in 0..n {
+        yaml.push_str(&format!(
+            "\n---\n{deployment}\n---\napiVersion: keda.sh/v1alpha1\nkind: ScaledObject\n\
+             metadata: {{name: web{i}}}\nspec:\n  scaleTargetRef: {{name: web{i}}}\n{spec}",
+            deployment = deployment(&format!("web{i}"), 1, &[]),
+        ));
+    }
+    yaml
+}
+
+/// The spec lines [`scaled_deployments`] takes for ScaledObjects that all ask Prometheus at
+/// `url` the same cached question (`vector(21)`, threshold 7) every `interval` seconds.
+pub fn one_cached_question(url: &str, interval: u64) -> String {
+    format!(
+        r#"  pollingInterval: {interval}
+  minReplicaCount: 1
+  triggers:
+  - type: prometheus
+    useCachedMetrics: true
+    metadata: {{serverAddress: "{url}", query: "vector(21)", threshold: "7"}}
+"#
+    )
+}
+
+/// The replicas of eventscale's group `group` (its `--leader-election-id`), as their
+/// Leases in the `eventscale` namespace say: (identity, settled at least 1.5 s ago). Empty
+/// when the Leases cannot be read.
+pub fn group_members(group: &str) -> Vec<(String, bool)> {
+    let (_, out, _) = kubectl(&[
+        "-n",
+        "eventscale",
+        "get",
+        "lease",
+        "-l",
+        &format!("eventscale.sh/member-of={group}"),
+        "-o",
+        "json",
+    ]);
+    let v: Value = serde_json::from_str(&out).unwrap_or_default();
+    let now = chrono::Utc::now().timestamp_millis();
+    v["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| {
+            let id = l["spec"]["holderIdentity"].as_str()?.to_string();
+            let settled = l["metadata"]["annotations"]["eventscale.sh/settled-at"]
+                .as_str()
+                .and_then(|t| t.parse::<i64>().ok())
+                .is_some_and(|t| t + 1_500 < now);
+            Some((id, settled))
+        })
+        .collect()
+}
+
+/// Whether every one of `ids` is a settled member of `group`.
+pub fn group_settled(group: &str, ids: &[&str]) -> bool {
+    let members = group_members(group);
+    ids.iter()
+        .all(|id| members.iter().any(|(m, settled)| m == id && *settled))
+}
+
+/// Delete the Leases of eventscale's group `group`.
+pub fn forget_group(group: &str) {
+    let _ = kubectl(&[
+        "-n",
+        "eventscale",
+        "delete",
+        "lease",
+        "-l",
+        &format!("eventscale.sh/member-of={group}"),
+    ]);
+}
+
 /// A Deployment `name` of `replicas` pods labelled `app: <name>` and `labels`, whose pods
 /// run `containers` (the YAML flow mappings of the containers, comma-separated).
 pub fn deployment_with(

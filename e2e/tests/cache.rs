@@ -17,28 +17,7 @@ async fn cached_metrics_and_one_query_per_interval() {
     let _alone = PROMETHEUS.lock().await;
     let url = prometheus_url();
     let ns = Namespace::create("e2e-cache");
-    let mut yaml = String::new();
-    for i in 0..N {
-        yaml.push_str(&format!(
-            r#"
----
-{deployment}
----
-apiVersion: keda.sh/v1alpha1
-kind: ScaledObject
-metadata: {{name: web{i}}}
-spec:
-  scaleTargetRef: {{name: web{i}}}
-  pollingInterval: {INTERVAL}
-  minReplicaCount: 1
-  triggers:
-  - type: prometheus
-    useCachedMetrics: true
-    metadata: {{serverAddress: "{url}", query: "vector(21)", threshold: "7"}}
-"#,
-            deployment = crate::deployment(&format!("web{i}"), 1, &[]),
-        ));
-    }
+    let yaml = crate::scaled_deployments(N, &crate::one_cached_question(&url, INTERVAL));
     apply(&ns.0, &yaml);
     let client = client().await;
     let hpas = hpa_api(client, &ns.0);

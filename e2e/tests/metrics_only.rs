@@ -168,13 +168,6 @@ async fn metrics_only_serves_values_and_writes_nothing() {
     }
     let _ = kubectl(&["-n", "kube-system", "delete", "rolebinding", &binding]);
     let _ = kubectl(&["-n", "eventscale", "delete", "rolebinding", &binding]);
-    let _ = kubectl(&[
-        "-n",
-        "eventscale",
-        "delete",
-        "lease",
-        "-l",
-        &format!("eventscale.sh/member-of={binding}"),
-    ]);
+    crate::forget_group(&binding);
     let _ = std::fs::remove_dir_all(&dir);
 }
