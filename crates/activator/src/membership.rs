@@ -161,6 +161,11 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Whether `other` says the same: the same view of the group, acting alike.
+    pub fn same_as(&self, other: &Snapshot) -> bool {
+        Arc::ptr_eq(&self.state, &other.state) && self.acting == other.acting
+    }
+
     /// Whether this replica owns the object and may act on it.
     pub fn owns(&self, kind: &str, namespace: &str, name: &str) -> bool {
         self.acting && self.state.view.owns(&shard::key(kind, namespace, name))

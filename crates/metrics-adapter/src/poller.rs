@@ -383,6 +383,9 @@ async fn next_push(
     }
 }
 
+/// How often the poll times, push memory, act locks and cached values of objects this
+/// replica no longer polls are dropped (and at once when the group changes).
+const TIDY_EVERY: Duration = Duration::from_secs(1);
 /// How often state kept for deleted ScaledObjects is dropped.
 const FORGET_EVERY: Duration = Duration::from_secs(60);
 /// The longest the loop sleeps: how soon a new or changed ScaledObject is first polled.
@@ -512,6 +515,67 @@ fn on_push(
     }
 }
 
+/// What every poll of a round shares.
+struct Shared {
+    runtimes: Arc<Runtimes>,
+    store: Store<ScaledObject>,
+    activation: Option<Activation>,
+    gates: Gates,
+    route: Option<Route>,
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+/// Start the polls of one round (each ScaledObject with its key and interval, marked
+/// busy), at most [`MAX_CONCURRENT_POLLS`] at a time: a poll's task is spawned only once it
+/// has its turn, so a round of 100,000 objects holds a few hundred tasks, not 100,000.
+/// Past [`MAX_POLL_WAIT`] from the round's start the rest go ahead without a turn.
+async fn dispatch(round: Vec<(Arc<ScaledObject>, Busy, i64)>, shared: Shared) {
+    let deadline = tokio::time::Instant::now() + MAX_POLL_WAIT;
+    let shared = Arc::new(shared);
+    for (so, busy, interval) in round {
+        let permit = tokio::time::timeout_at(deadline, shared.permits.clone().acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok);
+        let shared = shared.clone();
+        // Every round ends: a hung source or apiserver frees the object for the next.
+        let limit = Duration::from_secs((2 * interval).max(30) as u64);
+        let span =
+            tracing::debug_span!("poll", scaledobject = %format!("{}/{}", busy.1 .0, busy.1 .1));
+        tokio::spawn(
+            async move {
+                let (_busy, _permit) = (busy, permit);
+                let round = async {
+                    match &shared.activation {
+                        Some(a) => {
+                            poll_and_act(
+                                &shared.runtimes,
+                                &so,
+                                &shared.store,
+                                a,
+                                &shared.gates,
+                                shared.route.as_ref(),
+                            )
+                            .await
+                        }
+                        None => {
+                            poll_once(&shared.runtimes, &so, false, shared.route.as_ref()).await;
+                        }
+                    }
+                };
+                if tokio::time::timeout(limit, round).await.is_err() {
+                    warn!(
+                        limit_seconds = limit.as_secs(),
+                        "poll did not finish in time; abandoned"
+                    );
+                }
+                debug!("polled");
+            }
+            .instrument(span),
+        );
+    }
+}
+
 /// Run the loop until the task is dropped.
 pub async fn run(
     store: Store<ScaledObject>,
@@ -531,6 +595,9 @@ pub async fn run(
     let mut forgotten = Instant::now();
     let mut earliest = i64::MAX;
     let route = forwarder.map(|f| Route::new(shard.clone(), f));
+    let mut round = Vec::new();
+    let mut tidied = Instant::now();
+    let mut last_view: Option<activator::membership::Snapshot> = None;
     loop {
         // Wake at the next poll instant (polls are due on the interval's multiples, and
         // activation latency is measured from them), within MAX_SLEEP_MS to pick up new
@@ -559,8 +626,13 @@ pub async fn run(
         let now = chrono::Utc::now().timestamp_millis();
         earliest = i64::MAX;
         let sos = store.state();
-        let mut live = std::collections::HashSet::new();
         let owned = shard.snapshot();
+        // What is kept per object is tidied up every TIDY_EVERY, and whenever the group
+        // changed (so an object that left this replica and came back is told as new):
+        // not at every wake, which would copy every key four times a second.
+        let tidy = tidied.elapsed() >= TIDY_EVERY
+            || !last_view.as_ref().is_some_and(|v| v.same_as(&owned));
+        let mut live = std::collections::HashSet::new();
         for so in sos
             .iter()
             .filter(|so| activation.is_some() || uses_cache(so))
@@ -579,7 +651,9 @@ pub async fn run(
                         .forget(so.metadata.uid.as_deref().unwrap_or_default());
                 }
             }
-            live.insert(key.clone());
+            if tidy {
+                live.insert(key.clone());
+            }
             if activation.is_some() && !accepted(so) {
                 // Not yet accepted by the reconcile (or rejected by it): its first poll
                 // comes right after it is, not a whole pollingInterval later (KEDA starts
@@ -604,50 +678,27 @@ pub async fn run(
             }
             *next = next_aligned(now, interval);
             earliest = earliest.min(*next);
-            let permits = permits.clone();
-            let (runtimes, so, activation, store, busy, key2) = (
-                runtimes.clone(),
-                so.clone(),
-                activation.clone(),
-                store.clone(),
-                busy.clone(),
-                key.clone(),
-            );
-            let gates = gates.clone();
-            let route = route.clone();
-            // Every round ends: a hung source or apiserver frees the object for the next.
-            let limit = Duration::from_secs((2 * interval).max(30) as u64);
-            let span = tracing::debug_span!("poll", scaledobject = %format!("{}/{}", key.0, key.1));
-            tokio::spawn(
-                async move {
-                    // Released however the round ends, a panic included.
-                    let _busy = Busy(busy, key2);
-                    let _permit = tokio::time::timeout(MAX_POLL_WAIT, permits.acquire_owned())
-                        .await
-                        .ok()
-                        .and_then(Result::ok);
-                    let round = async {
-                        match &activation {
-                            Some(a) => {
-                                poll_and_act(&runtimes, &so, &store, a, &gates, route.as_ref())
-                                    .await
-                            }
-                            None => {
-                                poll_once(&runtimes, &so, false, route.as_ref()).await;
-                            }
-                        }
-                    };
-                    if tokio::time::timeout(limit, round).await.is_err() {
-                        warn!(
-                            limit_seconds = limit.as_secs(),
-                            "poll did not finish in time; abandoned"
-                        );
-                    }
-                    debug!("polled");
-                }
-                .instrument(span),
-            );
+            // Marked busy from here: released when its poll ends, or if it never starts.
+            round.push((so.clone(), Busy(busy.clone(), key), interval));
         }
+        if !round.is_empty() {
+            tokio::spawn(dispatch(
+                std::mem::take(&mut round),
+                Shared {
+                    runtimes: runtimes.clone(),
+                    store: store.clone(),
+                    activation: activation.clone(),
+                    gates: gates.clone(),
+                    route: route.clone(),
+                    permits: permits.clone(),
+                },
+            ));
+        }
+        last_view = Some(owned);
+        if !tidy {
+            continue;
+        }
+        tidied = Instant::now();
         due.retain(|k, _| live.contains(k));
         last_pushes.retain(|(ns, name, _), _| live.contains(&(ns.clone(), name.clone())));
         gates
