@@ -367,7 +367,7 @@ async fn carry_out(so: &ScaledObject, r: &Reconciler, plan: Plan) -> Result<Acti
     }
     if let Some(next) = &plan.status {
         let current = so.status.clone().unwrap_or_default();
-        status::write_if_changed(&ctx.client, so, &current, next).await?;
+        status::write_if_changed(&ctx.client, so, &*current, next).await?;
     }
     for e in plan.events {
         events::publish(&ctx.recorder, so, e.type_, e.reason, e.note).await;
@@ -464,7 +464,7 @@ mod tests {
         let mut status = serde_json::to_value(so.status.clone().unwrap_or_default()).expect("JSON");
         fixtures::merge(&mut status, &seen.body["status"]);
         let mut next = so.clone();
-        next.status = Some(serde_json::from_value(status).expect("status"));
+        next.status = Some(Box::new(serde_json::from_value(status).expect("status")));
         next
     }
 
@@ -587,11 +587,11 @@ mod tests {
             json!({"advanced": {"restoreToOriginalReplicaCount": true}}),
             json!({}),
         );
-        so.status = Some(scaler_core::ScaledObjectStatus {
+        so.status = Some(Box::new(scaler_core::ScaledObjectStatus {
             original_replica_count: Some(3),
             hpa_name: Some("keda-hpa-web".into()),
             ..Default::default()
-        });
+        }));
         so.metadata.deletion_timestamp =
             Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
                 "2026-01-02T00:00:00Z".parse().expect("time"),

@@ -256,7 +256,7 @@ pub(crate) fn plan(i: &Inputs<'_>) -> Result<Plan, serde_json::Error> {
             }
         },
     };
-    let current = so.status.clone().unwrap_or_default();
+    let current = so.status.as_deref().cloned().unwrap_or_default();
     let changed = |next: ScaledObjectStatus| (next != current).then_some(next);
 
     if let Some(problem) = &invalid {
@@ -526,7 +526,7 @@ mod tests {
         fn settled(mut self) -> Self {
             let p = self.plan();
             if let Some(s) = p.status {
-                self.so.status = Some(s);
+                self.so.status = Some(Box::new(s));
             }
             self.hpas.retain(|h| {
                 !p.delete
@@ -884,7 +884,7 @@ mod first_and_last {
         );
         assert_eq!(status.conditions.as_ref().map(Vec::len), Some(4));
         let mut recorded = so.clone();
-        recorded.status = Some(status);
+        recorded.status = Some(Box::new(status));
         assert!(!needs_replicas(&inputs(&recorded, &built, &target, &[])));
 
         let paused = scaled_object(
@@ -925,10 +925,10 @@ mod first_and_last {
             }]
         );
         assert_eq!(p.restore, None, "no count recorded");
-        so.status = Some(ScaledObjectStatus {
+        so.status = Some(Box::new(ScaledObjectStatus {
             original_replica_count: Some(3),
             ..Default::default()
-        });
+        }));
         assert_eq!(cleanup(&so, &hpas).restore, Some(3));
         so.spec.advanced = None;
         assert_eq!(cleanup(&so, &hpas).restore, None, "not asked");

@@ -420,7 +420,7 @@ pub async fn act(
             remembered,
         },
     );
-    write_if_changed(&ctx.client, so, &current_status, &next).await?;
+    write_if_changed(&ctx.client, so, &*current_status, &next).await?;
     Ok(())
 }
 
@@ -474,9 +474,9 @@ mod tests {
             if d.touch_last_active {
                 remembered = Some(now);
             }
-            if next != cur {
+            if next != *cur {
                 writes += 1;
-                so.status = Some(next);
+                so.status = Some(Box::new(next));
             }
         }
         writes

@@ -753,13 +753,13 @@ pub fn scaled_object_for(
             idle_replica_count: None,
             min_replica_count: bounds.min,
             max_replica_count: bounds.max,
-            advanced: Some(AdvancedConfig {
+            advanced: Some(Box::new(AdvancedConfig {
                 restore_to_original_replica_count: Some(true),
                 ..AdvancedConfig::default()
-            }),
+            })),
             triggers: vec![ScaleTriggers {
                 type_: "external-push".into(),
-                metadata,
+                metadata: metadata.into(),
                 ..ScaleTriggers::default()
             }],
             fallback: None,
@@ -1084,7 +1084,7 @@ mod tests {
         assert_eq!(s.triggers[0].type_, "external-push");
         assert_eq!(
             s.triggers[0].metadata,
-            BTreeMap::from([
+            crate::trigger_metadata::TriggerMetadata::from([
                 ("httpScaledObject".to_string(), "go-helloworld".to_string()),
                 (
                     "scalerAddress".to_string(),

@@ -38,6 +38,7 @@ pub mod scalers;
 pub mod shard;
 pub mod tls;
 pub mod trigger_auth;
+pub mod trigger_metadata;
 pub mod validation;
 pub mod watch;
 

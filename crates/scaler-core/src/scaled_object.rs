@@ -23,7 +23,7 @@ pub const DEFAULT_MAX_REPLICA_COUNT: i32 = 100;
     plural = "scaledobjects",
     shortname = "so",
     namespaced,
-    status = "ScaledObjectStatus",
+    status = "Box<ScaledObjectStatus>",
     printcolumn = r#"{"name":"ScaleTargetKind","type":"string","jsonPath":".status.scaleTargetKind"}"#,
     printcolumn = r#"{"name":"ScaleTargetName","type":"string","jsonPath":".spec.scaleTargetRef.name"}"#,
     printcolumn = r#"{"name":"Min","type":"integer","jsonPath":".spec.minReplicaCount"}"#,
@@ -66,7 +66,7 @@ pub struct ScaledObjectSpec {
     pub max_replica_count: Option<i32>,
     /// HPA configuration and other advanced settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub advanced: Option<AdvancedConfig>,
+    pub advanced: Option<Box<AdvancedConfig>>,
     /// The event sources.
     #[schemars(length(min = 1))]
     pub triggers: Vec<ScaleTriggers>,
@@ -170,7 +170,7 @@ pub struct ScaleTriggers {
     pub name: Option<String>,
     /// Scaler parameters.
     #[serde(default)]
-    pub metadata: BTreeMap<String, String>,
+    pub metadata: crate::trigger_metadata::TriggerMetadata,
     /// Reference to a TriggerAuthentication or ClusterTriggerAuthentication.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authentication_ref: Option<AuthenticationRef>,

@@ -36,7 +36,7 @@ async fn build(
 ) -> Result<ExternalScaler, ScalerError> {
     let trigger = ScaleTriggers {
         type_: type_.into(),
-        metadata: map(meta),
+        metadata: map(meta).into(),
         ..Default::default()
     };
     let auth: AuthParams = map(auth);
@@ -100,7 +100,7 @@ async fn values_activity_names_and_metadata_as_keda_sends_them() {
     // A target given only as the deprecated integer, and metricType Value.
     let trigger = ScaleTriggers {
         type_: "external".into(),
-        metadata: map(&meta),
+        metadata: map(&meta).into(),
         metric_type: Some("Value".into()),
         ..Default::default()
     };

@@ -166,7 +166,7 @@ mod tests {
     ) -> T {
         let raw = ScaleTriggers {
             type_: "prometheus".into(),
-            metadata: map(meta),
+            metadata: map(meta).into(),
             ..Default::default()
         };
         let (trigger, _) = with_env(&raw, &map(env));

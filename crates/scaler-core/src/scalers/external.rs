@@ -794,7 +794,7 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        assert_eq!(r.metadata, want);
+        assert_eq!(r.metadata, want.into());
     }
 
     #[test]

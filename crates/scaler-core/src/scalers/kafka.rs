@@ -619,7 +619,7 @@ mod tests {
     ) -> Result<KafkaMetadata, ScalerError> {
         let trigger = ScaleTriggers {
             type_: "kafka".into(),
-            metadata: map(meta),
+            metadata: map(meta).into(),
             ..Default::default()
         };
         let auth: AuthParams = map(auth);
@@ -1074,7 +1074,7 @@ mod tests {
         for (index, extra, name, target) in cases {
             let trigger = ScaleTriggers {
                 type_: "kafka".into(),
-                metadata: map(&with_base(&extra)),
+                metadata: map(&with_base(&extra)).into(),
                 ..Default::default()
             };
             let s = KafkaScaler::new(TriggerContext {

@@ -467,7 +467,7 @@ mod tests {
         };
         let t = ScaleTriggers {
             type_: "mysql".into(),
-            metadata: pairs(meta),
+            metadata: pairs(meta).into(),
             ..Default::default()
         };
         // `...FromEnv` is resolved before a scaler is built, as the adapter does.

@@ -29,7 +29,7 @@ pub fn build<S>(
 ) -> Result<S, ScalerError> {
     let trigger = ScaleTriggers {
         type_: type_.into(),
-        metadata: map(meta),
+        metadata: map(meta).into(),
         ..Default::default()
     };
     let auth: AuthParams = map(auth);

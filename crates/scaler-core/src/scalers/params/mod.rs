@@ -32,11 +32,11 @@ mod values;
 /// KEDA's `int64` syntax, for a scaler that reads a variant of it.
 pub(in crate::scalers) use values::int64;
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;
 
 use super::{AuthParams, ScalerError};
+use crate::trigger_metadata::TriggerMetadata;
 
 /// Where a parameter may come from (a source in KEDA's `order=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -301,7 +301,7 @@ impl<P: Presence> Param<P> {
 /// and its authentication parameters.
 #[derive(Clone, Copy)]
 pub struct Params<'a> {
-    metadata: &'a BTreeMap<String, String>,
+    metadata: &'a TriggerMetadata,
     auth: &'a AuthParams,
     /// The trigger's index, for logs.
     index: usize,
@@ -319,13 +319,13 @@ impl std::fmt::Debug for Params<'_> {
 }
 
 /// The trimmed value of `key` in `map`; empty counts as absent.
-fn present<'a>(map: &'a BTreeMap<String, String>, key: &str) -> Option<&'a str> {
-    map.get(key).map(|v| v.trim()).filter(|v| !v.is_empty())
+fn present(value: Option<&String>) -> Option<&str> {
+    value.map(|v| v.trim()).filter(|v| !v.is_empty())
 }
 
 impl<'a> Params<'a> {
     /// The reader of trigger `index`'s `metadata` and `auth`.
-    pub fn new(metadata: &'a BTreeMap<String, String>, auth: &'a AuthParams, index: usize) -> Self {
+    pub fn new(metadata: &'a TriggerMetadata, auth: &'a AuthParams, index: usize) -> Self {
         Params {
             metadata,
             auth,
@@ -414,7 +414,11 @@ impl<'a> Params<'a> {
                     Order(p.from)
                 );
             }
-            if found.is_none() && p.secret && !from_env && present(self.metadata, name).is_some() {
+            if found.is_none()
+                && p.secret
+                && !from_env
+                && present(self.metadata.get(name)).is_some()
+            {
                 return Err(ScalerError::invalid(
                     p.name,
                     format!("{name} must come from a TriggerAuthentication or {name}FromEnv, not from plain metadata"),
@@ -432,9 +436,9 @@ impl<'a> Params<'a> {
     /// The value of `name` in `source`.
     fn at(&self, source: Source, name: &str) -> Option<&'a str> {
         match source {
-            Source::Meta if !self.names_env(name) => present(self.metadata, name),
-            Source::Env if self.names_env(name) => present(self.metadata, name),
-            Source::Auth => present(self.auth, name),
+            Source::Meta if !self.names_env(name) => present(self.metadata.get(name)),
+            Source::Env if self.names_env(name) => present(self.metadata.get(name)),
+            Source::Auth => present(self.auth.get(name)),
             Source::Meta | Source::Env => None,
         }
     }
@@ -445,7 +449,7 @@ mod tests {
     use super::Source::{Auth, Env, Meta};
     use super::*;
 
-    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    fn map<M: FromIterator<(String, String)>>(pairs: &[(&str, &str)]) -> M {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
