@@ -1,13 +1,15 @@
 //! What the scalers of every ScaledObject share: one HTTP client per Prometheus TLS setup,
 //! one MySQL pool per DSN, one Kafka client per cluster configuration, one gRPC connection
-//! per external scaler, and the maps that let identical queries in flight share one round
-//! trip.
+//! per external scaler, the maps that let identical queries in flight share one round
+//! trip, and the scalers themselves where ScaledObjects ask the same question
+//! ([`SharedScalers`]).
 //!
 //! One [`Pools`] is made by whoever runs the scalers (`eventscale run`, `eval`, a test) and
 //! handed to every scaler it builds; nothing of it is process-global, so two of them (two
 //! tests) never see each other's connections.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
 
 use crate::kafka::KafkaClients;
 use crate::scalers::external::ExternalClients;
@@ -26,11 +28,82 @@ pub struct Pools {
     /// Connections to external scalers by address and TLS settings, and where
     /// `external-push` streams deliver.
     pub external: Arc<ExternalClients>,
+    /// Built scalers, shared by the triggers built from the same inputs.
+    pub scalers: SharedScalers,
 }
 
 impl std::fmt::Debug for Pools {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Keys hold credentials: never printed.
         f.debug_struct("Pools").finish_non_exhaustive()
+    }
+}
+
+/// A scaler and the inputs it was built from, as a runtime holds them.
+pub type Built = (
+    Arc<dyn crate::scalers::Scaler>,
+    Arc<crate::runtime::Resolved>,
+);
+
+/// The shared scalers by the key of their inputs, held weakly.
+type Weakly = HashMap<
+    String,
+    (
+        Weak<dyn crate::scalers::Scaler>,
+        Weak<crate::runtime::Resolved>,
+    ),
+>;
+
+/// Scalers built from identical inputs, shared: 50,000 ScaledObjects asking ten Prometheus
+/// questions hold ten scalers, not 50,000. Only the types whose scaler depends on nothing
+/// but its inputs (not on the ScaledObject's name or namespace, and keeping no state
+/// between polls) are shared; see [`SharedScalers::shareable`]. Entries are weak: a scaler
+/// lives as long as a runtime holds it.
+#[derive(Default)]
+pub struct SharedScalers {
+    built: Mutex<Weakly>,
+    /// The map's size after its last clean-up of dead entries.
+    cleaned_at: std::sync::atomic::AtomicUsize,
+}
+
+impl SharedScalers {
+    /// Whether a `trigger_type` scaler is the same for every trigger built from the same
+    /// inputs. kubernetes-workload reads the ScaledObject's namespace, Kafka keeps the
+    /// offsets it saw last, external scalers are told the ScaledObject: not shared.
+    pub fn shareable(trigger_type: &str) -> bool {
+        matches!(trigger_type, "prometheus" | "cron" | "mysql")
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Weakly> {
+        self.built.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The scaler built from `key`'s inputs, while one is held.
+    pub fn get(&self, key: &str) -> Option<Built> {
+        let built = self.lock();
+        let (scaler, resolved) = built.get(key)?;
+        Some((scaler.upgrade()?, resolved.upgrade()?))
+    }
+
+    /// Share `built` under `key`. Dead entries are dropped whenever the map has doubled
+    /// since the last time.
+    pub fn put(&self, key: String, built: &Built) {
+        use std::sync::atomic::Ordering;
+        let mut map = self.lock();
+        map.insert(key, (Arc::downgrade(&built.0), Arc::downgrade(&built.1)));
+        if map.len() > 2 * self.cleaned_at.load(Ordering::Relaxed).max(64) {
+            map.retain(|_, (s, r)| s.strong_count() > 0 && r.strong_count() > 0);
+            self.cleaned_at.store(map.len(), Ordering::Relaxed);
+        }
+    }
+
+    /// How many distinct scalers are shared now (dead entries not yet dropped count).
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }

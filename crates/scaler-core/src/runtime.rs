@@ -117,7 +117,25 @@ pub struct BuiltTrigger {
     pub scaler: Result<Arc<dyn Scaler>, TriggerError>,
     /// The trigger with `FromEnv` resolved and its authentication parameters: what the
     /// scaler was built from, to build it again after an error without reading anything.
-    resolved: Option<(ScaleTriggers, AuthParams)>,
+    resolved: Option<Arc<Resolved>>,
+}
+
+/// A trigger with `FromEnv` resolved, and its authentication parameters.
+pub type Resolved = (ScaleTriggers, AuthParams);
+
+/// What makes two triggers' scalers the same: the trigger as resolved, its authentication
+/// parameters, its index (in the metric name) and whether it feeds a formula.
+fn share_key(
+    index: usize,
+    as_metric_source: bool,
+    trigger: &ScaleTriggers,
+    auth: &AuthParams,
+) -> String {
+    format!(
+        "{index}\u{0}{as_metric_source}\u{0}{}\u{0}{}",
+        serde_json::to_string(trigger).unwrap_or_default(),
+        serde_json::to_string(auth).unwrap_or_default()
+    )
 }
 
 impl std::fmt::Debug for BuiltTrigger {
@@ -181,6 +199,17 @@ pub async fn build_triggers(so: &ScaledObject, inputs: &BuildInputs<'_>) -> Vec<
         for (param, why) in &auth.unresolved {
             debug!(scaledobject = %format!("{namespace}/{name}"), trigger = index, param = %param, "authentication parameter left empty: {why}");
         }
+        // A scaler built from the same inputs for another ScaledObject is shared.
+        let key = crate::pools::SharedScalers::shareable(&trigger.type_)
+            .then(|| share_key(index, owner.as_metric_source, &trigger, &auth.params));
+        if let Some((scaler, resolved)) = key.as_deref().and_then(|k| inputs.pools.scalers.get(k)) {
+            out.push(BuiltTrigger {
+                name: trigger.name.clone(),
+                scaler: Ok(scaler),
+                resolved: Some(resolved),
+            });
+            continue;
+        }
         let scaler = build_one(
             &owner,
             index,
@@ -200,9 +229,17 @@ pub async fn build_triggers(so: &ScaledObject, inputs: &BuildInputs<'_>) -> Vec<
                 external::is_external(&trigger.type_) && matches!(e.source, ScalerError::Query(_))
             }
         };
+        let name = trigger.name.clone();
+        let resolved = retry.then(|| Arc::new((trigger, auth.params)));
+        if let (Some(key), Ok(scaler), Some(resolved)) = (key, &scaler, &resolved) {
+            inputs
+                .pools
+                .scalers
+                .put(key, &(scaler.clone(), resolved.clone()));
+        }
         out.push(BuiltTrigger {
-            name: trigger.name.clone(),
-            resolved: retry.then_some((trigger, auth.params)),
+            name,
+            resolved,
             scaler,
         });
     }
@@ -363,16 +400,34 @@ impl Runtime {
     /// read), after its query (or its build) failed. `None` when it cannot be.
     async fn rebuild(&self, index: usize) -> Option<Arc<dyn Scaler>> {
         let slot = self.triggers.get(index)?;
-        let (trigger, auth) = slot
+        let resolved = slot
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .resolved
             .clone()?;
+        let (trigger, auth) = &*resolved;
+        // A shared scaler another ScaledObject has already built afresh is taken as it is:
+        // a source down for 5,000 ScaledObjects is not 5,000 new scalers.
+        let key = crate::pools::SharedScalers::shareable(&trigger.type_)
+            .then(|| share_key(index, self.owner.as_metric_source, trigger, auth));
+        if let Some((fresh, _)) = key.as_deref().and_then(|k| self.pools.scalers.get(k)) {
+            let mut slot = slot.write().unwrap_or_else(|p| p.into_inner());
+            let same = |s: &Arc<dyn Scaler>| {
+                std::ptr::eq(
+                    Arc::as_ptr(s).cast::<()>(),
+                    Arc::as_ptr(&fresh).cast::<()>(),
+                )
+            };
+            if !slot.scaler.as_ref().is_ok_and(same) {
+                slot.scaler = Ok(fresh.clone());
+                return Some(fresh);
+            }
+        }
         let built = build_one(
             &self.owner,
             index,
-            &trigger,
-            &auth,
+            trigger,
+            auth,
             self.client.as_ref(),
             &self.pools,
         )
@@ -381,6 +436,11 @@ impl Runtime {
         match built {
             Ok(scaler) => {
                 slot.scaler = Ok(scaler.clone());
+                if let Some(key) = key {
+                    self.pools
+                        .scalers
+                        .put(key, &(scaler.clone(), resolved.clone()));
+                }
                 Some(scaler)
             }
             Err(source) => {
@@ -905,5 +965,80 @@ mod tests {
         // The Secret is missing: the bearer token comes out empty, and the error says why.
         let e = all[0].scaler(0).unwrap().unwrap_err();
         assert!(e.to_string().contains("creds"), "{e}");
+    }
+
+    fn one_trigger(ns: &str, name: &str, trigger: serde_json::Value) -> ScaledObject {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": ns, "uid": name, "generation": 1},
+            "spec": {"scaleTargetRef": {"name": "web"}, "triggers": [trigger]}
+        }))
+        .unwrap()
+    }
+
+    fn same(a: &Arc<dyn Scaler>, b: &Arc<dyn Scaler>) -> bool {
+        std::ptr::eq(Arc::as_ptr(a).cast::<()>(), Arc::as_ptr(b).cast::<()>())
+    }
+
+    #[tokio::test]
+    async fn identical_triggers_share_one_scaler_and_others_do_not() {
+        let rts = Runtimes::new(
+            Arc::new(NoSourceFactory),
+            Arc::new(Unwatched),
+            None,
+            "keda".into(),
+            Arc::new(Unobserved),
+        );
+        let prom = |q: &str| {
+            serde_json::json!({"type": "prometheus", "metadata":
+                {"serverAddress": "http://127.0.0.1:1", "threshold": "1", "query": q}})
+        };
+        let scaler = |so: &ScaledObject| {
+            let rts = &rts;
+            let so = so.clone();
+            async move { rts.get(&so).await.scaler(0).unwrap().unwrap() }
+        };
+        // Same question, other namespaces and names: one scaler.
+        let a = scaler(&one_trigger("a", "x", prom("up"))).await;
+        let b = scaler(&one_trigger("b", "y", prom("up"))).await;
+        assert!(same(&a, &b));
+        // Another query, or the same one as a second trigger (another metric name): not.
+        let c = scaler(&one_trigger("a", "z", prom("down"))).await;
+        assert!(!same(&a, &c));
+        let two: ScaledObject = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "two", "namespace": "a", "uid": "two", "generation": 1},
+            "spec": {"scaleTargetRef": {"name": "web"}, "triggers": [prom("down"), prom("up")]}
+        }))
+        .unwrap();
+        let second = rts.get(&two).await.scaler(1).unwrap().unwrap();
+        assert!(!same(&a, &second));
+        assert_eq!(second.metric_spec().name, "s1-prometheus");
+        // kubernetes-workload reads its ScaledObject's namespace: never shared.
+        let workload = serde_json::json!({"type": "kubernetes-workload",
+            "metadata": {"podSelector": "app=web", "value": "1"}});
+        let w1 = scaler(&one_trigger("a", "w", workload.clone())).await;
+        let w2 = scaler(&one_trigger("b", "w", workload)).await;
+        assert!(!same(&w1, &w2));
+        // Held weakly: gone with the last runtime that holds it.
+        let key = share_key(
+            0,
+            false,
+            &ScaleTriggers {
+                type_: "prometheus".into(),
+                metadata: crate::trigger_metadata::TriggerMetadata::from([
+                    (
+                        "serverAddress".to_string(),
+                        "http://127.0.0.1:1".to_string(),
+                    ),
+                    ("threshold".to_string(), "1".to_string()),
+                    ("query".to_string(), "up".to_string()),
+                ]),
+                ..Default::default()
+            },
+            &AuthParams::new(),
+        );
+        assert!(rts.pools.scalers.get(&key).is_some());
+        rts.retain(|_, _| false);
+        drop((a, b, c, second, w1, w2));
+        assert!(rts.pools.scalers.get(&key).is_none());
     }
 }
