@@ -23,8 +23,9 @@ pub struct Cached {
     pub target: Option<(f64, crate::scalers::MetricTargetType)>,
 }
 
-/// Per metric (lowercase name), the last poll of one ScaledObject.
-type Metrics = Arc<HashMap<String, Cached>>;
+/// Per metric (lowercase name), the last poll of one ScaledObject: a list, as an object
+/// has one to a few cached triggers (a map's table would be most of the entry's memory).
+type Metrics = Arc<[(String, Cached)]>;
 
 /// Per namespace, per ScaledObject name, the last poll of each metric: nested so that a
 /// read looks up by the `&str`s it has, allocating nothing.
@@ -45,29 +46,30 @@ impl MetricCache {
     ) -> Option<Cached> {
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
         let so = entries.get(namespace)?.get(name)?;
+        let find = |m: &str| so.iter().find(|(k, _)| k == m).map(|(_, c)| c);
         let found = if metric.bytes().any(|b| b.is_ascii_uppercase()) {
-            so.get(&metric.to_ascii_lowercase())
+            find(&metric.to_ascii_lowercase())
         } else {
-            so.get(metric)
+            find(metric)
         };
         found.filter(|c| c.at.elapsed() <= max_age).cloned()
     }
 
     /// Replace what is stored for `namespace/name`.
     pub fn put(&self, namespace: &str, name: &str, metrics: HashMap<String, Cached>) {
-        let metrics = metrics
+        let metrics: Metrics = metrics
             .into_iter()
             .map(|(k, v)| (k.to_ascii_lowercase(), v))
             .collect();
         let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
         match entries.get_mut(namespace) {
             Some(names) => {
-                names.insert(name.to_string(), Arc::new(metrics));
+                names.insert(name.to_string(), metrics);
             }
             None => {
                 entries.insert(
                     namespace.to_string(),
-                    HashMap::from([(name.to_string(), Arc::new(metrics))]),
+                    HashMap::from([(name.to_string(), metrics)]),
                 );
             }
         }
