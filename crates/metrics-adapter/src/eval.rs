@@ -299,14 +299,9 @@ async fn runtime(
         operator_namespace: operator_ns,
         pools,
     };
-    Runtime::build(
-        so,
-        &build,
-        Vec::new(),
-        pools.clone(),
-        std::sync::Arc::new(Unobserved),
-    )
-    .await
+    let with =
+        scaler_core::runtime::With::new(pools.clone(), None, std::sync::Arc::new(Unobserved));
+    Runtime::build(so, &build, Vec::new(), with).await
 }
 
 /// Evaluate one ScaledObject's triggers: its runtime built from the files, as in the

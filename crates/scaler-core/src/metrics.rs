@@ -67,14 +67,12 @@ pub async fn evaluate_metric(so: &ScaledObject, metric: &str) -> Result<MetricSa
         operator_namespace: "",
         pools: &pools,
     };
-    let rt = crate::runtime::Runtime::build(
-        so,
-        &inputs,
-        Vec::new(),
+    let with = crate::runtime::With::new(
         pools.clone(),
+        None,
         std::sync::Arc::new(crate::runtime::Unobserved),
-    )
-    .await;
+    );
+    let rt = crate::runtime::Runtime::build(so, &inputs, Vec::new(), with).await;
     rt.sample_metric(metric).await
 }
 

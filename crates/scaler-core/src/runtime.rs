@@ -307,9 +307,31 @@ pub struct Runtime {
     owner: Owner,
     triggers: Vec<RwLock<BuiltTrigger>>,
     deps: Vec<(Dep, Version)>,
+    with: Arc<With>,
+}
+
+/// What every runtime of one [`Runtimes`] uses, held once (a client's clone alone
+/// allocates): the shared clients, the cluster, the observer.
+pub struct With {
     pools: Arc<Pools>,
     client: Option<kube::Client>,
     observer: Arc<dyn Observer>,
+}
+
+impl With {
+    /// Runtimes using `pools`, reading the cluster through `client` (kubernetes-workload),
+    /// their queries observed by `observer`.
+    pub fn new(
+        pools: Arc<Pools>,
+        client: Option<kube::Client>,
+        observer: Arc<dyn Observer>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            pools,
+            client,
+            observer,
+        })
+    }
 }
 
 impl std::fmt::Debug for Runtime {
@@ -325,13 +347,12 @@ impl std::fmt::Debug for Runtime {
 
 impl Runtime {
     /// Build `so`'s runtime from `inputs`, recording `deps` (what the sources read, at the
-    /// versions they read).
+    /// versions they read); rebuilt triggers use `with`.
     pub async fn build(
         so: &ScaledObject,
         inputs: &BuildInputs<'_>,
         deps: Vec<(Dep, Version)>,
-        pools: Arc<Pools>,
-        observer: Arc<dyn Observer>,
+        with: Arc<With>,
     ) -> Self {
         let built = build_triggers(so, inputs).await;
         Self {
@@ -345,9 +366,7 @@ impl Runtime {
             owner: Owner::of(so),
             triggers: built.into_iter().map(RwLock::new).collect(),
             deps,
-            pools,
-            client: inputs.client.cloned(),
-            observer,
+            with,
         }
     }
 
@@ -410,7 +429,7 @@ impl Runtime {
         // a source down for 5,000 ScaledObjects is not 5,000 new scalers.
         let key = crate::pools::SharedScalers::shareable(&trigger.type_)
             .then(|| share_key(index, self.owner.as_metric_source, trigger, auth));
-        if let Some((fresh, _)) = key.as_deref().and_then(|k| self.pools.scalers.get(k)) {
+        if let Some((fresh, _)) = key.as_deref().and_then(|k| self.with.pools.scalers.get(k)) {
             let mut slot = slot.write().unwrap_or_else(|p| p.into_inner());
             let same = |s: &Arc<dyn Scaler>| {
                 std::ptr::eq(
@@ -428,8 +447,8 @@ impl Runtime {
             index,
             trigger,
             auth,
-            self.client.as_ref(),
-            &self.pools,
+            self.with.client.as_ref(),
+            &self.with.pools,
         )
         .await;
         let mut slot = slot.write().unwrap_or_else(|p| p.into_inner());
@@ -437,7 +456,8 @@ impl Runtime {
             Ok(scaler) => {
                 slot.scaler = Ok(scaler.clone());
                 if let Some(key) = key {
-                    self.pools
+                    self.with
+                        .pools
                         .scalers
                         .put(key, &(scaler.clone(), resolved.clone()));
                 }
@@ -526,7 +546,8 @@ impl Runtime {
     async fn timed(&self, scaler: &dyn Scaler) -> Result<crate::scalers::Sample, ScalerError> {
         let started = Instant::now();
         let result = scaler.sample().await;
-        self.observer
+        self.with
+            .observer
             .scaler_query(scaler.scaler_type(), started.elapsed(), result.is_ok());
         result
     }
@@ -650,6 +671,7 @@ pub struct Runtimes {
     pub health: Arc<HealthTracker>,
     builds: AtomicU64,
     default_interval: i32,
+    with: Arc<With>,
 }
 
 impl Runtimes {
@@ -661,13 +683,15 @@ impl Runtimes {
         operator_namespace: String,
         observer: Arc<dyn Observer>,
     ) -> Self {
+        let pools = Arc::new(Pools::default());
         Self {
             slots: Mutex::new(HashMap::new()),
             factory,
             versions,
+            with: With::new(pools.clone(), client.clone(), observer.clone()),
             client,
             operator_namespace,
-            pools: Arc::new(Pools::default()),
+            pools,
             observer,
             cache: Arc::new(MetricCache::default()),
             health: Arc::new(HealthTracker::default()),
@@ -757,14 +781,7 @@ impl Runtimes {
             operator_namespace: &self.operator_namespace,
             pools: &self.pools,
         };
-        let mut rt = Runtime::build(
-            so,
-            &inputs,
-            Vec::new(),
-            self.pools.clone(),
-            self.observer.clone(),
-        )
-        .await;
+        let mut rt = Runtime::build(so, &inputs, Vec::new(), self.with.clone()).await;
         rt.deps = sources.deps();
         self.builds.fetch_add(1, Ordering::Relaxed);
         let rt = Arc::new(rt);
