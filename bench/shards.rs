@@ -123,6 +123,48 @@ fn taken_over(log: &str, gone: &str) -> bool {
     })
 }
 
+/// What a cache shared through the Kubernetes API would cost: every replica would read
+/// values from its watch (as fast as its own cache, measured by [`forwarded_or_local`]),
+/// but every question's value would be written at every interval. Measured here: how many
+/// such writes kube-apiserver takes, 32 writers updating one ConfigMap each for 5 s, as
+/// fast as it answers. Returns writes per second.
+async fn api_write_capacity(client: &kube::Client) -> anyhow::Result<f64> {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Api, Patch, PatchParams, PostParams};
+    let ns = "bench-shared-cache";
+    crate::cluster::namespace(client, ns).await?;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    for i in 0..32 {
+        let cm: ConfigMap = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("question-{i}")}, "data": {"value": "0"}
+        }))?;
+        api.create(&PostParams::default(), &cm).await?;
+    }
+    let until = Instant::now() + Duration::from_secs(5);
+    let writers = (0..32).map(|i| {
+        let api = api.clone();
+        async move {
+            let (mut ok, mut n) = (0u64, 0u64);
+            while Instant::now() < until {
+                n += 1;
+                let patch = serde_json::json!({"data": {"value": n.to_string()}});
+                let name = format!("question-{i}");
+                if api
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .is_ok()
+                {
+                    ok += 1;
+                }
+            }
+            ok
+        }
+    });
+    let started = Instant::now();
+    let done: u64 = futures::future::join_all(writers).await.into_iter().sum();
+    Ok(done as f64 / started.elapsed().as_secs_f64())
+}
+
 /// Reads of cached metrics sent straight to replica 0 (as the aggregator sends them):
 /// those of objects it polls itself (answered from its cache) beside those of objects
 /// replicas 1 and 2 poll (forwarded to them), at the same rate.
@@ -295,6 +337,23 @@ pub async fn run(
             drop(zero);
             forget_group();
         }
+        // The shared cache's writes, with no replica running: the best the API gives.
+        let capacity = api_write_capacity(&client).await?;
+        let questions = total / 2;
+        report.push(Row::new(
+            "shards",
+            "a shared cache in the API: writes kube-apiserver takes",
+            vec![
+                ("writes/s", capacity),
+                (
+                    "needed/s, distinct questions",
+                    questions as f64 / interval as f64,
+                ),
+            ],
+            format!(
+                "32 writers patching one ConfigMap each for 5 s; needed: one write per question per {interval} s interval if each of the {questions} cached ScaledObjects asked its own question (this figure's share ten, which would need 1/s)"
+            ),
+        ));
         report.check(
             "shards",
             &format!("RSS of one replica holding all {total} ScaledObjects"),
