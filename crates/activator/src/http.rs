@@ -442,7 +442,7 @@ mod tests {
             panic!("an apply")
         };
         assert_eq!(
-            so.spec.triggers[0].metadata["scalerAddress"],
+            &so.spec.triggers[0].metadata["scalerAddress"],
             "eventscale-interceptor.eventscale:9090"
         );
         let body = serde_json::to_value(so.as_ref()).expect("JSON");

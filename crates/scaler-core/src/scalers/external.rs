@@ -75,9 +75,9 @@ pub fn resolve_env(trigger: &ScaleTriggers, env: &BTreeMap<String, String>) -> S
             if k.ends_with("FromEnv") {
                 env.get(v.trim())
                     .filter(|val| !val.is_empty())
-                    .map(|val| (k.clone(), val.clone()))
+                    .map(|val| (k.to_string(), val.clone()))
             } else {
-                Some((k.clone(), v.clone()))
+                Some((k.to_string(), v.to_string()))
             }
         })
         .collect();
@@ -439,7 +439,7 @@ impl ExternalScaler {
                 .trigger
                 .metadata
                 .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         };
         let mut client = ExternalScalerClient::new(conn.channel.clone());

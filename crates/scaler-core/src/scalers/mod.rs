@@ -275,7 +275,7 @@ pub fn with_env(
                 .map(|v| v.trim())
                 .filter(|v| !v.is_empty())
             {
-                Some(path) => out.metadata.insert(file, path.to_string()),
+                Some(path) => out.metadata.insert(file, path),
                 None => out.metadata.remove(&file),
             };
             continue;
@@ -293,7 +293,7 @@ pub fn with_env(
         let var = var.trim();
         match env.get(var).map(|v| v.trim()).filter(|v| !v.is_empty()) {
             Some(v) => {
-                out.metadata.insert(param.to_string(), v.to_string());
+                out.metadata.insert(param, v);
             }
             None => {
                 unresolved.insert(
@@ -361,9 +361,9 @@ mod tests {
             .collect();
         let (r, unresolved) = with_env(&t, &env);
         assert!(unresolved.is_empty());
-        assert_eq!(r.metadata["serverAddress"], "http://p:9090");
+        assert_eq!(&r.metadata["serverAddress"], "http://p:9090");
         assert_eq!(
-            r.metadata["threshold"], "3",
+            &r.metadata["threshold"], "3",
             "metadata wins over the environment"
         );
         // A missing variable leaves the parameter unset, as KEDA does; the scaler's
@@ -404,7 +404,7 @@ mod tests {
         let env: BTreeMap<String, String> =
             [("CREDS_PATH".to_string(), "/var/run/key.json".to_string())].into();
         let (r, unresolved) = with_env(&t, &env);
-        assert_eq!(r.metadata["credentialsFile"], "/var/run/key.json");
+        assert_eq!(&r.metadata["credentialsFile"], "/var/run/key.json");
         assert!(unresolved.is_empty());
         let (r, _) = with_env(&t, &BTreeMap::new());
         assert!(!r.metadata.contains_key("credentialsFile"));

@@ -319,7 +319,7 @@ impl std::fmt::Debug for Params<'_> {
 }
 
 /// The trimmed value of `key` in `map`; empty counts as absent.
-fn present(value: Option<&String>) -> Option<&str> {
+fn present(value: Option<&str>) -> Option<&str> {
     value.map(|v| v.trim()).filter(|v| !v.is_empty())
 }
 
@@ -438,7 +438,7 @@ impl<'a> Params<'a> {
         match source {
             Source::Meta if !self.names_env(name) => present(self.metadata.get(name)),
             Source::Env if self.names_env(name) => present(self.metadata.get(name)),
-            Source::Auth => present(self.auth.get(name)),
+            Source::Auth => present(self.auth.get(name).map(String::as_str)),
             Source::Meta | Source::Env => None,
         }
     }
