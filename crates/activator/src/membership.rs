@@ -168,7 +168,7 @@ impl Snapshot {
 
     /// Whether this replica owns the object and may act on it.
     pub fn owns(&self, kind: &str, namespace: &str, name: &str) -> bool {
-        self.acting && self.state.view.owns(&shard::key(kind, namespace, name))
+        self.acting && self.state.view.owns_object(kind, namespace, name)
     }
 
     /// The members as this replica saw them.

@@ -437,6 +437,10 @@ impl Drop for Busy {
     }
 }
 
+/// When each ScaledObject this replica polls is next due (Unix ms), by namespace and name:
+/// nested so that the scale loop looks objects up by the `&str`s it has.
+type Due = HashMap<String, HashMap<String, i64>>;
+
 /// The last value each `external-push` trigger pushed and when it was last acted on, by
 /// (namespace, name, trigger).
 type LastPushes = HashMap<(String, String, usize), (bool, Instant)>;
@@ -448,7 +452,7 @@ fn on_push(
     runtimes: &Arc<Runtimes>,
     store: &Store<ScaledObject>,
     activation: &Activation,
-    due: &mut HashMap<(String, String), i64>,
+    due: &mut Due,
     last: &mut LastPushes,
     gates: &Gates,
 ) -> bool {
@@ -507,7 +511,10 @@ fn on_push(
             // Only an object this replica polls has a poll time to bring forward (one it
             // owns but has not polled yet is polled at the round this starts anyway); a
             // poll time is kept only while it owns the object, which the round relies on.
-            if let Some(next) = due.get_mut(&(push.namespace, push.name)) {
+            if let Some(next) = due
+                .get_mut(&push.namespace)
+                .and_then(|names| names.get_mut(&push.name))
+            {
                 *next = 0;
             }
             true
@@ -585,7 +592,7 @@ pub async fn run(
     activation: Option<Activation>,
     mut pushes: Option<tokio::sync::mpsc::UnboundedReceiver<PushEvent>>,
 ) {
-    let mut due: HashMap<(String, String), i64> = HashMap::new();
+    let mut due = Due::new();
     // ScaledObjects with a poll still running: the next one waits (one loop per object,
     // as KEDA has), so a slow source or apiserver never piles polls up.
     let busy: Running = Arc::default();
@@ -632,17 +639,20 @@ pub async fn run(
         // not at every wake, which would copy every key four times a second.
         let tidy = tidied.elapsed() >= TIDY_EVERY
             || !last_view.as_ref().is_some_and(|v| v.same_as(&owned));
-        let mut live = std::collections::HashSet::new();
+        // Borrowed from `sos`: the pass allocates nothing per object it does not poll.
+        let mut live: std::collections::HashSet<(&str, &str)> = std::collections::HashSet::new();
         for so in sos
             .iter()
             .filter(|so| activation.is_some() || uses_cache(so))
             .filter(|so| so.metadata.deletion_timestamp.is_none())
         {
-            let key = (so.namespace().unwrap_or_default(), so.name_any());
-            if !owned.owns(kinds::SCALED_OBJECT, &key.0, &key.1) {
+            let ns = so.metadata.namespace.as_deref().unwrap_or_default();
+            let name = so.metadata.name.as_deref().unwrap_or_default();
+            if !owned.owns(kinds::SCALED_OBJECT, ns, name) {
                 continue;
             }
-            if !due.contains_key(&key) {
+            let polled = due.get(ns).and_then(|names| names.get(name)).copied();
+            if polled.is_none() {
                 // Just became this replica's (its poll times are kept only while it is):
                 // what it saw of it before may be older than what its last owner saw since.
                 if let Some(a) = &activation {
@@ -652,7 +662,7 @@ pub async fn run(
                 }
             }
             if tidy {
-                live.insert(key.clone());
+                live.insert((ns, name));
             }
             if activation.is_some() && !accepted(so) {
                 // Not yet accepted by the reconcile (or rejected by it): its first poll
@@ -661,23 +671,33 @@ pub async fn run(
                 continue;
             }
             let interval = runtimes.interval_of(so);
-            let next = due.entry(key.clone()).or_insert(0);
-            if now < *next {
-                earliest = earliest.min(*next);
+            let next = match polled {
+                Some(next) => next,
+                None => {
+                    due.entry(ns.to_string())
+                        .or_default()
+                        .insert(name.to_string(), 0);
+                    0
+                }
+            };
+            if now < next {
+                earliest = earliest.min(next);
                 continue;
             }
+            let following = next_aligned(now, interval);
+            earliest = earliest.min(following);
+            if let Some(t) = due.get_mut(ns).and_then(|names| names.get_mut(name)) {
+                *t = following;
+            }
+            let key = (ns.to_string(), name.to_string());
             if !busy
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(key.clone())
             {
-                debug!(scaledobject = %format!("{}/{}", key.0, key.1), "previous poll still running; skipping this one");
-                *next = next_aligned(now, interval);
-                earliest = earliest.min(*next);
+                debug!(scaledobject = %format!("{ns}/{name}"), "previous poll still running; skipping this one");
                 continue;
             }
-            *next = next_aligned(now, interval);
-            earliest = earliest.min(*next);
             // Marked busy from here: released when its poll ends, or if it never starts.
             round.push((so.clone(), Busy(busy.clone(), key), interval));
         }
@@ -699,15 +719,16 @@ pub async fn run(
             continue;
         }
         tidied = Instant::now();
-        due.retain(|k, _| live.contains(k));
-        last_pushes.retain(|(ns, name, _), _| live.contains(&(ns.clone(), name.clone())));
+        for (ns, names) in due.iter_mut() {
+            names.retain(|name, _| live.contains(&(ns.as_str(), name.as_str())));
+        }
+        due.retain(|_, names| !names.is_empty());
+        last_pushes.retain(|(ns, name, _), _| live.contains(&(ns.as_str(), name.as_str())));
         gates
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|k, _| live.contains(k));
-        runtimes
-            .cache
-            .retain(|ns, name| live.contains(&(ns.to_string(), name.to_string())));
+            .retain(|(ns, name), _| live.contains(&(ns.as_str(), name.as_str())));
+        runtimes.cache.retain(|ns, name| live.contains(&(ns, name)));
     }
 }
 

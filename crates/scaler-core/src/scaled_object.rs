@@ -380,9 +380,12 @@ pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration
 
 /// Drop what eventscale never reads from a ScaledObject it keeps in memory: the
 /// managedFields and kubectl's last-applied copy, which together are often larger than
-/// the rest of the object. For watch streams feeding a reflector (`.modify(slim)`).
+/// the rest of the object, and its resourceVersion. For watch streams feeding a reflector
+/// (`.modify(slim)`).
 pub fn slim(so: &mut ScaledObject) {
     so.metadata.managed_fields = None;
+    // Nothing compares a stored ScaledObject's version (the watch keeps its own).
+    so.metadata.resource_version = None;
     if let Some(a) = so.metadata.annotations.as_mut() {
         a.remove(LAST_APPLIED);
     }
@@ -395,10 +398,10 @@ mod tests {
     use serde::Deserialize;
 
     #[test]
-    fn slim_drops_managed_fields_and_the_last_applied_copy_only() {
+    fn slim_drops_managed_fields_the_last_applied_copy_and_the_version_only() {
         let mut so: ScaledObject = serde_json::from_value(serde_json::json!({
             "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
-            "metadata": {"name": "so", "namespace": "ns",
+            "metadata": {"name": "so", "namespace": "ns", "resourceVersion": "42",
                 "annotations": {LAST_APPLIED: "{...}", "autoscaling.keda.sh/paused": "true"},
                 "managedFields": [{"manager": "kubectl", "operation": "Apply"}]},
             "spec": {"scaleTargetRef": {"name": "web"}, "triggers": []}
@@ -406,6 +409,7 @@ mod tests {
         .expect("ScaledObject");
         slim(&mut so);
         assert_eq!(so.metadata.managed_fields, None);
+        assert_eq!(so.metadata.resource_version, None);
         let a = so.metadata.annotations.expect("annotations kept");
         assert_eq!(a.len(), 1);
         assert_eq!(

@@ -108,6 +108,16 @@ impl View {
         self.owner(key).is_some_and(|m| m.identity == self.me)
     }
 
+    /// Whether this replica owns the object `kind/namespace/name` (as [`View::owns`] of
+    /// its [`key`], without making the key).
+    pub fn owns_object(&self, kind: &str, namespace: &str, name: &str) -> bool {
+        let parts = [kind, namespace, name];
+        self.owners
+            .iter()
+            .max_by_key(|m| (score_parts(&m.identity, &parts), m.identity.as_str()))
+            .is_some_and(|m| m.identity == self.me)
+    }
+
     /// Whether this replica counts for ownership.
     pub fn settled(&self) -> bool {
         self.owners.iter().any(|m| m.identity == self.me)
@@ -160,17 +170,28 @@ pub fn query_key(namespace: &str, trigger: &crate::scaled_object::ScaleTriggers)
 /// SplitMix64's mixer so close inputs spread. Stable across builds and platforms (every
 /// replica, whatever its version, must agree).
 pub fn score(member: &str, key: &str) -> u64 {
+    score_parts(member, &[key])
+}
+
+/// [`score`] of the key made of `parts` joined by `/`, without making it: the scale loop
+/// asks it of every object at every wake.
+pub fn score_parts(member: &str, parts: &[&str]) -> u64 {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
     let mut h = OFFSET;
-    for b in member
-        .as_bytes()
-        .iter()
-        .chain(&[0xff])
-        .chain(key.as_bytes())
-    {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(PRIME);
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(PRIME);
+        }
+    };
+    eat(member.as_bytes());
+    eat(&[0xff]);
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            eat(b"/");
+        }
+        eat(part.as_bytes());
     }
     let mut z = h.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -356,5 +377,32 @@ mod tests {
         let v = View::alone("me");
         assert!(keys(10).iter().all(|k| v.owns(k)));
         assert!(View::default().owner("k").is_none());
+    }
+
+    #[test]
+    fn an_object_is_scored_as_its_key() {
+        for (kind, ns, name) in [("ScaledObject", "ns", "so"), ("k", "", "n/x"), ("", "", "")] {
+            for member in ["a", "eventscale-7d9f-x", ""] {
+                assert_eq!(
+                    score_parts(member, &[kind, ns, name]),
+                    score(member, &key(kind, ns, name))
+                );
+            }
+        }
+        let members = vec![
+            m("a", 0, i64::MAX),
+            m("b", 0, i64::MAX),
+            m("c", 0, i64::MAX),
+        ];
+        for me in ["a", "b", "c"] {
+            let v = view(me, &members, 10_000);
+            for i in 0..200 {
+                let name = format!("so-{i}");
+                assert_eq!(
+                    v.owns_object("ScaledObject", "ns", &name),
+                    v.owns(&key("ScaledObject", "ns", &name))
+                );
+            }
+        }
     }
 }
