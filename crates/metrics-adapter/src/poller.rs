@@ -602,7 +602,6 @@ pub async fn run(
     let mut forgotten = Instant::now();
     let mut earliest = i64::MAX;
     let route = forwarder.map(|f| Route::new(shard.clone(), f));
-    let mut round = Vec::new();
     let mut tidied = Instant::now();
     let mut last_view: Option<activator::membership::Snapshot> = None;
     loop {
@@ -639,6 +638,8 @@ pub async fn run(
         // not at every wake, which would copy every key four times a second.
         let tidy = tidied.elapsed() >= TIDY_EVERY
             || !last_view.as_ref().is_some_and(|v| v.same_as(&owned));
+        // The objects this pass polls, started by `dispatch` after it.
+        let mut round = Vec::new();
         // Borrowed from `sos`: the pass allocates nothing per object it does not poll.
         let mut live: std::collections::HashSet<(&str, &str)> = std::collections::HashSet::new();
         for so in sos
@@ -703,7 +704,7 @@ pub async fn run(
         }
         if !round.is_empty() {
             tokio::spawn(dispatch(
-                std::mem::take(&mut round),
+                round,
                 Shared {
                     runtimes: runtimes.clone(),
                     store: store.clone(),

@@ -96,14 +96,4 @@ impl SharedScalers {
             self.cleaned_at.store(map.len(), Ordering::Relaxed);
         }
     }
-
-    /// How many distinct scalers are shared now (dead entries not yet dropped count).
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// Whether none is.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }

@@ -98,9 +98,14 @@ impl View {
 
     /// The owner of the object `key`, when any member is settled.
     pub fn owner(&self, key: &str) -> Option<&Member> {
+        self.owner_of(&[key])
+    }
+
+    /// The owner of the key made of `parts` joined by `/`, without making it.
+    fn owner_of(&self, parts: &[&str]) -> Option<&Member> {
         self.owners
             .iter()
-            .max_by_key(|m| (score(&m.identity, key), m.identity.as_str()))
+            .max_by_key(|m| (score_parts(&m.identity, parts), m.identity.as_str()))
     }
 
     /// Whether this replica owns `key`.
@@ -111,10 +116,7 @@ impl View {
     /// Whether this replica owns the object `kind/namespace/name` (as [`View::owns`] of
     /// its [`key`], without making the key).
     pub fn owns_object(&self, kind: &str, namespace: &str, name: &str) -> bool {
-        let parts = [kind, namespace, name];
-        self.owners
-            .iter()
-            .max_by_key(|m| (score_parts(&m.identity, &parts), m.identity.as_str()))
+        self.owner_of(&[kind, namespace, name])
             .is_some_and(|m| m.identity == self.me)
     }
 

@@ -18,11 +18,6 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub struct TriggerMetadata(Vec<(CompactString, CompactString)>);
 
 impl TriggerMetadata {
-    /// No parameters.
-    pub fn new() -> Self {
-        Self(Vec::new())
-    }
-
     fn find(&self, key: &str) -> Result<usize, usize> {
         self.0.binary_search_by(|(k, _)| k.as_str().cmp(key))
     }
@@ -66,11 +61,6 @@ impl TriggerMetadata {
         self.0.iter().map(|(k, _)| k.as_str())
     }
 
-    /// The values in name order.
-    pub fn values(&self) -> impl DoubleEndedIterator<Item = &str> + ExactSizeIterator {
-        self.0.iter().map(|(_, v)| v.as_str())
-    }
-
     /// How many parameters are set.
     pub fn len(&self) -> usize {
         self.0.len()
@@ -81,24 +71,11 @@ impl TriggerMetadata {
         self.0.is_empty()
     }
 
-    /// Keep the parameters `keep` accepts.
-    pub fn retain(&mut self, mut keep: impl FnMut(&str, &str) -> bool) {
-        self.0.retain(|(k, v)| keep(k, v));
-    }
-
     /// The parameters as a map.
     pub fn to_map(&self) -> BTreeMap<String, String> {
         self.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
-    }
-}
-
-impl Extend<(String, String)> for TriggerMetadata {
-    fn extend<I: IntoIterator<Item = (String, String)>>(&mut self, iter: I) {
-        for (k, v) in iter {
-            self.insert(k, v);
-        }
     }
 }
 
