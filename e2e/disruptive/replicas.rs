@@ -2,8 +2,10 @@
 //! here) split the ScaledObjects; a question asked by many ScaledObjects is asked of the
 //! source once per interval whatever the number of replicas; cached reads reaching a
 //! replica that does not poll them are forwarded to the one that does; the share of a
-//! replica killed without a word is taken over within its Lease's duration; and objects
-//! activated while replicas join and leave are each activated exactly once.
+//! replica killed without a word is taken over within its Lease's duration; a replica
+//! frozen past its deadline to act comes back joining anew, not acting on the share the
+//! others took; and objects activated while replicas join and leave are each activated
+//! exactly once.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -225,7 +227,7 @@ async fn replicas_share_the_objects_and_ask_each_question_once() {
     .await;
     eprintln!("[replicas] failover: c's share polled again {:.1} s after SIGKILL (Lease {LEASE_SECONDS} s)", took.as_secs_f64());
     assert!(
-        took <= Duration::from_secs(LEASE_SECONDS + 3),
+        took <= Duration::from_secs(LEASE_SECONDS),
         "failover took {took:?}"
     );
     for i in 0..N {
@@ -253,6 +255,90 @@ async fn replicas_share_the_objects_and_ask_each_question_once() {
         );
     }
     b.stop();
+}
+
+/// The owners a "replicas' group changed" line names, when `line` is one that acts.
+fn acting_owners(line: &str) -> Option<&str> {
+    if !(line.contains("replicas' group changed") && line.contains("acting=true")) {
+        return None;
+    }
+    let from = line.find("owners=[")?;
+    let rest = &line[from..];
+    Some(&rest[..rest.find(']')? + 1])
+}
+
+/// A replica frozen (SIGSTOP) past its deadline to act: the others take its share, and
+/// when it runs again (SIGCONT) it joins anew and counts itself an owner only after the
+/// settling delay, never at once on the share the others took meanwhile.
+#[tokio::test]
+async fn a_replica_frozen_past_its_deadline_joins_again_instead_of_acting() {
+    let _serial = crate::SERIAL.lock().await;
+    cluster();
+    let _restore = RestoreCluster;
+    let a = cluster_identity();
+    let b = Replica::start("e2e-frozen-b", 16453);
+    wait_settled(&[&a, "e2e-frozen-b"]).await;
+    let signal = |s: &str| {
+        let ok = Command::new("kill")
+            .args([s, &b.0.id().to_string()])
+            .status()
+            .is_ok_and(|st| st.success());
+        assert!(ok, "kill {s}");
+    };
+    let (seen_a, seen_b) = (
+        logs(&[a.as_str()])[0].1.len(),
+        logs(&["e2e-frozen-b"])[0].1.len(),
+    );
+    signal("-STOP");
+    let frozen = Instant::now();
+    let took = eventually(Duration::from_secs(20), "b's share taken over", || async {
+        let log = &logs(&[a.as_str()])[0].1;
+        log.get(seen_a..)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(acting_owners)
+            .any(|owners| !owners.contains("e2e-frozen-b"))
+            .then(|| frozen.elapsed())
+    })
+    .await;
+    eprintln!(
+        "[replicas] frozen b's share taken over {:.1} s after SIGSTOP (Lease {LEASE_SECONDS} s)",
+        took.as_secs_f64()
+    );
+    assert!(took <= Duration::from_secs(LEASE_SECONDS), "took {took:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    signal("-CONT");
+    let resumed = Instant::now();
+    // b says it joins again, and counts itself an owner only once settled anew.
+    let owner_again = eventually(Duration::from_secs(30), "b an owner again", || async {
+        let log = &logs(&["e2e-frozen-b"])[0].1;
+        log.get(seen_b..)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(acting_owners)
+            .any(|owners| owners.contains("e2e-frozen-b"))
+            .then(|| resumed.elapsed())
+    })
+    .await;
+    let log = logs(&["e2e-frozen-b"])[0]
+        .1
+        .get(seen_b..)
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        log.contains("joining again"),
+        "b did not join again:\n{log}"
+    );
+    let settle = LEASE_SECONDS as f64 * 2.0 / 3.0 + 1.0;
+    eprintln!(
+        "[replicas] b an owner again {:.1} s after SIGCONT (settling takes {settle:.0} s)",
+        owner_again.as_secs_f64()
+    );
+    assert!(
+        owner_again.as_secs_f64() >= settle - 1.0,
+        "b owned objects {owner_again:?} after it ran again, before settling anew:\n{log}"
+    );
+    wait_settled(&[&a, "e2e-frozen-b"]).await;
 }
 
 /// Objects activated from zero while replicas join and leave: each exactly once.

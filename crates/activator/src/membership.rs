@@ -6,10 +6,13 @@
 //!
 //! A round (every third of the Lease duration) renews this replica's Lease and lists the
 //! group's. A replica acts only within two thirds of the duration after the start of its
-//! last successful round, so a replica cut off from the apiserver stops before anyone may
-//! take its share (a full duration after its last renewal), as the leader elector does.
-//! Between rounds the view is worked out again every second from the last list: members
-//! settle and expire by the clock.
+//! last successful round, as the leader elector does; one whose round succeeds only after
+//! that deadline joins again (settling anew) instead of acting, for the others may have
+//! taken its share. The others take a member's share once a list begun after its deadline
+//! (and the skew margin) still shows no later renewal: a round is made at that instant, so
+//! a replica that dies is replaced within two thirds of the duration and the margin of its
+//! last renewal. Between rounds the view is worked out again every second from the last
+//! list: members settle by the clock.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -204,25 +207,23 @@ pub fn member_of(lease: &Lease) -> Option<Member> {
         .and_then(|a| a.get(ADDRESS_ANNOTATION))
         .filter(|a| !a.is_empty())
         .cloned();
+    let renewed_ms = renewed.timestamp_millis();
     Some(Member {
         identity,
         address,
         settled_at_ms,
-        expires_at_ms: renewed.timestamp_millis() + duration * 1000,
+        expires_at_ms: renewed_ms + duration * 1000,
+        acts_until_ms: renewed_ms + shard::acting_ms(duration * 1000),
     })
 }
 
-/// When a joining member settles, from the members listed after its Lease was written:
-/// at once when no other member is live, else after [`shard::settle_delay_ms`].
-pub fn settle_at(me: &str, listed: &[Member], now_ms: i64, duration_ms: i64) -> i64 {
-    let others_live = listed
+/// Whether a joining member is alone, from the members listed (by a list begun at
+/// `listed_at_ms`) after its Lease was written: no other member may be acting, so it
+/// settles at once instead of after [`shard::settle_delay_ms`].
+pub fn alone(me: &str, listed: &[Member], listed_at_ms: i64) -> bool {
+    !listed
         .iter()
-        .any(|m| m.identity != me && m.expires_at_ms + shard::SKEW_MARGIN_MS > now_ms);
-    if others_live {
-        now_ms + shard::settle_delay_ms(duration_ms)
-    } else {
-        now_ms
-    }
+        .any(|m| m.identity != me && !shard::gone(m, listed_at_ms))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -237,14 +238,7 @@ enum RoundError {
 
 fn lease_body(config: &MembershipConfig, settled_at_ms: i64, now: DateTime<Utc>) -> Lease {
     let mut annotations = BTreeMap::new();
-    annotations.insert(
-        SETTLED_ANNOTATION.to_string(),
-        if settled_at_ms == i64::MAX {
-            "joining".to_string()
-        } else {
-            settled_at_ms.to_string()
-        },
-    );
+    annotations.insert(SETTLED_ANNOTATION.to_string(), settled_at_ms.to_string());
     if let Some(a) = &config.address {
         annotations.insert(ADDRESS_ANNOTATION.to_string(), a.clone());
     }
@@ -273,20 +267,26 @@ fn group_list(config: &MembershipConfig) -> ListParams {
     ListParams::default().labels(&format!("{GROUP_LABEL}={}", config.group))
 }
 
-/// Join: write our Lease as joining, list the group, then write when we settle.
-async fn join(api: &Api<Lease>, config: &MembershipConfig) -> Result<Lease, RoundError> {
+/// Join: write our Lease settling after [`shard::settle_delay_ms`], then list the group and,
+/// when alone, write it again settling at once. Returns the Lease and the earliest this
+/// replica counts itself settled (Unix milliseconds): not before the delay has passed
+/// since the first write *landed*, for a replica that listed before it (and so acts on
+/// our share) may go on acting for two thirds of a duration after that list.
+async fn join(api: &Api<Lease>, config: &MembershipConfig) -> Result<(Lease, i64), RoundError> {
     let name = config.lease_name();
-    let now = Utc::now();
     let duration_ms = config.duration.as_millis() as i64;
-    let mut body = lease_body(config, i64::MAX, now);
-    // A Lease of ours from an earlier run of this identity: that run may still act until
-    // two thirds of a duration after its last renewal; we settle no earlier.
+    let delay = shard::settle_delay_ms(duration_ms);
+    // A Lease of ours from an earlier run of this identity (or from before this replica
+    // missed its deadline): that run may act until its deadline; we settle no earlier.
     let previous = api.get_opt(&name).await?;
     let earliest = previous
         .as_ref()
         .and_then(member_of)
-        .map(|m| m.expires_at_ms)
+        .map(|m| m.acts_until_ms.saturating_add(shard::SKEW_MARGIN_MS))
         .unwrap_or(i64::MIN);
+    let now = Utc::now();
+    let settles = (now.timestamp_millis() + delay).max(earliest);
+    let mut body = lease_body(config, settles, now);
     let written = match previous {
         Some(p) => {
             body.metadata.resource_version = p.metadata.resource_version;
@@ -299,6 +299,8 @@ async fn join(api: &Api<Lease>, config: &MembershipConfig) -> Result<Lease, Roun
         Err(kube::Error::Api(e)) if e.code == 409 => return Err(RoundError::Conflict),
         Err(e) => return Err(e.into()),
     };
+    let landed_ms = Utc::now().timestamp_millis();
+    let listed_at_ms = landed_ms;
     let listed: Vec<Member> = api
         .list(&group_list(config))
         .await?
@@ -306,30 +308,47 @@ async fn join(api: &Api<Lease>, config: &MembershipConfig) -> Result<Lease, Roun
         .iter()
         .filter_map(member_of)
         .collect();
-    let now_ms = Utc::now().timestamp_millis();
-    let settled = settle_at(&config.identity, &listed, now_ms, duration_ms).max(earliest);
+    if !alone(&config.identity, &listed, listed_at_ms) {
+        info!(lease = %name, settles_in_ms = (settles - now.timestamp_millis()).max(0), "joined the replicas' group");
+        return Ok((written, landed_ms + delay));
+    }
+    let now = Utc::now();
+    let settled = now.timestamp_millis().max(earliest);
     let mut body = lease_body(config, settled, now);
     body.metadata.resource_version = written.metadata.resource_version;
     match api.replace(&name, &PostParams::default(), &body).await {
         Ok(l) => {
-            info!(lease = %name, settles_in_ms = (settled - now_ms).max(0), "joined the replicas' group");
-            Ok(l)
+            info!(lease = %name, settles_in_ms = (settled - now.timestamp_millis()).max(0), "joined the replicas' group, alone");
+            Ok((l, i64::MIN))
         }
         Err(kube::Error::Api(e)) if e.code == 409 => Err(RoundError::Conflict),
         Err(e) => Err(e.into()),
     }
 }
 
-/// One round: renew (or join), then list. Returns the members listed. `ours` is our
-/// Lease as last written (its resourceVersion makes the next write safe); `None` to join.
+/// What a successful round saw: the members, when its list began (Unix milliseconds), and
+/// the earliest this replica counts itself settled (after a join).
+struct Listing {
+    members: Vec<Member>,
+    listed_at_ms: i64,
+    not_before_ms: Option<i64>,
+}
+
+/// One round: renew (or join), then list. `ours` is our Lease as last written (its
+/// resourceVersion makes the next write safe); `None` to join.
 async fn round(
     api: &Api<Lease>,
     config: &MembershipConfig,
     ours: &mut Option<Lease>,
-) -> Result<Vec<Member>, RoundError> {
+) -> Result<Listing, RoundError> {
     let name = config.lease_name();
+    let mut not_before_ms = None;
     let lease = match ours.take() {
-        None => join(api, config).await?,
+        None => {
+            let (lease, not_before) = join(api, config).await?;
+            not_before_ms = Some(not_before);
+            lease
+        }
         Some(mut lease) => {
             let spec = lease.spec.get_or_insert_with(Default::default);
             spec.renew_time = Some(micro(Utc::now()));
@@ -348,6 +367,7 @@ async fn round(
         }
     };
     *ours = Some(lease);
+    let listed_at_ms = Utc::now().timestamp_millis();
     let listed = api.list(&group_list(config)).await?;
     let now_ms = Utc::now().timestamp_millis();
     let duration_ms = config.duration.as_millis() as i64;
@@ -363,7 +383,17 @@ async fn round(
             }
         }
     }
-    Ok(listed.items.iter().filter_map(member_of).collect())
+    Ok(Listing {
+        members: listed.items.iter().filter_map(member_of).collect(),
+        listed_at_ms,
+        not_before_ms,
+    })
+}
+
+/// Whether this replica's deadline to act (two thirds of a duration after the start of its
+/// last successful round) has passed at `now`.
+fn lapsed(until: Option<Instant>, now: Instant) -> bool {
+    until.is_some_and(|u| now >= u)
 }
 
 /// Take part in the group until the process ends; the [`Shard`] says what this replica
@@ -389,6 +419,9 @@ pub fn spawn(client: Client, config: MembershipConfig) -> Shard {
         let deadline = config.duration * 2 / 3;
         let mut ours: Option<Lease> = None;
         let mut members: Vec<Member> = Vec::new();
+        let mut listed_at_ms = i64::MIN;
+        // After a join that was not alone: the earliest we count ourselves settled.
+        let mut not_before_ms = i64::MIN;
         let mut until: Option<Instant> = None;
         let mut next_round = Instant::now();
         loop {
@@ -397,6 +430,12 @@ pub fn spawn(client: Client, config: MembershipConfig) -> Shard {
             }
             if Instant::now() >= next_round {
                 let started = Instant::now();
+                // Past our deadline the others may have taken our share: join again.
+                if ours.is_some() && lapsed(until, started) {
+                    info!(lease = %config.lease_name(), "membership: the deadline to act passed without a renewal; joining again");
+                    ours = None;
+                }
+                let renewing = ours.is_some();
                 let budget = until
                     .map_or(every, |u| u.saturating_duration_since(started).min(every))
                     .max(Duration::from_millis(500));
@@ -404,10 +443,30 @@ pub fn spawn(client: Client, config: MembershipConfig) -> Shard {
                     .await
                     .unwrap_or(Err(RoundError::Timeout));
                 match result {
-                    Ok(listed) => {
-                        members = listed;
-                        until = Some(started + deadline);
-                        next_round = started + every;
+                    Ok(listing) => {
+                        members = listing.members;
+                        listed_at_ms = listing.listed_at_ms;
+                        if let Some(n) = listing.not_before_ms {
+                            not_before_ms = n;
+                        }
+                        if renewing && lapsed(until, Instant::now()) {
+                            // Renewed, but after the deadline: not acting on it.
+                            info!(lease = %config.lease_name(), "membership: renewed only after the deadline to act; joining again");
+                            ours = None;
+                            next_round = Instant::now();
+                        } else {
+                            until = Some(started + deadline);
+                            next_round = started + every;
+                        }
+                        // Look again when a member would stop acting unless it renews.
+                        if let Some(at) =
+                            shard::recheck_at(&config.identity, &members, listed_at_ms)
+                        {
+                            let wait = at.saturating_sub(Utc::now().timestamp_millis()).max(0);
+                            next_round =
+                                next_round.min(Instant::now() + Duration::from_millis(wait as u64));
+                        }
+                        next_round = next_round.max(Instant::now() + Duration::from_millis(100));
                     }
                     Err(e) => {
                         warn!(lease = %config.lease_name(), error = %e, "membership: the Leases could not be renewed or listed");
@@ -420,11 +479,20 @@ pub fn spawn(client: Client, config: MembershipConfig) -> Shard {
             }
             let acting = until.is_some_and(|u| Instant::now() < u);
             *acting_until.lock().unwrap_or_else(|p| p.into_inner()) = until;
-            let mut view = shard::view(&config.identity, &members, Utc::now().timestamp_millis());
+            for m in members.iter_mut().filter(|m| m.identity == config.identity) {
+                m.settled_at_ms = m.settled_at_ms.max(not_before_ms);
+            }
+            let mut view = shard::view(
+                &config.identity,
+                &members,
+                listed_at_ms,
+                Utc::now().timestamp_millis(),
+            );
             // Ownership needs who and where, not when: a renewal changes nothing.
             for m in &mut view.owners {
                 m.settled_at_ms = 0;
                 m.expires_at_ms = 0;
+                m.acts_until_ms = 0;
             }
             let state = State { view, acting };
             if **tx.borrow() != state {
@@ -501,6 +569,7 @@ mod tests {
         let m = member_of(&lease("a", 100, Some("5000"))).expect("member");
         assert_eq!(m.identity, "a");
         assert_eq!(m.expires_at_ms, 115_000);
+        assert_eq!(m.acts_until_ms, 110_000, "two thirds of the duration");
         assert_eq!(m.settled_at_ms, 5000);
         assert_eq!(m.address.as_deref(), Some("10.0.0.1:6443"));
         let joining = member_of(&lease("a", 100, Some("joining"))).expect("member");
@@ -509,31 +578,28 @@ mod tests {
     }
 
     #[test]
-    fn alone_settles_at_once_else_after_the_delay() {
+    fn alone_when_no_other_member_may_act() {
         let me = Member {
             identity: "me".into(),
             address: None,
             settled_at_ms: i64::MAX,
             expires_at_ms: 20_000,
+            acts_until_ms: 15_000,
         };
-        assert_eq!(
-            settle_at("me", std::slice::from_ref(&me), 1_000, 15_000),
-            1_000
-        );
-        let gone = Member {
+        assert!(alone("me", std::slice::from_ref(&me), 1_000));
+        // Another member's Lease, listed after it stopped acting (and the margin): gone.
+        let old = Member {
             identity: "old".into(),
-            expires_at_ms: 0,
+            acts_until_ms: 0,
             ..me.clone()
         };
-        assert_eq!(settle_at("me", &[me.clone(), gone], 1_000, 15_000), 1_000);
+        assert!(alone("me", &[me.clone(), old.clone()], 1_000));
+        assert!(!alone("me", &[me.clone(), old], 999), "within the margin");
         let other = Member {
             identity: "b".into(),
             ..me.clone()
         };
-        assert_eq!(
-            settle_at("me", &[me, other], 1_000, 15_000),
-            1_000 + 10_000 + shard::SKEW_MARGIN_MS
-        );
+        assert!(!alone("me", &[me, other], 1_000));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! purely from the members' Leases and the time.
 //!
 //! Every replica keeps a Lease of its own, renewed like a leader's. A member counts for
-//! ownership once it has *settled* and until its Lease *expires*; objects are assigned to
+//! ownership once it has *settled* and until it is *gone*; objects are assigned to
 //! the settled members by rendezvous hashing (highest score of `hash(member, object)`), so
 //! a member joining or leaving moves only the objects it gains or had.
 //!
@@ -11,9 +11,14 @@
 //! down); a joining member settles only after that long, so by then every replica still
 //! acting has seen it and computes the same owners. A member that is alone when it joins
 //! (no other live Lease after its own was written) settles at once: anybody acting would
-//! hold a live Lease. A member that dies stops acting before its Lease expires, and the
-//! others take its share only after the expiry. Clock skew is covered by a margin: another
-//! member counts as settled (or gone) a margin early, this one a margin late.
+//! hold a live Lease. A member that dies stops acting two thirds of a duration after its
+//! last renewal; the others take its share once a list of the Leases, *started* after that
+//! instant (and the skew margin), still shows that renewal: any later renewal would have
+//! been listed, and a round that succeeds only after the member's own deadline has passed
+//! makes it join again (settling anew) instead of acting. Time alone never makes another
+//! member gone: the others act only on a list fresh enough, and without one they have
+//! stopped acting too. Clock skew is covered by a margin: another member counts as settled
+//! (or gone) a margin early, this one a margin late.
 
 use std::fmt::Write as _;
 
@@ -28,6 +33,9 @@ pub struct Member {
     pub settled_at_ms: i64,
     /// When its Lease expires without renewal (Unix milliseconds).
     pub expires_at_ms: i64,
+    /// The latest it acts without renewing again (Unix milliseconds): two thirds of the
+    /// duration after its last renewal.
+    pub acts_until_ms: i64,
 }
 
 /// The members one replica sees, and how they share the objects.
@@ -50,19 +58,51 @@ pub fn settle_delay_ms(duration_ms: i64) -> i64 {
     duration_ms * 2 / 3 + SKEW_MARGIN_MS
 }
 
-/// The view of `members` from `me` at `now_ms`.
-pub fn view(me: &str, members: &[Member], now_ms: i64) -> View {
+/// The part of a Lease's duration a member acts for after a renewal, in milliseconds.
+pub fn acting_ms(duration_ms: i64) -> i64 {
+    duration_ms * 2 / 3
+}
+
+/// Whether another member is gone, from a list of the Leases started at `listed_at_ms`
+/// that showed `m` as it is: the list began after `m` stopped acting (a margin late), so
+/// it would have shown any later renewal. Time alone never makes another member gone: a
+/// replica acts only on a list fresh enough, and `m` may have renewed since an older one.
+pub fn gone(m: &Member, listed_at_ms: i64) -> bool {
+    m.acts_until_ms.saturating_add(SKEW_MARGIN_MS) <= listed_at_ms
+}
+
+/// When to list the Leases again to find a member gone as early as [`gone`] allows: the
+/// earliest instant another member listed at `listed_at_ms` stops acting (a margin late),
+/// unless it renews first. `None` when no other member will stop.
+pub fn recheck_at(me: &str, members: &[Member], listed_at_ms: i64) -> Option<i64> {
+    members
+        .iter()
+        .filter(|m| m.identity != me && !gone(m, listed_at_ms))
+        .map(|m| m.acts_until_ms.saturating_add(SKEW_MARGIN_MS))
+        .filter(|at| *at < i64::MAX)
+        .min()
+}
+
+/// The view of `members`, as listed by a list started at `listed_at_ms`, from `me` at
+/// `now_ms`.
+pub fn view(me: &str, members: &[Member], listed_at_ms: i64, now_ms: i64) -> View {
     let mut owners = Vec::new();
     let mut joining = Vec::new();
     for m in members {
         let ours = m.identity == me;
-        // Another member counts a margin early and goes a margin late; this one the reverse.
-        let (settle_margin, expiry_margin) = if ours {
-            (SKEW_MARGIN_MS, 0)
+        // Another member counts a margin early and goes a margin late; this one the reverse
+        // (its own acting is bounded by its deadline, not by its Lease).
+        let settle_margin = if ours {
+            SKEW_MARGIN_MS
         } else {
-            (-SKEW_MARGIN_MS, SKEW_MARGIN_MS)
+            -SKEW_MARGIN_MS
         };
-        if m.expires_at_ms.saturating_add(expiry_margin) <= now_ms {
+        let away = if ours {
+            m.expires_at_ms <= now_ms
+        } else {
+            gone(m, listed_at_ms)
+        };
+        if away {
             continue;
         }
         if m.settled_at_ms.saturating_add(settle_margin) <= now_ms {
@@ -91,6 +131,7 @@ impl View {
                 address: None,
                 settled_at_ms: i64::MIN,
                 expires_at_ms: i64::MAX,
+                acts_until_ms: i64::MAX,
             }],
             joining: Vec::new(),
         }
@@ -211,6 +252,7 @@ mod tests {
             address: None,
             settled_at_ms: settled,
             expires_at_ms: expires,
+            acts_until_ms: expires,
         }
     }
 
@@ -235,24 +277,26 @@ mod tests {
     #[test]
     fn settled_members_share_and_others_wait() {
         let members = [m("a", 0, 10_000), m("b", 0, 10_000), m("c", 9_000, 20_000)];
-        let v = view("a", &members, 5_000);
+        let v = view("a", &members, 0, 5_000);
         assert_eq!(v.identities(), ["a", "b"]);
         assert_eq!(v.joining, ["c"]);
         assert!(v.settled());
         // Another member counts a margin early, this one a margin late.
-        let v = view("a", &members, 8_000);
+        let v = view("a", &members, 0, 8_000);
         assert_eq!(v.identities(), ["a", "b", "c"]);
-        let v = view("c", &members, 8_000);
+        let v = view("c", &members, 0, 8_000);
         assert_eq!(v.identities(), ["a", "b"], "c waits its own margin");
         assert!(!v.settled());
-        let v = view("c", &members, 9_500);
+        let v = view("c", &members, 0, 9_500);
         assert!(!v.settled());
-        let v = view("c", &members, 10_000);
+        let v = view("c", &members, 0, 10_000);
         assert!(v.settled());
-        // Its own expiry ends a member's share at once; another's counts a margin late.
-        assert_eq!(view("b", &members, 10_000).identities(), ["a", "c"]);
-        assert_eq!(view("a", &members, 10_000).identities(), ["b", "c"]);
-        assert_eq!(view("a", &members, 11_000).identities(), ["c"]);
+        // Its own expiry ends a member's share at once; another's deadline counts a margin
+        // late, and only for a list begun after it.
+        assert_eq!(view("b", &members, 0, 10_000).identities(), ["a", "c"]);
+        assert_eq!(view("a", &members, 10_000, 10_000).identities(), ["b", "c"]);
+        assert_eq!(view("a", &members, 10_999, 11_000).identities(), ["b", "c"]);
+        assert_eq!(view("a", &members, 11_000, 11_000).identities(), ["c"]);
     }
 
     #[test]
@@ -264,7 +308,7 @@ mod tests {
         ];
         let views: Vec<View> = ["a", "b", "c"]
             .iter()
-            .map(|me| view(me, &members, 10_000))
+            .map(|me| view(me, &members, 0, 10_000))
             .collect();
         let mut counts = [0usize; 3];
         for k in keys(3_000) {
@@ -285,7 +329,7 @@ mod tests {
             m("b", 0, i64::MAX),
             m("c", 0, i64::MAX),
         ];
-        let (before, after) = (view("x", &two, 10_000), view("x", &three, 10_000));
+        let (before, after) = (view("x", &two, 0, 10_000), view("x", &three, 0, 10_000));
         let mut moved = 0;
         for k in keys(3_000) {
             let (was, is) = (before.owner(&k).unwrap(), after.owner(&k).unwrap());
@@ -317,9 +361,9 @@ mod tests {
             // Clocks up to the margin apart.
             for skew in [-SKEW_MARGIN_MS + 1, 0, SKEW_MARGIN_MS - 1] {
                 let views = [
-                    view("a", &members, now),
-                    view("b", &members, now + skew),
-                    view("c", &members, now - skew),
+                    view("a", &members, 0, now),
+                    view("b", &members, 0, now + skew),
+                    view("c", &members, 0, now - skew),
                 ];
                 for k in &ks {
                     let n = views.iter().filter(|v| v.owns(k)).count();
@@ -329,12 +373,158 @@ mod tests {
         }
         // After the margin every key has its owner again.
         let views = [
-            view("a", &members, settle + SKEW_MARGIN_MS),
-            view("b", &members, settle + SKEW_MARGIN_MS),
-            view("c", &members, settle + SKEW_MARGIN_MS),
+            view("a", &members, 0, settle + SKEW_MARGIN_MS),
+            view("b", &members, 0, settle + SKEW_MARGIN_MS),
+            view("c", &members, 0, settle + SKEW_MARGIN_MS),
         ];
         for k in &ks {
             assert_eq!(views.iter().filter(|v| v.owns(k)).count(), 1);
+        }
+    }
+
+    #[test]
+    fn a_list_begun_after_a_members_deadline_finds_it_gone() {
+        let b = Member {
+            acts_until_ms: 10_000,
+            ..m("b", 0, 15_000)
+        };
+        let members = [m("a", 0, i64::MAX), b];
+        // Listed before b's deadline (and the margin): b stays, however late it is, as b
+        // may have renewed since.
+        assert_eq!(view("a", &members, 10_999, 14_000).identities(), ["a", "b"]);
+        assert_eq!(view("a", &members, 10_999, 99_000).identities(), ["a", "b"]);
+        // A list begun after it that still shows the same renewal: gone at once.
+        assert_eq!(view("a", &members, 11_000, 11_000).identities(), ["a"]);
+        // When to look again for that, and nothing to look for once it is gone.
+        assert_eq!(recheck_at("a", &members, 5_000), Some(11_000));
+        assert_eq!(recheck_at("a", &members, 11_000), None);
+        assert_eq!(recheck_at("b", &members, 5_000), None, "a never stops");
+    }
+
+    /// A small deterministic generator for the timeline below.
+    struct Lcg(u64);
+    impl Lcg {
+        fn below(&mut self, n: i64) -> i64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((self.0 >> 33) % n.max(1) as u64) as i64
+        }
+    }
+
+    /// Member `a` renews each third of the duration and acts until two thirds after each
+    /// round's start; it is killed at a random instant, and some of its rounds stall (one
+    /// that succeeds after its deadline joins again instead of acting). Member `b` lists at
+    /// its own pace, looking again when [`recheck_at`] says. Clocks up to a margin apart,
+    /// with random latencies. Millisecond by millisecond: `b` never takes `a`'s share while
+    /// `a` acts, and takes it within two thirds of the duration and the margin (plus the
+    /// skew and the list's time) of the kill.
+    #[test]
+    fn a_member_is_never_taken_over_while_it_acts_and_a_dead_one_goes_in_time() {
+        for duration in [3_000, 6_000, 15_000] {
+            let (every, deadline) = (duration / 3, acting_ms(duration));
+            for seed in 0..150u64 {
+                let mut r = Lcg(seed * 7_919 + duration as u64);
+                // Stalls in half the runs; the other half check the time to take over.
+                let stalls = seed % 2 == 0;
+                let half = SKEW_MARGIN_MS / 2 - 1;
+                let (skew_a, skew_b) = (r.below(2 * half) - half, r.below(2 * half) - half);
+                let end = 8 * duration;
+                let killed = duration + r.below(4 * duration);
+                // a's renewals as (written at, real ms; stamp, a's clock) and its acting.
+                let mut writes: Vec<(i64, i64)> = Vec::new();
+                let mut acting: Vec<(i64, i64)> = Vec::new();
+                let (mut start, mut until) = (-every, 0i64);
+                while start < end {
+                    // The first round (its join, long settled) before anyone looks.
+                    let stall = if stalls && start >= 0 && r.below(6) == 0 {
+                        r.below(duration)
+                    } else {
+                        0
+                    };
+                    let written = start + r.below(150) + stall;
+                    if written >= killed {
+                        break;
+                    }
+                    writes.push((written, start + skew_a));
+                    let ok = written + r.below(150);
+                    if ok >= until && start >= 0 {
+                        break; // lapsed: joins again (settling anew), not modelled further
+                    }
+                    until = start + deadline;
+                    acting.push((ok, until.min(killed)));
+                    start = (start + every).max(ok);
+                }
+                let a_acts = |t: i64| acting.iter().any(|(from, to)| (*from..*to).contains(&t));
+                let listed = |read: i64| {
+                    writes
+                        .iter()
+                        .rev()
+                        .find(|(w, _)| *w <= read)
+                        .map(|(_, stamp)| Member {
+                            acts_until_ms: stamp + deadline,
+                            ..m("a", 0, stamp + duration)
+                        })
+                };
+                // b's rounds: (done at, acting until, listed at on b's clock, a as listed).
+                let mut b_start = r.below(every);
+                let mut rounds = Vec::new();
+                while b_start < end {
+                    let stall = if stalls && r.below(8) == 0 {
+                        r.below(duration)
+                    } else {
+                        0
+                    };
+                    let list_at = b_start + r.below(100);
+                    let read = list_at + r.below(100) + stall;
+                    let done = read + r.below(100);
+                    let a = listed(read);
+                    let mut next = b_start + every;
+                    if let Some(a) = &a {
+                        let members = [a.clone()];
+                        if let Some(at) = recheck_at("b", &members, list_at + skew_b) {
+                            next = next.min(at - skew_b);
+                        }
+                    }
+                    rounds.push((done, b_start + deadline, list_at + skew_b, a));
+                    b_start = next.max(done + 50);
+                }
+                let mut taken = None;
+                for t in 0..end {
+                    let Some((_, b_until, listed_at, a)) =
+                        rounds.iter().rev().find(|(done, ..)| *done <= t)
+                    else {
+                        continue;
+                    };
+                    if t >= *b_until {
+                        continue; // b is not acting
+                    }
+                    let without_a = a.as_ref().is_none_or(|a| gone(a, *listed_at));
+                    if without_a {
+                        assert!(
+                            !a_acts(t),
+                            "b took a's share while a acted at {t} (D {duration}, seed {seed}): a {acting:?} {writes:?}, b {:?}", rounds.iter().map(|r| (r.0, r.1, r.2, r.3.as_ref().map(|a| a.acts_until_ms))).collect::<Vec<_>>()
+                        );
+                        if t >= killed && taken.is_none() {
+                            taken = Some(t);
+                        }
+                    }
+                }
+                if !stalls {
+                    assert_eq!(
+                        acting.last().map(|(_, to)| *to),
+                        Some(killed),
+                        "a acted to the end"
+                    );
+                    let took = taken.expect("taken over") - killed;
+                    let bound = deadline + SKEW_MARGIN_MS + (skew_a - skew_b) + 300;
+                    assert!(
+                        took <= bound,
+                        "took {took} > {bound} (D {duration}, seed {seed})"
+                    );
+                }
+            }
         }
     }
 
@@ -397,7 +587,7 @@ mod tests {
             m("c", 0, i64::MAX),
         ];
         for me in ["a", "b", "c"] {
-            let v = view(me, &members, 10_000);
+            let v = view(me, &members, 0, 10_000);
             for i in 0..200 {
                 let name = format!("so-{i}");
                 assert_eq!(
