@@ -24,7 +24,7 @@ use futures::Stream;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
+use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams, Preconditions};
 use kube::{Api, Client};
 use scaler_core::shard::{self, Member, View};
 use tokio::sync::watch;
@@ -37,6 +37,10 @@ pub const GROUP_LABEL: &str = "eventscale.sh/member-of";
 pub const ADDRESS_ANNOTATION: &str = "eventscale.sh/address";
 /// The annotation with when a member settles (Unix milliseconds).
 pub const SETTLED_ANNOTATION: &str = "eventscale.sh/settled-at";
+/// The annotation with how long a member acts after a renewal (milliseconds). A Lease
+/// without it (an older replica, during an upgrade) counts as acting for its whole
+/// duration.
+pub const ACTING_ANNOTATION: &str = "eventscale.sh/acting-ms";
 
 /// The kinds objects are owned by, in their ownership keys.
 pub mod kinds {
@@ -188,6 +192,26 @@ fn micro(t: DateTime<Utc>) -> MicroTime {
     )
 }
 
+/// How long the holder of `lease` acts after a renewal (milliseconds): as its annotation
+/// says, else (an older replica) the whole duration.
+fn acting_ms_of(lease: &Lease) -> i64 {
+    let duration_ms = 1000
+        * i64::from(
+            lease
+                .spec
+                .as_ref()
+                .and_then(|s| s.lease_duration_seconds)
+                .unwrap_or(15),
+        );
+    lease
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ACTING_ANNOTATION))
+        .and_then(|v| v.parse::<i64>().ok())
+        .map_or(duration_ms, |a| a.clamp(0, duration_ms))
+}
+
 /// A member as its Lease describes it; `None` for a released or foreign Lease.
 pub fn member_of(lease: &Lease) -> Option<Member> {
     let spec = lease.spec.as_ref()?;
@@ -198,6 +222,7 @@ pub fn member_of(lease: &Lease) -> Option<Member> {
         .or(spec.acquire_time.as_ref())
         .and_then(|t| crate::chrono_time(t.0))?;
     let duration = i64::from(spec.lease_duration_seconds.unwrap_or(15));
+    let acting_ms = acting_ms_of(lease);
     let annotations = lease.metadata.annotations.as_ref();
     let settled_at_ms = annotations
         .and_then(|a| a.get(SETTLED_ANNOTATION))
@@ -213,7 +238,7 @@ pub fn member_of(lease: &Lease) -> Option<Member> {
         address,
         settled_at_ms,
         expires_at_ms: renewed_ms + duration * 1000,
-        acts_until_ms: renewed_ms + shard::acting_ms(duration * 1000),
+        acts_until_ms: renewed_ms + acting_ms,
     })
 }
 
@@ -239,6 +264,10 @@ enum RoundError {
 fn lease_body(config: &MembershipConfig, settled_at_ms: i64, now: DateTime<Utc>) -> Lease {
     let mut annotations = BTreeMap::new();
     annotations.insert(SETTLED_ANNOTATION.to_string(), settled_at_ms.to_string());
+    annotations.insert(
+        ACTING_ANNOTATION.to_string(),
+        shard::acting_ms(config.duration.as_millis() as i64).to_string(),
+    );
     if let Some(a) = &config.address {
         annotations.insert(ADDRESS_ANNOTATION.to_string(), a.clone());
     }
@@ -267,18 +296,29 @@ fn group_list(config: &MembershipConfig) -> ListParams {
     ListParams::default().labels(&format!("{GROUP_LABEL}={}", config.group))
 }
 
-/// Join: write our Lease settling after [`shard::settle_delay_ms`], then list the group and,
-/// when alone, write it again settling at once. Returns the Lease and the earliest this
-/// replica counts itself settled (Unix milliseconds): not before the delay has passed
-/// since the first write *landed*, for a replica that listed before it (and so acts on
-/// our share) may go on acting for two thirds of a duration after that list.
+/// Join: list the group, write our Lease settling after [`shard::settle_delay_ms`] (or,
+/// when a member's Lease is longer, after two thirds of it and the margin), then list the
+/// group again and, when alone, write it again settling at once. Returns the Lease and the
+/// earliest this replica counts itself settled (Unix milliseconds): not before the delay
+/// has passed since the first write *landed*, for a replica that listed before it (and so
+/// acts on our share) may go on acting for two thirds of its duration after that list.
 async fn join(api: &Api<Lease>, config: &MembershipConfig) -> Result<(Lease, i64), RoundError> {
     let name = config.lease_name();
     let duration_ms = config.duration.as_millis() as i64;
-    let delay = shard::settle_delay_ms(duration_ms);
+    let before = api.list(&group_list(config)).await?.items;
+    let ours = |l: &Lease| l.metadata.name.as_deref() == Some(name.as_str());
+    // A member with a longer Lease (a changed setting, an older replica) acts longer after
+    // its list than ours would: the delay is the longest, and the margin.
+    let longest = before
+        .iter()
+        .filter(|l| !ours(l))
+        .map(acting_ms_of)
+        .max()
+        .unwrap_or(0);
+    let delay = shard::settle_delay_ms(duration_ms).max(longest + shard::SKEW_MARGIN_MS);
     // A Lease of ours from an earlier run of this identity (or from before this replica
     // missed its deadline): that run may act until its deadline; we settle no earlier.
-    let previous = api.get_opt(&name).await?;
+    let previous = before.into_iter().find(|l| ours(l));
     let earliest = previous
         .as_ref()
         .and_then(member_of)
@@ -309,8 +349,9 @@ async fn join(api: &Api<Lease>, config: &MembershipConfig) -> Result<(Lease, i64
         .filter_map(member_of)
         .collect();
     if !alone(&config.identity, &listed, listed_at_ms) {
-        info!(lease = %name, settles_in_ms = (settles - now.timestamp_millis()).max(0), "joined the replicas' group");
-        return Ok((written, landed_ms + delay));
+        let not_before = landed_ms + delay;
+        info!(lease = %name, settles_in_ms = (not_before - now.timestamp_millis()).max(0), "joined the replicas' group");
+        return Ok((written, not_before));
     }
     let now = Utc::now();
     let settled = now.timestamp_millis().max(earliest);
@@ -343,18 +384,22 @@ async fn round(
 ) -> Result<Listing, RoundError> {
     let name = config.lease_name();
     let mut not_before_ms = None;
+    let mut joined = None;
     let lease = match ours.take() {
         None => {
             let (lease, not_before) = join(api, config).await?;
             not_before_ms = Some(not_before);
-            lease
+            // Kept only once the round's list succeeds: a join whose round fails is made
+            // again, so its settling time is never lost.
+            joined = Some(lease);
+            None
         }
         Some(mut lease) => {
             let spec = lease.spec.get_or_insert_with(Default::default);
             spec.renew_time = Some(micro(Utc::now()));
             spec.holder_identity = Some(config.identity.clone());
             match api.replace(&name, &PostParams::default(), &lease).await {
-                Ok(l) => l,
+                Ok(l) => Some(l),
                 // Changed or deleted by someone else: join again (settling anew).
                 Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {
                     return Err(RoundError::Conflict)
@@ -366,9 +411,14 @@ async fn round(
             }
         }
     };
-    *ours = Some(lease);
+    if lease.is_some() {
+        *ours = lease;
+    }
     let listed_at_ms = Utc::now().timestamp_millis();
     let listed = api.list(&group_list(config)).await?;
+    if joined.is_some() {
+        *ours = joined;
+    }
     let now_ms = Utc::now().timestamp_millis();
     let duration_ms = config.duration.as_millis() as i64;
     // Leases of replicas long gone (a Pod name is not reused): removed, one per round.
@@ -377,7 +427,15 @@ async fn round(
             && l.metadata.name.as_deref() != Some(name.as_str())
     }) {
         if let Some(n) = stale.metadata.name.as_deref() {
-            match api.delete(n, &DeleteParams::default()).await {
+            // Only the Lease as listed: one renewed since (its replica back) stays.
+            let params = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: stale.metadata.uid.clone(),
+                    resource_version: stale.metadata.resource_version.clone(),
+                }),
+                ..Default::default()
+            };
+            match api.delete(n, &params).await {
                 Ok(_) => info!(lease = %n, "removed the Lease of a replica long gone"),
                 Err(e) => warn!(lease = %n, error = %e, "removing a stale Lease failed"),
             }
@@ -436,9 +494,17 @@ pub fn spawn(client: Client, config: MembershipConfig) -> Shard {
                     ours = None;
                 }
                 let renewing = ours.is_some();
-                let budget = until
-                    .map_or(every, |u| u.saturating_duration_since(started).min(every))
-                    .max(Duration::from_millis(500));
+                if !renewing {
+                    // A join makes the others count us as joining: stop acting first.
+                    until = Some(until.map_or(started, |u| u.min(started)));
+                    *acting_until.lock().unwrap_or_else(|p| p.into_inner()) = until;
+                }
+                // A renewal must land before our deadline; a join has no deadline.
+                let budget = match until {
+                    Some(u) if renewing => u.saturating_duration_since(started).min(every),
+                    _ => every,
+                }
+                .max(Duration::from_millis(500));
                 let result = tokio::time::timeout(budget, round(&api, &config, &mut ours))
                     .await
                     .unwrap_or(Err(RoundError::Timeout));
@@ -472,6 +538,11 @@ pub fn spawn(client: Client, config: MembershipConfig) -> Shard {
                         warn!(lease = %config.lease_name(), error = %e, "membership: the Leases could not be renewed or listed");
                         if matches!(e, RoundError::Conflict) {
                             ours = None;
+                        }
+                        if ours.is_none() {
+                            // Our Lease is gone, changed, or its write was cut off: the
+                            // next round joins again; stop acting now.
+                            until = Some(until.map_or(started, |u| u.min(Instant::now())));
                         }
                         next_round = Instant::now() + Duration::from_secs(1).min(every);
                     }
@@ -520,11 +591,14 @@ pub fn spawn(client: Client, config: MembershipConfig) -> Shard {
     shard
 }
 
-/// Leave the group (on shutdown): stop acting at once, then delete our Lease so the
-/// others take our share at their next round instead of after the Lease's duration. Best
-/// effort, 3 s at most.
+/// Leave the group (on shutdown): stop acting at once, wait a second for acts under way,
+/// then delete our Lease so the others take our share at their next round instead of after
+/// our deadline. Best effort, 4 s at most.
 pub async fn leave(client: &Client, config: &MembershipConfig, shard: &Shard) {
     shard.leave();
+    // Acts already past their ownership check finish first (their writes take well under
+    // a second); the others take our share only after the delete.
+    tokio::time::sleep(Duration::from_millis(shard::SKEW_MARGIN_MS as u64)).await;
     let api: Api<Lease> = Api::namespaced(client.clone(), &config.namespace);
     let name = config.lease_name();
     match tokio::time::timeout(
@@ -569,7 +643,17 @@ mod tests {
         let m = member_of(&lease("a", 100, Some("5000"))).expect("member");
         assert_eq!(m.identity, "a");
         assert_eq!(m.expires_at_ms, 115_000);
-        assert_eq!(m.acts_until_ms, 110_000, "two thirds of the duration");
+        assert_eq!(
+            m.acts_until_ms, 115_000,
+            "an older replica's: its whole duration"
+        );
+        let mut l = lease("a", 100, Some("5000"));
+        l.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(ACTING_ANNOTATION.to_string(), "10000".to_string());
+        let m = member_of(&l).expect("member");
+        assert_eq!(m.acts_until_ms, 110_000, "as its Lease says");
         assert_eq!(m.settled_at_ms, 5000);
         assert_eq!(m.address.as_deref(), Some("10.0.0.1:6443"));
         let joining = member_of(&lease("a", 100, Some("joining"))).expect("member");
