@@ -7,7 +7,7 @@
 //! are coalesced into one request (see [`crate::coalesce`]).
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 /// One trigger's last poll.
@@ -25,7 +25,7 @@ pub struct Cached {
 
 /// Per metric (lowercase name), the last poll of one ScaledObject: a list, as an object
 /// has one to a few cached triggers (a map's table would be most of the entry's memory).
-type Metrics = Arc<[(String, Cached)]>;
+type Metrics = Box<[(String, Cached)]>;
 
 /// Per namespace, per ScaledObject name, the last poll of each metric: nested so that a
 /// read looks up by the `&str`s it has, allocating nothing.
@@ -55,17 +55,35 @@ impl MetricCache {
         found.filter(|c| c.at.elapsed() <= max_age).cloned()
     }
 
-    /// Replace what is stored for `namespace/name`.
+    /// Replace what is stored for `namespace/name`. The same metrics as at the last poll
+    /// (nearly always) are updated in place: a poll allocates nothing that outlives it, so
+    /// the long-lived entries are not spread among each round's short-lived allocations.
     pub fn put(&self, namespace: &str, name: &str, metrics: HashMap<String, Cached>) {
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(stored) = entries.get_mut(namespace).and_then(|n| n.get_mut(name)) {
+            let slot = |stored: &[(String, Cached)], m: &str| {
+                stored.iter().position(|(k, _)| k.eq_ignore_ascii_case(m))
+            };
+            if stored.len() == metrics.len() && metrics.keys().all(|m| slot(stored, m).is_some()) {
+                for (m, v) in metrics {
+                    if let Some(i) = slot(stored, &m) {
+                        stored[i].1 = v;
+                    }
+                }
+                return;
+            }
+        }
         let metrics: Metrics = metrics
             .into_iter()
             .map(|(k, v)| (k.to_ascii_lowercase(), v))
             .collect();
-        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
         match entries.get_mut(namespace) {
-            Some(names) => {
-                names.insert(name.to_string(), metrics);
-            }
+            Some(names) => match names.get_mut(name) {
+                Some(stored) => *stored = metrics,
+                None => {
+                    names.insert(name.to_string(), metrics);
+                }
+            },
             None => {
                 entries.insert(
                     namespace.to_string(),
@@ -311,6 +329,39 @@ mod tests {
             c.get("a", "so", "s0-prometheus", Duration::ZERO),
             None,
             "too old"
+        );
+        assert_eq!(c.len(), 2);
+        // Polled again, the same metric: updated in place; other metrics: replaced.
+        c.put(
+            "a",
+            "so",
+            HashMap::from([("s0-prometheus".to_string(), entry(3.0))]),
+        );
+        assert_eq!(
+            c.get("a", "so", "S0-Prometheus", hour).map(|c| c.value),
+            Some(Ok(3.0))
+        );
+        c.put(
+            "a",
+            "so",
+            HashMap::from([
+                ("s0-prometheus".to_string(), entry(4.0)),
+                ("s1-Cron".to_string(), entry(5.0)),
+            ]),
+        );
+        assert_eq!(
+            c.get("a", "so", "s1-cron", hour).map(|c| c.value),
+            Some(Ok(5.0))
+        );
+        c.put(
+            "a",
+            "so",
+            HashMap::from([("s1-cron".to_string(), entry(6.0))]),
+        );
+        assert_eq!(c.get("a", "so", "s0-prometheus", hour), None, "gone");
+        assert_eq!(
+            c.get("a", "so", "s1-cron", hour).map(|c| c.value),
+            Some(Ok(6.0))
         );
         assert_eq!(c.len(), 2);
         c.retain(|ns, _| ns == "b");
