@@ -515,6 +515,9 @@ pub fn spawn(client: Client, config: MembershipConfig) -> Shard {
                         if let Some(n) = listing.not_before_ms {
                             not_before_ms = n;
                         }
+                        for m in members.iter_mut().filter(|m| m.identity == config.identity) {
+                            m.settled_at_ms = m.settled_at_ms.max(not_before_ms);
+                        }
                         if renewing && lapsed(until, Instant::now()) {
                             // Renewed, but after the deadline: not acting on it.
                             info!(lease = %config.lease_name(), "membership: renewed only after the deadline to act; joining again");
@@ -550,9 +553,6 @@ pub fn spawn(client: Client, config: MembershipConfig) -> Shard {
             }
             let acting = until.is_some_and(|u| Instant::now() < u);
             *acting_until.lock().unwrap_or_else(|p| p.into_inner()) = until;
-            for m in members.iter_mut().filter(|m| m.identity == config.identity) {
-                m.settled_at_ms = m.settled_at_ms.max(not_before_ms);
-            }
             let mut view = shard::view(
                 &config.identity,
                 &members,
