@@ -250,12 +250,23 @@ fn start(rt: &tokio::runtime::Runtime, dir: &Path) -> anyhow::Result<Servers> {
             auth.clone(),
             telemetry.clone(),
         ));
-        let app = routes::app(provider, auth, telemetry);
+        let app = routes::app(provider, auth, telemetry.clone());
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
+        let serving = server::Serving {
+            telemetry,
+            ..Default::default()
+        };
         tokio::spawn(async move {
-            let _ =
-                server::serve_with(listener, tls2, app, Some(reads), std::future::pending()).await;
+            let _ = server::serve_with(
+                listener,
+                tls2,
+                app,
+                Some(reads),
+                serving,
+                std::future::pending(),
+            )
+            .await;
         });
         Ok::<_, anyhow::Error>(addr)
     })?;

@@ -8,6 +8,7 @@ pub mod api;
 pub mod auth;
 pub mod cert_reload;
 pub mod certs;
+pub mod connections;
 pub mod eval;
 pub mod forward;
 pub mod memory;

@@ -245,6 +245,11 @@ struct RunArgs {
     /// existing KEDA operator owns the HPAs.
     #[arg(long, env = "EVENTSCALE_METRICS_ONLY")]
     metrics_only: bool,
+    /// Connections the TLS port keeps open at once. When it is full, a new connection
+    /// closes one that is not answering a request (one that never sent a request first,
+    /// then the longest idle), or is refused if every one is.
+    #[arg(long, env = "EVENTSCALE_MAX_CONNECTIONS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
     /// Offer only HTTP/1.1 on the TLS port (no HTTP/2 by ALPN).
     #[arg(long, env = "EVENTSCALE_DISABLE_HTTP2")]
     disable_http2: bool,
@@ -756,7 +761,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         auth.clone(),
         telemetry.clone(),
     ));
-    let app = routes::app(provider, auth, telemetry);
+    let app = routes::app(provider, auth, telemetry.clone());
     let addr = SocketAddr::new(args.bind_address, args.secure_port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -768,7 +773,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         // duration.
         activator::membership::leave(&client, &membership, &shard).await;
     };
-    server::serve_with(listener, tls, app, Some(reads), shutdown).await
+    let serving = server::Serving {
+        limits: metrics_adapter::connections::Limits {
+            max_connections: args.max_connections as usize,
+            ..Default::default()
+        },
+        telemetry,
+    };
+    server::serve_with(listener, tls, app, Some(reads), serving, shutdown).await
 }
 
 /// SIGINT or SIGTERM (what Kubernetes sends a Pod that is stopping).

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -18,7 +18,9 @@ use tower::ServiceExt as _;
 use tracing::{debug, info};
 
 use crate::auth::authn::PeerCerts;
+use crate::connections::{Closed, Limits, Registry};
 use crate::routes::MetricReads;
+use crate::telemetry::Telemetry;
 
 /// How long a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -90,6 +92,27 @@ pub fn server_config(
     Ok(Arc::new(cfg))
 }
 
+/// How a port treats its connections and where it counts them.
+#[derive(Debug, Clone)]
+pub struct Serving {
+    /// The connection limits.
+    pub limits: Limits,
+    /// Where connections opened and closed are counted.
+    pub telemetry: Arc<Telemetry>,
+}
+
+impl Default for Serving {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            telemetry: Telemetry::new(),
+        }
+    }
+}
+
+/// How long a connection told to close may finish what it is writing before it is cut.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
 /// Accept TLS connections on `listener` and serve `app` until `shutdown` resolves.
 ///
 /// Each request carries the connection's client certificates as an `Arc<PeerCerts>`
@@ -101,20 +124,28 @@ pub async fn serve(
     app: Router,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    serve_with(listener, tls, app, None, shutdown).await
+    serve_with(listener, tls, app, None, Serving::default(), shutdown).await
 }
 
-/// [`serve`], with metric reads answered by `reads` directly (everything else by `app`).
+/// [`serve`], with metric reads answered by `reads` directly (everything else by `app`),
+/// and connections held to `serving`'s limits (see [`crate::connections`]).
 pub async fn serve_with(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     app: Router,
     reads: Option<Arc<MetricReads>>,
+    serving: Serving,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let http2 = tls.alpn_protocols.iter().any(|p| p == b"h2");
     let acceptor = TlsAcceptor::from(tls);
-    info!(addr = %listener.local_addr()?, "serving external.metrics.k8s.io over TLS");
+    let registry = Registry::new(serving.limits);
+    let (limits, telemetry) = (serving.limits, serving.telemetry);
+    info!(
+        addr = %listener.local_addr()?,
+        max_connections = serving.limits.max_connections,
+        "serving external.metrics.k8s.io over TLS"
+    );
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -129,24 +160,45 @@ pub async fn serve_with(
             },
             _ = &mut shutdown => return Ok(()),
         };
+        let place = match registry.admit() {
+            Ok((place, evicted)) => {
+                if evicted {
+                    telemetry.connection_closed(Closed::Evicted);
+                }
+                place
+            }
+            Err(why) => {
+                debug!(%peer, "every connection is answering a request; refusing this one");
+                telemetry.connection_closed(why);
+                drop(stream);
+                continue;
+            }
+        };
         // Small responses go out at once: with HTTP/2 an answer is several frames, and
         // Nagle's algorithm would hold the last until the client's delayed ACK.
         if let Err(e) = stream.set_nodelay(true) {
             debug!(%peer, error = %e, "cannot set TCP_NODELAY");
         }
         let acceptor = acceptor.clone();
-        let (app, reads) = (app.clone(), reads.clone());
+        let (app, reads, telemetry) = (app.clone(), reads.clone(), telemetry.clone());
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
+            let _open = telemetry.connection_open();
+            let conn = place.conn.clone();
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+            let tls = tokio::select! {
+                done = handshake => match done {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        debug!(%peer, "TLS handshake timed out");
+                        telemetry.connection_closed(Closed::Idle);
+                        return;
+                    }
+                },
+                _ = conn.evicted() => return,
             };
             let peer_certs = Arc::new(PeerCerts::new(
                 tls.get_ref()
@@ -159,20 +211,32 @@ pub async fn serve_with(
             if !http2 {
                 builder = builder.http1_only();
             }
-            // Bounded streams per connection and pending resets (Rapid Reset, CVE-2023-44487).
+            // Bounded streams per connection and pending resets (Rapid Reset, CVE-2023-44487),
+            // small flow-control windows (the API takes no request bodies), and a bounded
+            // header list (CONTINUATION floods end there).
             // Headers up to 64 KiB reach the handlers, so an over-long URI gets a Status
             // (request::MAX_URI_BYTES) rather than a bare 431; beyond that, and beyond
             // HTTP/1.1's 64 KiB buffer, the protocol layer refuses the request itself.
             builder
                 .http2()
+                .timer(TokioTimer::new())
                 .max_concurrent_streams(250)
                 .max_pending_accept_reset_streams(20)
+                .initial_stream_window_size(64 * 1024)
+                .initial_connection_window_size(256 * 1024)
                 .max_header_list_size(64 * 1024);
-            builder.http1().max_buf_size(64 * 1024);
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.first_request)
+                .max_buf_size(64 * 1024);
+            let for_requests = conn.clone();
             let service = hyper::service::service_fn(
                 move |mut req: axum::http::Request<hyper::body::Incoming>| {
                     let (app, reads, peer_certs) = (app.clone(), reads.clone(), peer_certs.clone());
+                    let busy = for_requests.request();
                     async move {
+                        let _busy = busy;
                         if let Some(reads) =
                             reads.filter(|_| MetricReads::handles(req.method(), req.uri().path()))
                         {
@@ -187,11 +251,53 @@ pub async fn serve_with(
                     }
                 },
             );
-            if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
-                // Clients going away mid-request is normal for the aggregator; not an error.
-                debug!(%peer, error = %e, "connection closed");
+            let connection = builder.serve_connection(TokioIo::new(tls), service);
+            tokio::pin!(connection);
+            // Told to close (idle, or evicted): a graceful close first (HTTP/2 GOAWAY, no new
+            // HTTP/1.1 request), then the connection is cut after CLOSE_GRACE.
+            let mut cut_at: Option<tokio::time::Instant> = None;
+            loop {
+                let idle_at = conn
+                    .idle_deadline(&limits)
+                    .map(tokio::time::Instant::from_std)
+                    // Answering a request: look again after the idle time.
+                    .unwrap_or_else(|| tokio::time::Instant::now() + limits.idle);
+                tokio::select! {
+                    done = connection.as_mut() => {
+                        if let Err(e) = done {
+                            // Clients going away mid-request is normal for the aggregator.
+                            debug!(%peer, error = %e, "connection closed");
+                        }
+                        return;
+                    }
+                    _ = conn.evicted(), if cut_at.is_none() => {
+                        debug!(%peer, "closing an idle connection to make room for a new one");
+                        connection.as_mut().graceful_shutdown();
+                        cut_at = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+                    }
+                    _ = tokio::time::sleep_until(idle_at), if cut_at.is_none() => {
+                        if conn.idle_deadline(&limits).is_some_and(|at| at <= std::time::Instant::now()) {
+                            debug!(%peer, "closing a connection without requests");
+                            telemetry.connection_closed(Closed::Idle);
+                            connection.as_mut().graceful_shutdown();
+                            cut_at = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+                        }
+                    }
+                    _ = sleep_until_some(cut_at) => {
+                        debug!(%peer, "cutting a connection that did not close in time");
+                        return;
+                    }
+                }
             }
         });
+    }
+}
+
+/// Sleeps until `at`, or for ever when `None`.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -107,6 +107,11 @@ struct ForwardLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClosedLabels {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ScalerLabels {
     scaler: &'static str,
 }
@@ -132,6 +137,8 @@ pub struct Telemetry {
     scaler_errors: Family<ScalerLabels, Counter>,
     metric_cache: Family<ResultLabels, Counter>,
     forwarded: Family<ForwardLabels, Counter>,
+    connections: Gauge,
+    connections_closed: Family<ClosedLabels, Counter>,
     job_create_latency: Histogram,
     jobs_created: Counter,
 }
@@ -219,6 +226,18 @@ impl Telemetry {
             "Cached metric reads forwarded to the replica that owns the ScaledObject, by result (ok, failed: answered here instead)",
             forwarded.clone(),
         );
+        let connections = Gauge::default();
+        registry.register(
+            "apiserver_connections",
+            "Connections open on the API port",
+            connections.clone(),
+        );
+        let connections_closed = Family::<ClosedLabels, Counter>::default();
+        registry.register(
+            "apiserver_connections_closed",
+            "Connections the API port closed itself, by reason (idle: no request in time; evicted: to make room for a new one; refused: every connection was answering a request)",
+            connections_closed.clone(),
+        );
         let job_create_latency = latency_histogram();
         registry.register(
             "scaledjob_decision_to_created_seconds",
@@ -249,6 +268,8 @@ impl Telemetry {
             scaler_errors,
             metric_cache,
             forwarded,
+            connections,
+            connections_closed,
             job_create_latency,
             jobs_created,
         })
@@ -304,6 +325,21 @@ impl Telemetry {
             .inc();
     }
 
+    /// Count a connection as open until the guard is dropped.
+    pub fn connection_open(&self) -> InFlight {
+        self.connections.inc();
+        InFlight(self.connections.clone())
+    }
+
+    /// Count a connection the API port closed itself.
+    pub fn connection_closed(&self, why: crate::connections::Closed) {
+        self.connections_closed
+            .get_or_create(&ClosedLabels {
+                reason: why.label(),
+            })
+            .inc();
+    }
+
     /// The text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -341,8 +377,8 @@ async fn metrics(State(t): State<Arc<Telemetry>>) -> Response {
         .into_response()
 }
 
-/// Decrements the in-flight gauge however the request ends (a client going away drops the
-/// future mid-way).
+/// Decrements its gauge (requests in flight, connections open) however the request or
+/// connection ends (a client going away drops the future mid-way).
 pub struct InFlight(Gauge);
 
 impl Drop for InFlight {
