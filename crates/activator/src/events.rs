@@ -88,6 +88,10 @@ impl EventReason {
     }
 }
 
+/// The longest note an `events.k8s.io/v1` Event may carry, in bytes: the API server
+/// refuses a longer one, so a message quoting a huge value is cut to it.
+const MAX_NOTE_BYTES: usize = 1024;
+
 /// Publish an Event about `so`; a failure is logged, not returned (an Event is a
 /// courtesy, never a reason to retry the work it reports).
 pub(crate) async fn publish<K: Resource<DynamicType = ()>>(
@@ -100,7 +104,10 @@ pub(crate) async fn publish<K: Resource<DynamicType = ()>>(
     let event = Event {
         type_,
         reason: reason.as_str().into(),
-        note: Some(note),
+        note: Some(scaler_core::conditions::truncate_message(
+            note,
+            MAX_NOTE_BYTES,
+        )),
         action: "Reconcile".into(),
         secondary: None,
     };

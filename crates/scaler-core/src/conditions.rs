@@ -115,8 +115,28 @@ impl Reason {
     }
 }
 
+/// The longest condition message written, in bytes (`metav1.Condition`'s limit): a message
+/// quoting a huge value is cut, never the status write refused for its size.
+pub const MAX_MESSAGE_BYTES: usize = 32 * 1024;
+
+/// `message` cut to at most `max` bytes on a character boundary, ending in `…` when cut
+/// (messages name the field first, so the cut keeps it).
+pub fn truncate_message(mut message: String, max: usize) -> String {
+    const MORE: &str = "…";
+    if message.len() <= max {
+        return message;
+    }
+    let mut end = max.saturating_sub(MORE.len());
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    message.truncate(end);
+    message.push_str(MORE);
+    message
+}
+
 impl Condition {
-    /// A condition with a reason and a message.
+    /// A condition with a reason and a message (at most [`MAX_MESSAGE_BYTES`]).
     pub fn new(
         type_: ConditionType,
         status: ConditionStatus,
@@ -127,7 +147,7 @@ impl Condition {
             type_: type_.as_str().into(),
             status: status.as_str().into(),
             reason: Some(reason.as_str().into()),
-            message: Some(message.into()),
+            message: Some(truncate_message(message.into(), MAX_MESSAGE_BYTES)),
         }
     }
 
@@ -235,6 +255,23 @@ mod tests {
         );
         assert!(c.has_reason(&[Reason::TriggerError, Reason::ScaledObjectCheckFailed]));
         assert!(!c.has_reason(&[Reason::TriggerError]));
+    }
+
+    #[test]
+    fn long_messages_are_cut_on_a_character_boundary() {
+        assert_eq!(truncate_message("short".into(), 10), "short");
+        assert_eq!(truncate_message("spec.x: ééééé".into(), 13), "spec.x: é…");
+        assert_eq!(truncate_message("spec.x: ééééé".into(), 12), "spec.x: …");
+        let huge = "spec.triggers[0].metadata.threshold: ".to_string() + &"9".repeat(100_000);
+        let c = Condition::new(
+            ConditionType::Ready,
+            ConditionStatus::False,
+            Reason::ScaledObjectCheckFailed,
+            huge,
+        );
+        let message = c.message.unwrap_or_default();
+        assert!(message.len() <= MAX_MESSAGE_BYTES);
+        assert!(message.starts_with("spec.triggers[0].metadata.threshold: 999"));
     }
 
     #[test]
