@@ -67,6 +67,7 @@ pub const DEFAULT_RESPONSE_HEADER_TIMEOUT: Duration = Duration::from_secs(300);
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = schemars::transform::RecursiveTransform(crate::crd_schema::bound_int32))]
 pub struct HttpScaledObjectSpec {
     /// The host to route (the add-on's early releases); `hosts` replaces it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

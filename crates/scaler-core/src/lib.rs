@@ -7,6 +7,7 @@
 pub mod activation;
 pub mod coalesce;
 pub mod conditions;
+pub mod crd_schema;
 /// KEDA's external scaler protocol (`proto/externalscaler.proto`), generated at build time.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod externalscaler {

@@ -41,6 +41,7 @@ pub const EXCLUDED_LABELS_ANNOTATION: &str = "scaledjob.keda.sh/job-excluded-lab
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = schemars::transform::RecursiveTransform(crate::crd_schema::bound_int32))]
 pub struct ScaledJobSpec {
     /// The Job each unit of work runs as.
     pub job_target_ref: JobSpec,

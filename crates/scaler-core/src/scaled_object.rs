@@ -37,6 +37,7 @@ pub const DEFAULT_MAX_REPLICA_COUNT: i32 = 100;
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = schemars::transform::RecursiveTransform(crate::crd_schema::bound_int32))]
 pub struct ScaledObjectSpec {
     /// The workload to scale.
     pub scale_target_ref: ScaleTarget,
@@ -217,6 +218,7 @@ pub struct Fallback {
 /// The observed state of a ScaledObject, in KEDA's shape.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = schemars::transform::RecursiveTransform(crate::crd_schema::bound_int32))]
 pub struct ScaledObjectStatus {
     /// `apps/v1.Deployment` and the like.
     #[serde(default, skip_serializing_if = "Option::is_none")]
