@@ -417,7 +417,7 @@ fn ready(message: &str) -> Condition {
 /// What the spec alone, and the apiserver's validation of the Job it makes, say is wrong;
 /// KEDA's messages where KEDA checks the same thing.
 async fn check(sj: &ScaledJob, client: &Client, version: &str) -> Result<(), String> {
-    scaler_core::validation::validate_triggers(&sj.spec.triggers)?;
+    scaler_core::validation::validate_triggers(&sj.spec.triggers).map_err(|e| e.to_string())?;
     if sj
         .spec
         .triggers

@@ -323,13 +323,10 @@ async fn apply(so: &ScaledObject, r: &Reconciler) -> Result<Action, Error> {
 }
 
 /// Carry out `plan`: apply, delete, write the status, publish the events.
-async fn carry_out(so: &ScaledObject, r: &Reconciler, plan: Plan) -> Result<Action, Error> {
+async fn carry_out(so: &ScaledObject, r: &Reconciler, mut plan: Plan) -> Result<Action, Error> {
     let ctx = &r.ctx;
     let ns = so.namespace().unwrap_or_default();
-    if let Some(problem) = &plan.problem {
-        warn!(error = %problem, "ScaledObject is invalid; its HPA is left as it is");
-    }
-    if let Some(a) = &plan.apply {
+    if let Some(a) = plan.apply.take() {
         let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &ns, &ctx.hpa);
         let params = PatchParams::apply(MANAGER).force();
         match api.patch(&a.name, &params, &Patch::Apply(&a.body)).await {
@@ -346,8 +343,24 @@ async fn carry_out(so: &ScaledObject, r: &Reconciler, plan: Plan) -> Result<Acti
                 debug!("namespace is terminating; not recreating the HPA");
                 return Ok(Action::await_change());
             }
+            // The HPA it makes is invalid (a field the API server checks and the spec's
+            // validation does not): the ScaledObject's problem, reported, not retried.
+            Err(kube::Error::Api(s)) if s.code == 422 => {
+                let causes: Vec<(String, String)> = s
+                    .details
+                    .iter()
+                    .flat_map(|d| &d.causes)
+                    .map(|c| (c.field.clone(), c.message.clone()))
+                    .collect();
+                let message = scaler_core::hpa::refusal(so, &a.name, &causes, &s.message);
+                r.stores.remember(uid(so), None);
+                plan = plan::refused(so, message, std::mem::take(&mut plan.metric_names));
+            }
             Err(e) => return Err(e.into()),
         }
+    }
+    if let Some(problem) = &plan.problem {
+        warn!(error = %problem, "ScaledObject is invalid; its HPA is left as it is");
     }
     for d in &plan.delete {
         if d.why == DeleteWhy::Paused {
@@ -630,7 +643,7 @@ mod tests {
             .await;
         assert_eq!(r.expect("reconcile"), requeue_300());
         let so = with_status_patch(&so, &seen[0]);
-        let message = "the workload 'web' of type 'apps/v1.Deployment' is already managed by the hpa 'legacy'";
+        let message = "spec.scaleTargetRef: the workload 'web' of type 'apps/v1.Deployment' is already managed by the hpa 'legacy'";
         assert_eq!(
             condition(&so, "Ready"),
             (

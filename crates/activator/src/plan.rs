@@ -13,7 +13,7 @@ use scaler_core::activation::{pause_of, Pause};
 use scaler_core::gvk::Gvk;
 use scaler_core::hpa::{desired_hpa, HpaError};
 use scaler_core::scaled_object::{GroupVersionKindResource, ScaledObjectStatus};
-use scaler_core::validation::{ownership, validate_spec, ExistingHpa, OtherScaledObject};
+use scaler_core::validation::{check, ownership, ExistingHpa, OtherScaledObject, Problem};
 use scaler_core::{MetricSpec, ScaledObject, ScalerError, TriggerError};
 
 use crate::events::EventReason;
@@ -79,21 +79,19 @@ pub(crate) struct Inputs<'a> {
 
 /// What went wrong with a ScaledObject's configuration (reported, not retried).
 #[derive(Debug)]
-enum Invalid<'a> {
-    Trigger(&'a TriggerError),
+enum Invalid {
+    /// The object or a trigger (see `scaler_core::validation::check`).
+    Found(Problem),
     Hpa(HpaError),
-    Annotation(String),
     Target(String),
-    Spec(String),
 }
 
-impl std::fmt::Display for Invalid<'_> {
+impl std::fmt::Display for Invalid {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Invalid::Trigger(e) => e.fmt(f),
+            Invalid::Found(e) => e.fmt(f),
             Invalid::Hpa(e) => e.fmt(f),
-            Invalid::Annotation(e) => write!(f, "metadata.annotations: {e}"),
-            Invalid::Target(e) | Invalid::Spec(e) => f.write_str(e),
+            Invalid::Target(e) => f.write_str(e),
         }
     }
 }
@@ -162,17 +160,12 @@ pub(crate) struct Plan {
     pub metric_names: Vec<String>,
 }
 
-/// The first configuration problem, in the order they are reported: a trigger, the spec,
-/// the pause annotation, the target's kind, someone else owning the target.
-fn problem<'a>(i: &Inputs<'a>) -> Option<Invalid<'a>> {
-    if let Some(e) = i.built.iter().find_map(|b| b.as_ref().err()) {
-        return Some(Invalid::Trigger(e));
-    }
-    if let Err(e) = validate_spec(i.so) {
-        return Some(Invalid::Spec(e));
-    }
-    if let Err(e) = pause_of(i.so.annotations()) {
-        return Some(Invalid::Annotation(e));
+/// The first configuration problem, in the order they are reported: the spec, a trigger,
+/// the metric targets, the pause annotation (`check`), the target's kind, someone else
+/// owning the target.
+fn problem(i: &Inputs<'_>) -> Option<Invalid> {
+    if let Err(e) = check(i.so, i.built) {
+        return Some(Invalid::Found(e));
     }
     let target = match &i.target {
         Ok(t) => Gvk::from(*t),
@@ -181,7 +174,7 @@ fn problem<'a>(i: &Inputs<'a>) -> Option<Invalid<'a>> {
     let hpas: Vec<ExistingHpa> = i.hpas.iter().map(|h| h.hpa.clone()).collect();
     ownership(i.so, &target, i.others, &hpas)
         .err()
-        .map(Invalid::Spec)
+        .map(|e| Invalid::Found(e.into()))
 }
 
 /// Whether the plan needs the target's replicas: the first time the ScaledObject is
@@ -260,29 +253,10 @@ pub(crate) fn plan(i: &Inputs<'_>) -> Result<Plan, serde_json::Error> {
     let changed = |next: ScaledObjectStatus| (next != current).then_some(next);
 
     if let Some(problem) = &invalid {
-        // Nothing is applied for an invalid object; the user learns why from the status,
-        // an Event and the log, each naming the field.
-        let message = problem.to_string();
-        let status = changed(status::reconciled_status(
-            so,
-            &Observed {
-                problem: Some(&message),
-                metric_names: &metric_names,
-                ..Default::default()
-            },
-        ));
-        let events = status
-            .iter()
-            .map(|_| PlannedEvent {
-                type_: EventType::Warning,
-                reason: EventReason::ScaledObjectCheckFailed,
-                note: message.clone(),
-            })
-            .collect();
         // A missing TriggerAuthentication, Secret or target, or an external scaler not
         // answering yet, may appear at any time: look again soon.
         let waiting = match problem {
-            Invalid::Trigger(e) => {
+            Invalid::Found(Problem::Trigger(e)) => {
                 matches!(
                     e.source,
                     ScalerError::Authentication(_) | ScalerError::Query(_)
@@ -291,15 +265,8 @@ pub(crate) fn plan(i: &Inputs<'_>) -> Result<Plan, serde_json::Error> {
             Invalid::Target(_) => true,
             _ => false,
         };
-        return Ok(Plan {
-            apply: None,
-            delete: Vec::new(),
-            status,
-            events,
-            requeue: if waiting { REQUEUE_SOON } else { REQUEUE },
-            problem: Some(message),
-            metric_names,
-        });
+        let requeue = if waiting { REQUEUE_SOON } else { REQUEUE };
+        return Ok(rejected(so, problem.to_string(), metric_names, requeue));
     }
 
     let (Some(hpa), Ok(target)) = (hpa, &i.target) else {
@@ -410,6 +377,51 @@ pub(crate) fn plan(i: &Inputs<'_>) -> Result<Plan, serde_json::Error> {
         problem: None,
         metric_names,
     })
+}
+
+/// The plan for an invalid ScaledObject: nothing applied, Ready False
+/// `ScaledObjectCheckFailed` with `message` (which names the field), a Warning Event when
+/// the status changes.
+fn rejected(
+    so: &ScaledObject,
+    message: String,
+    metric_names: Vec<String>,
+    requeue: Duration,
+) -> Plan {
+    let current = so.status.as_deref().cloned().unwrap_or_default();
+    let status = status::reconciled_status(
+        so,
+        &Observed {
+            problem: Some(&message),
+            metric_names: &metric_names,
+            ..Default::default()
+        },
+    );
+    let status = (status != current).then_some(status);
+    let events = status
+        .iter()
+        .map(|_| PlannedEvent {
+            type_: EventType::Warning,
+            reason: EventReason::ScaledObjectCheckFailed,
+            note: message.clone(),
+        })
+        .collect();
+    Plan {
+        apply: None,
+        delete: Vec::new(),
+        status,
+        events,
+        requeue,
+        problem: Some(message),
+        metric_names,
+    }
+}
+
+/// The plan once the API server refused the HPA a valid-looking ScaledObject makes (an
+/// HPA field it validates and KEDA does not, such as a behavior's limits): reported as the
+/// ScaledObject's problem, its field named by `scaler_core::hpa::refusal`.
+pub(crate) fn refused(so: &ScaledObject, message: String, metric_names: Vec<String>) -> Plan {
+    rejected(so, message, metric_names, REQUEUE)
 }
 
 /// What deleting a ScaledObject does.
@@ -638,7 +650,28 @@ mod tests {
                 "invalid spec",
                 case(json!({"minReplicaCount": 5, "maxReplicaCount": 3}), json!({})),
                 failed(300),
-                "MinReplicaCount=5 must be less than MaxReplicaCount=3",
+                "spec.minReplicaCount: MinReplicaCount=5 must be less than MaxReplicaCount=3",
+            ),
+            (
+                "invalid spec and trigger: the spec first, as KEDA checks it",
+                case(json!({"minReplicaCount": 5, "maxReplicaCount": 3}), json!({})).with(|c| {
+                    c.built = vec![Err(trigger_error(ScalerError::UnsupportedTrigger(
+                        "cron".into(),
+                    )))]
+                }),
+                failed(300),
+                "spec.minReplicaCount: MinReplicaCount=5",
+            ),
+            (
+                "a metric target of 0, which the HPA would refuse",
+                case(json!({}), json!({})).with(|c| {
+                    c.built = vec![Ok(MetricSpec {
+                        target: scaler_core::quantity::MilliQuantity::from_value(0.0001),
+                        ..metric()
+                    })]
+                }),
+                failed(300),
+                "spec.triggers[0]: (cron) the target must be at least 0.001",
             ),
             (
                 "bad pause annotation",
@@ -647,7 +680,7 @@ mod tests {
                     json!({"autoscaling.keda.sh/paused-replicas": "three"}),
                 ),
                 failed(300),
-                "metadata.annotations: annotation autoscaling.keda.sh/paused-replicas value \"three\" is not a valid int32",
+                "metadata.annotations[autoscaling.keda.sh/paused-replicas]: annotation autoscaling.keda.sh/paused-replicas value \"three\" is not a valid int32",
             ),
             (
                 "target kind not served",

@@ -51,9 +51,16 @@ pub fn annotation_flag(
 /// The pause state from the annotations; `paused-replicas` must be an int32.
 pub fn pause_of(annotations: &std::collections::BTreeMap<String, String>) -> Result<Pause, String> {
     if let Some(v) = annotations.get(PAUSED_REPLICAS) {
-        return v.trim().parse::<i32>().map(Pause::Replicas).map_err(|_| {
-            format!("annotation {PAUSED_REPLICAS} value {v:?} is not a valid int32 replica count")
-        });
+        // A negative count parses as KEDA parses it, but no /scale takes it: refused here.
+        return v
+            .trim()
+            .parse::<i32>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .map(Pause::Replicas)
+            .ok_or_else(|| {
+                format!("annotation {PAUSED_REPLICAS} value {v:?} is not a valid int32 replica count (0 or more)")
+            });
     }
     Ok(if annotation_flag(annotations, PAUSED) {
         Pause::Freeze
@@ -724,6 +731,8 @@ mod tests {
         );
         assert!(pause_of(&a(&[(PAUSED_REPLICAS, "three")]))
             .is_err_and(|e| e.contains("\"three\" is not a valid int32")));
+        assert!(pause_of(&a(&[(PAUSED_REPLICAS, "-1")]))
+            .is_err_and(|e| e.contains("\"-1\" is not a valid int32 replica count (0 or more)")));
         assert!(annotation_flag(
             &a(&[(FORCE_ACTIVATION, "T")]),
             FORCE_ACTIVATION

@@ -207,6 +207,66 @@ pub fn desired_hpa(
     })
 }
 
+/// The ScaledObject field an HPA field comes from: `spec.behavior…` from
+/// `spec.advanced.horizontalPodAutoscalerConfig.behavior…`, metric `i` from trigger `i` (or
+/// from `scalingModifiers`), the bounds from the replica counts, the name from the
+/// ScaledObject's or the custom one.
+pub fn scaled_object_field(so: &ScaledObject, hpa_field: &str) -> String {
+    const CUSTOM_NAME: &str = "spec.advanced.horizontalPodAutoscalerConfig.name";
+    if let Some(rest) = hpa_field.strip_prefix("spec.metrics[") {
+        if so.spec.uses_modifiers() {
+            return "spec.advanced.scalingModifiers".into();
+        }
+        // The HPA carries one metric per trigger, in order.
+        if let Some((i, _)) = rest.split_once(']') {
+            return format!("spec.triggers[{i}]");
+        }
+    }
+    if hpa_field == "metadata.name" {
+        return match so.spec.custom_hpa_name() {
+            Some(_) => CUSTOM_NAME.into(),
+            None => "metadata.name".into(),
+        };
+    }
+    let renames = [
+        (
+            "spec.behavior",
+            "spec.advanced.horizontalPodAutoscalerConfig.behavior",
+        ),
+        ("spec.minReplicas", "spec.minReplicaCount"),
+        ("spec.maxReplicas", "spec.maxReplicaCount"),
+        ("spec.scaleTargetRef", "spec.scaleTargetRef"),
+        ("metadata.labels", "metadata.labels"),
+        ("metadata.annotations", "metadata.annotations"),
+    ];
+    for (from, to) in renames {
+        if let Some(rest) = hpa_field.strip_prefix(from) {
+            if rest.is_empty() || rest.starts_with(['.', '[']) {
+                return format!("{to}{rest}");
+            }
+        }
+    }
+    "spec".into()
+}
+
+/// Why the API server refused the HPA `hpa` made for `so`, each of its `causes` (field,
+/// message) named by the ScaledObject field it comes from; `message` when it gave none.
+pub fn refusal(so: &ScaledObject, hpa: &str, causes: &[(String, String)], message: &str) -> String {
+    if causes.is_empty() {
+        return format!("spec: the API server refused the HPA {hpa:?} it makes: {message}");
+    }
+    causes
+        .iter()
+        .map(|(field, why)| {
+            format!(
+                "{}: {why} (the API server refused {field} of the HPA {hpa:?} it makes)",
+                scaled_object_field(so, field)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,6 +320,40 @@ spec:
             target_type: MetricTargetType::AverageValue,
             target: crate::quantity::MilliQuantity::from_value(1.0),
         }
+    }
+
+    #[test]
+    fn refused_hpa_fields_are_named_as_the_scaled_object_names_them() {
+        let plain = so("");
+        let custom = so("advanced: {horizontalPodAutoscalerConfig: {name: mine}}");
+        let modified = so("advanced: {scalingModifiers: {formula: \"a\", target: \"1\"}}");
+        for (s, hpa_field, want) in [
+            (&plain, "spec.behavior.scaleDown.stabilizationWindowSeconds", "spec.advanced.horizontalPodAutoscalerConfig.behavior.scaleDown.stabilizationWindowSeconds"),
+            (&plain, "spec.behavior", "spec.advanced.horizontalPodAutoscalerConfig.behavior"),
+            (&plain, "spec.metrics[2].external.target.averageValue", "spec.triggers[2]"),
+            (&modified, "spec.metrics[0].external.target.value", "spec.advanced.scalingModifiers"),
+            (&plain, "spec.minReplicas", "spec.minReplicaCount"),
+            (&plain, "spec.maxReplicas", "spec.maxReplicaCount"),
+            (&plain, "metadata.name", "metadata.name"),
+            (&custom, "metadata.name", "spec.advanced.horizontalPodAutoscalerConfig.name"),
+            (&plain, "metadata.labels[x]", "metadata.labels[x]"),
+            (&plain, "spec.behaviorX", "spec"),
+            (&plain, "status", "spec"),
+        ] {
+            assert_eq!(scaled_object_field(s, hpa_field), want, "{hpa_field}");
+        }
+        let causes = [(
+            "spec.behavior.scaleDown.stabilizationWindowSeconds".to_string(),
+            "Invalid value: 7200: must be less than or equal to 3600".to_string(),
+        )];
+        assert_eq!(
+            refusal(&plain, "keda-hpa-web", &causes, "ignored"),
+            "spec.advanced.horizontalPodAutoscalerConfig.behavior.scaleDown.stabilizationWindowSeconds: Invalid value: 7200: must be less than or equal to 3600 (the API server refused spec.behavior.scaleDown.stabilizationWindowSeconds of the HPA \"keda-hpa-web\" it makes)"
+        );
+        assert_eq!(
+            refusal(&plain, "keda-hpa-web", &[], "forbidden"),
+            "spec: the API server refused the HPA \"keda-hpa-web\" it makes: forbidden"
+        );
     }
 
     #[test]

@@ -141,21 +141,33 @@ pub struct TriggerError {
     pub source: ScalerError,
 }
 
+impl TriggerError {
+    /// The path of the field at fault, as `spec.triggers[0].metadata.threshold`.
+    pub fn field(&self) -> String {
+        let at = match &self.source {
+            ScalerError::MissingParameter { .. } | ScalerError::InvalidParameter { .. } => self
+                .source
+                .param()
+                .map(|p| format!(".metadata.{p}"))
+                .unwrap_or_default(),
+            ScalerError::UnsupportedMetricType(_) => ".metricType".into(),
+            ScalerError::UnsupportedTrigger(_) => ".type".into(),
+            ScalerError::Authentication(_) => ".authenticationRef".into(),
+            ScalerError::Query(_) => String::new(),
+        };
+        format!("spec.triggers[{}]{at}", self.index)
+    }
+}
+
 impl fmt::Display for TriggerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "spec.triggers[{}]", self.index)?;
-        match &self.source {
-            ScalerError::MissingParameter { .. } | ScalerError::InvalidParameter { .. } => {
-                if let Some(p) = self.source.param() {
-                    write!(f, ".metadata.{p}")?;
-                }
-            }
-            ScalerError::UnsupportedMetricType(_) => f.write_str(".metricType")?,
-            ScalerError::UnsupportedTrigger(_) => f.write_str(".type")?,
-            ScalerError::Authentication(_) => f.write_str(".authenticationRef")?,
-            ScalerError::Query(_) => {}
-        }
-        write!(f, " ({}): {}", self.trigger_type, self.source)
+        write!(
+            f,
+            "{} ({}): {}",
+            self.field(),
+            self.trigger_type,
+            self.source
+        )
     }
 }
 
@@ -319,6 +331,18 @@ pub fn explain(e: ScalerError, unresolved: &BTreeMap<String, String>) -> ScalerE
     ScalerError::InvalidParameter {
         message: format!("{e} ({why})"),
         param,
+    }
+}
+
+/// The metadata parameter a trigger type's metric target comes from, where there is one
+/// (cron's target is always 1; an external scaler's comes from the scaler).
+pub fn target_parameter(trigger_type: &str) -> Option<&'static str> {
+    match trigger_type {
+        "prometheus" => Some("threshold"),
+        "mysql" => Some("queryValue"),
+        "kubernetes-workload" => Some("value"),
+        "kafka" => Some("lagThreshold"),
+        _ => None,
     }
 }
 
