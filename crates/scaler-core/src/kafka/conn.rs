@@ -69,6 +69,72 @@ fn protocol(addr: &str, what: impl std::fmt::Display) -> KafkaError {
     }
 }
 
+/// Read one response frame to a request of type `R` sent as version `v` with
+/// `correlation`: the size prefix, the header (whose correlation id must match) and the
+/// body. Everything here comes from the broker: a wrong size, a short frame or bytes that
+/// do not decode are an error, never a panic or an allocation larger than what arrived.
+pub async fn read_response<R: Request>(
+    stream: &mut (impl AsyncRead + Unpin),
+    broker: &str,
+    v: i16,
+    correlation: i32,
+) -> Result<R::Response, KafkaError> {
+    let io = |e: std::io::Error| KafkaError::Io {
+        broker: broker.to_string(),
+        message: e.to_string(),
+    };
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).await.map_err(io)?;
+    let len = i32::from_be_bytes(len);
+    let len = usize::try_from(len)
+        .ok()
+        .filter(|l| *l <= MAX_RESPONSE)
+        .ok_or_else(|| protocol(broker, format!("bad response length {len}")))?;
+    // Grown as bytes arrive: a size prefix alone does not reserve 64 MiB.
+    let mut buf = Vec::with_capacity(len.min(64 * 1024));
+    let read = (&mut *stream)
+        .take(len as u64)
+        .read_to_end(&mut buf)
+        .await
+        .map_err(io)?;
+    if read < len {
+        return Err(io(std::io::ErrorKind::UnexpectedEof.into()));
+    }
+    let mut buf = Bytes::from(buf);
+    let rh = ResponseHeader::decode(&mut buf, R::Response::header_version(v))
+        .map_err(|e| protocol(broker, format!("decoding response header: {e}")))?;
+    if rh.correlation_id != correlation {
+        return Err(protocol(
+            broker,
+            format!(
+                "response for request {} arrived while waiting for {correlation}",
+                rh.correlation_id
+            ),
+        ));
+    }
+    super::lengths::check(R::KEY, v, &buf).map_err(|e| {
+        protocol(
+            broker,
+            format!("malformed response to API key {} v{v}: {e}", R::KEY),
+        )
+    })?;
+    let resp = R::Response::decode(&mut buf, v).map_err(|e| {
+        protocol(
+            broker,
+            format!("decoding response to API key {} v{v}: {e}", R::KEY),
+        )
+    })?;
+    if buf.has_remaining() {
+        tracing::debug!(
+            broker,
+            api_key = R::KEY,
+            left = buf.remaining(),
+            "response had trailing bytes"
+        );
+    }
+    Ok(resp)
+}
+
 impl Conn {
     /// Connect to `addr` (`host:port`), with TLS when `tls` is set, learn the broker's API
     /// versions and authenticate with `sasl`.
@@ -189,37 +255,7 @@ impl Conn {
         self.stream.write_all(&frame).await.map_err(io)?;
         self.stream.flush().await.map_err(io)?;
 
-        let mut len = [0u8; 4];
-        self.stream.read_exact(&mut len).await.map_err(io)?;
-        let len = i32::from_be_bytes(len);
-        let len = usize::try_from(len)
-            .ok()
-            .filter(|l| *l <= MAX_RESPONSE)
-            .ok_or_else(|| protocol(&self.addr, format!("bad response length {len}")))?;
-        let mut buf = vec![0u8; len];
-        self.stream.read_exact(&mut buf).await.map_err(io)?;
-        let mut buf = Bytes::from(buf);
-        let rh = ResponseHeader::decode(&mut buf, R::Response::header_version(v))
-            .map_err(|e| protocol(&self.addr, format!("decoding response header: {e}")))?;
-        if rh.correlation_id != correlation {
-            return Err(protocol(
-                &self.addr,
-                format!(
-                    "response for request {} arrived while waiting for {correlation}",
-                    rh.correlation_id
-                ),
-            ));
-        }
-        let resp = R::Response::decode(&mut buf, v).map_err(|e| {
-            protocol(
-                &self.addr,
-                format!("decoding response to API key {} v{v}: {e}", R::KEY),
-            )
-        })?;
-        if buf.has_remaining() {
-            tracing::debug!(broker = %self.addr, api_key = R::KEY, left = buf.remaining(), "response had trailing bytes");
-        }
-        Ok(resp)
+        read_response::<R>(&mut self.stream, &self.addr, v, correlation).await
     }
 
     /// One SaslAuthenticate round trip.

@@ -5,6 +5,7 @@
 //! answer.
 
 mod conn;
+mod lengths;
 pub mod scram;
 mod tls;
 
@@ -27,6 +28,9 @@ use kafka_protocol::ResponseError;
 
 use crate::coalesce::Coalescer;
 use conn::Conn;
+/// The response framing and the versions this client asks for, public so that the response
+/// decoding a broker drives can be fuzzed on its own (`fuzz/fuzz_targets/kafka_response.rs`).
+pub use conn::{ours, read_response};
 pub use scram::ScramHash;
 
 /// One request, connecting included, may take this long.
