@@ -34,6 +34,7 @@ pub static NODE_LOAD: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new((
 
 mod activation;
 mod auth;
+mod bad_objects;
 mod cache;
 mod certs;
 mod cooldown;
