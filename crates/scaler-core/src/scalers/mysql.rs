@@ -176,10 +176,19 @@ fn names_statements(o: &DsnOptions) -> Vec<String> {
 }
 
 fn new_pool(dsn: &Dsn, tls: Tls, system_roots: &[Vec<u8>]) -> Result<Pool, String> {
+    Ok(Pool::new(pool_opts(dsn, tls, system_roots)?))
+}
+
+/// What [`new_pool`] connects with.
+fn pool_opts(dsn: &Dsn, tls: Tls, system_roots: &[Vec<u8>]) -> Result<OptsBuilder, String> {
     let (host, port) = dsn.host_port()?;
     let mut opts = OptsBuilder::default()
         .ip_or_hostname(host)
         .tcp_port(port)
+        // As Go's driver, to the address the DSN names, always: by default the driver
+        // would move a connection to a loopback address over to the server's Unix socket,
+        // around whatever listens on that port (a database proxy beside eventscale).
+        .prefer_socket(false)
         .user(Some(dsn.user.clone()))
         .pass((!dsn.password.is_empty()).then(|| dsn.password.clone()))
         .db_name((!dsn.db_name.is_empty()).then(|| dsn.db_name.clone()))
@@ -206,7 +215,7 @@ fn new_pool(dsn: &Dsn, tls: Tls, system_roots: &[Vec<u8>]) -> Result<Pool, Strin
             .boxed()
         });
     }
-    Ok(Pool::new(opts))
+    Ok(opts)
 }
 
 /// Which pool [`pool`] hands out.
@@ -432,6 +441,18 @@ mod tests {
 
     fn dsn(user: &str, pass: &str, addr: &str, db: &str) -> Dsn {
         Dsn::new(user, pass, addr, db)
+    }
+
+    /// A DSN naming 127.0.0.1 reaches that port, never the server's Unix socket: the
+    /// source-fault tests' proxy on loopback was bypassed before.
+    #[test]
+    fn a_loopback_dsn_connects_where_it_says() {
+        let opts = mysql_async::Opts::from(
+            pool_opts(&dsn("u", "p", "127.0.0.1:13306", "shop"), Tls::Off, &[]).expect("opts"),
+        );
+        assert!(!opts.prefer_socket());
+        assert_eq!(opts.tcp_port(), 13306);
+        assert_eq!(opts.ip_or_hostname(), "127.0.0.1");
     }
 
     #[test]
