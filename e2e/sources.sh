@@ -14,7 +14,8 @@
 # `eventscale`; TLS on 19094 with a CA made here; SASL over mutual TLS (a client
 # certificate required) on 19098. tansu can do neither SASL nor TLS itself in this build,
 # so e2e/kafka_front.py serves those ports in front of a plain tansu each, on 19095, 19096
-# and 19099). `env` also names a command running e2e/kafka_tool.py, the client the
+# and 19099; and a plain tansu on 19100 advertising 19101, where the source-fault tests
+# run their proxy). `env` also names a command running e2e/kafka_tool.py, the client the
 # tests drive the brokers with.
 # State: <repo>/.state/sources (EVENTSCALE_SOURCES_DIR); the Kafka virtualenv in
 # EVENTSCALE_CACHE_DIR (default ~/.cache/eventscale)/kafka-venv.
@@ -51,6 +52,10 @@ KAFKA_SASL_BACKEND_PORT=19095
 KAFKA_TLS_BACKEND_PORT=19096
 KAFKA_MTLS_PORT=19098
 KAFKA_MTLS_BACKEND_PORT=19099
+# A broker advertising a port nobody serves but the source-fault tests' proxy
+# (e2e/support/fault_proxy.rs), so every connection a client makes goes through it.
+KAFKA_FAULT_BROKER_PORT=19100
+KAFKA_FAULT_PROXY_PORT=19101
 KAFKA_USER=eventscale
 KAFKA_PASSWORD=local-kafka-password
 KAFKA_DIR=$STATE_DIR/kafka
@@ -256,6 +261,7 @@ kafka_up() {
   tansu_start kafka-sasl-broker $KAFKA_SASL_BACKEND_PORT $KAFKA_SASL_PORT
   tansu_start kafka-tls-broker $KAFKA_TLS_BACKEND_PORT $KAFKA_TLS_PORT
   tansu_start kafka-mtls-broker $KAFKA_MTLS_BACKEND_PORT $KAFKA_MTLS_PORT
+  tansu_start kafka-fault-broker $KAFKA_FAULT_BROKER_PORT $KAFKA_FAULT_PROXY_PORT
   front_start kafka-sasl $KAFKA_SASL_PORT $KAFKA_SASL_BACKEND_PORT \
     --scram-user "$KAFKA_USER:$KAFKA_PASSWORD"
   front_start kafka-tls $KAFKA_TLS_PORT $KAFKA_TLS_BACKEND_PORT \
@@ -268,6 +274,7 @@ kafka_up() {
   wait_for kafka-sasl-broker 30 port_open $KAFKA_SASL_BACKEND_PORT
   wait_for kafka-tls-broker 30 port_open $KAFKA_TLS_BACKEND_PORT
   wait_for kafka-mtls-broker 30 port_open $KAFKA_MTLS_BACKEND_PORT
+  wait_for kafka-fault-broker 30 port_open $KAFKA_FAULT_BROKER_PORT
   wait_for kafka 30 kafka_tool --timeout 2 --bootstrap 127.0.0.1:$KAFKA_PORT metadata
   wait_for kafka-sasl 30 kafka_tool --timeout 2 --bootstrap 127.0.0.1:$KAFKA_SASL_PORT \
     --sasl-mechanism SCRAM-SHA-256 --user "$KAFKA_USER" --password "$KAFKA_PASSWORD" metadata
@@ -287,6 +294,7 @@ kafka_down() {
   stop_one kafka-sasl-broker
   stop_one kafka-tls-broker
   stop_one kafka-mtls-broker
+  stop_one kafka-fault-broker
   stop_one kafka
 }
 
@@ -345,16 +353,18 @@ case $cmd in
     echo "export EVENTSCALE_KAFKA_MTLS_BOOTSTRAP=127.0.0.1:$KAFKA_MTLS_PORT"
     echo "export EVENTSCALE_KAFKA_MTLS_DIR=$KAFKA_DIR/mtls"
     echo "export EVENTSCALE_KAFKA_TOOL=$KAFKA_DIR/kafka-tool"
+    echo "export EVENTSCALE_KAFKA_FAULT_BROKER=127.0.0.1:$KAFKA_FAULT_BROKER_PORT"
+    echo "export EVENTSCALE_KAFKA_FAULT_PROXY=127.0.0.1:$KAFKA_FAULT_PROXY_PORT"
     # Where the PID files are, for tests that stop a source on purpose.
     echo "export EVENTSCALE_SOURCES_DIR=$STATE_DIR"
     ;;
   status)
-    for n in prometheus prometheus-auth prometheus-tls mysql kafka kafka-sasl kafka-sasl-broker kafka-tls kafka-tls-broker kafka-mtls kafka-mtls-broker; do
+    for n in prometheus prometheus-auth prometheus-tls mysql kafka kafka-sasl kafka-sasl-broker kafka-tls kafka-tls-broker kafka-mtls kafka-mtls-broker kafka-fault-broker; do
       if running $n; then echo "$n running (pid $(cat "$PIDS/$n.pid"))"; else echo "$n stopped"; fi
     done
     ;;
   *)
-    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

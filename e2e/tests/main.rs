@@ -21,6 +21,9 @@ mod workloads;
 #[path = "../support/helm.rs"]
 mod helm_support;
 
+#[path = "../support/fault_proxy.rs"]
+mod fault_proxy;
+
 #[path = "../../crates/scaler-core/tests/support/external_scaler.rs"]
 mod external_scaler;
 
@@ -52,4 +55,5 @@ mod rotation;
 mod scaled_job;
 mod seed_behaviour;
 mod seeds;
+mod source_faults;
 mod workload;
