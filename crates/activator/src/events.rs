@@ -45,7 +45,8 @@ pub enum EventReason {
     KEDAJobsCreated,
     /// A Job could not be created.
     KEDAJobCreateFailed,
-    /// A ScaledJob's trigger failed at a poll.
+    /// A trigger failed at a poll: a ScaledJob's at each such poll, a ScaledObject's when
+    /// its triggers start failing.
     KEDAScalerFailed,
     /// Deleting the Jobs of an earlier ScaledJob generation.
     ScaledJobRolloutCleanupStarted,
@@ -92,6 +93,20 @@ impl EventReason {
 /// refuses a longer one, so a message quoting a huge value is cut to it.
 const MAX_NOTE_BYTES: usize = 1024;
 
+/// The Event's `action`: "Reconcile" and a digest of `note`. kube's Recorder counts an
+/// Event published again within six minutes (same object, type, reason and action) on the
+/// first one, whose note it keeps: with one action for every note, a new message (another
+/// trigger error, another field refused) would show as the old one counted twice. With the
+/// note's digest in it, the same message is counted and another is published as itself,
+/// as client-go's recorder (KEDA's) keys repeated events on the message too.
+fn action(note: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    // The Recorder's cache lives in this process, so a digest stable within it will do.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    note.hash(&mut h);
+    format!("Reconcile-{:016x}", h.finish())
+}
+
 /// Publish an Event about `so`; a failure is logged, not returned (an Event is a
 /// courtesy, never a reason to retry the work it reports).
 pub(crate) async fn publish<K: Resource<DynamicType = ()>>(
@@ -101,17 +116,88 @@ pub(crate) async fn publish<K: Resource<DynamicType = ()>>(
     reason: EventReason,
     note: String,
 ) {
+    let note = scaler_core::conditions::truncate_message(note, MAX_NOTE_BYTES);
     let event = Event {
         type_,
         reason: reason.as_str().into(),
-        note: Some(scaler_core::conditions::truncate_message(
-            note,
-            MAX_NOTE_BYTES,
-        )),
-        action: "Reconcile".into(),
+        action: action(&note),
+        note: Some(note),
         secondary: None,
     };
     if let Err(e) = recorder.publish(&event, &so.object_ref(&())).await {
         warn!(error = %e, "publishing an Event failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{Method, Request, Response};
+    use kube::client::Body;
+    use kube::runtime::events::Reporter;
+
+    /// Publish `notes` one after the other about one ScaledObject through one Recorder
+    /// over a mocked API server: the method of each request (POST creates an Event, PATCH
+    /// counts one again) and the note it carries.
+    async fn published(notes: &[&str]) -> Vec<(Method, String)> {
+        let (service, mut server) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = kube::Client::new(service, "ns");
+        let recorder = Recorder::new(client, Reporter::from("eventscale"));
+        let so = crate::fixtures::scaled_object(serde_json::json!({}), serde_json::json!({}));
+        let n = notes.len();
+        let answering = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for _ in 0..n {
+                let Some((request, respond)) = server.next_request().await else {
+                    break;
+                };
+                let method = request.method().clone();
+                let bytes = request
+                    .into_body()
+                    .collect_bytes()
+                    .await
+                    .unwrap_or_default();
+                let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+                seen.push((
+                    method,
+                    body["note"].as_str().unwrap_or_default().to_string(),
+                ));
+                respond.send_response(
+                    Response::builder()
+                        .body(Body::from(bytes.to_vec()))
+                        .expect("a response"),
+                );
+            }
+            seen
+        });
+        for note in notes {
+            publish(
+                &recorder,
+                &so,
+                EventType::Warning,
+                EventReason::KEDAScalerFailed,
+                note.to_string(),
+            )
+            .await;
+        }
+        answering.await.expect("the mocked API server")
+    }
+
+    #[tokio::test]
+    async fn a_new_message_is_a_new_event_and_a_repeated_one_is_counted() {
+        let seen = published(&[
+            "401 Unauthorized",
+            "Secret ns/creds not found",
+            "401 Unauthorized",
+        ])
+        .await;
+        assert_eq!(
+            seen,
+            [
+                (Method::POST, "401 Unauthorized".to_string()),
+                (Method::POST, "Secret ns/creds not found".to_string()),
+                (Method::PATCH, "401 Unauthorized".to_string()),
+            ]
+        );
     }
 }
