@@ -224,6 +224,7 @@ impl Harness {
             active,
             error: false,
             per_metric: std::collections::BTreeMap::from([("s0-cron".to_string(), active)]),
+            failure: None,
         };
         let reconciler = self.reconciler.clone();
         let poll = async move {

@@ -232,6 +232,28 @@ pub fn next_status(
     status
 }
 
+/// The Warning Event (KEDA's `KEDAScalerFailed`) a poll owes: the first failing trigger's
+/// error, when the poll turns the status's Ready from working triggers to a trigger
+/// problem. The condition's message is KEDA's fixed one; this is where a user reads what
+/// failed (a source refusing, a Secret deleted) on the ScaledObject itself. Once per
+/// failure, not at every failing poll as KEDA does: a source down behind 10,000 objects
+/// would be 10,000 Events every interval.
+pub fn failure_event(
+    current: &ScaledObjectStatus,
+    next: &ScaledObjectStatus,
+    activity: &Activity,
+) -> Option<String> {
+    let problem = |s: &ScaledObjectStatus| {
+        s.condition(ConditionType::Ready)
+            .is_some_and(crate::status::trigger_problem)
+    };
+    if problem(next) && !problem(current) {
+        activity.failure.clone()
+    } else {
+        None
+    }
+}
+
 /// How many times in one poll a `/scale` write that found the target changed is tried
 /// again on what it changed to.
 const MAX_SCALE_CONFLICTS: u32 = 3;
@@ -345,6 +367,9 @@ pub async fn act(
         } else {
             (EventReason::KEDAScaleTargetDeactivated, "Deactivated")
         };
+        // The poll's span is a debug one (one per poll of every object): the lines of a
+        // write, rare, name the object themselves.
+        let name = format!("{}/{}", so.namespace().unwrap_or_default(), so.name_any());
         let what = format!(
             "{} {}/{} from {current} to {to}",
             target.kind_string(),
@@ -354,6 +379,7 @@ pub async fn act(
         match target.scale_from(&scale, to).await {
             Ok(true) => {
                 info!(
+                    scaledobject = %name,
                     from = current,
                     to,
                     why = decision.reason,
@@ -378,6 +404,7 @@ pub async fn act(
             }
             Ok(false) => {
                 info!(
+                    scaledobject = %name,
                     from = current,
                     to,
                     conflicts,
@@ -386,7 +413,7 @@ pub async fn act(
                 break;
             }
             Err(e) => {
-                warn!(error = %e, from = current, to, "scaling the target failed");
+                warn!(scaledobject = %name, error = %e, from = current, to, "scaling the target failed");
                 let failed = if to > current {
                     EventReason::KEDAScaleTargetActivationFailed
                 } else {
@@ -421,6 +448,17 @@ pub async fn act(
         },
     );
     write_if_changed(&ctx.client, so, &*current_status, &next).await?;
+    // After the write: a failed one is retried at the next poll, which owes the Event again.
+    if let Some(failure) = failure_event(&current_status, &next, activity) {
+        publish(
+            &ctx.recorder,
+            so,
+            EventType::Warning,
+            EventReason::KEDAScalerFailed,
+            failure,
+        )
+        .await;
+    }
     Ok(())
 }
 
@@ -447,6 +485,7 @@ mod tests {
             active,
             error,
             per_metric: BTreeMap::from([("s0-cron".to_string(), active)]),
+            failure: error.then(|| "spec.triggers[0] (cron): down".to_string()),
         }
     }
 
@@ -538,6 +577,49 @@ mod tests {
             cond(&s, "Ready"),
             Some(("True".into(), Some("ScaledObjectReady".into())))
         );
+    }
+
+    /// Polls in a row (active, failing), each from the status the last one left: the
+    /// failures Events say, as `act` publishes them after each status write.
+    fn failure_events(so: &mut ScaledObject, polls: &[(bool, bool)]) -> Vec<String> {
+        let mut said = Vec::new();
+        let now = Utc::now();
+        for (active, error) in polls {
+            let a = activity(*active, *error);
+            let i = input(so, &a, 1, now).expect("input");
+            let d = activation::decide(&i);
+            let cur = so.status.clone().unwrap_or_default();
+            let none = BTreeMap::new();
+            let poll = Poll {
+                input: &i,
+                decision: &d,
+                activity: &a,
+                health: &none,
+                target: None,
+                remembered: None,
+            };
+            let next = next_status(so, &cur, &poll);
+            said.extend(failure_event(&cur, &next, &a));
+            so.status = Some(Box::new(next));
+        }
+        said
+    }
+
+    #[test]
+    fn a_trigger_failure_is_one_event_when_it_starts() {
+        let down = "spec.triggers[0] (cron): down".to_string();
+        let mut s = so(serde_json::json!({}));
+        // Failing from the first poll on: one Event, whatever the number of polls.
+        let said = failure_events(&mut s, &[(false, true), (false, true), (false, true)]);
+        assert_eq!(said, std::slice::from_ref(&down));
+        // Some triggers failing after all failing is the same failure going on.
+        assert!(failure_events(&mut s, &[(true, true)]).is_empty());
+        // Working again, then failing again: a new Event.
+        let said = failure_events(&mut s, &[(true, false), (true, false), (true, true)]);
+        assert_eq!(said, [down]);
+        // Working triggers owe nothing.
+        let mut fine = so(serde_json::json!({}));
+        assert!(failure_events(&mut fine, &[(true, false), (false, false)]).is_empty());
     }
 
     #[test]

@@ -275,7 +275,12 @@ async fn act(
     let still_owned = move || shard.owns(kinds::SCALED_OBJECT, &ns, &name);
     if let Err(e) = activator::scale::act(&activation.ctx, so, activity, health, &still_owned).await
     {
-        warn!(error = %e, "{what} failed; retrying at the next poll");
+        // The poll's span is a debug one: the warning names the object itself.
+        warn!(
+            scaledobject = %format!("{}/{}", so.namespace().unwrap_or_default(), so.name_any()),
+            error = %e,
+            "{what} failed; retrying at the next poll"
+        );
     }
 }
 
@@ -366,6 +371,7 @@ async fn act_on_push(
         active: true,
         error: false,
         per_metric,
+        failure: None,
     };
     let health = runtimes
         .health
@@ -572,6 +578,7 @@ async fn dispatch(round: Vec<(Arc<ScaledObject>, Busy, i64)>, shared: Shared) {
                 };
                 if tokio::time::timeout(limit, round).await.is_err() {
                     warn!(
+                        scaledobject = %format!("{}/{}", so.namespace().unwrap_or_default(), so.name_any()),
                         limit_seconds = limit.as_secs(),
                         "poll did not finish in time; abandoned"
                     );

@@ -140,6 +140,8 @@ pub struct Activity {
     pub error: bool,
     /// Activity by metric name.
     pub per_metric: std::collections::BTreeMap<String, bool>,
+    /// When `error`: the first failing trigger's error, for the Event that reports it.
+    pub failure: Option<String>,
 }
 
 /// Fold a poll's samples into [`Activity`] as KEDA's scale loop does. A trigger failing
@@ -169,10 +171,16 @@ pub fn activity(
         crate::fallback::behavior(f) == Ok(crate::fallback::Behavior::ScalingModifiers)
     }) && crate::modifiers::of_scaled_object(so).is_some();
     let any_fallback = !nil_for_formula && samples.iter().any(falling_back);
-    let error = !any_fallback
-        && samples
+    let failing = |s: &&TriggerSample| s.result.is_err() && !(nil_for_formula && falling_back(s));
+    let failure = if any_fallback {
+        None
+    } else {
+        samples
             .iter()
-            .any(|s| s.result.is_err() && !(nil_for_formula && falling_back(s)));
+            .find(failing)
+            .and_then(|s| s.result.as_ref().err().cloned())
+    };
+    let error = failure.is_some();
     let per_metric: std::collections::BTreeMap<String, bool> = samples
         .iter()
         .filter(|s| !s.metric.is_empty())
@@ -196,6 +204,7 @@ pub fn activity(
         active,
         error,
         per_metric,
+        failure,
     }
 }
 
@@ -395,6 +404,7 @@ mod tests {
         );
         assert!(!a.active && a.error);
         assert_eq!(a.per_metric.get("s0-x"), Some(&false));
+        assert_eq!(a.failure.as_deref(), Some("down"), "the failure is said");
 
         let modified = so(serde_json::json!({"advanced": {"scalingModifiers": {
             "formula": "a + b", "target": "5", "activationTarget": "4"}}}));
@@ -451,11 +461,14 @@ mod tests {
         ];
         let a = activity(&with_behavior("scalingModifiers"), &samples, &failing);
         assert!(
-            !a.active && !a.error,
+            !a.active && !a.error && a.failure.is_none(),
             "nil for the formula: 2 is not above 4"
         );
         let a = activity(&with_behavior("static"), &samples, &failing);
-        assert!(a.active && !a.error, "the fallback keeps the target up");
+        assert!(
+            a.active && !a.error && a.failure.is_none(),
+            "the fallback keeps the target up"
+        );
     }
 
     #[test]

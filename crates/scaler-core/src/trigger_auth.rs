@@ -438,8 +438,8 @@ pub async fn resolve(
             None => out.unresolved(
                 &r.parameter,
                 format!(
-                    "{kind} {name:?}: ConfigMap {namespace}/{} not found",
-                    r.name
+                    "{kind} {name:?}: ConfigMap {namespace}/{} not found (key {:?})",
+                    r.name, r.key
                 ),
             ),
         }
@@ -457,7 +457,10 @@ pub async fn resolve(
             ),
             None => out.unresolved(
                 &r.parameter,
-                format!("{kind} {name:?}: Secret {namespace}/{} not found", r.name),
+                format!(
+                    "{kind} {name:?}: Secret {namespace}/{} not found (key {:?})",
+                    r.name, r.key
+                ),
             ),
         }
     }
@@ -701,7 +704,7 @@ secretTargetRef: [{parameter: username, name: creds, key: user}, {parameter: pas
         let cases = [
             (
                 "secretTargetRef: [{parameter: p, name: nope, key: k}]",
-                "TriggerAuthentication \"ta\": Secret app/nope not found",
+                "TriggerAuthentication \"ta\": Secret app/nope not found (key \"k\")",
             ),
             (
                 "secretTargetRef: [{parameter: p, name: creds, key: nope}]",
@@ -709,7 +712,7 @@ secretTargetRef: [{parameter: username, name: creds, key: user}, {parameter: pas
             ),
             (
                 "configMapTargetRef: [{parameter: p, name: nope, key: k}]",
-                "ConfigMap app/nope not found",
+                "ConfigMap app/nope not found (key \"k\")",
             ),
             (
                 "configMapTargetRef: [{parameter: p, name: settings, key: nope}]",
