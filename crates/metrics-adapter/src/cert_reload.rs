@@ -17,6 +17,10 @@ const EXPIRY_WARNING: Duration = Duration::from_secs(7 * 24 * 3600);
 /// While it does, repeat the warning this often (and at every new pair).
 const EXPIRY_WARNING_EVERY: Duration = Duration::from_secs(3600);
 
+/// While the served certificate stays expired, its renewal is asked for again this often
+/// (a renewal that fails, in a read-only directory say, is not retried at every check).
+const RENEWAL_RETRY: Duration = Duration::from_secs(60);
+
 /// The shortest watch interval; zero would make `tokio::time::interval` panic.
 const MIN_INTERVAL: Duration = Duration::from_millis(10);
 
@@ -48,6 +52,13 @@ pub struct ReloadingCert {
     current: RwLock<Arc<Current>>,
     last_problem: Mutex<Option<Problem>>,
     expiry_warned: Mutex<Option<Instant>>,
+    renewal: Mutex<Option<Renewal>>,
+}
+
+/// Who renews the files (`--renew-certs`), and when it was last asked to.
+struct Renewal {
+    wake: Arc<tokio::sync::Notify>,
+    asked: Option<Instant>,
 }
 
 impl std::fmt::Debug for ReloadingCert {
@@ -140,6 +151,7 @@ impl ReloadingCert {
             current: RwLock::new(Arc::new(current)),
             last_problem: Mutex::new(None),
             expiry_warned: Mutex::new(None),
+            renewal: Mutex::new(None),
         });
         info!(
             cert = %cert.display(),
@@ -185,6 +197,42 @@ impl ReloadingCert {
             hours_left,
             "{message}"
         );
+    }
+
+    /// Wake `renewer` (the `--renew-certs` loop) when a check finds the served certificate
+    /// expired: at once, then at most every [`RENEWAL_RETRY`] while it stays expired. The
+    /// loop's own schedule is hourly; a pair that arrives expired (a stale Secret, a
+    /// restored backup) would otherwise be served, and refused by every client, until then.
+    pub fn renew_when_expired(&self, renewer: Arc<tokio::sync::Notify>) {
+        *lock(&self.renewal) = Some(Renewal {
+            wake: renewer,
+            asked: None,
+        });
+    }
+
+    /// Ask for a renewal when the served certificate has expired at `now` (Unix seconds)
+    /// and one was not asked for within [`RENEWAL_RETRY`]; whether it was asked.
+    fn ask_renewal_if_expired(&self, now: i64) -> bool {
+        let c = self.current();
+        if c.not_after > now {
+            return false;
+        }
+        let mut renewal = lock(&self.renewal);
+        let Some(r) = renewal.as_mut() else {
+            return false;
+        };
+        if r.asked.is_some_and(|t| t.elapsed() < RENEWAL_RETRY) {
+            return false;
+        }
+        r.asked = Some(Instant::now());
+        r.wake.notify_one();
+        info!(
+            cert = %self.cert.display(),
+            serial = %c.serial,
+            not_after = %rfc3339(c.not_after),
+            "the serving certificate has expired; renewing it now"
+        );
+        true
     }
 
     /// Log a problem with the files the first time it is seen.
@@ -253,7 +301,9 @@ impl ReloadingCert {
     }
 
     /// Check the files every `interval` (10 ms at least) until the task is aborted or
-    /// the runtime stops; also repeats the expiry warning hourly while it applies.
+    /// the runtime stops; also repeats the expiry warning hourly while it applies, and asks
+    /// for a renewal while the served certificate has expired (see
+    /// [`Self::renew_when_expired`]).
     pub fn spawn_watch(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
         tokio::spawn(async move {
@@ -266,6 +316,7 @@ impl ReloadingCert {
                 let checked = tokio::task::spawn_blocking(move || {
                     me.reload();
                     me.check_expiry(false);
+                    me.ask_renewal_if_expired(chrono::Utc::now().timestamp());
                 })
                 .await;
                 if let Err(e) = checked {
@@ -526,5 +577,57 @@ mod tests {
             .expect("ends now")
             .0
             .contains("EXPIRED"));
+    }
+
+    /// A pair valid for `localhost` that expired an hour ago, self-signed (the reloader
+    /// checks that the key matches, not who signed).
+    fn write_expired(crt: &Path, key: &Path) {
+        let k = rcgen::KeyPair::generate().expect("key");
+        let mut p = rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+        let now = time::OffsetDateTime::now_utc();
+        p.not_before = now - time::Duration::hours(2);
+        p.not_after = now - time::Duration::hours(1);
+        let c = p.self_signed(&k).expect("sign");
+        std::fs::write(key, k.serialize_pem()).expect("key");
+        std::fs::write(crt, c.pem()).expect("crt");
+    }
+
+    #[tokio::test]
+    async fn an_expired_pair_wakes_the_renewal_at_once_then_once_a_minute() {
+        let dir = dir("expired");
+        certs(&dir, Rotate::No);
+        let (crt, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+        let reloading = ReloadingCert::load(&crt, &key).expect("load");
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let now = chrono::Utc::now().timestamp();
+        // Nobody to wake: nothing asked, whatever the certificate.
+        write_expired(&crt, &key);
+        assert!(reloading.reload());
+        assert!(!reloading.ask_renewal_if_expired(now));
+
+        // The watch finds the expired pair and wakes the renewer.
+        reloading.renew_when_expired(wake.clone());
+        let watch = reloading.spawn_watch(Duration::from_millis(20));
+        tokio::time::timeout(Duration::from_secs(10), wake.notified())
+            .await
+            .expect("the renewer is woken");
+        // Still expired at the following checks: not asked again within a minute.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!reloading.ask_renewal_if_expired(chrono::Utc::now().timestamp()));
+        watch.abort();
+        // A minute later it is asked again.
+        lock(&reloading.renewal).as_mut().expect("renewal").asked =
+            Instant::now().checked_sub(RENEWAL_RETRY);
+        assert!(reloading.ask_renewal_if_expired(chrono::Utc::now().timestamp()));
+        tokio::time::timeout(Duration::from_secs(1), wake.notified())
+            .await
+            .expect("woken again");
+
+        // A valid pair asks for nothing, however long since the last ask.
+        certs(&dir, Rotate::Leaf);
+        assert!(reloading.reload());
+        lock(&reloading.renewal).as_mut().expect("renewal").asked = None;
+        assert!(!reloading.ask_renewal_if_expired(chrono::Utc::now().timestamp()));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -682,7 +682,10 @@ pub async fn renew_once(
 /// --renew-certs`). Contract:
 ///
 /// - A pass ([`renew_once`]) runs at once, then every `every` (at least one second; late
-///   ticks are delayed, not bunched). Each pass is bounded by a timeout of one minute.
+///   ticks are delayed, not bunched), and whenever `wake` is notified (the reload watch
+///   does when the served certificate has expired, see
+///   [`crate::cert_reload::ReloadingCert::renew_when_expired`]). Each pass is bounded by a
+///   timeout of one minute.
 /// - It never returns and never panics: a failed pass is logged (warn, naming the store)
 ///   and retried at the next tick. Stop it by aborting or dropping its task.
 /// - A change is logged at info with what was done and why; an unchanged pass is silent.
@@ -700,11 +703,15 @@ pub async fn renew_loop(
     client: Option<Client>,
     apiservice: Option<String>,
     every: std::time::Duration,
+    wake: Arc<tokio::sync::Notify>,
 ) {
     let mut tick = tokio::time::interval(every.max(std::time::Duration::from_secs(1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = wake.notified() => {}
+        }
         let pass = renew_once(&store, &opts, client.as_ref(), apiservice.as_deref());
         match tokio::time::timeout(PASS_TIMEOUT, pass).await {
             Ok(Ok(o)) if o.changed() => info!(
@@ -1159,6 +1166,66 @@ mod tests {
             format!("{err:#}").contains(&file.display().to_string()),
             "{err:#}"
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The directory's serving pair replaced by one under its CA that expired an hour ago.
+    fn expire_leaf(dir: &Path) -> String {
+        let pems = read_dir(dir).expect("read");
+        let now = OffsetDateTime::now_utc();
+        let (crt, key) = sign_leaf(
+            service_dns_names("svc", "ns"),
+            &pems.ca_crt,
+            &pems.ca_key,
+            now - Duration::hours(2),
+            now - Duration::hours(1),
+        )
+        .expect("expired leaf");
+        write_atomic(&dir.join("tls.key"), &key, 0o600).expect("key");
+        write_atomic(&dir.join("tls.crt"), &crt, 0o644).expect("crt");
+        crt
+    }
+
+    /// Hourly passes, and one at once when woken: an expired leaf put in the directory
+    /// after the first pass is reissued without waiting for the hour.
+    #[tokio::test]
+    async fn a_woken_renewal_loop_renews_at_once() {
+        let dir = temp_dir("wake");
+        ensure_dir(&dir, &opts()).expect("certificates");
+        let expired = expire_leaf(&dir);
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let renewing = tokio::spawn(renew_loop(
+            Store::Dir(dir.clone()),
+            opts(),
+            None,
+            None,
+            std::time::Duration::from_secs(3600),
+            wake.clone(),
+        ));
+        let renewed_from = |old: &str| {
+            let dir = dir.clone();
+            let old = old.to_string();
+            async move {
+                for _ in 0..500 {
+                    let now = std::fs::read_to_string(dir.join("tls.crt")).unwrap_or_default();
+                    if now != old && !now.is_empty() {
+                        return now;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                panic!("the serving certificate was not renewed within 5 s");
+            }
+        };
+        // The first pass, at once, renews the expired leaf.
+        renewed_from(&expired).await;
+        // Expired again after it: the next tick is an hour away, a wake renews it now.
+        let expired = expire_leaf(&dir);
+        wake.notify_one();
+        let renewed = renewed_from(&expired).await;
+        let pems = read_dir(&dir).expect("read");
+        assert_eq!(pems.tls_crt, renewed);
+        assert!(leaf_problem(&pems, &opts(), OffsetDateTime::now_utc()).is_none());
+        renewing.abort();
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -594,6 +594,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = kube_config(args.kubeconfig.as_ref()).await?;
     let token = metrics_adapter::forward::Token::of(&config.auth_info);
     let client = Client::try_from(config).context("building the Kubernetes client")?;
+    // Wakes the renewal when the reload watch finds the served certificate expired.
+    let renew_now = Arc::new(tokio::sync::Notify::new());
     if args.renew_certs {
         let store = certs::Store::Dir(args.cert_dir.clone());
         let opts = args.cert.options(false);
@@ -612,12 +614,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             client,
             args.patch_apiservice.clone(),
             std::time::Duration::from_secs(3600),
+            renew_now.clone(),
         ));
     }
     let serving = ReloadingCert::load(
         &args.cert_dir.join("tls.crt"),
         &args.cert_dir.join("tls.key"),
     )?;
+    if args.renew_certs {
+        serving.renew_when_expired(renew_now);
+    }
     serving.spawn_watch(std::time::Duration::from_secs(
         args.cert_reload_seconds.max(1),
     ));
