@@ -1,6 +1,6 @@
 //! A TCP proxy on loopback, between eventscale and a real event source, that can take the
 //! source down, make it slow, or make it answer garbage, on demand: repeatable source
-//! faults for the end-to-end tests. Included with `#[path]` by the test binaries.
+//! faults for the end-to-end tests (and corrupt what it answers). Included with `#[path]` by the test binaries.
 //!
 //! It runs on a thread and runtime of its own, so a test blocked in `kubectl` never stalls
 //! the traffic it relays. Every change of fault cuts the connections open at that moment
@@ -25,6 +25,9 @@ pub enum Fault {
     Slow(Duration),
     /// Answer with bytes that are no protocol at all, then close.
     Garbage,
+    /// Relay, but flip bits in what the source answers (each chunk's first 4 bytes kept,
+    /// so a length prefix still frames what follows it).
+    Corrupt,
 }
 
 /// A running proxy; stops when dropped.
@@ -111,11 +114,12 @@ async fn relay(mut client: TcpStream, upstream: SocketAddr, mut faults: watch::R
                 _ = faults.changed() => {}
             }
         }
-        Fault::None | Fault::Slow(_) => {
+        Fault::None | Fault::Slow(_) | Fault::Corrupt => {
             let hold = match fault {
                 Fault::Slow(d) => d,
                 _ => Duration::ZERO,
             };
+            let corrupt = fault == Fault::Corrupt;
             let Ok(server) = TcpStream::connect(upstream).await else {
                 let _ = client.set_zero_linger();
                 return;
@@ -136,6 +140,11 @@ async fn relay(mut client: TcpStream, upstream: SocketAddr, mut faults: watch::R
                         Ok(n) => {
                             if !hold.is_zero() {
                                 tokio::time::sleep(hold).await;
+                            }
+                            if corrupt {
+                                for b in buf[..n].iter_mut().skip(4) {
+                                    *b ^= 0x5a;
+                                }
                             }
                             if cw.write_all(&buf[..n]).await.is_err() {
                                 break;
