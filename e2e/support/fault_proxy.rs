@@ -1,6 +1,7 @@
 //! A TCP proxy on loopback, between eventscale and a real event source, that can take the
-//! source down, make it slow, or make it answer garbage, on demand: repeatable source
-//! faults for the end-to-end tests (and corrupt what it answers). Included with `#[path]` by the test binaries.
+//! source down, make it slow, make it answer garbage or corrupt its answers, on demand:
+//! repeatable source faults for the end-to-end tests. Included with `#[path]` by the test
+//! binaries.
 //!
 //! It runs on a thread and runtime of its own, so a test blocked in `kubectl` never stalls
 //! the traffic it relays. Every change of fault cuts the connections open at that moment
