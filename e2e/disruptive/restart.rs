@@ -51,21 +51,11 @@ async fn a_restarted_eventscale_creates_no_job_twice() {
     let fill = |rows: usize| crate::sources::mysql_queue(&env, &table, rows);
     fill(2);
     let ns = Namespace::create("e2e-sj-restart");
-    let dsn = crate::sources::mysql_dsn(&env);
+    let auth = crate::sources::mysql_dsn_auth(&crate::sources::mysql_dsn(&env));
     crate::apply(
         &ns.0,
         &format!(
-            r#"
-apiVersion: v1
-kind: Secret
-metadata: {{name: db}}
-stringData: {{dsn: "{dsn}"}}
----
-apiVersion: keda.sh/v1alpha1
-kind: TriggerAuthentication
-metadata: {{name: db}}
-spec:
-  secretTargetRef: [{{parameter: connectionString, name: db, key: dsn}}]
+            r#"{auth}
 ---
 apiVersion: keda.sh/v1alpha1
 kind: ScaledJob

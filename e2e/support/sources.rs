@@ -111,3 +111,21 @@ pub fn mysql_dsn(env: &BTreeMap<String, String>) -> String {
         env["EVENTSCALE_MYSQL_DB"]
     )
 }
+
+/// A Secret `db` holding `dsn` and a TriggerAuthentication `db` passing it to a mysql
+/// trigger as its `connectionString`, as YAML documents.
+pub fn mysql_dsn_auth(dsn: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Secret
+metadata: {{name: db}}
+stringData: {{dsn: "{dsn}"}}
+---
+apiVersion: keda.sh/v1alpha1
+kind: TriggerAuthentication
+metadata: {{name: db}}
+spec:
+  secretTargetRef: [{{parameter: connectionString, name: db, key: dsn}}]
+"#
+    )
+}

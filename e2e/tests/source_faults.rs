@@ -309,18 +309,7 @@ async fn mysql() {
         proxy.addr,
         env["EVENTSCALE_MYSQL_DB"]
     );
-    let auth = format!(
-        r#"apiVersion: v1
-kind: Secret
-metadata: {{name: db}}
-stringData: {{dsn: "{dsn}"}}
----
-apiVersion: keda.sh/v1alpha1
-kind: TriggerAuthentication
-metadata: {{name: db}}
-spec:
-  secretTargetRef: [{{parameter: connectionString, name: db, key: dsn}}]"#
-    );
+    let auth = crate::sources::mysql_dsn_auth(&dsn);
     apply(
         &ns.0,
         &objects(
