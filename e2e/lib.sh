@@ -63,9 +63,16 @@ start_bg() {
   shift
   mkdir -p "$LOGS" "$PIDS"
   log "starting $name (log: $LOGS/$name.log)"
-  # 9>&-: the child must not inherit a caller's lock descriptor (sources.sh holds one
-  # around `up`), or the lock would stay held for the life of the server.
-  nohup "$@" >>"$LOGS/$name.log" 2>&1 </dev/null 9>&- &
+  # The server inherits no descriptor but its standard streams: a caller's lock (sources.sh
+  # holds one around `up`; a test run may sit under flock(1)) would otherwise stay held
+  # for the life of the server, and a caller's pipe would never see its end.
+  (
+    for fd in /proc/self/fd/*; do
+      fd=${fd##*/}
+      if ((fd > 2)); then eval "exec $fd>&-"; fi
+    done 2>/dev/null
+    exec nohup "$@" >>"$LOGS/$name.log" 2>&1 </dev/null
+  ) &
   echo $! >"$PIDS/$name.pid"
   basename "$1" >"$PIDS/$name.cmd"
   args_sum "$@" >"$PIDS/$name.args"
