@@ -153,12 +153,12 @@ fn parse_range(part: &str, b: &Bounds) -> Result<(u64, bool), String> {
             "beginning of range ({start}) beyond end of range ({end}): {part}"
         ));
     }
-    let mut bits = 0u64;
-    let mut v = start;
-    while v <= end {
-        bits |= 1u64 << v;
-        v += step;
-    }
+    // `step_by` stops at the end without adding past it: a step near u32::MAX used to
+    // overflow (a panic, or in release a wrap to 0 that set minute 0 too).
+    let step = usize::try_from(step).unwrap_or(usize::MAX);
+    let bits = (start..=end)
+        .step_by(step)
+        .fold(0u64, |bits, v| bits | (1u64 << v));
     Ok((bits, star))
 }
 
@@ -332,6 +332,33 @@ mod tests {
             .expect("next");
         assert_eq!(t.hour(), 8);
         assert_eq!(t.with_timezone(&Utc), at("2026-11-23T07:00:00Z"));
+    }
+
+    /// robfig adds the step to a 64-bit value: a step past the field's range selects the
+    /// start alone. Adding it to a u32 overflowed (a panic in debug builds, in release a wrap
+    /// that selected other minutes or hours too); seen while writing the cron_schedule fuzz
+    /// target, whose corpus keeps the input.
+    #[test]
+    fn a_huge_step_selects_the_start_alone() {
+        for (spec, from, want) in [
+            (
+                "1/4294967295 * * * *",
+                "2026-11-22T12:05:00Z",
+                "2026-11-22T13:01:00Z",
+            ),
+            (
+                "59/4294967295 * * * *",
+                "2026-11-22T12:05:00Z",
+                "2026-11-22T12:59:00Z",
+            ),
+            (
+                "0 23/4294967290 * * *",
+                "2026-11-22T12:05:00Z",
+                "2026-11-22T23:00:00Z",
+            ),
+        ] {
+            assert_eq!(next(spec, from), at(want), "{spec}");
+        }
     }
 
     #[test]
