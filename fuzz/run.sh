@@ -38,8 +38,14 @@ targets() {
 
 build() {
   # Only these flags: RUSTFLAGS set for the main build would otherwise be mixed in.
-  local encoded
+  local encoded v
   encoded="$(printf '%s\x1f' "${flags[@]}")"
+  # What a calling `cargo test` sets for its own crate goes too: build scripts that watch
+  # these (ring's watches CARGO_PKG_NAME) would otherwise run again, and everything after them
+  # be rebuilt, each time the caller changes.
+  for v in $(compgen -e | grep -E '^(CARGO_PKG_|CARGO_BIN_EXE_|CARGO_MANIFEST_|CARGO_CRATE_NAME$|CARGO_BIN_NAME$|CARGO_PRIMARY_PACKAGE$|CARGO_TARGET_TMPDIR$|CARGO_RUSTC_CURRENT_DIR$|OUT_DIR$)'); do
+    unset "$v"
+  done
   env -u RUSTFLAGS -u CARGO_BUILD_RUSTFLAGS -u CARGO_TARGET_DIR -u CARGO_BUILD_TARGET_DIR \
     CARGO_ENCODED_RUSTFLAGS="${encoded%$'\x1f'}" \
     "$cargo" build --manifest-path "$here/Cargo.toml" --target "$host" --profile fuzz \

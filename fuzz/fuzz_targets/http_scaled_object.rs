@@ -3,25 +3,21 @@
 //! panic. An accepted route has lower-case hosts, `/`-rooted path prefixes, replica bounds
 //! with 1 <= max and min <= max, a positive target and a metric name of safe characters;
 //! the interceptor's routing table sends a request for its host, prefix and headers to it;
-//! and the ScaledObject the controller derives from it passes KEDA's validation.
+//! and the ScaledObject the controller applies for it passes KEDA's validation.
 #![no_main]
 
 use std::sync::Arc;
 
+use activator::http::{plan, HttpPlan};
+use eventscale_fuzz::document;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use interceptor::routing::RoutingTable;
 use libfuzzer_sys::fuzz_target;
-use scaler_core::http_scaled_object::{scaled_object_for, HttpScaledObject};
+use scaler_core::http_scaled_object::HttpScaledObject;
 use scaler_core::validation::validate_spec;
 
 fuzz_target!(|data: &[u8]| {
-    let json = data.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-    let parsed: Result<HttpScaledObject, String> = if json {
-        serde_json::from_slice(data).map_err(|e| e.to_string())
-    } else {
-        serde_yaml::from_slice(data).map_err(|e| e.to_string())
-    };
-    let Ok(mut httpso) = parsed else {
+    let Some(mut httpso) = document::<HttpScaledObject>(data) else {
         return;
     };
     httpso
@@ -84,8 +80,12 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(hit, Some(route.key.as_str()), "{host} {prefix}");
     }
 
-    let so = scaled_object_for(&httpso, &route, "eventscale-interceptor.eventscale:9090");
-    if let Err(e) = validate_spec(&so) {
-        panic!("the derived ScaledObject is invalid: {e}");
+    // What the controller applies for it passes KEDA's validation (a name too long for the
+    // derived HPA is refused on the HTTPScaledObject instead).
+    if let HttpPlan::Apply(so) = plan(&httpso, None, "eventscale-interceptor.eventscale:9090").plan
+    {
+        if let Err(e) = validate_spec(&so) {
+            panic!("the controller applies an invalid ScaledObject: {e}");
+        }
     }
 });

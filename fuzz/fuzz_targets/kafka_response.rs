@@ -19,7 +19,7 @@ use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, FindCoordinatorRequest, ListOffsetsRequest, MetadataRequest,
     OffsetFetchRequest, ResponseHeader, SaslAuthenticateRequest, SaslHandshakeRequest,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request};
+use kafka_protocol::protocol::{Encodable, HeaderVersion, Request};
 use libfuzzer_sys::fuzz_target;
 use scaler_core::kafka::{ours, read_response};
 
@@ -46,17 +46,15 @@ where
         // set to a non-default); nothing more to compare.
         return;
     }
-    // kafka-protocol's own encoding is lossy for some decoded values (an unknown tag above
-    // 2^31 is counted but not written): compare only what it reads back itself.
-    if R::Response::decode(&mut body.clone().freeze(), v)
-        .ok()
-        .as_ref()
-        != Some(&resp)
-    {
+    // kafka-protocol counts a tag number above 2^31 (kept as a negative key) without
+    // writing it, so that its output disagrees with its own size: nothing to compare then.
+    // (Decoding that output with kafka-protocol directly, past the client's checks, aborts
+    // as hostile bytes would.)
+    if resp.compute_size(v).ok() != Some(body.len()) {
         return;
     }
     // Sent back as a well-formed frame, the response passes the client's checks and reads
-    // the same: the length check accepts what kafka-protocol itself writes and reads.
+    // the same: the length check accepts what kafka-protocol itself writes.
     let mut header = BytesMut::new();
     ResponseHeader::default()
         .with_correlation_id(CORRELATION)

@@ -9,6 +9,7 @@
 
 use std::sync::OnceLock;
 
+use eventscale_fuzz::document;
 use libfuzzer_sys::fuzz_target;
 use scaler_core::activation::pause_of;
 use scaler_core::hpa::{desired_hpa, hpa_name};
@@ -28,13 +29,7 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let json = data.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-    let parsed: Result<ScaledObject, String> = if json {
-        serde_json::from_slice(data).map_err(|e| e.to_string())
-    } else {
-        serde_yaml::from_slice(data).map_err(|e| e.to_string())
-    };
-    let Ok(mut so) = parsed else {
+    let Some(mut so) = document::<ScaledObject>(data) else {
         return;
     };
 

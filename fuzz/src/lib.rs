@@ -1,5 +1,5 @@
-//! What several fuzz targets share: writing a parsed selector back out, and splitting an
-//! input into text fields.
+//! What several fuzz targets share: writing a parsed selector back out, splitting an input
+//! into text fields, reading a Kubernetes document.
 
 use scaler_core::label_selector::{Operator, Selector};
 
@@ -35,4 +35,14 @@ pub fn fields<const N: usize>(data: &[u8]) -> Option<[&str; N]> {
 /// Run a future that never waits on I/O or timers to completion on this thread.
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
     futures::executor::block_on(f)
+}
+
+/// A Kubernetes object as JSON (what the API server sends) when it starts with `{`, else as
+/// YAML (what `kubectl apply -f` and `eventscale eval` read).
+pub fn document<T: serde::de::DeserializeOwned>(data: &[u8]) -> Option<T> {
+    if data.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+        serde_json::from_slice(data).ok()
+    } else {
+        serde_yaml::from_slice(data).ok()
+    }
 }
