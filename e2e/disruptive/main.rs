@@ -18,6 +18,7 @@ mod workloads;
 #[path = "../support/helm.rs"]
 mod helm_support;
 
+mod faults;
 mod hostile;
 mod node;
 mod rbac;

@@ -15,14 +15,19 @@ use serde_json::Value;
 use crate::sources::{prometheus_query_requests, sources_env};
 use crate::{apply, cluster, cluster_up, eventually, kubectl, kubectl_json, Namespace};
 
-const LEASE_SECONDS: u64 = 6;
+pub(crate) const LEASE_SECONDS: u64 = 6;
 const GROUP: &str = "eventscale-leader";
 
 /// An eventscale replica run by the test, under eventscale's own ServiceAccount.
-struct Replica(Child, String);
+pub(crate) struct Replica(pub(crate) Child, String);
 
 impl Replica {
-    fn start(identity: &str, port: u16) -> Self {
+    pub(crate) fn start(identity: &str, port: u16) -> Self {
+        Self::start_with(identity, port, &[])
+    }
+
+    /// A replica started with `extra` arguments after the usual ones.
+    pub(crate) fn start_with(identity: &str, port: u16, extra: &[&str]) -> Self {
         let c = cluster();
         let log_path = c.state_dir.join(format!("logs/replica-{identity}.log"));
         let log = std::fs::File::create(&log_path).expect("log file");
@@ -40,6 +45,7 @@ impl Replica {
             .arg(c.state_dir.join("eventscale-certs"))
             .args(["--metrics-port", "0", "--identity", identity])
             .args(["--lease-duration-seconds", &LEASE_SECONDS.to_string()])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -59,13 +65,13 @@ impl Replica {
     }
 
     /// SIGKILL: no goodbye, its Lease stays until it expires.
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
 
     /// SIGTERM: it stops acting and deletes its Lease.
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         crate::stop(self.0.id(), "-TERM");
         let _ = self.0.wait();
     }
@@ -85,7 +91,7 @@ impl Drop for Replica {
     }
 }
 
-async fn wait_settled(ids: &[&str]) {
+pub(crate) async fn wait_settled(ids: &[&str]) {
     eventually(
         Duration::from_secs(40),
         &format!("{ids:?} settled"),
@@ -94,14 +100,14 @@ async fn wait_settled(ids: &[&str]) {
     .await;
 }
 
-fn cluster_identity() -> String {
+pub(crate) fn cluster_identity() -> String {
     let pid = crate::pid_of("eventscale").expect("the cluster's eventscale PID file");
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     format!("{}-{pid}", host.trim())
 }
 
 /// The log of each replica: the cluster's and the test's.
-fn logs(ids: &[&str]) -> Vec<(String, String)> {
+pub(crate) fn logs(ids: &[&str]) -> Vec<(String, String)> {
     let dir = cluster().state_dir.join("logs");
     ids.iter()
         .map(|id| {
@@ -432,7 +438,7 @@ async fn activation_during_membership_changes_happens_once() {
 }
 
 /// Brings the cluster's own replica back when the test ends, passed or not.
-struct RestoreCluster;
+pub(crate) struct RestoreCluster;
 
 impl Drop for RestoreCluster {
     fn drop(&mut self) {
