@@ -4,7 +4,7 @@
 #   fuzz/run.sh build                    build every target; prints the directory of the binaries
 #   fuzz/run.sh run <target> [seconds]   fuzz one target (default 300 s), new inputs kept in
 #                                        target/fuzz/corpus/<target>, crashes in target/fuzz/artifacts/<target>
-#   fuzz/run.sh merge <target>           minimise fuzz/corpus/<target> with what a run found
+#   fuzz/run.sh merge <target>           fold what runs found into fuzz/corpus/<target>, minimised
 #   fuzz/run.sh list                     the targets
 #
 # The instrumentation is the stable codegen flags cargo-fuzz passes with `--sanitizer none`.
@@ -80,12 +80,13 @@ case "${1:-}" in
     mkdir -p "$out/corpus/$target"
     merged="$(mktemp -d)"
     trap 'rm -rf "$merged"' EXIT
-    "$bins/$target" -merge=1 "$merged" "$here/corpus/$target" "$out/corpus/$target" \
-      -rss_limit_mb=2048 -timeout=10 >&2
+    # A greedy set cover of the edges (hit counts ignored) keeps the corpus small.
+    "$bins/$target" -set_cover_merge=1 -use_counters=0 "$merged" "$here/corpus/$target" \
+      "$out/corpus/$target" -rss_limit_mb=2048 -timeout=10 >&2
     rm -rf "${here:?}/corpus/$target"
     mkdir -p "$here/corpus/$target"
     cp "$merged"/* "$here/corpus/$target/"
-    echo "fuzz/corpus/$target: $(ls "$here/corpus/$target" | wc -l) inputs, $(du -sh "$here/corpus/$target" | cut -f1)"
+    echo "fuzz/corpus/$target: $(ls "$here/corpus/$target" | wc -l) inputs, $(cat "$here/corpus/$target"/* | wc -c) bytes"
     ;;
   list)
     targets
