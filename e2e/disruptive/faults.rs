@@ -366,6 +366,24 @@ fn kill_on_line(path: &Path, from: u64, needles: &[&str], pid: u32, limit: Durat
     }
 }
 
+/// SIGKILL `pid` the moment `log` (from byte `from`) says it scaled a ScaledObject whose
+/// name starts with `object` (`scaledobject=<ns>/<name>`) from zero (60 s at most), off the
+/// async workers; the line.
+async fn kill_on_scale_from_zero(log: &Path, from: u64, object: &str, pid: u32) -> String {
+    let (log, object) = (log.to_path_buf(), object.to_string());
+    tokio::task::spawn_blocking(move || {
+        kill_on_line(
+            &log,
+            from,
+            &["scaled the target", &object, "from=0"],
+            pid,
+            Duration::from_secs(60),
+        )
+    })
+    .await
+    .expect("the log watched")
+}
+
 /// Wait (10 s at most) until process `pid` is gone.
 fn wait_gone(pid: u32) {
     for _ in 0..1000 {
@@ -586,20 +604,7 @@ async fn eventscale_killed_mid_activation_activates_once_and_still_restores() {
                 sigkill(pid);
                 String::new()
             }
-            KillAt::ScaleWritten => {
-                let (log, me) = (log.clone(), me.clone());
-                tokio::task::spawn_blocking(move || {
-                    kill_on_line(
-                        &log,
-                        from,
-                        &["scaled the target", &me, "from=0"],
-                        pid,
-                        Duration::from_secs(60),
-                    )
-                })
-                .await
-                .expect("kill on the line")
-            }
+            KillAt::ScaleWritten => kill_on_scale_from_zero(&log, from, &me, pid).await,
         };
         wait_gone(pid);
         let at_kill = replicas_of(&ns.0, "web");
@@ -742,20 +747,7 @@ spec:
     produce(&env, &topic, 0, 12);
     let b_pid = b.0.id();
     let needle = format!("scaledobject={}/", ns.0);
-    let line = {
-        let b_log = b_log.clone();
-        tokio::task::spawn_blocking(move || {
-            kill_on_line(
-                &b_log,
-                b_from,
-                &["scaled the target", &needle, "from=0"],
-                b_pid,
-                Duration::from_secs(60),
-            )
-        })
-        .await
-        .expect("kill on the line")
-    };
+    let line = kill_on_scale_from_zero(&b_log, b_from, &needle, b_pid).await;
     let killed = Instant::now();
     b.kill();
     let at_kill: Vec<i64> = (0..N)

@@ -489,6 +489,32 @@ mod tests {
         }
     }
 
+    /// One poll of `so` at `now` with outcome `a`, as `act` decides it: the decision and
+    /// the status after it.
+    fn poll(
+        so: &ScaledObject,
+        a: &Activity,
+        current: i32,
+        now: DateTime<Utc>,
+        remembered: Option<DateTime<Utc>>,
+    ) -> (Decision, ScaledObjectStatus) {
+        let mut i = input(so, a, current, now).expect("input");
+        i.last_active = i.last_active.max(remembered);
+        let d = activation::decide(&i);
+        let cur = so.status.clone().unwrap_or_default();
+        let none = BTreeMap::new();
+        let poll = Poll {
+            input: &i,
+            decision: &d,
+            activity: a,
+            health: &none,
+            target: None,
+            remembered,
+        };
+        let next = next_status(so, &cur, &poll);
+        (d, next)
+    }
+
     /// Five polls a second apart with the same outcome, each from the last status (and
     /// the remembered last active time, as `act` keeps it); how many wrote.
     fn settle(so: &mut ScaledObject, a: &Activity, current: i32, start: DateTime<Utc>) -> usize {
@@ -496,20 +522,8 @@ mod tests {
         let mut remembered = None;
         for s in 0..5 {
             let now = start + chrono::TimeDelta::seconds(s);
-            let mut i = input(so, a, current, now).expect("input");
-            i.last_active = i.last_active.max(remembered);
-            let d = activation::decide(&i);
             let cur = so.status.clone().unwrap_or_default();
-            let none = BTreeMap::new();
-            let poll = Poll {
-                input: &i,
-                decision: &d,
-                activity: a,
-                health: &none,
-                target: None,
-                remembered,
-            };
-            let next = next_status(so, &cur, &poll);
+            let (d, next) = poll(so, a, current, now, remembered);
             if d.touch_last_active {
                 remembered = Some(now);
             }
@@ -586,19 +600,8 @@ mod tests {
         let now = Utc::now();
         for (active, error) in polls {
             let a = activity(*active, *error);
-            let i = input(so, &a, 1, now).expect("input");
-            let d = activation::decide(&i);
             let cur = so.status.clone().unwrap_or_default();
-            let none = BTreeMap::new();
-            let poll = Poll {
-                input: &i,
-                decision: &d,
-                activity: &a,
-                health: &none,
-                target: None,
-                remembered: None,
-            };
-            let next = next_status(so, &cur, &poll);
+            let (_, next) = poll(so, &a, 1, now, None);
             said.extend(failure_event(&cur, &next, &a));
             so.status = Some(Box::new(next));
         }
