@@ -1,10 +1,10 @@
 //! Every fuzz target of `fuzz/` (the parsers of what users, clients, brokers and Prometheus
 //! send) runs for a few seconds in `cargo test`: built with coverage instrumentation on the
 //! stable toolchain by `fuzz/run.sh build`, then run by libFuzzer from the committed corpus
-//! (`fuzz/corpus/<target>`, only read: new inputs go to a scratch directory). A crash,
-//! failed assertion, timeout or out-of-memory fails the test, naming the target and the
-//! input libFuzzer saved. `EVENTSCALE_SKIP_FUZZ=1` skips it (for quick local runs; CI runs
-//! it). See docs/fuzzing.md.
+//! (`fuzz/corpus/<target>`, only read: new inputs go to a scratch directory, removed
+//! afterwards). A crash, failed assertion, timeout or out-of-memory fails the test, naming
+//! the target and the input libFuzzer saved. `EVENTSCALE_SKIP_FUZZ=1` skips it (for quick
+//! local runs; CI runs it). See docs/fuzzing.md.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -31,6 +31,14 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| root().join("target"))
 }
 
+/// Where this run's targets write what they find: per process, so that two `cargo test`
+/// runs in one checkout never share one.
+fn scratch_dir() -> PathBuf {
+    target_dir()
+        .join("fuzz/bounded")
+        .join(std::process::id().to_string())
+}
+
 fn run_sh(args: &[&str]) -> Output {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_string());
     Command::new("bash")
@@ -54,7 +62,7 @@ fn tail(s: &str, n: usize) -> String {
 
 /// What went wrong in one target's run, if anything.
 fn fuzz(bins: &Path, target: &str) -> Result<String, String> {
-    let scratch = target_dir().join("fuzz/bounded").join(target);
+    let scratch = scratch_dir().join(target);
     let artifacts = target_dir().join("fuzz/artifacts").join(target);
     let _ = std::fs::remove_dir_all(&scratch);
     for dir in [&scratch, &artifacts] {
@@ -160,5 +168,6 @@ fn every_fuzz_target_survives_a_short_run() {
         }
     }
     println!("fuzz targets ran in {:.0?}", ran.elapsed());
+    let _ = std::fs::remove_dir_all(scratch_dir());
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
