@@ -30,9 +30,10 @@ mod external_scaler;
 pub use cluster_support::*;
 
 /// The node's CPU, for the tests that measure under load (the k6 walkthrough takes it
-/// alone, `write`) and the tests that start bursts of pods (the ScaledJob tests share it,
-/// `read`): a burst of pod starts on the 2-core machine stalls the walkthrough's app for a
-/// second and its queue with it.
+/// alone, `write`) and the tests that start bursts of pods or load the machine for long
+/// (the ScaledJob, source-fault and bad-object tests share it, `read`): on the 2-core
+/// machine they stall the walkthrough's app (requests of 45 ms taking 300 ms, its queue
+/// at 31 and the HPA asking for a second replica at 100 req/s).
 pub static NODE_LOAD: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 mod activation;

@@ -266,6 +266,9 @@ async fn every_fault(source: &str, ns: &Namespace, proxy: &FaultProxy, slow: Dur
 /// past its window (seen when they ran as three tests side by side).
 #[tokio::test]
 async fn sources_down_slow_garbage_corrupt_or_flapping_scale_nothing_wrongly() {
+    // Four minutes of polling every second, sampling every 250 ms and HPAs at work: a load
+    // on the 2-core machine the k6 walkthrough must not share.
+    let _node = crate::NODE_LOAD.read().await;
     prometheus().await;
     mysql().await;
     kafka().await;
