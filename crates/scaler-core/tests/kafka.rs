@@ -357,6 +357,50 @@ async fn unreachable_broker_is_a_clear_error() {
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }
 
+/// A broker that accepts connections and never answers: every question fails within one
+/// request timeout, counting the wait for the connection that an earlier question holds
+/// (each step had its own timeout once, and the second question took two).
+#[tokio::test]
+async fn a_silent_broker_fails_each_question_within_one_request_timeout() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    let addr = listener.local_addr().expect("its address").to_string();
+    // Accept and hold every connection, answering nothing.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in listener.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    let scaler = |topic: &str| {
+        scaler_at(
+            &unique("so"),
+            &[
+                ("bootstrapServers", addr.as_str()),
+                ("consumerGroup", "g"),
+                ("topic", topic),
+            ],
+            &[],
+        )
+        .expect("valid")
+    };
+    let (a, b) = (scaler("a"), scaler("b"));
+    let started = std::time::Instant::now();
+    let (ra, rb) = tokio::join!(a.sample(), b.sample());
+    let took = started.elapsed();
+    for r in [ra, rb] {
+        let e = r.expect_err("the broker never answers");
+        assert!(
+            e.to_string()
+                .contains(&format!("kafka broker {addr}: no answer within 5s")),
+            "{e}"
+        );
+    }
+    assert!(
+        took < scaler_core::kafka::REQUEST_TIMEOUT + std::time::Duration::from_secs(2),
+        "two questions to a silent broker took {took:?}"
+    );
+}
+
 #[tokio::test]
 async fn missing_topic_is_a_clear_error() {
     let e = scaler(&unique("g"), &unique("missing"), &[])

@@ -318,16 +318,19 @@ impl KafkaClient {
     /// The connection is out of its slot while in use, so a failed, timed-out or cancelled
     /// call drops it rather than leaving a half-read answer for the next request. One that
     /// had been idle (and may have been closed by the broker) gets one retry on a fresh
-    /// connection.
+    /// connection, within the same deadline: waiting for the connection, the call and the
+    /// retry together take at most [`REQUEST_TIMEOUT`], so a broker that stopped answering
+    /// holds a metric read (and the HPA controller's worker waiting on it) for no longer.
     async fn request<R: Request>(
         &self,
         addr: &str,
         build: &(impl Fn(i16) -> R + Sync),
     ) -> Result<(i16, R::Response), KafkaError> {
         let slot = self.slot(addr);
+        let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
         // Waiting for the connection counts against the timeout too: a broker that stopped
         // answering must not queue every other question behind it for long.
-        let mut idle = tokio::time::timeout(REQUEST_TIMEOUT, slot.lock())
+        let mut idle = tokio::time::timeout_at(deadline, slot.lock())
             .await
             .map_err(|_| KafkaError::Timeout {
                 broker: addr.to_string(),
@@ -346,7 +349,7 @@ impl KafkaClient {
                 let answer = conn.call(build).await?;
                 Ok((conn, answer))
             };
-            let result = match tokio::time::timeout(REQUEST_TIMEOUT, call).await {
+            let result = match tokio::time::timeout_at(deadline, call).await {
                 Ok(r) => r,
                 Err(_) => Err(KafkaError::Timeout {
                     broker: addr.to_string(),
@@ -357,11 +360,10 @@ impl KafkaClient {
                     *idle = Some(conn);
                     return Ok(answer);
                 }
-                // A connection closed while idle fails at once; one a middlebox dropped
-                // silently times out. Either way, once more on a new connection.
-                Err(e @ (KafkaError::Io { .. } | KafkaError::Timeout { .. }))
-                    if reused && attempt == 0 =>
-                {
+                // A connection closed while idle fails at once: once more on a new
+                // connection, in what is left of the deadline. (One that timed out has
+                // none left.)
+                Err(e @ KafkaError::Io { .. }) if reused && attempt == 0 => {
                     tracing::debug!(broker = addr, error = %e, "reconnecting after an idle connection failed");
                     attempt += 1;
                 }
