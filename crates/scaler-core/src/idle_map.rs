@@ -1,5 +1,5 @@
 //! Shared clients by configuration (a connection pool per DSN, an HTTP client per TLS
-//! setup), forgotten once unused for a while: a deleted ScaledObject or rotated
+//! setup, a connection per server: [`Connections`]), forgotten once unused for a while: a deleted ScaledObject or rotated
 //! credentials must not keep old connections and secrets alive for the process's life.
 
 use std::collections::HashMap;
@@ -82,6 +82,57 @@ impl<K: Hash + Eq, V: Clone> IdleMap<K, V> {
     }
 }
 
+/// One connection per key (a server and its credentials), made on first use and made
+/// again once it is found unusable or forgotten; forgotten with its key once unused for
+/// [`IDLE`]. Callers for the same key wait for one connection attempt, not one each.
+pub struct Connections<K, C> {
+    slots: IdleMap<K, std::sync::Arc<tokio::sync::Mutex<Option<C>>>>,
+}
+
+impl<K: Hash + Eq + Clone, C: Clone> Default for Connections<K, C> {
+    fn default() -> Self {
+        Self {
+            slots: IdleMap::new(IDLE),
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone, C: Clone> Connections<K, C> {
+    fn slot(&self, key: &K) -> std::sync::Arc<tokio::sync::Mutex<Option<C>>> {
+        drop(self.slots.sweep());
+        if let Some(s) = self.slots.get(key) {
+            return s;
+        }
+        let s = std::sync::Arc::new(tokio::sync::Mutex::new(None));
+        self.slots.insert(key.clone(), s.clone());
+        s
+    }
+
+    /// `key`'s connection while `usable` says it is, else a new one from `connect`.
+    pub async fn get<E, F: std::future::Future<Output = Result<C, E>>>(
+        &self,
+        key: &K,
+        usable: impl Fn(&C) -> bool,
+        connect: impl FnOnce() -> F,
+    ) -> Result<C, E> {
+        let slot = self.slot(key);
+        let mut held = slot.lock().await;
+        if let Some(c) = held.as_ref().filter(|c| usable(c)) {
+            return Ok(c.clone());
+        }
+        let c = connect().await?;
+        *held = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Drop `key`'s connection (after it failed): the next [`Self::get`] connects again.
+    pub async fn forget(&self, key: &K) {
+        if let Some(slot) = self.slots.get(key) {
+            *slot.lock().await = None;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,5 +153,24 @@ mod tests {
         assert_eq!((m.get(&"a"), m.get(&"b"), m.len()), (Some(3), None, 1));
         // Swept at most once per interval.
         assert!(m.sweep().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_made_once_and_again_when_unusable_or_forgotten() {
+        let conns: Connections<&str, u32> = Connections::default();
+        let made = std::sync::atomic::AtomicU32::new(0);
+        let connect = || async {
+            Ok::<_, String>(made.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1)
+        };
+        assert_eq!(conns.get(&"a", |_| true, connect).await, Ok(1));
+        assert_eq!(conns.get(&"a", |_| true, connect).await, Ok(1));
+        assert_eq!(conns.get(&"a", |c| *c != 1, connect).await, Ok(2));
+        conns.forget(&"a").await;
+        assert_eq!(conns.get(&"a", |_| true, connect).await, Ok(3));
+        assert_eq!(conns.get(&"b", |_| true, connect).await, Ok(4));
+        let failed = conns
+            .get(&"c", |_| true, || async { Err::<u32, _>("refused") })
+            .await;
+        assert_eq!(failed, Err("refused"));
     }
 }
