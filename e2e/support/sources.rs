@@ -129,3 +129,121 @@ spec:
 "#
     )
 }
+
+/// The test database's URL for PostgreSQL clients, with `sslmode`.
+pub fn postgres_url(env: &BTreeMap<String, String>, sslmode: &str) -> String {
+    format!(
+        "postgresql://{}:{}@{}:{}/{}?sslmode={sslmode}",
+        env["EVENTSCALE_POSTGRES_USER"],
+        env["EVENTSCALE_POSTGRES_PASSWORD"],
+        env["EVENTSCALE_POSTGRES_HOST"],
+        env["EVENTSCALE_POSTGRES_PORT"],
+        env["EVENTSCALE_POSTGRES_DB"]
+    )
+}
+
+/// Run `sql` in the test database with `psql` as the test user, asserting success; its
+/// output, unaligned and without headers.
+pub fn psql(env: &BTreeMap<String, String>, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args([
+            "-Atq",
+            &postgres_url(env, "disable"),
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ])
+        .env("PGCONNECT_TIMEOUT", "10")
+        .output()
+        .expect("psql");
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Run `args` with `redis-cli` against the plain Redis server's database `db`, as its
+/// default user, asserting success; the output, trimmed.
+pub fn redis_cli(env: &BTreeMap<String, String>, db: u32, args: &[&str]) -> String {
+    let (host, port) = env["EVENTSCALE_REDIS_ADDRESS"]
+        .rsplit_once(':')
+        .expect("host:port");
+    let out = Command::new("redis-cli")
+        .args(["-h", host, "-p", port, "-n", &db.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli");
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        out.status.success() && !text.starts_with("ERR"),
+        "redis-cli {args:?}: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// A call to the test RabbitMQ's management API as the test user, asserting a 2xx answer;
+/// the body. `path` starts after `/api`.
+pub fn rabbit_api(
+    env: &BTreeMap<String, String>,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> String {
+    let base = env["EVENTSCALE_RABBITMQ_HTTP"].clone();
+    let mut cmd = Command::new("curl");
+    cmd.args(["-fsS", "--max-time", "10", "-X", method])
+        .arg(format!("{base}/api{path}"))
+        .args(["-H", "content-type: application/json"]);
+    if let Some(b) = body {
+        cmd.args(["--data", b]);
+    }
+    let out = cmd.output().expect("curl");
+    assert!(
+        out.status.success(),
+        "{method} /api{path}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Queue `queue` in vhost `vhost` (`/` is `%2F`), made anew and empty, with `messages`
+/// published to it through the default exchange.
+pub fn rabbit_queue(env: &BTreeMap<String, String>, vhost: &str, queue: &str, messages: usize) {
+    let _ = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-X", "DELETE"])
+        .arg(format!(
+            "{}/api/queues/{vhost}/{queue}",
+            env["EVENTSCALE_RABBITMQ_HTTP"]
+        ))
+        .output();
+    rabbit_api(
+        env,
+        "PUT",
+        &format!("/queues/{vhost}/{queue}"),
+        Some(r#"{"durable":false}"#),
+    );
+    rabbit_publish(env, vhost, queue, messages);
+}
+
+/// Publish `messages` to `queue` in `vhost` through the default exchange.
+pub fn rabbit_publish(env: &BTreeMap<String, String>, vhost: &str, queue: &str, messages: usize) {
+    for i in 0..messages {
+        let body = format!(
+            r#"{{"properties":{{}},"routing_key":"{queue}","payload":"m{i}","payload_encoding":"string"}}"#
+        );
+        let routed = rabbit_api(
+            env,
+            "POST",
+            &format!("/exchanges/{vhost}/amq.default/publish"),
+            Some(&body),
+        );
+        assert!(
+            routed.contains("true"),
+            "message not routed to {queue}: {routed}"
+        );
+    }
+}
