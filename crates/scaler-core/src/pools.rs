@@ -1,5 +1,6 @@
 //! What the scalers of every ScaledObject share: one HTTP client per Prometheus TLS setup,
-//! one MySQL pool per DSN, one Kafka client per cluster configuration, one gRPC connection
+//! one MySQL pool per DSN, one PostgreSQL client per connection string, one Redis
+//! connection per server and database, one Kafka client per cluster configuration, one gRPC connection
 //! per external scaler, the maps that let identical queries in flight share one round
 //! trip, and the scalers themselves where ScaledObjects ask the same question
 //! ([`SharedScalers`]).
@@ -14,7 +15,10 @@ use std::sync::{Arc, Mutex, Weak};
 use crate::kafka::KafkaClients;
 use crate::scalers::external::ExternalClients;
 use crate::scalers::mysql::MysqlPools;
+use crate::scalers::postgresql::PostgresClients;
 use crate::scalers::prometheus::PrometheusClients;
+use crate::scalers::rabbitmq::RabbitClients;
+use crate::scalers::redis::RedisClients;
 
 /// The shared clients of one process (or one test).
 #[derive(Default)]
@@ -23,6 +27,12 @@ pub struct Pools {
     pub prometheus: Arc<PrometheusClients>,
     /// Connection pools by DSN, and MySQL queries in flight.
     pub mysql: Arc<MysqlPools>,
+    /// PostgreSQL clients by connection string, and queries in flight.
+    pub postgresql: Arc<PostgresClients>,
+    /// RabbitMQ management API clients and AMQP connections, and questions in flight.
+    pub rabbitmq: Arc<RabbitClients>,
+    /// Redis connections by address, database, credentials and TLS, and questions in flight.
+    pub redis: Arc<RedisClients>,
     /// Kafka clients by bootstrap servers and security settings.
     pub kafka: Arc<KafkaClients>,
     /// Connections to external scalers by address and TLS settings, and where
@@ -71,7 +81,10 @@ impl SharedScalers {
     /// inputs. kubernetes-workload reads the ScaledObject's namespace, Kafka keeps the
     /// offsets it saw last, external scalers are told the ScaledObject: not shared.
     pub fn shareable(trigger_type: &str) -> bool {
-        matches!(trigger_type, "prometheus" | "cron" | "mysql")
+        matches!(
+            trigger_type,
+            "prometheus" | "cron" | "mysql" | "postgresql" | "rabbitmq" | "redis" | "redis-streams"
+        )
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Weakly> {

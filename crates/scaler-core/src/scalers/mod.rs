@@ -10,7 +10,11 @@ pub mod kafka;
 pub mod kubernetes_workload;
 pub mod mysql;
 pub mod params;
+pub mod postgresql;
 pub mod prometheus;
+pub mod rabbitmq;
+pub mod redis;
+pub mod redis_streams;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -126,6 +130,27 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         }
         source = s.source();
     }
+    out
+}
+
+/// `text` with every `user:password@` in it replaced, as KEDA anonymizes its errors.
+pub fn anonymize(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('@') {
+        let head = &rest[..at];
+        // The userinfo runs back to the last `/` (after `scheme://`) or space.
+        let start = head.rfind(['/', ' ']).map_or(0, |i| i + 1);
+        if head[start..].contains(':') {
+            out.push_str(&head[..start]);
+            out.push_str("user:password@");
+        } else {
+            out.push_str(head);
+            out.push('@');
+        }
+        rest = &rest[at + 1..];
+    }
+    out.push_str(rest);
     out
 }
 
@@ -342,6 +367,9 @@ pub fn target_parameter(trigger_type: &str) -> Option<&'static str> {
         "mysql" => Some("queryValue"),
         "kubernetes-workload" => Some("value"),
         "kafka" => Some("lagThreshold"),
+        "postgresql" => Some("targetQueryValue"),
+        "redis" => Some("listLength"),
+        "rabbitmq" => Some("value"),
         _ => None,
     }
 }
@@ -355,6 +383,10 @@ pub async fn build_scaler(ctx: TriggerContext<'_>) -> Result<Box<dyn Scaler>, Sc
         "kubernetes-workload" => Ok(Box::new(kubernetes_workload::WorkloadScaler::new(ctx)?)),
         "mysql" => Ok(Box::new(mysql::MysqlScaler::new(ctx)?)),
         "kafka" => Ok(Box::new(kafka::KafkaScaler::new(ctx)?)),
+        "postgresql" => Ok(Box::new(postgresql::PostgresScaler::new(ctx)?)),
+        "rabbitmq" => Ok(Box::new(rabbitmq::RabbitScaler::new(ctx)?)),
+        "redis" => Ok(Box::new(redis::RedisScaler::new(ctx)?)),
+        "redis-streams" => Ok(Box::new(redis_streams::RedisStreamsScaler::new(ctx)?)),
         other => Err(ScalerError::UnsupportedTrigger(other.to_string())),
     }
 }
