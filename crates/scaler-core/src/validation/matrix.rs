@@ -58,6 +58,9 @@ impl Sources for Namespace {
                 json!({"configMapTargetRef": [{"parameter": "username", "name": "nosuch", "key": "user"}]})
             }
             ("app", "vault") => json!({"hashiCorpVault": {"address": "http://vault:8200"}}),
+            ("app", "tls-param") => {
+                json!({"secretTargetRef": [{"parameter": "tls", "name": "creds", "key": "token"}]})
+            }
             _ => return Ok(None),
         };
         Ok(serde_json::from_value(spec).ok())
@@ -221,6 +224,13 @@ fn rows() -> Vec<(&'static str, Value, &'static str, &'static str)> {
         ("cron schedule not parsing", triggers(vec![cron(json!({"metadata": {"start": "every morning"}}))]), "spec.triggers[0].metadata.start", "error parsing start schedule"),
         ("cron time zone unknown", triggers(vec![cron(json!({"metadata": {"timezone": "Mars/Olympus_Mons"}}))]), "spec.triggers[0].metadata.timezone", "Mars/Olympus_Mons"),
         ("kafka lagThreshold zero", triggers(vec![json!({"type": "kafka", "metadata": {"bootstrapServers": "kafka:9092", "consumerGroup": "g", "topic": "t", "lagThreshold": "0"}})]), "spec.triggers[0].metadata.lagThreshold", "\"lagThreshold\" must be positive number"),
+        ("postgresql targetQueryValue missing", triggers(vec![json!({"type": "postgresql", "metadata": {"query": "SELECT 1", "host": "db", "port": "5432", "userName": "u", "dbName": "d", "sslmode": "disable"}})]), "spec.triggers[0].metadata.targetQueryValue", "no targetQueryValue given"),
+        ("postgresql field missing", triggers(vec![json!({"type": "postgresql", "metadata": {"query": "SELECT 1", "targetQueryValue": "2", "host": "db", "userName": "u", "dbName": "d", "sslmode": "disable"}})]), "spec.triggers[0].metadata.port", "no port given"),
+        ("redis without an address", triggers(vec![json!({"type": "redis", "metadata": {"listName": "jobs"}})]), "spec.triggers[0].metadata.address", "no addresses or hosts given"),
+        ("redis TLS set on both sides", triggers(vec![json!({"type": "redis", "metadata": {"listName": "jobs", "address": "redis:6379", "enableTLS": "true"}, "authenticationRef": {"name": "tls-param"}})]), "spec.triggers[0].metadata.enableTLS", "unable to set `tls` in both ScaledObject and TriggerAuthentication together"),
+        ("redis-streams without a stream", triggers(vec![json!({"type": "redis-streams", "metadata": {"address": "redis:6379"}})]), "spec.triggers[0].metadata.stream", "\"stream\""),
+        ("rabbitmq queueLength with a mode", triggers(vec![json!({"type": "rabbitmq", "metadata": {"queueName": "q", "host": "amqp://rabbit", "queueLength": "5", "mode": "QueueLength"}})]), "spec.triggers[0].metadata.queueLength", "queueLength is deprecated; use mode and value"),
+        ("rabbitmq rate mode over AMQP", triggers(vec![json!({"type": "rabbitmq", "metadata": {"queueName": "q", "host": "amqp://rabbit", "mode": "MessageRate", "value": "5"}})]), "spec.triggers[0].metadata.mode", "must be HTTP to use trigger mode MessageRate"),
         ("kubernetes-workload value under a thousandth", triggers(vec![json!({"type": "kubernetes-workload", "metadata": {"podSelector": "app=web", "value": "0.0001"}})]), "spec.triggers[0].metadata.value", "at least 0.001"),
         ("kubernetes-workload podSelector not parsing", triggers(vec![json!({"type": "kubernetes-workload", "metadata": {"podSelector": "app in (", "value": "1"}})]), "spec.triggers[0].metadata.podSelector", "invalid podSelector"),
         ("1,000 triggers, the last of an unknown type", triggers(thousand), "spec.triggers[999].type", "no-such-scaler"),
