@@ -52,6 +52,7 @@ mod lifecycle;
 mod metrics_only;
 mod node;
 mod prometheus;
+mod queues;
 mod rotation;
 mod scaled_job;
 mod seed_behaviour;

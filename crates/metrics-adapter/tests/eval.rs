@@ -424,3 +424,131 @@ fn scaled_job_example_against_the_real_mysql() {
     sources::mariadb(&env, &format!("DROP TABLE {table};"));
     let _ = std::fs::remove_file(&file);
 }
+
+/// One ScaledObject with a postgresql, a redis, a redis-streams and a rabbitmq trigger,
+/// credentials from a Secret through a TriggerAuthentication: eval asks each real source
+/// and the replicas are the largest of the four.
+#[test]
+fn postgresql_redis_and_rabbitmq_triggers_against_the_real_sources() {
+    let env = sources::sources_env(&["postgresql", "redis", "rabbitmq"]);
+    let id = std::process::id();
+    let table = format!("eval_jobs_{id}");
+    sources::psql(
+        &env,
+        &format!("DROP TABLE IF EXISTS {table}; CREATE TABLE {table} AS SELECT generate_series(1, 9) AS id"),
+    );
+    let (list, stream, queue) = (
+        format!("eval-list-{id}"),
+        format!("eval-stream-{id}"),
+        format!("eval-queue-{id}"),
+    );
+    sources::redis_cli(&env, 0, &["DEL", &list, &stream]);
+    sources::redis_cli(
+        &env,
+        0,
+        &["RPUSH", &list, "a", "b", "c", "d", "e", "f", "g"],
+    );
+    for _ in 0..3 {
+        sources::redis_cli(&env, 0, &["XADD", &stream, "*", "k", "v"]);
+    }
+    sources::rabbit_queue(&env, "%2F", &queue, 11);
+    let yaml = format!(
+        r#"
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata: {{name: worker, namespace: shop}}
+spec:
+  scaleTargetRef: {{name: worker}}
+  maxReplicaCount: 20
+  triggers:
+  - type: postgresql
+    metadata: {{host: "{pg_host}", port: "{pg_port}", userName: "{pg_user}", dbName: "{pg_db}", sslmode: disable, query: "SELECT COUNT(*) FROM {table}", targetQueryValue: "3"}}
+    authenticationRef: {{name: pg}}
+  - type: redis
+    metadata: {{address: "{redis}", listName: "{list}", listLength: "2"}}
+  - type: redis-streams
+    metadata: {{address: "{redis}", stream: "{stream}", streamLength: "1"}}
+  - type: rabbitmq
+    metadata: {{queueName: "{queue}", mode: QueueLength, value: "2"}}
+    authenticationRef: {{name: amqp}}
+---
+apiVersion: keda.sh/v1alpha1
+kind: TriggerAuthentication
+metadata: {{name: pg, namespace: shop}}
+spec:
+  secretTargetRef: [{{parameter: password, name: creds, key: pg}}]
+---
+apiVersion: keda.sh/v1alpha1
+kind: TriggerAuthentication
+metadata: {{name: amqp, namespace: shop}}
+spec:
+  secretTargetRef: [{{parameter: host, name: creds, key: amqp}}]
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: creds, namespace: shop}}
+stringData: {{pg: "{pg_password}", amqp: "{amqp}/%2F"}}
+"#,
+        pg_host = env["EVENTSCALE_POSTGRES_HOST"],
+        pg_port = env["EVENTSCALE_POSTGRES_PORT"],
+        pg_user = env["EVENTSCALE_POSTGRES_USER"],
+        pg_db = env["EVENTSCALE_POSTGRES_DB"],
+        pg_password = env["EVENTSCALE_POSTGRES_PASSWORD"],
+        redis = env["EVENTSCALE_REDIS_ADDRESS"],
+        amqp = env["EVENTSCALE_RABBITMQ_AMQP"],
+    );
+    let file = std::env::temp_dir().join(format!("eventscale-queues-{id}.yaml"));
+    std::fs::write(&file, yaml).expect("write");
+    let (code, out, err) = eval(&["-f", &file.display().to_string(), "-o", "json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    let got: Vec<(String, String, Option<f64>, Option<f64>)> = v["triggers"]
+        .as_array()
+        .expect("triggers")
+        .iter()
+        .map(|t| {
+            (
+                t["type"].as_str().unwrap_or_default().to_string(),
+                t["metricName"].as_str().unwrap_or_default().to_string(),
+                t["value"].as_f64(),
+                t["target"].as_f64(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                "postgresql".into(),
+                "s0-postgresql".into(),
+                Some(9.0),
+                Some(3.0)
+            ),
+            (
+                "redis".into(),
+                format!("s1-redis-{list}"),
+                Some(7.0),
+                Some(2.0)
+            ),
+            (
+                "redis-streams".into(),
+                format!("s2-redis-streams-{stream}"),
+                Some(3.0),
+                Some(1.0)
+            ),
+            (
+                "rabbitmq".into(),
+                format!("s3-rabbitmq-{queue}"),
+                Some(11.0),
+                Some(2.0)
+            ),
+        ],
+        "{v}"
+    );
+    // ceil(11 / 2) is the largest.
+    assert_eq!(v["replicas"], 6, "{v}");
+    sources::psql(&env, &format!("DROP TABLE {table}"));
+    sources::redis_cli(&env, 0, &["DEL", &list, &stream]);
+    sources::rabbit_api(&env, "DELETE", &format!("/queues/%2F/{queue}"), None);
+    let _ = std::fs::remove_file(&file);
+}
