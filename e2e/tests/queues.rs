@@ -137,6 +137,18 @@ async fn postgresql_rows_scale_a_deployment_from_zero_and_back() {
     psql(&env, &format!("DROP TABLE {table}"));
 }
 
+/// [`objects`] with the test Redis server's ACL user and password from the Secret.
+fn redis_objects(env: &std::collections::BTreeMap<String, String>, trigger: &str) -> String {
+    objects(
+        &format!(
+            "username: {}\npassword: {}",
+            env["EVENTSCALE_REDIS_USER"], env["EVENTSCALE_REDIS_PASSWORD"]
+        ),
+        "username: username\npassword: password",
+        trigger,
+    )
+}
+
 /// A list's length, `listLength: 4`, as the ACL user: 9 items → 3 replicas.
 #[tokio::test]
 async fn redis_list_scales_a_deployment_from_zero_and_back() {
@@ -146,12 +158,8 @@ async fn redis_list_scales_a_deployment_from_zero_and_back() {
     redis_cli(&env, 0, &["DEL", &list]);
     apply(
         &ns.0,
-        &objects(
-            &format!(
-                "username: {}\npassword: {}",
-                env["EVENTSCALE_REDIS_USER"], env["EVENTSCALE_REDIS_PASSWORD"]
-            ),
-            "username: username\npassword: password",
+        &redis_objects(
+            &env,
             &format!(
                 "redis\n  metadata:\n    address: {}\n    listName: {list}\n    listLength: \"4\"\n",
                 env["EVENTSCALE_REDIS_ADDRESS"]
@@ -192,12 +200,8 @@ async fn redis_stream_lag_scales_a_deployment_from_zero_and_back() {
     );
     apply(
         &ns.0,
-        &objects(
-            &format!(
-                "username: {}\npassword: {}",
-                env["EVENTSCALE_REDIS_USER"], env["EVENTSCALE_REDIS_PASSWORD"]
-            ),
-            "username: username\npassword: password",
+        &redis_objects(
+            &env,
             &format!(
                 "redis-streams\n  metadata:\n    address: {}\n    stream: {stream}\n    consumerGroup: workers\n    lagCount: \"3\"\n",
                 env["EVENTSCALE_REDIS_ADDRESS"]

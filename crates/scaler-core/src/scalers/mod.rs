@@ -391,6 +391,46 @@ pub async fn build_scaler(ctx: TriggerContext<'_>) -> Result<Box<dyn Scaler>, Sc
     }
 }
 
+/// What the scalers' unit tests share.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::{AuthParams, TriggerContext};
+    use crate::scaled_object::ScaleTriggers;
+
+    /// `f` over the context of a `type_` trigger at index 1 with `meta` and `auth`.
+    pub(crate) fn with_ctx<T>(
+        type_: &str,
+        meta: &[(&str, &str)],
+        auth: &[(&str, &str)],
+        as_metric_source: bool,
+        f: impl FnOnce(TriggerContext<'_>) -> T,
+    ) -> T {
+        let trigger = ScaleTriggers {
+            type_: type_.into(),
+            metadata: meta
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        };
+        let auth: AuthParams = auth
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let pools = crate::pools::Pools::default();
+        f(TriggerContext {
+            index: 1,
+            trigger: &trigger,
+            auth: &auth,
+            namespace: "ns",
+            name: "so",
+            client: None,
+            as_metric_source,
+            pools: &pools,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -379,36 +379,15 @@ impl Scaler for PostgresScaler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scaled_object::ScaleTriggers;
-    use crate::scalers::AuthParams;
+    use crate::scalers::test_support::with_ctx;
 
     fn parse(
         meta: &[(&str, &str)],
         auth: &[(&str, &str)],
         as_metric_source: bool,
     ) -> Result<PostgresMetadata, ScalerError> {
-        let trigger = ScaleTriggers {
-            type_: "postgresql".into(),
-            metadata: meta
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            ..Default::default()
-        };
-        let auth: AuthParams = auth
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let pools = crate::pools::Pools::default();
-        PostgresMetadata::parse(&TriggerContext {
-            index: 0,
-            trigger: &trigger,
-            auth: &auth,
-            namespace: "ns",
-            name: "so",
-            client: None,
-            as_metric_source,
-            pools: &pools,
+        with_ctx("postgresql", meta, auth, as_metric_source, |ctx| {
+            PostgresMetadata::parse(&ctx)
         })
     }
 

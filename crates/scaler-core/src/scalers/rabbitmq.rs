@@ -828,10 +828,12 @@ impl Scaler for RabbitScaler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scalers::redis::tests::with_ctx;
+    use crate::scalers::test_support::with_ctx;
 
     fn parse(meta: &[(&str, &str)], auth: &[(&str, &str)]) -> Result<RabbitMetadata, ScalerError> {
-        with_ctx("rabbitmq", meta, auth, |ctx| RabbitMetadata::parse(&ctx))
+        with_ctx("rabbitmq", meta, auth, false, |ctx| {
+            RabbitMetadata::parse(&ctx)
+        })
     }
 
     #[test]
@@ -869,6 +871,7 @@ mod tests {
             "rabbitmq",
             &[("queueName", "namespace/name"), ("host", "http://h")],
             &[],
+            false,
             |ctx| RabbitScaler::new(ctx).map(|s| s.spec.name),
         )
         .expect("valid");

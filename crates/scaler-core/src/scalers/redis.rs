@@ -254,20 +254,8 @@ impl RedisConnection {
             .map_err(|e| format!("connection to redis failed: {e}"))?;
         let _ = tcp.set_nodelay(true);
         let info = self.info();
-        let failed = |e: redis::RedisError| format!("connection to redis failed: {e}");
-        // The driver task ends when the connection closes; the next question reconnects.
-        let conn = match &self.tls {
-            None => {
-                let (c, d) = MultiplexedConnection::new_with_config(
-                    &info,
-                    tcp,
-                    AsyncConnectionConfig::default(),
-                )
-                .await
-                .map_err(failed)?;
-                tokio::spawn(d);
-                c
-            }
+        match &self.tls {
+            None => multiplexed(&info, tcp).await,
             Some(settings) => {
                 let config = settings.client_config().map_err(|e| e.to_string())?;
                 let name = rustls::pki_types::ServerName::try_from(self.host.clone())
@@ -276,19 +264,27 @@ impl RedisConnection {
                     .connect(name, tcp)
                     .await
                     .map_err(|e| format!("connection to redis failed: TLS: {e}"))?;
-                let (c, d) = MultiplexedConnection::new_with_config(
-                    &info,
-                    stream,
-                    AsyncConnectionConfig::default(),
-                )
-                .await
-                .map_err(failed)?;
-                tokio::spawn(d);
-                c
+                multiplexed(&info, stream).await
             }
-        };
-        Ok(conn)
+        }
     }
+}
+
+/// A multiplexed connection over `stream`, its driver on a task of its own (it ends when
+/// the connection closes; the next question then connects again).
+async fn multiplexed<S>(
+    info: &RedisConnectionInfo,
+    stream: S,
+) -> Result<MultiplexedConnection, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (conn, driver) =
+        MultiplexedConnection::new_with_config(info, stream, AsyncConnectionConfig::default())
+            .await
+            .map_err(|e| format!("connection to redis failed: {e}"))?;
+    tokio::spawn(driver);
+    Ok(conn)
 }
 
 /// A question to a Redis server: what makes two identical.
@@ -547,48 +543,17 @@ impl Scaler for RedisScaler {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::scaled_object::ScaleTriggers;
-    use crate::scalers::AuthParams;
-
-    /// `f` over the trigger context of `meta` and `auth`.
-    pub(crate) fn with_ctx<T>(
-        type_: &str,
-        meta: &[(&str, &str)],
-        auth: &[(&str, &str)],
-        f: impl FnOnce(TriggerContext<'_>) -> T,
-    ) -> T {
-        let trigger = ScaleTriggers {
-            type_: type_.into(),
-            metadata: meta
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            ..Default::default()
-        };
-        let auth: AuthParams = auth
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let pools = crate::pools::Pools::default();
-        f(TriggerContext {
-            index: 1,
-            trigger: &trigger,
-            auth: &auth,
-            namespace: "ns",
-            name: "so",
-            client: None,
-            as_metric_source: false,
-            pools: &pools,
-        })
-    }
+    use crate::scalers::test_support::with_ctx;
 
     fn parse(
         meta: &[(&str, &str)],
         auth: &[(&str, &str)],
     ) -> Result<RedisListMetadata, ScalerError> {
-        with_ctx("redis", meta, auth, |ctx| RedisListMetadata::parse(&ctx))
+        with_ctx("redis", meta, auth, false, |ctx| {
+            RedisListMetadata::parse(&ctx)
+        })
     }
 
     #[test]
@@ -611,6 +576,7 @@ pub(crate) mod tests {
             "redis",
             &[("listName", "my.list"), ("address", "h:1")],
             &[],
+            false,
             |ctx| RedisScaler::new(ctx).map(|s| s.spec),
         )
         .expect("valid");

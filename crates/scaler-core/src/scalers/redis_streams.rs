@@ -135,10 +135,10 @@ impl Scaler for RedisStreamsScaler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scalers::redis::tests::with_ctx;
+    use crate::scalers::test_support::with_ctx;
 
     fn parse(meta: &[(&str, &str)]) -> Result<(RedisStreamsMetadata, MetricSpec), ScalerError> {
-        with_ctx("redis-streams", meta, &[], |ctx| {
+        with_ctx("redis-streams", meta, &[], false, |ctx| {
             let m = RedisStreamsMetadata::parse(&ctx)?;
             let s = RedisStreamsScaler::new(ctx)?;
             Ok((m, s.spec))
