@@ -113,6 +113,15 @@ async fn tls_with_sslmode_require_and_a_url() {
         &env()["EVENTSCALE_POSTGRES_PASSWORD"],
     );
     assert_eq!(plain.sample().await.expect("plain session").value, 0.0);
+    // `allow` and `prefer` connect to this server (over TLS, which it offers).
+    for mode in ["allow", "prefer"] {
+        let s = fields_scaler(
+            "SELECT CASE WHEN ssl THEN 1 ELSE 0 END FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            mode,
+            &env()["EVENTSCALE_POSTGRES_PASSWORD"],
+        );
+        assert_eq!(s.sample().await.expect(mode).value, 1.0, "{mode}");
+    }
 }
 
 #[tokio::test]

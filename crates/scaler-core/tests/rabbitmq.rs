@@ -141,12 +141,13 @@ async fn http_counts_unacknowledged_unless_excluded_and_amqp_never_does() {
         &[],
     );
     assert_eq!(amqp.sample().await.expect("answers").value, 4.0);
-    // The rate modes read the management API's statistics without error.
+    // MessageRate is active on the rate or on the messages waiting (6 > 0), as in KEDA,
+    // whatever the rate of the moment.
     let rate = http(&[("mode", "MessageRate"), ("value", "1")])
         .sample()
         .await
         .expect("a rate");
-    assert!(rate.value >= 0.0);
+    assert!(rate.active, "{rate:?}");
     conn.close(200, "".into()).await.expect("close");
 }
 
@@ -171,6 +172,11 @@ async fn regex_queues_combined_by_operation() {
     until(&s("sum"), |v| v.value == 8.0).await;
     until(&s("max"), |v| v.value == 5.0).await;
     until(&s("avg"), |v| v.value == 4.0).await;
+    // Asked at the same moment, each operation keeps its own answer.
+    let (sum, max, avg) = (s("sum"), s("max"), s("avg"));
+    let (a, b, c) = tokio::join!(sum.sample(), max.sample(), avg.sample());
+    let values = [a, b, c].map(|r| r.expect("answers").value);
+    assert_eq!(values, [8.0, 5.0, 4.0]);
     let err = s("median")
         .sample()
         .await
@@ -245,6 +251,18 @@ async fn wrong_credentials_and_tls_are_clear_errors() {
     assert_eq!(
         unsafe_ssl.sample().await.expect("unverified TLS").value,
         2.0
+    );
+    // An IPv6 literal is that address: nothing listens on [::1], so it is refused (it was
+    // once taken for localhost).
+    let v6 = e["EVENTSCALE_RABBITMQ_AMQP"].replace("127.0.0.1", "[::1]");
+    let err = scaler(&[("queueName", &q), ("host", &v6)], &[])
+        .sample()
+        .await
+        .expect_err("nothing on [::1]")
+        .to_string();
+    assert!(
+        err.contains("error establishing connection to RabbitMQ"),
+        "{err}"
     );
     let untrusted = scaler(
         &[("queueName", &q), ("host", &e["EVENTSCALE_RABBITMQ_AMQPS"])],

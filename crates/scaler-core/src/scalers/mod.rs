@@ -133,25 +133,40 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// `text` with every `user:password@` in it replaced, as KEDA anonymizes its errors.
+/// `text` with the userinfo of every URL in it (`scheme://user:password@`) replaced by
+/// `user:password@`, as KEDA anonymizes its errors. The userinfo runs to the last `@`
+/// before the URL's path, so a raw password holding `@` or a space is hidden whole.
 pub fn anonymize(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
-    while let Some(at) = rest.find('@') {
-        let head = &rest[..at];
-        // The userinfo runs back to the last `/` (after `scheme://`) or space.
-        let start = head.rfind(['/', ' ']).map_or(0, |i| i + 1);
-        if head[start..].contains(':') {
-            out.push_str(&head[..start]);
-            out.push_str("user:password@");
-        } else {
-            out.push_str(head);
-            out.push('@');
+    while let Some(i) = rest.find("://") {
+        out.push_str(&rest[..i + 3]);
+        rest = &rest[i + 3..];
+        let end = rest.find('/').unwrap_or(rest.len());
+        let authority = &rest[..end];
+        match authority.rfind('@') {
+            Some(at) if authority[..at].contains(':') => {
+                out.push_str("user:password@");
+                out.push_str(&authority[at + 1..]);
+            }
+            _ => out.push_str(authority),
         }
-        rest = &rest[at + 1..];
+        rest = &rest[end..];
     }
     out.push_str(rest);
     out
+}
+
+/// An HTTP answer's body, refused past `max` bytes rather than read into memory whole.
+pub async fn read_capped(mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| error_chain(&e))? {
+        if body.len() + chunk.len() > max {
+            return Err(format!("the answer is larger than {} MiB", max >> 20));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// A [`ScalerError`] with the trigger it belongs to.
@@ -509,6 +524,28 @@ mod tests {
             ..Default::default()
         };
         assert!(!reads_env(&plain));
+    }
+
+    #[test]
+    fn anonymize_hides_whole_userinfos() {
+        for (text, want) in [
+            (
+                "dial amqp://guest:s3cret@h:5672/: refused",
+                "dial amqp://user:password@h:5672/: refused",
+            ),
+            ("amqp://u:p@ss@h/vh", "amqp://user:password@h/vh"),
+            ("amqp://u:pa ss@h", "amqp://user:password@h"),
+            (
+                "http://h:15672/api and https://a:b@x/y",
+                "http://h:15672/api and https://user:password@x/y",
+            ),
+            (
+                "mailto-like user@host, no scheme",
+                "mailto-like user@host, no scheme",
+            ),
+        ] {
+            assert_eq!(anonymize(text), want, "{text}");
+        }
     }
 
     #[test]

@@ -59,7 +59,7 @@ const ACTIVATION_TARGET_QUERY_VALUE: Param<Defaulted> = Param::new("activationTa
 const SSLMODES: [&str; 4] = ["disable", "allow", "prefer", "require"];
 
 /// Parsed `postgresql` metadata.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct PostgresMetadata {
     /// The connection string KEDA would hand its driver.
     pub connection: String,
@@ -69,6 +69,21 @@ pub struct PostgresMetadata {
     pub target_query_value: f64,
     /// Active strictly above this.
     pub activation_target_query_value: f64,
+}
+
+impl std::fmt::Debug for PostgresMetadata {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The connection string holds the password: never printed.
+        f.debug_struct("PostgresMetadata")
+            .field("connection", &masked(&self.connection))
+            .field("query", &self.query)
+            .field("target_query_value", &self.target_query_value)
+            .field(
+                "activation_target_query_value",
+                &self.activation_target_query_value,
+            )
+            .finish()
+    }
 }
 
 /// A value as KEDA writes it into the connection string: as it is, or quoted in `'`
@@ -102,7 +117,7 @@ impl PostgresMetadata {
         let activation_target_query_value = params.float(&ACTIVATION_TARGET_QUERY_VALUE)?;
         let given = params.text(&CONNECTION)?;
         let connection = match given {
-            Some(c) => c.to_string(),
+            Some(c) => with_allow_as_prefer(c),
             None => Self::from_fields(&params)?,
         };
         // What the driver would refuse when connecting is refused here, naming the field.
@@ -164,10 +179,23 @@ impl PostgresMetadata {
             escape(&port),
             escape(&user),
             escape(&db),
-            escape(&sslmode),
+            // `allow` (plaintext first, then TLS) connects as `prefer` (TLS first, then
+            // plaintext): both reach a server with or without TLS, and the driver knows
+            // only the second.
+            escape(if sslmode == "allow" {
+                "prefer"
+            } else {
+                &sslmode
+            }),
             password
         ))
     }
+}
+
+/// `connection` with `sslmode=allow` read as `sslmode=prefer` (see [`PostgresMetadata`]'s
+/// fields), in either form.
+fn with_allow_as_prefer(connection: &str) -> String {
+    connection.replace("sslmode=allow", "sslmode=prefer")
 }
 
 /// What every postgresql trigger shares (one per [`crate::pools::Pools`]).
@@ -241,8 +269,11 @@ async fn connect(connection: &str) -> Result<Client, String> {
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(TIMEOUT);
     }
-    // `allow` (plaintext first) reads as `prefer` here: both connect to a server with or
-    // without TLS.
+    // A server that stops answering on a connection that stays open is noticed within a
+    // minute, not after the system's two hours.
+    config
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(30));
     let client = if config.get_ssl_mode() == SslMode::Disable {
         let (client, conn) = config
             .connect(tokio_postgres::NoTls)
@@ -325,15 +356,18 @@ impl PostgresScaler {
                 masked(conn)
             ))
         })?;
-        let messages = client
-            .simple_query(&self.metadata.query)
-            .await
-            .map_err(|e| {
-                ScalerError::Query(format!(
+        let messages = match client.simple_query(&self.metadata.query).await {
+            Ok(m) => m,
+            Err(e) => {
+                if client.is_closed() {
+                    self.shared.clients.forget(conn).await;
+                }
+                return Err(ScalerError::Query(format!(
                     "error inspecting postgreSQL: could not query postgreSQL: {}",
                     error_chain(&e)
-                ))
-            })?;
+                )));
+            }
+        };
         first_number(&messages).map_err(|e| {
             ScalerError::Query(format!(
                 "error inspecting postgreSQL: could not query postgreSQL: {e}"
@@ -359,14 +393,17 @@ impl Scaler for PostgresScaler {
             self.metadata.query.clone(),
         );
         let call = async move {
-            tokio::time::timeout(TIMEOUT, this.query())
-                .await
-                .map_err(|_| {
-                    ScalerError::Query(format!(
+            match tokio::time::timeout(TIMEOUT, this.query()).await {
+                Ok(answer) => answer,
+                Err(_) => {
+                    // A connection that stopped answering is not asked again.
+                    this.shared.clients.forget(&this.metadata.connection).await;
+                    Err(ScalerError::Query(format!(
                         "error inspecting postgreSQL: {}: no answer within {TIMEOUT:?}",
                         masked(&this.metadata.connection)
-                    ))
-                })?
+                    )))
+                }
+            }
         };
         let value = self.shared.inflight.run(key, call).await.0?;
         Ok(Sample {
@@ -426,6 +463,28 @@ mod tests {
             m.connection,
             "host=db.internal port=1234 user=user dbname=testDb sslmode=disable password='p a\\'ss\\\\'"
         );
+    }
+
+    #[test]
+    fn allow_connects_as_prefer_and_debug_hides_the_password() {
+        let m = parse(
+            &with(&[("sslmode", "allow")]),
+            &[("password", "s3cret")],
+            false,
+        )
+        .expect("valid");
+        assert!(m.connection.contains("sslmode=prefer"), "{}", m.connection);
+        assert!(!format!("{m:?}").contains("s3cret"), "{m:?}");
+        let m = parse(
+            &[("query", "SELECT 1"), ("targetQueryValue", "2")],
+            &[("connection", "postgresql://u:s3cret@h/d?sslmode=allow")],
+            false,
+        )
+        .expect("valid");
+        assert_eq!(m.connection, "postgresql://u:s3cret@h/d?sslmode=prefer");
+        assert!(!format!("{m:?}").contains("s3cret"), "{m:?}");
+        let m = parse(&with(&[("sslmode", "prefer")]), &[], false).expect("valid");
+        assert!(m.connection.contains("sslmode=prefer"));
     }
 
     #[test]

@@ -632,17 +632,9 @@ impl PrometheusScaler {
         };
         // One value is a few hundred bytes; a query matching a whole TSDB is not read
         // into memory whole.
-        let mut resp = resp;
-        let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| reading(e.to_string()))? {
-            if body.len() + chunk.len() > MAX_ANSWER_BYTES {
-                return Err(reading(format!(
-                    "the answer is larger than {} MiB; the query must return one element",
-                    MAX_ANSWER_BYTES >> 20
-                )));
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let body = super::read_capped(resp, MAX_ANSWER_BYTES)
+            .await
+            .map_err(|e| reading(format!("{e}; the query must return one element")))?;
         self.value_of(status, &String::from_utf8_lossy(&body))
     }
 }

@@ -30,6 +30,8 @@ use crate::quantity::MilliQuantity;
 const DEFAULT_TIMEOUT: Duration = Duration::from_millis(3000);
 /// Connecting and asking over AMQP may take this long.
 const AMQP_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest management API answer read (a regex's page of queues included).
+const MAX_ANSWER_BYTES: usize = 8 << 20;
 /// KEDA's default `value` for the default mode.
 const DEFAULT_QUEUE_LENGTH: f64 = 20.0;
 
@@ -292,9 +294,18 @@ impl RabbitMetadata {
             "amqp" => Protocol::Amqp,
             "http" => Protocol::Http,
             _ => {
-                let scheme = reqwest::Url::parse(&host)
-                    .map(|u| u.scheme().to_string())
-                    .unwrap_or_default();
+                // The scheme as Go's url.Parse takes it: what comes before the first `:`
+                // (an empty host, `http://`, still has one).
+                let scheme = match host.split_once(':') {
+                    Some((s, _))
+                        if s.starts_with(|c: char| c.is_ascii_alphabetic())
+                            && s.chars()
+                                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) =>
+                    {
+                        s.to_ascii_lowercase()
+                    }
+                    _ => String::new(),
+                };
                 match scheme.as_str() {
                     "amqp" | "amqps" => Protocol::Amqp,
                     "http" | "https" => Protocol::Http,
@@ -665,7 +676,8 @@ impl RabbitClients {
         }
         let resp = req.send().await.map_err(|e| error_chain(&e))?;
         let status = resp.status();
-        let body = resp.text().await.map_err(|e| error_chain(&e))?;
+        let body = super::read_capped(resp, MAX_ANSWER_BYTES).await?;
+        let body = String::from_utf8_lossy(&body);
         if status != reqwest::StatusCode::OK {
             let body: String = body.chars().take(1024).collect();
             return Err(format!(
@@ -722,7 +734,7 @@ impl RabbitClients {
         let key = match m.protocol {
             Protocol::Http => m
                 .http_url()
-                .map(|(u, c)| format!("{u} {c:?} {}", m.timeout.as_millis())),
+                .map(|(u, c)| format!("{u} {c:?} {} {:?}", m.timeout.as_millis(), m.operation)),
             Protocol::Amqp => m.amqp_uri().map(|u| format!("{u} {}", m.queue_name)),
         }
         // The same question with other TLS settings may not be answered the same.
@@ -732,9 +744,18 @@ impl RabbitClients {
         let call = async move {
             let asked = match m2.protocol {
                 Protocol::Http => this.via_http(&m2).await,
-                Protocol::Amqp => tokio::time::timeout(AMQP_TIMEOUT, this.via_amqp(&m2))
-                    .await
-                    .unwrap_or_else(|_| Err(format!("no answer within {AMQP_TIMEOUT:?}"))),
+                Protocol::Amqp => {
+                    match tokio::time::timeout(AMQP_TIMEOUT, this.via_amqp(&m2)).await {
+                        Ok(asked) => asked,
+                        Err(_) => {
+                            // A connection that stopped answering is not asked again.
+                            if let Ok(uri) = m2.amqp_uri() {
+                                this.amqp.forget(&(uri, m2.tls.clone())).await;
+                            }
+                            Err(format!("no answer within {AMQP_TIMEOUT:?}"))
+                        }
+                    }
+                }
             };
             asked.map_err(|e| {
                 ScalerError::Query(format!("error inspecting RabbitMQ: {}", anonymize(&e)))
@@ -750,9 +771,20 @@ impl RabbitClients {
 async fn amqp_connect(
     (uri, tls): &(String, Option<TlsSettings>),
 ) -> Result<Arc<lapin::Connection>, String> {
-    let parsed: lapin::uri::AMQPUri = uri
+    let mut parsed: lapin::uri::AMQPUri = uri
         .parse()
         .map_err(|e: String| format!("error parsing RabbitMQ connection string: {e}"))?;
+    // amq-protocol-uri reads an IPv6 literal as no host (then `localhost`): the host is
+    // taken from the URL itself.
+    let host = reqwest::Url::parse(uri)
+        .ok()
+        .and_then(|u| {
+            let h = u.host_str()?;
+            Some(h.trim_start_matches('[').trim_end_matches(']').to_string())
+        })
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| "error parsing RabbitMQ connection string: no host".to_string())?;
+    parsed.authority.host = host;
     let tls = match parsed.scheme {
         lapin::uri::AMQPScheme::AMQPS => {
             let t = tls.clone().unwrap_or(TlsSettings {

@@ -279,10 +279,12 @@ async fn multiplexed<S>(
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (conn, driver) =
-        MultiplexedConnection::new_with_config(info, stream, AsyncConnectionConfig::default())
-            .await
-            .map_err(|e| format!("connection to redis failed: {e}"))?;
+    // No response timeout of the client's own (0.5 s by default): a question has
+    // [`TIMEOUT`] in all, as KEDA's client waits 3 s for an answer.
+    let config = AsyncConnectionConfig::new().set_response_timeout(None);
+    let (conn, driver) = MultiplexedConnection::new_with_config(info, stream, config)
+        .await
+        .map_err(|e| format!("connection to redis failed: {e}"))?;
     tokio::spawn(driver);
     Ok(conn)
 }
@@ -397,19 +399,38 @@ impl RedisClients {
         let (conn, question) = (c.clone(), q.clone());
         let call = async move {
             let asked = tokio::time::timeout(TIMEOUT, this.ask_now(&conn, &question)).await;
-            let result = asked
-                .unwrap_or_else(|_| Err(format!("redis {conn:?}: no answer within {TIMEOUT:?}")));
-            if result.is_err() {
+            let (message, broken) = match asked {
+                Ok(Ok(n)) => return Ok(n),
+                Ok(Err(failure)) => failure,
+                Err(_) => (
+                    format!("redis {conn:?}: no answer within {TIMEOUT:?}"),
+                    true,
+                ),
+            };
+            // Only a connection that failed is made again: an error answer (a missing
+            // group, a key of the wrong type) leaves it to the other triggers using it.
+            if broken {
                 this.conns.forget(&conn).await;
             }
-            result.map_err(ScalerError::Query)
+            Err(ScalerError::Query(message))
         };
         self.inflight.run((c.clone(), q.clone()), call).await.0
     }
 
-    async fn ask_now(&self, c: &RedisConnection, q: &Question) -> Result<f64, String> {
-        let mut conn = self.conns.get(c, |_| true, || c.connect()).await?;
-        let failed = |e: redis::RedisError| format!("redis {c:?}: {e}");
+    /// The answer, or why not and whether the connection itself failed.
+    async fn ask_now(&self, c: &RedisConnection, q: &Question) -> Result<f64, (String, bool)> {
+        let mut conn = self
+            .conns
+            .get(c, |_| true, || c.connect())
+            .await
+            .map_err(|e| (e, true))?;
+        let failed = |e: redis::RedisError| {
+            let broken = e.is_io_error()
+                || e.is_connection_dropped()
+                || e.is_connection_refusal()
+                || e.is_timeout();
+            (format!("redis {c:?}: {e}"), broken)
+        };
         let n: i64 = match q {
             Question::Length(key) => redis::Script::new(LENGTH_SCRIPT)
                 .key(key)
@@ -431,12 +452,16 @@ impl RedisClients {
                 .await
                 .map_err(failed)?,
             Question::Lag { stream, group } => {
-                let info: String = redis::cmd("INFO")
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(|e| format!("could not find Redis version: {}", failed(e)))?;
-                if major_version(&info)? < 7 {
-                    return Err("redis version 7+ required for lag".into());
+                let info: String =
+                    redis::cmd("INFO")
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(|e| {
+                            let (message, broken) = failed(e);
+                            (format!("could not find Redis version: {message}"), broken)
+                        })?;
+                if major_version(&info).map_err(|e| (e, false))? < 7 {
+                    return Err(("redis version 7+ required for lag".into(), false));
                 }
                 let groups: Result<redis::Value, _> = redis::cmd("XINFO")
                     .arg("GROUPS")
