@@ -105,7 +105,7 @@ build_k8s() {
   if ! dpkg -s golang-github-modern-go-reflect2-dev >/dev/null 2>&1; then
     apt_update_once
     log "installing golang-github-modern-go-reflect2-dev (reflect2 v1.0.2 source)"
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq golang-github-modern-go-reflect2-dev >/dev/null ||
+    apt_install golang-github-modern-go-reflect2-dev ||
       die "apt-get install golang-github-modern-go-reflect2-dev failed"
   fi
   local reflect2=/usr/share/gocode/src/github.com/modern-go/reflect2

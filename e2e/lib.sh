@@ -24,13 +24,26 @@ apt_update_once() {
 }
 
 # ensure_pkg COMMAND PACKAGE: install PACKAGE from Debian when COMMAND is missing.
+# apt_install PKG...: install from Debian's packages without starting their services: a
+# policy-rc.d that says no is in place while apt runs (unless one is there already). The
+# servers this project starts listen on loopback; a package's default service may not
+# (RabbitMQ's listens on every interface).
+apt_install() {
+  local policy=/usr/sbin/policy-rc.d made=0 rc=0
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null && as_root chmod 755 "$policy" && made=1
+  fi
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null || rc=$?
+  if [[ $made -eq 1 ]]; then as_root rm -f "$policy"; fi
+  return $rc
+}
+
 ensure_pkg() {
   local cmd=$1 pkg=$2
   if ! command -v "$cmd" >/dev/null 2>&1 && [[ ! -x "$cmd" ]]; then
     apt_update_once
     log "installing $pkg (for $cmd)"
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$pkg" >/dev/null ||
-      die "apt-get install $pkg failed"
+    apt_install "$pkg" || die "apt-get install $pkg failed"
   fi
 }
 

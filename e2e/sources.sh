@@ -191,8 +191,7 @@ postgresql_up() {
   if ! pg_bin postgres >/dev/null; then
     apt_update_once
     log "installing postgresql"
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq postgresql >/dev/null ||
-      die "apt-get install postgresql failed"
+    apt_install postgresql || die "apt-get install postgresql failed"
   fi
   local postgres initdb
   postgres=$(pg_bin postgres) || die "no PostgreSQL server under /usr/lib/postgresql after installing it"
@@ -323,8 +322,7 @@ sys.exit(any(m.version(n) != v for n, v in want.items()))'
       rm -rf "$KAFKA_VENV"
       apt_update_once
       log "installing python3-venv"
-      DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq python3-venv >/dev/null ||
-        die "apt-get install python3-venv failed"
+      apt_install python3-venv || die "apt-get install python3-venv failed"
       python3 -m venv "$KAFKA_VENV" || die "python3 -m venv $KAFKA_VENV failed"
     fi
   fi
