@@ -1018,11 +1018,7 @@ async fn a_rotated_secret_is_used_at_the_next_poll_and_a_deleted_one_is_named() 
         &env["EVENTSCALE_PROMETHEUS_PASSWORD"],
     );
     let ns = Namespace::create("e2e-fault-secret");
-    let secret = |password: &str| {
-        format!(
-            "apiVersion: v1\nkind: Secret\nmetadata: {{name: prom-creds}}\nstringData: {{user: {user}, password: {password}}}\n"
-        )
-    };
+    let secret = |password: &str| crate::sources::prometheus_creds(user, password);
     const INTERVAL: u64 = 5;
     apply(&ns.0, &secret("wrong-password"));
     apply(
@@ -1031,14 +1027,7 @@ async fn a_rotated_secret_is_used_at_the_next_poll_and_a_deleted_one_is_named() 
             r#"
 {deployment}
 ---
-apiVersion: keda.sh/v1alpha1
-kind: TriggerAuthentication
-metadata: {{name: prom-auth}}
-spec:
-  secretTargetRef:
-  - {{parameter: username, name: prom-creds, key: user}}
-  - {{parameter: password, name: prom-creds, key: password}}
----
+{auth}---
 apiVersion: keda.sh/v1alpha1
 kind: ScaledObject
 metadata: {{name: web}}
@@ -1054,6 +1043,7 @@ spec:
     authenticationRef: {{name: prom-auth}}
 "#,
             deployment = deployment("web", 1, &[]),
+            auth = crate::sources::PROMETHEUS_AUTH,
         ),
     );
     let (history, _watch) = ReplicaHistory::watch(&ns.0).await;

@@ -247,3 +247,22 @@ pub fn rabbit_publish(env: &BTreeMap<String, String>, vhost: &str, queue: &str, 
         );
     }
 }
+
+/// A Secret `prom-creds` holding the basic-auth `user` and `password` for the test
+/// Prometheus behind basic auth (applied again to rotate the password).
+pub fn prometheus_creds(user: &str, password: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: prom-creds}}\nstringData: {{user: {user}, password: {password}}}\n"
+    )
+}
+
+/// The TriggerAuthentication `prom-auth` giving a prometheus trigger the `username` and
+/// `password` of [`prometheus_creds`]'s Secret.
+pub const PROMETHEUS_AUTH: &str = "apiVersion: keda.sh/v1alpha1
+kind: TriggerAuthentication
+metadata: {name: prom-auth}
+spec:
+  secretTargetRef:
+  - {parameter: username, name: prom-creds, key: user}
+  - {parameter: password, name: prom-creds, key: password}
+";

@@ -158,20 +158,9 @@ spec:
     apply(
         &ns.0,
         &format!(
-            r#"
-apiVersion: v1
-kind: Secret
-metadata: {{name: prom-creds}}
-stringData: {{user: {user}, password: {password}}}
----
-apiVersion: keda.sh/v1alpha1
-kind: TriggerAuthentication
-metadata: {{name: prom-auth}}
-spec:
-  secretTargetRef:
-  - {{parameter: username, name: prom-creds, key: user}}
-  - {{parameter: password, name: prom-creds, key: password}}
-"#
+            "{}---\n{}",
+            crate::sources::prometheus_creds(&user, &password),
+            crate::sources::PROMETHEUS_AUTH
         ),
     );
     wait_for_hpa(&hpa_api(client.clone(), &ns.0)).await;
@@ -191,11 +180,7 @@ async fn a_rotated_secret_is_picked_up_without_a_restart() {
     let user = source_env("EVENTSCALE_PROMETHEUS_USER");
     let password = source_env("EVENTSCALE_PROMETHEUS_PASSWORD");
     let ns = Namespace::create("e2e-secret-rotation");
-    let secret = |password: &str| {
-        format!(
-            "apiVersion: v1\nkind: Secret\nmetadata: {{name: prom-creds}}\nstringData: {{user: {user}, password: {password}}}\n"
-        )
-    };
+    let secret = |password: &str| crate::sources::prometheus_creds(&user, password);
     apply(&ns.0, &secret("wrong-password"));
     apply(
         &ns.0,
@@ -203,14 +188,7 @@ async fn a_rotated_secret_is_picked_up_without_a_restart() {
             r#"
 {deployment}
 ---
-apiVersion: keda.sh/v1alpha1
-kind: TriggerAuthentication
-metadata: {{name: prom-auth}}
-spec:
-  secretTargetRef:
-  - {{parameter: username, name: prom-creds, key: user}}
-  - {{parameter: password, name: prom-creds, key: password}}
----
+{auth}---
 apiVersion: keda.sh/v1alpha1
 kind: ScaledObject
 metadata: {{name: web}}
@@ -228,6 +206,7 @@ spec:
     authenticationRef: {{name: prom-auth}}
 "#,
             deployment = crate::deployment("web", 1, &[]),
+            auth = crate::sources::PROMETHEUS_AUTH,
         ),
     );
     let path = crate::cron::metric_path(&ns.0, "s0-prometheus", "web");
