@@ -19,6 +19,7 @@ pub mod go_dsn;
 pub mod go_duration;
 pub mod gvk;
 pub mod hpa;
+pub mod http_clients;
 pub mod http_scaled_object;
 pub mod idle_map;
 pub mod job_scaling;

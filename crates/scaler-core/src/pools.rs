@@ -1,5 +1,5 @@
-//! What the scalers of every ScaledObject share: one HTTP client per Prometheus TLS setup,
-//! one MySQL pool per DSN, one PostgreSQL client per connection string, one Redis
+//! What the scalers of every ScaledObject share: one HTTP client per TLS setup, one MySQL
+//! pool per DSN, one PostgreSQL client per connection string, one Redis
 //! connection per server and database, one Kafka client per cluster configuration, one gRPC connection
 //! per external scaler, the maps that let identical queries in flight share one round
 //! trip, and the scalers themselves where ScaledObjects ask the same question
@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
+use crate::http_clients::HttpClients;
 use crate::kafka::KafkaClients;
 use crate::scalers::external::ExternalClients;
 use crate::scalers::mysql::MysqlPools;
@@ -23,13 +24,15 @@ use crate::scalers::redis::RedisClients;
 /// The shared clients of one process (or one test).
 #[derive(Default)]
 pub struct Pools {
-    /// HTTP clients by TLS settings, and Prometheus queries in flight.
+    /// HTTP clients by TLS settings (prometheus, rabbitmq's management API).
+    pub http: Arc<HttpClients>,
+    /// Prometheus queries in flight.
     pub prometheus: Arc<PrometheusClients>,
     /// Connection pools by DSN, and MySQL queries in flight.
     pub mysql: Arc<MysqlPools>,
     /// PostgreSQL clients by connection string, and queries in flight.
     pub postgresql: Arc<PostgresClients>,
-    /// RabbitMQ management API clients and AMQP connections, and questions in flight.
+    /// RabbitMQ AMQP connections, and questions in flight.
     pub rabbitmq: Arc<RabbitClients>,
     /// Redis connections by address, database, credentials and TLS, and questions in flight.
     pub redis: Arc<RedisClients>,

@@ -12,7 +12,7 @@ use super::params::{Defaulted, Param, Params, Required};
 use super::{MetricSpec, Sample, Scaler, ScalerError, TriggerContext};
 use crate::coalesce::Coalescer;
 use crate::gcp::{self, ServiceAccountKey};
-use crate::idle_map::{self, IdleMap};
+
 use crate::quantity::MilliQuantity;
 
 /// KEDA's default query timeout.
@@ -194,6 +194,15 @@ fn auth(params: &Params<'_>) -> Result<PrometheusAuth, ScalerError> {
 }
 
 impl PrometheusMetadata {
+    /// The TLS settings the HTTP client is made with.
+    fn tls(&self) -> crate::tls::Settings {
+        crate::tls::Settings {
+            ca: self.auth.ca.clone(),
+            cert_key: self.auth.client_cert.clone(),
+            unsafe_ssl: self.unsafe_ssl,
+        }
+    }
+
     /// Parse the trigger's metadata (and its resolved authentication parameters).
     pub fn parse(ctx: &TriggerContext<'_>) -> Result<Self, ScalerError> {
         let params = ctx.params();
@@ -226,19 +235,8 @@ impl PrometheusMetadata {
     }
 }
 
-/// What makes two scalers able to share one HTTP client: its TLS settings.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct ClientKey {
-    unsafe_ssl: bool,
-    ca: Option<String>,
-    client_cert: Option<(String, String)>,
-}
-
 /// What every prometheus trigger shares (one per [`crate::pools::Pools`]).
 pub struct PrometheusClients {
-    /// One HTTP client (connection pool) per distinct TLS configuration; one unused for 15
-    /// minutes is dropped (with its credentials).
-    clients: IdleMap<ClientKey, reqwest::Client>,
     /// Identical prometheus queries for the same second share one HTTP request: the polls
     /// of many ScaledObjects at one aligned instant start within milliseconds of each
     /// other but not all while the first request is in flight, so an answer keeps serving
@@ -249,7 +247,6 @@ pub struct PrometheusClients {
 impl Default for PrometheusClients {
     fn default() -> Self {
         Self {
-            clients: IdleMap::new(idle_map::IDLE),
             inflight: Arc::new(Coalescer::with_linger(std::time::Duration::from_secs(1))),
         }
     }
@@ -259,36 +256,6 @@ impl std::fmt::Debug for PrometheusClients {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PrometheusClients").finish_non_exhaustive()
     }
-}
-
-impl PrometheusClients {
-    fn client(&self, key: &ClientKey) -> Result<reqwest::Client, ScalerError> {
-        drop(self.clients.sweep());
-        if let Some(c) = self.clients.get(key) {
-            return Ok(c);
-        }
-        let c = new_client(key)?;
-        self.clients.insert(key.clone(), c.clone());
-        Ok(c)
-    }
-}
-
-fn new_client(key: &ClientKey) -> Result<reqwest::Client, ScalerError> {
-    // The shared TLS configuration: X.509 v1 certificates where Go takes them, too.
-    let tls = crate::tls::client_config(&crate::tls::ClientSettings {
-        ca: key.ca.as_deref(),
-        cert_key: key
-            .client_cert
-            .as_ref()
-            .map(|(c, k)| (c.as_str(), k.as_str())),
-        unsafe_ssl: key.unsafe_ssl,
-    })
-    .map_err(|e| ScalerError::invalid(e.param, format!("error parsing {e}")))?;
-    let c = reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .build()
-        .map_err(|e| ScalerError::Query(format!("building the HTTP client: {e}")))?;
-    Ok(c)
 }
 
 /// The largest answer read from Prometheus.
@@ -367,11 +334,7 @@ impl PrometheusScaler {
             target_type: ctx.target_type()?,
             target: MilliQuantity::from_value(metadata.threshold),
         };
-        let client = ctx.pools.prometheus.client(&ClientKey {
-            unsafe_ssl: metadata.unsafe_ssl,
-            ca: metadata.auth.ca.clone(),
-            client_cert: metadata.auth.client_cert.clone(),
-        })?;
+        let client = ctx.pools.http.client(&metadata.tls())?;
         let gcp = metadata
             .auth
             .gcp
@@ -560,7 +523,7 @@ struct QueryKey {
     time: String,
     headers: Vec<(String, String)>,
     auth: String,
-    tls: ClientKey,
+    tls: crate::tls::Settings,
     ignore_null_values: bool,
 }
 
@@ -580,11 +543,7 @@ impl PrometheusScaler {
                     m.auth.gcp.as_ref().map(ServiceAccountKey::fingerprint)
                 )
             ),
-            tls: ClientKey {
-                unsafe_ssl: m.unsafe_ssl,
-                ca: m.auth.ca.clone(),
-                client_cert: m.auth.client_cert.clone(),
-            },
+            tls: m.tls(),
             ignore_null_values: m.ignore_null_values,
         }
     }

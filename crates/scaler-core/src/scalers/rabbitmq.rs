@@ -23,8 +23,9 @@ use super::params::Source::{Auth, Env, Meta};
 use super::params::{Defaulted, Param, Required};
 use super::{anonymize, error_chain, MetricSpec, Sample, Scaler, ScalerError, TriggerContext};
 use crate::coalesce::Coalescer;
-use crate::idle_map::{self, Connections, IdleMap};
+use crate::idle_map::Connections;
 use crate::quantity::MilliQuantity;
+use crate::tls::Settings as TlsSettings;
 
 /// KEDA's global HTTP timeout, used when the trigger gives none.
 const DEFAULT_TIMEOUT: Duration = Duration::from_millis(3000);
@@ -114,33 +115,13 @@ pub enum Operation {
     Max,
 }
 
-/// TLS settings for the management API or `amqps://`.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct TlsSettings {
-    ca: Option<String>,
-    cert_key: Option<(String, String)>,
-    unsafe_ssl: bool,
-}
-
-impl TlsSettings {
-    fn client_config(&self) -> Result<rustls::ClientConfig, crate::tls::TlsError> {
-        crate::tls::client_config(&crate::tls::ClientSettings {
-            ca: self.ca.as_deref(),
-            cert_key: self
-                .cert_key
-                .as_ref()
-                .map(|(c, k)| (c.as_str(), k.as_str())),
-            unsafe_ssl: self.unsafe_ssl,
-        })
-    }
-
-    /// A digest, for the keys of questions in flight.
-    fn digest(this: &Option<Self>) -> u64 {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        this.hash(&mut h);
-        h.finish()
-    }
+/// The TLS settings, `None` for the defaults (the system's roots); a digest of them for
+/// the keys of questions in flight.
+fn tls_digest(tls: &Option<TlsSettings>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    tls.hash(&mut h);
+    h.finish()
 }
 
 /// Parsed `rabbitmq` metadata.
@@ -618,13 +599,8 @@ pub fn value_and_activity(
     }
 }
 
-/// The key of a shared HTTP client: its TLS settings.
-type HttpKey = Option<TlsSettings>;
-
 /// What every rabbitmq trigger shares (one per [`crate::pools::Pools`]).
 pub struct RabbitClients {
-    /// HTTP clients by TLS settings.
-    http: IdleMap<HttpKey, reqwest::Client>,
     /// AMQP connections by URI and CA.
     amqp: Connections<(String, Option<TlsSettings>), Arc<lapin::Connection>>,
     /// Identical questions in flight share one round trip.
@@ -634,7 +610,6 @@ pub struct RabbitClients {
 impl Default for RabbitClients {
     fn default() -> Self {
         Self {
-            http: IdleMap::new(idle_map::IDLE),
             amqp: Connections::default(),
             inflight: Arc::new(Coalescer::default()),
         }
@@ -648,28 +623,8 @@ impl std::fmt::Debug for RabbitClients {
 }
 
 impl RabbitClients {
-    fn http_client(&self, key: &HttpKey) -> Result<reqwest::Client, String> {
-        drop(self.http.sweep());
-        if let Some(c) = self.http.get(key) {
-            return Ok(c);
-        }
-        let t = key.clone().unwrap_or(TlsSettings {
-            ca: None,
-            cert_key: None,
-            unsafe_ssl: false,
-        });
-        let tls = t.client_config().map_err(|e| e.to_string())?;
-        let c = reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
-            .build()
-            .map_err(|e| format!("building the HTTP client: {e}"))?;
-        self.http.insert(key.clone(), c.clone());
-        Ok(c)
-    }
-
-    async fn via_http(&self, m: &RabbitMetadata) -> Result<QueueInfo, String> {
+    async fn via_http(m: &RabbitMetadata, client: &reqwest::Client) -> Result<QueueInfo, String> {
         let (url, credentials) = m.http_url()?;
-        let client = self.http_client(&m.tls)?;
         let mut req = client.get(&url).timeout(m.timeout);
         if let Some((u, p)) = credentials {
             req = req.basic_auth(u, Some(p));
@@ -730,7 +685,11 @@ impl RabbitClients {
         })
     }
 
-    async fn ask(self: &Arc<Self>, m: &RabbitMetadata) -> Result<QueueInfo, ScalerError> {
+    async fn ask(
+        self: &Arc<Self>,
+        m: &RabbitMetadata,
+        http: Option<&reqwest::Client>,
+    ) -> Result<QueueInfo, ScalerError> {
         let key = match m.protocol {
             Protocol::Http => m
                 .http_url()
@@ -738,24 +697,23 @@ impl RabbitClients {
             Protocol::Amqp => m.amqp_uri().map(|u| format!("{u} {}", m.queue_name)),
         }
         // The same question with other TLS settings may not be answered the same.
-        .map(|k| format!("{k} {}", TlsSettings::digest(&m.tls)))
+        .map(|k| format!("{k} {}", tls_digest(&m.tls)))
         .map_err(|e| ScalerError::Query(format!("error inspecting RabbitMQ: {}", anonymize(&e))))?;
-        let (this, m2) = (self.clone(), m.clone());
+        let (this, m2, http) = (self.clone(), m.clone(), http.cloned());
         let call = async move {
-            let asked = match m2.protocol {
-                Protocol::Http => this.via_http(&m2).await,
-                Protocol::Amqp => {
-                    match tokio::time::timeout(AMQP_TIMEOUT, this.via_amqp(&m2)).await {
-                        Ok(asked) => asked,
-                        Err(_) => {
-                            // A connection that stopped answering is not asked again.
-                            if let Ok(uri) = m2.amqp_uri() {
-                                this.amqp.forget(&(uri, m2.tls.clone())).await;
-                            }
-                            Err(format!("no answer within {AMQP_TIMEOUT:?}"))
+            // A management API client exactly when the protocol is http.
+            let asked = match &http {
+                Some(client) => Self::via_http(&m2, client).await,
+                None => match tokio::time::timeout(AMQP_TIMEOUT, this.via_amqp(&m2)).await {
+                    Ok(asked) => asked,
+                    Err(_) => {
+                        // A connection that stopped answering is not asked again.
+                        if let Ok(uri) = m2.amqp_uri() {
+                            this.amqp.forget(&(uri, m2.tls.clone())).await;
                         }
+                        Err(format!("no answer within {AMQP_TIMEOUT:?}"))
                     }
-                }
+                },
             };
             asked.map_err(|e| {
                 ScalerError::Query(format!("error inspecting RabbitMQ: {}", anonymize(&e)))
@@ -787,11 +745,7 @@ async fn amqp_connect(
     parsed.authority.host = host;
     let tls = match parsed.scheme {
         lapin::uri::AMQPScheme::AMQPS => {
-            let t = tls.clone().unwrap_or(TlsSettings {
-                ca: None,
-                cert_key: None,
-                unsafe_ssl: false,
-            });
+            let t = tls.clone().unwrap_or_default();
             Some(Arc::new(t.client_config().map_err(|e| e.to_string())?))
         }
         lapin::uri::AMQPScheme::AMQP => None,
@@ -835,13 +789,24 @@ pub struct RabbitScaler {
     metadata: RabbitMetadata,
     spec: MetricSpec,
     shared: Arc<RabbitClients>,
+    /// The management API's client (shared by TLS settings): with protocol http only.
+    http: Option<reqwest::Client>,
 }
 
 impl RabbitScaler {
     /// Parse and validate the trigger.
     pub fn new(ctx: TriggerContext<'_>) -> Result<Self, ScalerError> {
         let metadata = RabbitMetadata::parse(&ctx)?;
+        let http = match metadata.protocol {
+            Protocol::Http => Some(
+                ctx.pools
+                    .http
+                    .client(&metadata.tls.clone().unwrap_or_default())?,
+            ),
+            Protocol::Amqp => None,
+        };
         Ok(Self {
+            http,
             spec: MetricSpec {
                 name: ctx.metric_name(&format!("rabbitmq-{}", query_escape(&metadata.queue_name))),
                 target_type: ctx.target_type()?,
@@ -865,7 +830,7 @@ impl Scaler for RabbitScaler {
 
     async fn sample(&self) -> Result<Sample, ScalerError> {
         let m = &self.metadata;
-        let q = self.shared.ask(m).await?;
+        let q = self.shared.ask(m, self.http.as_ref()).await?;
         let messages = if m.exclude_unacknowledged {
             q.messages_ready
         } else {

@@ -81,7 +81,7 @@ pub struct RedisConnection {
     /// `AUTH` password, if any.
     pub password: Option<String>,
     /// TLS, when enabled.
-    pub tls: Option<TlsSettings>,
+    pub tls: Option<crate::tls::Settings>,
 }
 
 impl std::fmt::Debug for RedisConnection {
@@ -92,28 +92,6 @@ impl std::fmt::Debug for RedisConnection {
             write!(f, " (TLS)")?;
         }
         Ok(())
-    }
-}
-
-/// The TLS settings as given (the client configuration is made from them when
-/// connecting).
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct TlsSettings {
-    ca: Option<String>,
-    cert_key: Option<(String, String)>,
-    unsafe_ssl: bool,
-}
-
-impl TlsSettings {
-    fn client_config(&self) -> Result<rustls::ClientConfig, crate::tls::TlsError> {
-        crate::tls::client_config(&crate::tls::ClientSettings {
-            ca: self.ca.as_deref(),
-            cert_key: self
-                .cert_key
-                .as_ref()
-                .map(|(c, k)| (c.as_str(), k.as_str())),
-            unsafe_ssl: self.unsafe_ssl,
-        })
     }
 }
 
@@ -212,7 +190,7 @@ impl RedisConnection {
                 }
                 (None, None) => None,
             };
-            let settings = TlsSettings {
+            let settings = crate::tls::Settings {
                 ca: params.text(&CA)?.map(str::to_string),
                 cert_key,
                 unsafe_ssl,

@@ -23,6 +23,43 @@ pub struct ClientSettings<'a> {
     pub unsafe_ssl: bool,
 }
 
+/// [`ClientSettings`] owned: what makes two scalers able to share a client (the key of
+/// shared HTTP clients and connections).
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct Settings {
+    /// PEM CA certificates to trust besides the system's.
+    pub ca: Option<String>,
+    /// PEM client certificate (chain) and its unencrypted key.
+    pub cert_key: Option<(String, String)>,
+    /// Accept any server certificate.
+    pub unsafe_ssl: bool,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The client key is a secret: only whether there is one is printed.
+        f.debug_struct("Settings")
+            .field("ca", &self.ca.is_some())
+            .field("client_certificate", &self.cert_key.is_some())
+            .field("unsafe_ssl", &self.unsafe_ssl)
+            .finish()
+    }
+}
+
+impl Settings {
+    /// The rustls client configuration these settings describe ([`client_config`]).
+    pub fn client_config(&self) -> Result<rustls::ClientConfig, TlsError> {
+        client_config(&ClientSettings {
+            ca: self.ca.as_deref(),
+            cert_key: self
+                .cert_key
+                .as_ref()
+                .map(|(c, k)| (c.as_str(), k.as_str())),
+            unsafe_ssl: self.unsafe_ssl,
+        })
+    }
+}
+
 /// A TLS setting that cannot be used, with the trigger parameter it came from.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{param}: {message}")]
