@@ -622,10 +622,57 @@ impl std::fmt::Debug for RabbitClients {
     }
 }
 
+/// Where a trigger's questions go, worked out once when it is built.
+#[derive(Clone)]
+enum Target {
+    /// The management API: the client (shared by TLS settings), the URL and the
+    /// basic-auth credentials.
+    Http {
+        client: reqwest::Client,
+        url: String,
+        credentials: Option<(String, String)>,
+    },
+    /// AMQP: the URI with the vhost and credentials put in.
+    Amqp { uri: String },
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Credentials are secrets: never printed.
+        match self {
+            Target::Http { url, .. } => write!(f, "Http({url})"),
+            Target::Amqp { uri } => write!(f, "Amqp({})", anonymize(uri)),
+        }
+    }
+}
+
+impl Target {
+    /// What makes two questions the same: where they go, with what credentials and TLS
+    /// settings, and what is done with the answer.
+    fn key(&self, m: &RabbitMetadata) -> String {
+        let at = match self {
+            Target::Http {
+                url, credentials, ..
+            } => format!(
+                "{url} {credentials:?} {} {:?}",
+                m.timeout.as_millis(),
+                m.operation
+            ),
+            Target::Amqp { uri } => format!("{uri} {}", m.queue_name),
+        };
+        // The same question with other TLS settings may not be answered the same.
+        format!("{at} {}", tls_digest(&m.tls))
+    }
+}
+
 impl RabbitClients {
-    async fn via_http(m: &RabbitMetadata, client: &reqwest::Client) -> Result<QueueInfo, String> {
-        let (url, credentials) = m.http_url()?;
-        let mut req = client.get(&url).timeout(m.timeout);
+    async fn via_http(
+        m: &RabbitMetadata,
+        client: &reqwest::Client,
+        url: &str,
+        credentials: &Option<(String, String)>,
+    ) -> Result<QueueInfo, String> {
+        let mut req = client.get(url).timeout(m.timeout);
         if let Some((u, p)) = credentials {
             req = req.basic_auth(u, Some(p));
         }
@@ -652,15 +699,12 @@ impl RabbitClients {
         }
     }
 
-    async fn amqp_connection(&self, m: &RabbitMetadata) -> Result<Arc<lapin::Connection>, String> {
-        let key = (m.amqp_uri()?, m.tls.clone());
-        self.amqp
+    async fn via_amqp(&self, m: &RabbitMetadata, uri: &str) -> Result<QueueInfo, String> {
+        let key = (uri.to_string(), m.tls.clone());
+        let conn = self
+            .amqp
             .get(&key, |c| c.status().connected(), || amqp_connect(&key))
-            .await
-    }
-
-    async fn via_amqp(&self, m: &RabbitMetadata) -> Result<QueueInfo, String> {
-        let conn = self.amqp_connection(m).await?;
+            .await?;
         let channel = conn
             .create_channel()
             .await
@@ -685,41 +729,38 @@ impl RabbitClients {
         })
     }
 
+    /// Ask `target` for `m`'s queue; identical questions at the same moment share one
+    /// round trip (`key`, [`Target::key`]).
     async fn ask(
         self: &Arc<Self>,
         m: &RabbitMetadata,
-        http: Option<&reqwest::Client>,
+        target: &Target,
+        key: &str,
     ) -> Result<QueueInfo, ScalerError> {
-        let key = match m.protocol {
-            Protocol::Http => m
-                .http_url()
-                .map(|(u, c)| format!("{u} {c:?} {} {:?}", m.timeout.as_millis(), m.operation)),
-            Protocol::Amqp => m.amqp_uri().map(|u| format!("{u} {}", m.queue_name)),
-        }
-        // The same question with other TLS settings may not be answered the same.
-        .map(|k| format!("{k} {}", tls_digest(&m.tls)))
-        .map_err(|e| ScalerError::Query(format!("error inspecting RabbitMQ: {}", anonymize(&e))))?;
-        let (this, m2, http) = (self.clone(), m.clone(), http.cloned());
+        let (this, m2, target) = (self.clone(), m.clone(), target.clone());
         let call = async move {
-            // A management API client exactly when the protocol is http.
-            let asked = match &http {
-                Some(client) => Self::via_http(&m2, client).await,
-                None => match tokio::time::timeout(AMQP_TIMEOUT, this.via_amqp(&m2)).await {
-                    Ok(asked) => asked,
-                    Err(_) => {
-                        // A connection that stopped answering is not asked again.
-                        if let Ok(uri) = m2.amqp_uri() {
-                            this.amqp.forget(&(uri, m2.tls.clone())).await;
+            let asked = match &target {
+                Target::Http {
+                    client,
+                    url,
+                    credentials,
+                } => Self::via_http(&m2, client, url, credentials).await,
+                Target::Amqp { uri } => {
+                    match tokio::time::timeout(AMQP_TIMEOUT, this.via_amqp(&m2, uri)).await {
+                        Ok(asked) => asked,
+                        Err(_) => {
+                            // A connection that stopped answering is not asked again.
+                            this.amqp.forget(&(uri.clone(), m2.tls.clone())).await;
+                            Err(format!("no answer within {AMQP_TIMEOUT:?}"))
                         }
-                        Err(format!("no answer within {AMQP_TIMEOUT:?}"))
                     }
-                },
+                }
             };
             asked.map_err(|e| {
                 ScalerError::Query(format!("error inspecting RabbitMQ: {}", anonymize(&e)))
             })
         };
-        self.inflight.run(key, call).await.0
+        self.inflight.run(key.to_string(), call).await.0
     }
 }
 
@@ -789,24 +830,35 @@ pub struct RabbitScaler {
     metadata: RabbitMetadata,
     spec: MetricSpec,
     shared: Arc<RabbitClients>,
-    /// The management API's client (shared by TLS settings): with protocol http only.
-    http: Option<reqwest::Client>,
+    /// Where its questions go and their key, or why they cannot be asked (a host that
+    /// does not parse as a URL is an error at each query, as in KEDA).
+    target: Result<(Target, String), String>,
 }
 
 impl RabbitScaler {
     /// Parse and validate the trigger.
     pub fn new(ctx: TriggerContext<'_>) -> Result<Self, ScalerError> {
         let metadata = RabbitMetadata::parse(&ctx)?;
-        let http = match metadata.protocol {
-            Protocol::Http => Some(
-                ctx.pools
+        let target = match metadata.protocol {
+            Protocol::Http => {
+                let client = ctx
+                    .pools
                     .http
-                    .client(&metadata.tls.clone().unwrap_or_default())?,
-            ),
-            Protocol::Amqp => None,
-        };
+                    .client(&metadata.tls.clone().unwrap_or_default())?;
+                metadata.http_url().map(|(url, credentials)| Target::Http {
+                    client,
+                    url,
+                    credentials,
+                })
+            }
+            Protocol::Amqp => metadata.amqp_uri().map(|uri| Target::Amqp { uri }),
+        }
+        .map(|t| {
+            let key = t.key(&metadata);
+            (t, key)
+        });
         Ok(Self {
-            http,
+            target,
             spec: MetricSpec {
                 name: ctx.metric_name(&format!("rabbitmq-{}", query_escape(&metadata.queue_name))),
                 target_type: ctx.target_type()?,
@@ -830,7 +882,10 @@ impl Scaler for RabbitScaler {
 
     async fn sample(&self) -> Result<Sample, ScalerError> {
         let m = &self.metadata;
-        let q = self.shared.ask(m, self.http.as_ref()).await?;
+        let (target, key) = self.target.as_ref().map_err(|e| {
+            ScalerError::Query(format!("error inspecting RabbitMQ: {}", anonymize(e)))
+        })?;
+        let q = self.shared.ask(m, target, key).await?;
         let messages = if m.exclude_unacknowledged {
             q.messages_ready
         } else {
