@@ -16,6 +16,7 @@ use scaler_core::poll::Activity;
 use scaler_core::scaled_object::{
     Condition, HealthStatus, ScaledObjectStatus, TriggerActivity, DEFAULT_COOLDOWN_PERIOD,
 };
+use scaler_core::trace::{DecisionRecord, WriteOutcome, WriteRecord};
 use scaler_core::ScaledObject;
 use tracing::{debug, info, warn};
 
@@ -327,11 +328,45 @@ pub async fn act(
     let Some((mut input, mut decision)) = decide_at(current) else {
         return Ok(());
     };
+    let (ns, so_name) = (so.namespace().unwrap_or_default(), so.name_any());
+    let status_last_active = so
+        .status
+        .as_ref()
+        .and_then(|s| s.last_active_time.as_deref())
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc));
+    let record = |input: &activation::Input, decision: &activation::Decision| {
+        ctx.runtimes.trace.decision(
+            &ns,
+            &so_name,
+            DecisionRecord {
+                at: now,
+                input: input.clone(),
+                decision: decision.clone(),
+                status_last_active,
+                failure: activity.failure.clone(),
+            },
+        );
+    };
+    record(&input, &decision);
+    let wrote = |from: i32, to: i32, rule: activation::Rule, outcome: WriteOutcome| {
+        ctx.runtimes.trace.write(
+            &ns,
+            &so_name,
+            WriteRecord {
+                at: Utc::now(),
+                from,
+                to,
+                rule,
+                outcome,
+            },
+        );
+    };
     debug!(
         current,
         active = input.is_active,
         error = input.is_error,
-        reason = decision.reason,
+        rule = decision.rule.as_str(),
         "activation decision"
     );
     let mut conflicts = 0;
@@ -360,6 +395,7 @@ pub async fn act(
                 return Ok(());
             };
             (input, decision) = again;
+            record(&input, &decision);
             continue;
         }
         let (reason, verb) = if to > current {
@@ -378,11 +414,12 @@ pub async fn act(
         );
         match target.scale_from(&scale, to).await {
             Ok(true) => {
+                wrote(current, to, decision.rule, WriteOutcome::Scaled);
                 info!(
                     scaledobject = %name,
                     from = current,
                     to,
-                    why = decision.reason,
+                    why = decision.reason(),
                     "scaled the target"
                 );
                 publish(
@@ -403,6 +440,12 @@ pub async fn act(
                 );
             }
             Ok(false) => {
+                wrote(
+                    current,
+                    to,
+                    decision.rule,
+                    WriteOutcome::Conflicts(conflicts + 1),
+                );
                 info!(
                     scaledobject = %name,
                     from = current,
@@ -413,6 +456,12 @@ pub async fn act(
                 break;
             }
             Err(e) => {
+                wrote(
+                    current,
+                    to,
+                    decision.rule,
+                    WriteOutcome::Failed(e.to_string()),
+                );
                 warn!(scaledobject = %name, error = %e, from = current, to, "scaling the target failed");
                 let failed = if to > current {
                     EventReason::KEDAScaleTargetActivationFailed

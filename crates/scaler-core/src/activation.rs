@@ -131,12 +131,17 @@ pub struct Decision {
     pub cooling_down: bool,
     /// A Ready problem to report.
     pub ready_problem: Option<ReadyProblem>,
-    /// One line saying why, for logs and events.
-    pub reason: &'static str,
+    /// The row of the decision table that fired.
+    pub rule: Rule,
 }
 
 impl Decision {
-    fn none(reason: &'static str) -> Self {
+    /// One line saying why, for logs and traces.
+    pub fn reason(&self) -> &'static str {
+        self.rule.reason()
+    }
+
+    fn none(rule: Rule) -> Self {
         Self {
             scale_to: None,
             touch_last_active: false,
@@ -144,17 +149,124 @@ impl Decision {
             paused: false,
             cooling_down: false,
             ready_problem: None,
-            reason,
+            rule,
         }
+    }
+}
+
+/// The rows of the decision table ([`decide`]), in its order: which one fired is what a
+/// trace shows as the cause of the replica count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum Rule {
+    /// `paused-replicas`: the target is held at that count, the HPA removed.
+    PausedReplicas,
+    /// `paused`: the target is left at its current count, the HPA removed.
+    Paused,
+    /// Active at zero (or below min with idle set), but `paused-scale-out` holds it.
+    ScaleOutPaused,
+    /// Active at zero or idle: scaled to minReplicaCount (at least 1).
+    Activate,
+    /// Active, some triggers failing: the HPA scales on the rest.
+    ActivePartialError,
+    /// Active: the HPA decides the count.
+    ActiveHpaScales,
+    /// Triggers failing past the fallback's threshold: the HPA is served the fallback.
+    FallbackHolds,
+    /// Triggers failing, no fallback: nothing is scaled.
+    TriggerError,
+    /// Inactive above the rest count, but `paused-scale-in` holds it.
+    ScaleInPaused,
+    /// Inactive and cooled down: scaled to idleReplicaCount or zero.
+    Deactivate,
+    /// Inactive above the rest count, inside `cooldownPeriod` since the last activity.
+    Cooldown,
+    /// Inactive above the rest count, never active, inside `initialCooldownPeriod`.
+    InitialCooldown,
+    /// Inactive below minReplicaCount (no idle): scaled up to it.
+    BelowMin,
+    /// Inactive at its rest count: nothing to do.
+    Inactive,
+}
+
+impl Rule {
+    /// The rule's stable name (as serialised).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::PausedReplicas => "PausedReplicas",
+            Rule::Paused => "Paused",
+            Rule::ScaleOutPaused => "ScaleOutPaused",
+            Rule::Activate => "Activate",
+            Rule::ActivePartialError => "ActivePartialError",
+            Rule::ActiveHpaScales => "ActiveHpaScales",
+            Rule::FallbackHolds => "FallbackHolds",
+            Rule::TriggerError => "TriggerError",
+            Rule::ScaleInPaused => "ScaleInPaused",
+            Rule::Deactivate => "Deactivate",
+            Rule::Cooldown => "Cooldown",
+            Rule::InitialCooldown => "InitialCooldown",
+            Rule::BelowMin => "BelowMin",
+            Rule::Inactive => "Inactive",
+        }
+    }
+
+    /// One line saying what the rule does.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Rule::PausedReplicas => "paused at paused-replicas",
+            Rule::Paused => "paused at the current replica count",
+            Rule::ScaleOutPaused => "active, but scale-out is paused",
+            Rule::Activate => "active: scaling from zero or idle",
+            Rule::ActivePartialError => "active, with some triggers failing",
+            Rule::ActiveHpaScales => "active: the HPA scales",
+            Rule::FallbackHolds => "triggers failing: the HPA applies the fallback",
+            Rule::TriggerError => "triggers failing and no fallback: not scaling",
+            Rule::ScaleInPaused => "inactive, but scale-in is paused",
+            Rule::Deactivate => "inactive and cooled down: scaling to idle or zero",
+            Rule::Cooldown => "inactive: waiting for the cooldown",
+            Rule::InitialCooldown => "inactive, never active: waiting for the initial cooldown",
+            Rule::BelowMin => "below minReplicaCount: scaling to it",
+            Rule::Inactive => "inactive: nothing to do",
+        }
+    }
+}
+
+/// Which cooldown holds a target above its rest count, and how long is left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CooldownState {
+    /// `InitialCooldown` (never active) or `Cooldown`.
+    pub rule: Rule,
+    /// When it started: the last activity, or the ScaledObject's creation.
+    pub since: DateTime<Utc>,
+    /// Its length, seconds.
+    pub seconds: i64,
+    /// When it is over (the first poll after this scales in).
+    pub ends_at: DateTime<Utc>,
+}
+
+impl CooldownState {
+    /// Seconds left at `now` (0 once over).
+    pub fn remaining(&self, now: DateTime<Utc>) -> i64 {
+        (self.ends_at - now).num_seconds().max(0)
+    }
+}
+
+/// The cooldown the decision for `i` counts, whichever rule fired.
+pub fn cooldown_state(i: &Input) -> CooldownState {
+    let (rule, since, seconds) = match i.last_active {
+        None => (Rule::InitialCooldown, i.created, i.initial_cooldown_seconds),
+        Some(last) => (Rule::Cooldown, last, i.cooldown_seconds),
+    };
+    CooldownState {
+        rule,
+        since,
+        seconds,
+        ends_at: since + TimeDelta::seconds(seconds),
     }
 }
 
 /// Whether the cooldown before scaling in has passed.
 fn cooldown_over(i: &Input) -> bool {
-    match i.last_active {
-        None => i.created + TimeDelta::seconds(i.initial_cooldown_seconds) < i.now,
-        Some(last) => last + TimeDelta::seconds(i.cooldown_seconds) < i.now,
-    }
+    cooldown_state(i).ends_at < i.now
 }
 
 /// KEDA's executor, step for step (see `docs/compatibility.md`).
@@ -165,14 +277,14 @@ pub fn decide(i: &Input) -> Decision {
                 scale_to: (i.current != n).then_some(n),
                 delete_hpa: true,
                 paused: true,
-                ..Decision::none("paused at paused-replicas")
+                ..Decision::none(Rule::PausedReplicas)
             }
         }
         Pause::Freeze => {
             return Decision {
                 delete_hpa: true,
                 paused: true,
-                ..Decision::none("paused at the current replica count")
+                ..Decision::none(Rule::Paused)
             }
         }
         Pause::No => {}
@@ -184,31 +296,31 @@ pub fn decide(i: &Input) -> Decision {
                 scale_to: (!i.paused_scale_out).then_some(i.min.max(1)),
                 touch_last_active: !i.paused_scale_out,
                 ..Decision::none(if i.paused_scale_out {
-                    "active, but scale-out is paused"
+                    Rule::ScaleOutPaused
                 } else {
-                    "active: scaling from zero or idle"
+                    Rule::Activate
                 })
             };
         }
         if i.is_error {
             return Decision {
                 ready_problem: Some(ReadyProblem::PartialTriggerError),
-                ..Decision::none("active, with some triggers failing")
+                ..Decision::none(Rule::ActivePartialError)
             };
         }
         return Decision {
             touch_last_active: true,
-            ..Decision::none("active: the HPA scales")
+            ..Decision::none(Rule::ActiveHpaScales)
         };
     }
     if i.is_error {
         if i.fallback {
-            return Decision::none("triggers failing: the HPA applies the fallback");
+            return Decision::none(Rule::FallbackHolds);
         }
         if !i.fallback_configured {
             return Decision {
                 ready_problem: Some(ReadyProblem::TriggerError),
-                ..Decision::none("triggers failing and no fallback: not scaling")
+                ..Decision::none(Rule::TriggerError)
             };
         }
         // A fallback of 0 replicas: failing triggers may scale in, below.
@@ -218,26 +330,30 @@ pub fn decide(i: &Input) -> Decision {
     // `rest == current` only with idle ≥ min, which validation rejects; nothing to move.
     if (above_idle || (i.current > 0 && i.min == 0)) && rest != i.current {
         if i.paused_scale_in {
-            return Decision::none("inactive, but scale-in is paused");
+            return Decision::none(Rule::ScaleInPaused);
         }
         if cooldown_over(i) {
             return Decision {
                 scale_to: Some(rest),
-                ..Decision::none("inactive and cooled down: scaling to idle or zero")
+                ..Decision::none(Rule::Deactivate)
             };
         }
         return Decision {
             cooling_down: true,
-            ..Decision::none("inactive: waiting for the cooldown")
+            ..Decision::none(if i.last_active.is_none() {
+                Rule::InitialCooldown
+            } else {
+                Rule::Cooldown
+            })
         };
     }
     if i.idle.is_none() && i.current < i.min {
         return Decision {
             scale_to: Some(i.min),
-            ..Decision::none("below minReplicaCount: scaling to it")
+            ..Decision::none(Rule::BelowMin)
         };
     }
-    Decision::none("inactive: nothing to do")
+    Decision::none(Rule::Inactive)
 }
 
 #[cfg(test)]
@@ -802,6 +918,7 @@ mod tests {
     fn invariants_over_all_combinations() {
         let bools = [false, true];
         let mut seen = 0;
+        let mut rules = std::collections::HashSet::new();
         for active in bools {
             for error in bools {
                 for fallback in bools {
@@ -845,6 +962,8 @@ mod tests {
                                             if !active {
                                                 assert!(!d.touch_last_active, "{i:?}");
                                             }
+                                            check_rule(&i, &d);
+                                            rules.insert(d.rule);
                                         }
                                     }
                                 }
@@ -855,5 +974,73 @@ mod tests {
             }
         }
         assert_eq!(seen, 2 * 2 * 2 * 2 * 2 * 3 * 3 * 4 * 3);
+        // Every row but the pauses and the initial cooldown (not varied here; see
+        // `cooldown_remaining`) fired somewhere.
+        assert_eq!(rules.len(), 11, "{rules:?}");
+    }
+
+    /// The rule a decision names is the one its effects belong to: a trace that says
+    /// "cooldown" is never showing a scale, and so on.
+    fn check_rule(i: &Input, d: &Decision) {
+        use Rule::*;
+        let scales = matches!(d.rule, PausedReplicas | Activate | Deactivate | BelowMin);
+        if d.scale_to.is_some() {
+            assert!(scales, "{i:?} {d:?}");
+        }
+        if d.rule != PausedReplicas {
+            assert_eq!(d.scale_to.is_some(), scales, "{i:?} {d:?}");
+        }
+        assert_eq!(
+            d.cooling_down,
+            matches!(d.rule, Cooldown | InitialCooldown),
+            "{i:?} {d:?}"
+        );
+        if d.cooling_down {
+            let c = cooldown_state(i);
+            assert_eq!(c.rule, d.rule, "{i:?}");
+            assert!(c.ends_at >= i.now, "a cooldown over is not cooling: {i:?}");
+        }
+        assert_eq!(d.paused, matches!(d.rule, Paused | PausedReplicas));
+        assert_eq!(d.reason(), d.rule.reason());
+    }
+
+    /// The time left is counted from the last activity, or from creation with the initial
+    /// cooldown; at the exact end nothing is left, and the decision still waits (KEDA
+    /// compares strictly).
+    #[test]
+    fn cooldown_remaining() {
+        let i = Input {
+            last_active: Some(t(700)),
+            cooldown_seconds: 300,
+            ..base()
+        };
+        let c = cooldown_state(&i);
+        assert_eq!(
+            (c.rule, c.since, c.ends_at),
+            (Rule::Cooldown, t(700), t(1000))
+        );
+        assert_eq!(c.remaining(t(900)), 100);
+        assert_eq!(c.remaining(t(1200)), 0);
+        let initial = Input {
+            last_active: None,
+            created: t(0),
+            initial_cooldown_seconds: 60,
+            now: t(60),
+            ..base()
+        };
+        let c = cooldown_state(&initial);
+        assert_eq!((c.rule, c.remaining(t(60))), (Rule::InitialCooldown, 0));
+        assert_eq!(decide(&initial).rule, Rule::InitialCooldown);
+        let later = Input {
+            now: t(61),
+            ..initial
+        };
+        assert_eq!(decide(&later).rule, Rule::Deactivate);
+        for (rule, pause) in [
+            (Rule::Paused, Pause::Freeze),
+            (Rule::PausedReplicas, Pause::Replicas(2)),
+        ] {
+            assert_eq!(decide(&Input { pause, ..base() }).rule, rule);
+        }
     }
 }

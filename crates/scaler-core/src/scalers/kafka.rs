@@ -570,6 +570,10 @@ impl Scaler for KafkaScaler {
         &self.spec
     }
 
+    fn activation_threshold(&self) -> Option<f64> {
+        Some(self.meta.activation_lag_threshold as f64)
+    }
+
     async fn sample(&self) -> Result<Sample, ScalerError> {
         let query = OffsetQuery {
             group: self.meta.group.clone(),

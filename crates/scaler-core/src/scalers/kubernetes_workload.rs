@@ -133,6 +133,10 @@ impl Scaler for WorkloadScaler {
         &self.spec
     }
 
+    fn activation_threshold(&self) -> Option<f64> {
+        Some(self.metadata.activation_value)
+    }
+
     async fn sample(&self) -> Result<Sample, ScalerError> {
         let client = self.client.clone().ok_or_else(|| {
             ScalerError::Query("kubernetes-workload counts pods in a cluster; it needs one".into())

@@ -223,6 +223,13 @@ pub trait Scaler: Send + Sync + fmt::Debug {
     /// Query the event source.
     async fn sample(&self) -> Result<Sample, ScalerError>;
 
+    /// The value the metric must exceed for the trigger to be active (KEDA's
+    /// `activation*` parameter), for people reading a trace; `None` where activity is not
+    /// a threshold (cron's window, an external scaler's `IsActive`).
+    fn activation_threshold(&self) -> Option<f64> {
+        None
+    }
+
     /// Whether a failed query is worth asking once more of a scaler built afresh (KEDA's
     /// refresh). Not for a scaler whose connection reconnects by itself and whose build
     /// asks the source again (external).

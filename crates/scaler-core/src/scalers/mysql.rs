@@ -409,6 +409,10 @@ impl Scaler for MysqlScaler {
         &self.spec
     }
 
+    fn activation_threshold(&self) -> Option<f64> {
+        Some(self.metadata.activation_query_value)
+    }
+
     async fn sample(&self) -> Result<Sample, ScalerError> {
         let budget = budget(&self.metadata.dsn.options);
         let this = self.clone();

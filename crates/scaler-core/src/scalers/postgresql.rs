@@ -386,6 +386,10 @@ impl Scaler for PostgresScaler {
         &self.spec
     }
 
+    fn activation_threshold(&self) -> Option<f64> {
+        Some(self.metadata.activation_target_query_value)
+    }
+
     async fn sample(&self) -> Result<Sample, ScalerError> {
         let this = self.clone();
         let key = (

@@ -506,6 +506,10 @@ impl Scaler for PrometheusScaler {
         &self.spec
     }
 
+    fn activation_threshold(&self) -> Option<f64> {
+        Some(self.metadata.activation_threshold)
+    }
+
     async fn sample(&self) -> Result<Sample, ScalerError> {
         let value = self.query_coalesced().await?;
         Ok(Sample {

@@ -880,6 +880,10 @@ impl Scaler for RabbitScaler {
         &self.spec
     }
 
+    fn activation_threshold(&self) -> Option<f64> {
+        Some(self.metadata.activation_value)
+    }
+
     async fn sample(&self) -> Result<Sample, ScalerError> {
         let m = &self.metadata;
         let (target, key) = self.target.as_ref().map_err(|e| {

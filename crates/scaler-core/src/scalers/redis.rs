@@ -532,6 +532,10 @@ impl Scaler for RedisScaler {
         &self.spec
     }
 
+    fn activation_threshold(&self) -> Option<f64> {
+        Some(self.metadata.activation_list_length as f64)
+    }
+
     async fn sample(&self) -> Result<Sample, ScalerError> {
         let m = &self.metadata;
         let length = self

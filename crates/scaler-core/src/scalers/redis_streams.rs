@@ -121,6 +121,10 @@ impl Scaler for RedisStreamsScaler {
         &self.spec
     }
 
+    fn activation_threshold(&self) -> Option<f64> {
+        Some(self.metadata.activation_lag_count as f64)
+    }
+
     async fn sample(&self) -> Result<Sample, ScalerError> {
         let m = &self.metadata;
         let n = self.shared.ask(&m.connection, &m.question).await?;
