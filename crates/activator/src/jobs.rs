@@ -35,6 +35,7 @@ use scaler_core::scaled_job::{
     as_scaled_object, paused_by_annotation, ScaledJob, ScaledJobStatus, SCALED_JOB_NAME_LABEL,
 };
 use scaler_core::scaled_object::{triggers_and_authentications_types, Condition, TriggerActivity};
+use scaler_core::trace::{JobRecord, PollRecord, SampleRecord, Source};
 use tracing::{debug, info, warn, Instrument};
 
 use crate::events::{publish, EventReason};
@@ -551,7 +552,18 @@ async fn poll(
     let samples = runtime.sample_where(&sj.spec.triggers, |_| true).await;
     let mut polled = Polled::default();
     let mut metrics = Vec::with_capacity(samples.len());
+    let mut records = Vec::with_capacity(samples.len());
     for (index, sample) in samples {
+        records.push(SampleRecord {
+            index,
+            metric: sample.metric.clone(),
+            result: sample
+                .result
+                .as_ref()
+                .map(|s| (s.value, s.active))
+                .map_err(Clone::clone),
+            source: Source::Live,
+        });
         match sample.result {
             Ok(s) => {
                 let target = match runtime.scaler(index) {
@@ -599,13 +611,34 @@ async fn poll(
     pending += unseen.len() as i64;
     let decision = decide(strategy, min, max, running, pending, demand);
     log_decision(&decision, &demand);
+    let mut created = 0;
     if decision.create > 0 {
         let decided = Instant::now();
-        let created = create(sj, r, decision.create, notes).await;
+        created = create(sj, r, decision.create, notes).await;
         if created > 0 {
             ctx.observer.jobs_created(created, decided.elapsed());
         }
     }
+    let (ns, name) = (sj.namespace().unwrap_or_default(), sj.name_any());
+    let at = chrono::Utc::now();
+    ctx.runtimes.trace.poll(
+        &ns,
+        &name,
+        PollRecord {
+            at,
+            samples: records,
+        },
+    );
+    ctx.runtimes.trace.job(
+        &ns,
+        &name,
+        JobRecord {
+            at,
+            demand,
+            decision: Some(decision),
+            created: i64::try_from(created).unwrap_or(i64::MAX),
+        },
+    );
     // History limits, every poll, active or not.
     jobs.retain(|j| j.metadata.deletion_timestamp.is_none());
     let extra = history_to_delete(

@@ -24,6 +24,7 @@ use scaler_core::conditions::{ConditionType, Reason};
 use scaler_core::poll::{next_aligned, Cached, TriggerSample};
 use scaler_core::runtime::Runtimes;
 use scaler_core::scalers::external::{PushEvent, Pushed};
+use scaler_core::trace::{PollRecord, SampleRecord, Source};
 use scaler_core::ScaledObject;
 use tracing::{debug, warn, Instrument};
 
@@ -146,17 +147,29 @@ pub async fn poll_once(
             let rt = &rt;
             async move {
                 if let Some((r, owner, question, metric)) = remote {
+                    let from = owner.identity.clone();
                     if let Some(s) = poll_remote(r, owner, question, so, i, metric).await {
-                        return (i, s);
+                        return (i, s, Source::Replica(from));
                     }
                 }
-                (i, rt.sample(i).await)
+                (i, rt.sample(i).await, Source::Live)
             }
         });
     let polled = futures::future::join_all(polls).await;
     let mut cached = HashMap::new();
     let mut samples = Vec::with_capacity(polled.len());
-    for (index, sample) in polled {
+    let mut records = Vec::with_capacity(polled.len());
+    for (index, sample, source) in polled {
+        records.push(SampleRecord {
+            index,
+            metric: sample.metric.clone(),
+            result: sample
+                .result
+                .as_ref()
+                .map(|s| (s.value, s.active))
+                .map_err(Clone::clone),
+            source,
+        });
         let spec = rt.scaler(index).and_then(Result::ok);
         if let Some(spec) = spec.as_ref().map(|s| s.metric_spec()) {
             if so.spec.fallback.is_some() {
@@ -185,6 +198,14 @@ pub async fn poll_once(
     if !cached.is_empty() {
         runtimes.cache.put(&ns, &so_name, cached);
     }
+    runtimes.trace.poll(
+        &ns,
+        &so_name,
+        PollRecord {
+            at: chrono::Utc::now(),
+            samples: records,
+        },
+    );
     samples
 }
 

@@ -356,6 +356,8 @@ async fn target_api(
 pub struct TargetScale {
     /// `spec.replicas`.
     pub replicas: i32,
+    /// `status.replicas`.
+    pub status_replicas: i32,
     /// `status.selector`: the label selector of the target's pods.
     pub selector: Option<String>,
 }
@@ -368,6 +370,10 @@ pub async fn target_scale(client: &Client, so: &ScaledObject) -> Result<TargetSc
     let scale = timed(what, api.get_subresource("scale", &target.name)).await?;
     Ok(TargetScale {
         replicas: scale.data["spec"]["replicas"]
+            .as_i64()
+            .and_then(|n| i32::try_from(n).ok())
+            .unwrap_or(0),
+        status_replicas: scale.data["status"]["replicas"]
             .as_i64()
             .and_then(|n| i32::try_from(n).ok())
             .unwrap_or(0),

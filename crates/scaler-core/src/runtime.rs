@@ -669,6 +669,8 @@ pub struct Runtimes {
     pub cache: Arc<MetricCache>,
     /// Failure counts for fallback.
     pub health: Arc<HealthTracker>,
+    /// What the scale loop last saw and did, for traces.
+    pub trace: Arc<crate::trace::TraceStore>,
     builds: AtomicU64,
     default_interval: i32,
     with: Arc<With>,
@@ -695,6 +697,7 @@ impl Runtimes {
             observer,
             cache: Arc::new(MetricCache::default()),
             health: Arc::new(HealthTracker::default()),
+            trace: Arc::default(),
             builds: AtomicU64::new(0),
             default_interval: crate::scaled_object::DEFAULT_POLLING_INTERVAL,
         }
@@ -795,6 +798,7 @@ impl Runtimes {
         self.lock().retain(|(ns, name), _| keep(ns, name));
         self.cache.retain(&keep);
         self.health.retain(&keep);
+        self.trace.retain(&keep);
     }
 }
 
