@@ -29,8 +29,12 @@ use time::{Duration, OffsetDateTime};
 use tracing::{info, warn};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-/// The APIService eventscale serves.
+/// The APIService eventscale serves metrics under.
 pub const APISERVICE: &str = "v1beta1.external.metrics.k8s.io";
+
+/// Both APIServices eventscale serves (metrics, then traces), as `--patch-apiservice`
+/// takes a list.
+pub const APISERVICES: &str = "v1beta1.external.metrics.k8s.io,v1alpha1.explain.eventscale.sh";
 
 /// The Secret type the serving pair is kept under.
 const SECRET_TYPE: &str = "kubernetes.io/tls";
@@ -667,7 +671,13 @@ pub async fn renew_once(
             ensure_secret(client.clone(), namespace, name, opts).await?
         }
     };
-    if let Some(apiservice) = apiservice {
+    // A comma-separated list of names.
+    for apiservice in apiservice
+        .into_iter()
+        .flat_map(|a| a.split(','))
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+    {
         let client = client.with_context(|| {
             format!("patching APIService {apiservice} needs a Kubernetes client")
         })?;

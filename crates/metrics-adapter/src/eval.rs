@@ -498,6 +498,129 @@ pub fn render_text(evals: &[Evaluation]) -> String {
     out
 }
 
+/// `eval --explain`: the trace of `so` as the cluster's would read, built offline from one
+/// poll of each trigger, with the target at `current` replicas (all ready). No failure
+/// history (a failure is never past the fallback's threshold), no last activity (the
+/// status's `lastActiveTime` when the file has one), and the HPA is the one eventscale
+/// would make.
+pub async fn explain(
+    inputs: &Inputs,
+    so: &ScaledObject,
+    operator_ns: &str,
+    pools: &std::sync::Arc<Pools>,
+    current: i32,
+    now: chrono::DateTime<chrono::Utc>,
+) -> crate::trace::ScalingTrace {
+    use scaler_core::trace::{DecisionRecord, PollRecord, Record, SampleRecord, Source};
+    let rt = runtime(inputs, so, operator_ns, pools).await;
+    let (triggers, _) = ask(&rt, so).await;
+    let specs = crate::provider::trigger_specs(&rt.scalers());
+    let samples: Vec<TriggerSample> = so
+        .spec
+        .triggers
+        .iter()
+        .zip(&triggers)
+        .map(|(t, r)| TriggerSample {
+            trigger_name: t.name.clone(),
+            metric: r.metric_name.clone(),
+            result: match (r.value, &r.error) {
+                (Some(value), None) => Ok(Sample {
+                    value,
+                    active: r.active,
+                }),
+                (_, e) => Err(e.clone().unwrap_or_default()),
+            },
+        })
+        .collect();
+    let mut warnings = vec![
+        "offline (eval): one poll, no failure history, no HPA status; the target taken at --current-replicas, all ready".to_string(),
+    ];
+    let activity = scaler_core::poll::activity(so, &samples, &Default::default());
+    // Offline there is no creation time: the initial cooldown counts as over.
+    let mut at_rest = so.clone();
+    if at_rest.metadata.creation_timestamp.is_none() {
+        at_rest.metadata.creation_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ));
+    }
+    let decision = match activator::scale::input(&at_rest, &activity, current, now) {
+        Ok(input) => {
+            let decision = scaler_core::activation::decide(&input);
+            Some(DecisionRecord {
+                at: now,
+                status_last_active: input.last_active,
+                input,
+                decision,
+                failure: activity.failure.clone(),
+            })
+        }
+        Err(e) => {
+            warnings.push(format!("no decision: {e}"));
+            None
+        }
+    };
+    let record = Record {
+        poll: Some(PollRecord {
+            at: now,
+            samples: samples
+                .iter()
+                .enumerate()
+                .map(|(index, s)| SampleRecord {
+                    index,
+                    metric: s.metric.clone(),
+                    result: s
+                        .result
+                        .as_ref()
+                        .map(|s| (s.value, s.active))
+                        .map_err(Clone::clone),
+                    source: Source::Live,
+                })
+                .collect(),
+        }),
+        decision,
+        ..Record::default()
+    };
+    // The HPA eventscale would make (it needs a uid; offline there is none).
+    let mut with_uid = so.clone();
+    with_uid.metadata.uid.get_or_insert_with(|| "eval".into());
+    let metrics: Vec<_> = rt
+        .scalers()
+        .into_iter()
+        .filter_map(Result::ok)
+        .map(|s| s.metric_spec().clone())
+        .collect();
+    let hpa = scaler_core::hpa::desired_hpa(&with_uid, &metrics)
+        .map_err(|e| e.to_string())
+        .map(|h| crate::trace::HpaView {
+            name: scaler_core::hpa::hpa_name(so),
+            object: serde_json::to_value(h).ok(),
+        });
+    crate::trace::build(crate::trace::Inputs {
+        so,
+        kind: crate::trace::TraceKind::ScaledObject,
+        record: Some(record),
+        health: BTreeMap::new(),
+        specs,
+        hpa: Some(hpa),
+        target: Some(Ok(scaler_core::hpa_math::Replicas {
+            spec: current,
+            status: current,
+            ready: current,
+        })),
+        tolerance: scaler_core::hpa_math::DEFAULT_TOLERANCE,
+        now,
+        served_by: crate::trace::ServedBy {
+            replica: "eval".into(),
+            owner: None,
+            is_owner: true,
+            mode: "eval".into(),
+        },
+        polling_interval: i64::from(so.spec.polling_interval.unwrap_or(30)),
+        warnings,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -183,6 +183,35 @@ impl Forwarder {
         metric: &str,
         name: &str,
     ) -> Result<Result<Vec<ExternalMetricValue>, ApiError>, ForwardError> {
+        let path = format!("/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{metric}");
+        let query = [(
+            "labelSelector",
+            format!("{}={name}", scaler_core::SCALED_OBJECT_NAME_LABEL),
+        )];
+        let answer = self.get(owner, &path, &query).await?;
+        Ok(match answer {
+            Ok(body) => {
+                let list: ValueList =
+                    serde_json::from_slice(&body).map_err(|e| ForwardError::Unreachable {
+                        owner: owner.identity.clone(),
+                        address: owner.address.clone().unwrap_or_default(),
+                        error: format!("unreadable answer: {e}"),
+                    })?;
+                Ok(list.items)
+            }
+            Err(e) => Err(e),
+        })
+    }
+
+    /// GET `path` (with `query`) of `owner`: the body of a 200, or the owner's Status
+    /// error; `Err` when it could not be asked, refused this replica (401, 403), or does
+    /// not know the object yet (404).
+    pub async fn get(
+        &self,
+        owner: &Member,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<Result<bytes::Bytes, ApiError>, ForwardError> {
         let address = owner.address.clone().unwrap_or_default();
         let addr: SocketAddr = address
             .parse()
@@ -193,17 +222,10 @@ impl Forwarder {
             error,
         };
         let client = self.client(addr).map_err(unreachable)?;
-        let url = format!(
-            "https://{}:{}/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{metric}",
-            self.server_name,
-            addr.port()
-        );
+        let url = format!("https://{}:{}{path}", self.server_name, addr.port());
         let mut req = client
             .get(url)
-            .query(&[(
-                "labelSelector",
-                format!("{}={name}", scaler_core::SCALED_OBJECT_NAME_LABEL),
-            )])
+            .query(query)
             .header(FORWARDED_HEADER, &self.identity);
         if let Some(t) = self.token.read() {
             req = req.bearer_auth(t);
@@ -212,14 +234,12 @@ impl Forwarder {
         let code = resp.status().as_u16();
         let body = resp.bytes().await.map_err(|e| unreachable(chain(&e)))?;
         if code == 200 {
-            let list: ValueList = serde_json::from_slice(&body)
-                .map_err(|e| unreachable(format!("unreadable answer: {e}")))?;
-            return Ok(Ok(list.items));
+            return Ok(Ok(body));
         }
         // The owner refused us (our credentials or RBAC): a problem of this replica's, not
         // the caller's; answer here and say so.
         if code == 401 || code == 403 {
-            warn!(owner = %owner.identity, code, "the owner refused a forwarded read; check eventscale's RBAC (list on external.metrics.k8s.io)");
+            warn!(owner = %owner.identity, code, %path, "the owner refused a forwarded read; check eventscale's RBAC (list on external.metrics.k8s.io, get on scaledobjects and scaledjobs)");
             return Err(unreachable(format!("refused with {code}")));
         }
         // The owner has not seen the object yet (its watch is behind ours).

@@ -19,6 +19,7 @@ pub mod routes;
 pub mod server;
 pub mod status;
 pub mod telemetry;
+pub mod trace;
 
 /// Certificates and keys made with openssl, shared with the other crates' tests.
 #[cfg(test)]

@@ -41,9 +41,22 @@ enum Command {
     Eval(EvalArgs),
     /// Print the CustomResourceDefinitions as YAML.
     Crds,
+    /// Say why a ScaledObject (or ScaledJob, HTTPScaledObject) has the replicas it has:
+    /// its live trace, read through the Kubernetes API from the replica that owns it.
+    Explain(ExplainArgs),
     /// Run the HTTP interceptor: route HTTPScaledObjects' requests, hold them while the
     /// workload starts from zero, and serve their counts to the scaler.
     Interceptor(InterceptorArgs),
+}
+
+/// A tolerance: a ratio from 0 up to 1.
+fn tolerance_arg(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(t) if (0.0..1.0).contains(&t) => Ok(t),
+        _ => Err(format!(
+            "{s:?} is not a ratio from 0 up to 1 (the default is 0.1)"
+        )),
+    }
 }
 
 /// A Go duration (`500ms`, `20s`, `1m`), as the add-on's settings take them.
@@ -250,6 +263,11 @@ struct RunArgs {
     /// then the longest idle), or is refused if every one is.
     #[arg(long, env = "EVENTSCALE_MAX_CONNECTIONS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
+    /// The HPA controller's tolerance (kube-controller-manager's
+    /// `--horizontal-pod-autoscaler-tolerance`), which traces use to show what the HPA
+    /// does with the values served; it cannot be read from the cluster.
+    #[arg(long, env = "EVENTSCALE_HPA_TOLERANCE", default_value_t = scaler_core::hpa_math::DEFAULT_TOLERANCE, value_parser = tolerance_arg)]
+    hpa_tolerance: f64,
     /// Offer only HTTP/1.1 on the TLS port (no HTTP/2 by ALPN).
     #[arg(long, env = "EVENTSCALE_DISABLE_HTTP2")]
     disable_http2: bool,
@@ -275,7 +293,8 @@ struct RunArgs {
     /// serving certificate before expiry under the same CA, checking hourly.
     #[arg(long, env = "EVENTSCALE_RENEW_CERTS")]
     renew_certs: bool,
-    /// With --renew-certs: also keep this APIService's caBundle set to the CA.
+    /// With --renew-certs: also keep these APIServices' caBundle set to the CA
+    /// (comma-separated names).
     #[arg(long, env = "EVENTSCALE_PATCH_APISERVICE")]
     patch_apiservice: Option<String>,
     /// The replicas' group: each replica keeps a Lease `<this>-<identity>` in the
@@ -352,6 +371,32 @@ struct EvalArgs {
     /// eventscale's namespace, where ClusterTriggerAuthentications' Secrets are looked up.
     #[arg(long, env = "EVENTSCALE_NAMESPACE", default_value = "eventscale")]
     namespace: String,
+    /// Print each ScaledObject's scaling trace (as `eventscale explain` prints the
+    /// cluster's): the decision rule, cooldown, fallback and the HPA's arithmetic. With
+    /// `-o json`, one trace per line.
+    #[arg(long)]
+    explain: bool,
+    /// With --explain: the scale target's current replicas (all taken as ready).
+    #[arg(long, default_value_t = 0, requires = "explain", value_parser = clap::value_parser!(i32).range(0..))]
+    current_replicas: i32,
+}
+
+#[derive(clap::Args)]
+struct ExplainArgs {
+    /// The object: NAMESPACE/NAME, or NAME with -n.
+    target: String,
+    /// The namespace (when the target is a bare NAME).
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+    /// The kind: scaledobject (so), scaledjob (sj) or httpscaledobject (hso).
+    #[arg(short = 'k', long, default_value = "scaledobject")]
+    kind: String,
+    /// Output format: text or json.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    /// kubeconfig to use; in-cluster configuration when unset.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
 }
 
 /// The `-f` files and the `--env-file`, read and checked.
@@ -373,6 +418,115 @@ fn eval_inputs(a: &EvalArgs) -> anyhow::Result<eval::Inputs> {
     Ok(inputs)
 }
 
+/// `eval --explain`: each ScaledObject's trace; ScaledJobs as `eval` prints them.
+async fn explain_offline(
+    a: &EvalArgs,
+    inputs: &eval::Inputs,
+    pools: &std::sync::Arc<scaler_core::pools::Pools>,
+) -> anyhow::Result<std::process::ExitCode> {
+    let now = chrono::Utc::now();
+    let mut traces = Vec::new();
+    for so in &inputs.scaled_objects {
+        traces.push(eval::explain(inputs, so, &a.namespace, pools, a.current_replicas, now).await);
+    }
+    let mut job_evals = Vec::new();
+    for sj in &inputs.scaled_jobs {
+        job_evals.push(eval::evaluate_job(inputs, sj, &a.namespace, pools).await);
+    }
+    let mut out = String::new();
+    match a.output {
+        Output::Text => {
+            let texts: Vec<String> = traces
+                .iter()
+                .map(metrics_adapter::trace::render_text)
+                .collect();
+            out.push_str(&texts.join("\n"));
+            out.push_str(&eval::render_jobs_text(&job_evals));
+        }
+        Output::Json => {
+            for t in &traces {
+                out.push_str(&serde_json::to_string(t).context("serializing")?);
+                out.push('\n');
+            }
+            for e in &job_evals {
+                out.push_str(&serde_json::to_string(e).context("serializing")?);
+                out.push('\n');
+            }
+        }
+    }
+    emit(&out)?;
+    let failed = traces
+        .iter()
+        .flat_map(|t| &t.triggers)
+        .filter_map(|t| t.error.as_ref())
+        .chain(
+            job_evals
+                .iter()
+                .flat_map(|e| &e.triggers)
+                .filter_map(|t| t.error.as_ref()),
+        )
+        .collect::<Vec<_>>();
+    for e in &failed {
+        eprintln!("error: {e}");
+    }
+    Ok(if failed.is_empty() {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::from(1)
+    })
+}
+
+/// `eventscale explain`: GET the trace through the API server (so its authentication,
+/// its authorization and the APIService apply) and print it.
+async fn explain_command(a: ExplainArgs) -> anyhow::Result<std::process::ExitCode> {
+    use metrics_adapter::trace::{render_text, ScalingTrace, TraceKind};
+    let Some(kind) = TraceKind::parse(match a.kind.as_str() {
+        "so" => "scaledobject",
+        "sj" => "scaledjob",
+        "hso" => "httpscaledobject",
+        k => k,
+    }) else {
+        eprintln!(
+            "error: unknown kind {:?}: scaledobject, scaledjob or httpscaledobject",
+            a.kind
+        );
+        return Ok(std::process::ExitCode::from(2));
+    };
+    let (namespace, name) = match (a.target.split_once('/'), &a.namespace) {
+        (Some((ns, name)), _) => (ns.to_string(), name.to_string()),
+        (None, Some(ns)) => (ns.clone(), a.target.clone()),
+        (None, None) => ("default".to_string(), a.target.clone()),
+    };
+    if namespace.is_empty() || name.is_empty() || name.contains('/') {
+        eprintln!("error: {:?} is not NAMESPACE/NAME", a.target);
+        return Ok(std::process::ExitCode::from(2));
+    }
+    let config = kube_config(a.kubeconfig.as_ref()).await?;
+    let client = Client::try_from(config).context("building the Kubernetes client")?;
+    let request = axum::http::Request::get(kind.path(&namespace, &name))
+        .body(Vec::new())
+        .context("building the request")?;
+    let body = match client.request_text(request).await {
+        Ok(body) => body,
+        Err(kube::Error::Api(e)) => {
+            // As kubectl says it.
+            eprintln!("Error from server ({}): {}", e.reason, e.message);
+            return Ok(std::process::ExitCode::from(1));
+        }
+        Err(e) => return Err(e).context(format!("reading the trace of {namespace}/{name}")),
+    };
+    let trace: ScalingTrace = serde_json::from_str(&body)
+        .with_context(|| format!("the trace of {namespace}/{name} is unreadable"))?;
+    match a.output {
+        Output::Text => emit(&render_text(&trace))?,
+        Output::Json => emit(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&trace).context("serializing")?
+        ))?,
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
 async fn eval_command(a: EvalArgs) -> anyhow::Result<std::process::ExitCode> {
     // Input that cannot be used is bad usage (2), as clap's own argument errors are; a
     // trigger that fails is 1.
@@ -383,8 +537,11 @@ async fn eval_command(a: EvalArgs) -> anyhow::Result<std::process::ExitCode> {
             return Ok(std::process::ExitCode::from(2));
         }
     };
-    let mut evals = Vec::new();
     let pools = std::sync::Arc::new(scaler_core::pools::Pools::default());
+    if a.explain {
+        return explain_offline(&a, &inputs, &pools).await;
+    }
+    let mut evals = Vec::new();
     for so in &inputs.scaled_objects {
         evals.push(eval::evaluate(&inputs, so, &a.namespace, &pools).await);
     }
@@ -452,9 +609,10 @@ struct CertsArgs {
     /// as --renew-before-days).
     #[arg(long, value_name = "DAYS", value_parser = certs::parse_days, conflicts_with = "renew_before_days")]
     renew_before: Option<i64>,
-    /// Also set this APIService's caBundle to the CA, only when it differs (the name
-    /// defaults to v1beta1.external.metrics.k8s.io).
-    #[arg(long, value_name = "APISERVICE", num_args = 0..=1, default_missing_value = certs::APISERVICE)]
+    /// Also set these APIServices' caBundle to the CA, only when it differs
+    /// (comma-separated names; without a value, both of eventscale's:
+    /// v1beta1.external.metrics.k8s.io and v1alpha1.explain.eventscale.sh).
+    #[arg(long, value_name = "APISERVICES", num_args = 0..=1, default_missing_value = certs::APISERVICES)]
     patch_apiservice: Option<String>,
     /// kubeconfig for --secret and --patch-apiservice; in-cluster configuration when unset.
     #[arg(long, env = "KUBECONFIG")]
@@ -711,6 +869,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let pushes = (!args.metrics_only)
         .then(|| runtimes.pools.external.push.connect())
         .flatten();
+    let job_runtimes = new_runtimes();
     let activation = if args.metrics_only {
         info!(
             "metrics-only mode: serving metrics; HPAs and activation are left to another operator"
@@ -737,7 +896,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         // with a ScaledObject), rebuilt on the same watches.
         let jobs = activator::jobs::JobsContext::new(
             client.clone(),
-            new_runtimes(),
+            job_runtimes.clone(),
             env!("CARGO_PKG_VERSION"),
             telemetry.clone(),
             shard.clone(),
@@ -754,14 +913,26 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         activation,
         pushes,
     ));
-    let provider = Arc::new(ScaledObjectProvider::new(
-        store,
-        client.clone(),
-        runtimes,
-        telemetry.clone(),
-        shard.clone(),
-        forwarder,
-    ));
+    let provider = Arc::new(
+        ScaledObjectProvider::new(
+            store,
+            client.clone(),
+            runtimes,
+            telemetry.clone(),
+            shard.clone(),
+            forwarder,
+        )
+        .with_traces(metrics_adapter::provider::TraceConfig::new(
+            membership.identity.clone(),
+            if args.metrics_only {
+                "metricsOnly"
+            } else {
+                "full"
+            },
+            (!args.metrics_only).then_some(job_runtimes),
+            args.hpa_tolerance,
+        )),
+    );
     let reads = Arc::new(routes::MetricReads::new(
         provider.clone(),
         auth.clone(),
@@ -851,6 +1022,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
             certs_command(a).await
         }
         Command::Eval(a) => return eval_command(a).await,
+        Command::Explain(a) => return explain_command(a).await,
         Command::Interceptor(a) => interceptor_command(a).await,
         Command::Crds => emit(
             &[

@@ -16,6 +16,7 @@ use crate::provider::{ExternalMetricValue, MetricsProvider};
 use crate::request::{MetricRequest, METRICS_PREFIX};
 use crate::status::ApiError;
 use crate::telemetry::Telemetry;
+use crate::trace;
 
 use crate::api::GROUP_VERSION;
 pub use crate::api::{GROUP, VERSION};
@@ -50,10 +51,23 @@ pub fn router(provider: SharedProvider) -> Router {
             "/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{metric}",
             get(external_metric),
         )
+        .route("/apis/explain.eventscale.sh", get(trace_api_group))
+        .route(
+            "/apis/explain.eventscale.sh/v1alpha1",
+            get(trace_resource_list),
+        )
+        .route(
+            "/apis/explain.eventscale.sh/v1alpha1/namespaces/{namespace}/{resource}/{name}/trace",
+            get(trace),
+        )
         .route("/openapi/v2", get(openapi_v2))
         .route("/openapi/v3", get(openapi_v3))
         .route(
             "/openapi/v3/apis/external.metrics.k8s.io/v1beta1",
+            get(openapi_v3_group_version),
+        )
+        .route(
+            "/openapi/v3/apis/explain.eventscale.sh/v1alpha1",
             get(openapi_v3_group_version),
         )
         .fallback(not_found)
@@ -80,8 +94,66 @@ fn group_json() -> Value {
     json!({"name": GROUP, "versions": [gv], "preferredVersion": gv})
 }
 
+fn trace_group_json() -> Value {
+    let gv = json!({"groupVersion": trace::GROUP_VERSION, "version": trace::VERSION});
+    json!({"name": trace::GROUP, "versions": [gv], "preferredVersion": gv})
+}
+
 async fn api_group_list() -> Json<Value> {
-    Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [group_json()]}))
+    Json(json!({
+        "kind": "APIGroupList",
+        "apiVersion": "v1",
+        "groups": [group_json(), trace_group_json()],
+    }))
+}
+
+async fn trace_api_group() -> Json<Value> {
+    let mut g = trace_group_json();
+    g["kind"] = "APIGroup".into();
+    g["apiVersion"] = "v1".into();
+    Json(g)
+}
+
+/// Only the `trace` subresources: a `scaledobjects` resource of this group would stand
+/// beside keda.sh's in kubectl's resource names; subresources are not in them.
+async fn trace_resource_list() -> Json<Value> {
+    let resources: Vec<Value> = trace::TraceKind::ALL
+        .iter()
+        .map(|k| {
+            json!({
+                "name": format!("{}/trace", k.resource()),
+                "singularName": "",
+                "namespaced": true,
+                "kind": trace::KIND,
+                "verbs": ["get"],
+            })
+        })
+        .collect();
+    Json(json!({
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": trace::GROUP_VERSION,
+        "resources": resources,
+    }))
+}
+
+/// A trace: from the owner replica when another one owns the object.
+async fn trace(
+    State(p): State<SharedProvider>,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+) -> Result<Json<trace::ScalingTrace>, ApiError> {
+    let (kind, namespace, name) = trace::parse_path(uri.path()).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "the server could not find the requested resource: {}",
+            uri.path()
+        ))
+    })?;
+    let t = p
+        .trace(kind, &namespace, &name, forwarded(&headers))
+        .instrument(tracing::debug_span!("trace", %namespace, %name, kind = kind.kind()))
+        .await?;
+    Ok(Json(t))
 }
 
 async fn api_group() -> Json<Value> {
@@ -123,6 +195,9 @@ async fn openapi_v3() -> Json<Value> {
     Json(json!({"paths": {
         "apis/external.metrics.k8s.io/v1beta1": {
             "serverRelativeURL": "/openapi/v3/apis/external.metrics.k8s.io/v1beta1",
+        },
+        "apis/explain.eventscale.sh/v1alpha1": {
+            "serverRelativeURL": "/openapi/v3/apis/explain.eventscale.sh/v1alpha1",
         },
     }}))
 }
@@ -308,6 +383,29 @@ mod tests {
         fn ready(&self) -> bool {
             false
         }
+
+        async fn trace(
+            &self,
+            kind: trace::TraceKind,
+            namespace: &str,
+            name: &str,
+            forwarded: bool,
+        ) -> Result<trace::ScalingTrace, ApiError> {
+            match (kind, namespace, name) {
+                (trace::TraceKind::ScaledObject, "ns", "so") => Ok(trace::ScalingTrace {
+                    kind: trace::KIND.into(),
+                    api_version: trace::GROUP_VERSION.into(),
+                    summary: trace::Summary {
+                        cause: if forwarded { "Forwarded" } else { "Active" }.into(),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                }),
+                _ => Err(ApiError::not_found(format!(
+                    "scaledobjects.keda.sh \"{name}\" not found"
+                ))),
+            }
+        }
     }
 
     async fn get(path: &str) -> (StatusCode, Value) {
@@ -382,6 +480,84 @@ mod tests {
         assert_eq!(body["groups"][0]["name"], GROUP);
         let (_, body) = get("/apis/external.metrics.k8s.io").await;
         assert_eq!(body["preferredVersion"]["groupVersion"], GROUP_VERSION);
+    }
+
+    #[tokio::test]
+    async fn traces_are_served_under_their_own_group() {
+        let (_, body) = get("/apis").await;
+        assert_eq!(body["groups"][1]["name"], trace::GROUP);
+        let (_, body) = get("/apis/explain.eventscale.sh").await;
+        assert_eq!(
+            body["preferredVersion"]["groupVersion"],
+            trace::GROUP_VERSION
+        );
+        let (code, body) = get("/apis/explain.eventscale.sh/v1alpha1").await;
+        assert_eq!(code, StatusCode::OK);
+        let names: Vec<&str> = body["resources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["name"].as_str())
+            .collect();
+        // Subresources only: nothing of this group stands beside keda.sh's resources.
+        assert_eq!(
+            names,
+            [
+                "scaledobjects/trace",
+                "scaledjobs/trace",
+                "httpscaledobjects/trace"
+            ]
+        );
+        let (code, body) =
+            get("/apis/explain.eventscale.sh/v1alpha1/namespaces/ns/scaledobjects/so/trace").await;
+        assert_eq!(code, StatusCode::OK, "{body}");
+        assert_eq!(body["kind"], "ScalingTrace");
+        assert_eq!(body["summary"]["cause"], "Active");
+        let (code, body) =
+            get("/apis/explain.eventscale.sh/v1alpha1/namespaces/ns/scaledobjects/gone/trace")
+                .await;
+        assert_eq!(
+            (code, &body["reason"]),
+            (StatusCode::NOT_FOUND, &json!("NotFound"))
+        );
+        let (code, _) =
+            get("/apis/explain.eventscale.sh/v1alpha1/namespaces/ns/pods/so/trace").await;
+        assert_eq!(code, StatusCode::NOT_FOUND);
+        let (_, body) = get("/openapi/v3").await;
+        assert!(body["paths"]["apis/explain.eventscale.sh/v1alpha1"].is_object());
+    }
+
+    /// A trace is refused to whoever may not `get` the object, in kube-apiserver's words
+    /// for a `get` of it, and counted on its own route.
+    #[tokio::test]
+    async fn a_trace_needs_get_on_the_object() {
+        use crate::auth::authn::ConfigHolder;
+        use crate::auth::config::AuthnConfig;
+        let holder = Arc::new(ConfigHolder::default());
+        holder.set(AuthnConfig::default());
+        let reviews = Arc::new(crate::auth::tests::FakeReviews::default());
+        let telemetry = Telemetry::new();
+        let auth = Arc::new(Auth::new(holder, reviews, true, telemetry.clone()));
+        let (code, body) = call(
+            app(Arc::new(Fake), auth, telemetry.clone()),
+            "GET",
+            "/apis/explain.eventscale.sh/v1alpha1/namespaces/ns/scaledobjects/so/trace",
+        )
+        .await;
+        assert_eq!(code, StatusCode::FORBIDDEN, "{body}");
+        assert_eq!(
+            body["message"],
+            "scaledobjects.keda.sh \"so\" is forbidden: User \"system:anonymous\" cannot get resource \"scaledobjects\" in API group \"keda.sh\" in the namespace \"ns\": no RBAC"
+        );
+        let text = telemetry.encode();
+        assert_eq!(
+            crate::telemetry::tests::sample(
+                &text,
+                "eventscale_apiserver_requests_total{route=\"Trace\",code=\"403\"}"
+            ),
+            Some(1.0),
+            "{text}"
+        );
     }
 
     #[tokio::test]

@@ -29,6 +29,8 @@ pub enum Route {
     Discovery,
     /// A metric value read.
     Metric,
+    /// A scaling trace.
+    Trace,
     /// `/openapi/...`.
     Openapi,
     /// `/healthz`, `/livez`, `/readyz`.
@@ -61,6 +63,14 @@ pub fn route_of(path: &str) -> Route {
             r if r.starts_with("/namespaces/") && r.matches('/').count() == 3 => Route::Metric,
             _ => Route::Other,
         };
+    }
+    if crate::trace::parse_path(path).is_some() {
+        return Route::Trace;
+    }
+    if let Some(rest) = path.strip_prefix("/apis/explain.eventscale.sh") {
+        if matches!(rest, "" | "/" | "/v1alpha1" | "/v1alpha1/") {
+            return Route::Discovery;
+        }
     }
     match path {
         "/apis" | "/apis/" | "/apis/external.metrics.k8s.io" | "/apis/external.metrics.k8s.io/" => {

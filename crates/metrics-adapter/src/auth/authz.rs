@@ -24,6 +24,16 @@ pub enum Attributes {
         /// The metric name, the "resource" being listed.
         metric: String,
     },
+    /// Reading the trace of an object: `get` on the object itself (whoever may read a
+    /// ScaledObject may read why it has its replicas).
+    Trace {
+        /// What kind of object.
+        kind: crate::trace::TraceKind,
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+    },
     /// Anything else (discovery, OpenAPI): non-resource `get` on the path.
     NonResource {
         /// The request path.
@@ -43,6 +53,13 @@ impl Attributes {
                     return Self::Metric { namespace, metric };
                 }
             }
+        }
+        if let Some((kind, namespace, name)) = crate::trace::parse_path(path) {
+            return Self::Trace {
+                kind,
+                namespace,
+                name,
+            };
         }
         Self::NonResource {
             path: path.to_string(),
@@ -115,6 +132,18 @@ impl Authorizer {
                 "{metric}.{GROUP} is forbidden: User {:?} cannot list resource {metric:?} in API group {GROUP:?} in the namespace {namespace:?}{reason}",
                 user.name
             ),
+            Attributes::Trace {
+                kind,
+                namespace,
+                name,
+            } => format!(
+                "{}.{} {name:?} is forbidden: User {:?} cannot get resource {:?} in API group {:?} in the namespace {namespace:?}{reason}",
+                kind.resource(),
+                kind.group(),
+                user.name,
+                kind.resource(),
+                kind.group()
+            ),
             Attributes::NonResource { path } => format!(
                 "forbidden: User {:?} cannot get path {path:?}{reason}",
                 user.name
@@ -152,8 +181,20 @@ mod tests {
                 metric: "m".into()
             }
         );
+        assert_eq!(
+            Attributes::of_path(
+                "/apis/explain.eventscale.sh/v1alpha1/namespaces/ns/scaledobjects/w/trace"
+            ),
+            Attributes::Trace {
+                kind: crate::trace::TraceKind::ScaledObject,
+                namespace: "ns".into(),
+                name: "w".into()
+            }
+        );
         for p in [
             "/apis",
+            "/apis/explain.eventscale.sh/v1alpha1",
+            "/apis/explain.eventscale.sh/v1alpha1/namespaces/ns/scaledobjects/w",
             "/apis/external.metrics.k8s.io/v1beta1",
             "/apis/external.metrics.k8s.io/v1beta1/namespaces/ns",
             "/apis/external.metrics.k8s.io/v1beta1/namespaces/ns/m/extra",

@@ -126,6 +126,21 @@ impl Reviews for KubeReviews {
                 }),
                 None,
             ),
+            Attributes::Trace {
+                kind,
+                namespace,
+                name,
+            } => (
+                Some(ResourceAttributes {
+                    namespace: Some(namespace.clone()),
+                    verb: Some("get".into()),
+                    group: Some(kind.group().into()),
+                    resource: Some(kind.resource().into()),
+                    name: Some(name.clone()),
+                    ..ResourceAttributes::default()
+                }),
+                None,
+            ),
             Attributes::NonResource { path } => (
                 None,
                 Some(NonResourceAttributes {
