@@ -322,8 +322,9 @@ start_interceptor() {
   wait_for interceptor 30 curl -fsS "http://127.0.0.1:$INTERCEPTOR_ADMIN_PORT/readyz"
 }
 
+# apiservice_available [NAME]: whether the APIService (default: the metrics one) is Available.
 apiservice_available() {
-  [[ $(k get apiservice v1beta1.external.metrics.k8s.io \
+  [[ $(k get apiservice "${1:-v1beta1.external.metrics.k8s.io}" \
     -o 'jsonpath={.status.conditions[?(@.type=="Available")].status}') == True ]]
 }
 
@@ -346,12 +347,15 @@ up() {
   start_interceptor "$bin"
   start_eventscale "$bin"
   local i
-  for i in $(seq 1 150); do
-    apiservice_available && break
-    sleep 0.4
+  local svc
+  for svc in v1beta1.external.metrics.k8s.io v1alpha1.explain.eventscale.sh; do
+    for i in $(seq 1 150); do
+      apiservice_available "$svc" && break
+      sleep 0.4
+    done
+    apiservice_available "$svc" || die "APIService $svc is not Available: $(k get apiservice "$svc" -o 'jsonpath={.status.conditions[0].message}'); read $LOGS/eventscale.log and $LOGS/kube-apiserver.log"
   done
-  apiservice_available || die "APIService v1beta1.external.metrics.k8s.io is not Available: $(k get apiservice v1beta1.external.metrics.k8s.io -o 'jsonpath={.status.conditions[0].message}'); read $LOGS/eventscale.log and $LOGS/kube-apiserver.log"
-  log "up: APIService v1beta1.external.metrics.k8s.io is Available; run: eval \"\$($0 env)\""
+  log "up: APIServices v1beta1.external.metrics.k8s.io and v1alpha1.explain.eventscale.sh are Available; run: eval \"\$($0 env)\""
 }
 
 down() {

@@ -145,6 +145,18 @@ fn lint_render_and_server_side_dry_run() {
         apiservice["spec"]["service"]["name"],
         format!("{name}-metrics-apiserver")
     );
+    // The traces' APIService: the same Service and CA.
+    let traces =
+        find(&docs, "APIService", "v1alpha1.explain.eventscale.sh").expect("traces APIService");
+    assert_eq!(traces["spec"]["caBundle"], secret["data"]["ca.crt"]);
+    assert_eq!(traces["spec"]["service"], apiservice["spec"]["service"]);
+    let reader = find(
+        &docs,
+        "ClusterRoleBinding",
+        &format!("{name}:trace-readers"),
+    )
+    .expect("trace readers");
+    assert_eq!(reader["subjects"][0]["name"], "system:authenticated");
     let role = find(&docs, "ClusterRole", name).expect("ClusterRole");
     assert_eq!(rule_verbs(role, "horizontalpodautoscalers").len(), 6);
     assert!(find(&docs, "Role", &format!("{name}:leader-election")).is_some());
