@@ -43,6 +43,7 @@ mod cache;
 mod certs;
 mod cooldown;
 mod cron;
+mod explain;
 mod external;
 mod fallback;
 mod helm;
