@@ -21,6 +21,21 @@ const NS: &str = "eventscale";
 /// The chart's full name for release `rbac`.
 const NAME: &str = "rbac-eventscale";
 const PORT: u16 = 16444;
+/// The user who reads traces in the scenario.
+const TRACE_USER: &str = "rbac-trace-reader";
+
+/// A trace read through kube-apiserver as [`TRACE_USER`]: Ok once it is a trace.
+fn trace_as_user(resource: &str, name: &str) -> Result<(), String> {
+    let path = format!(
+        "/apis/explain.eventscale.sh/v1alpha1/namespaces/{}/{resource}/{name}/trace",
+        sns()
+    );
+    let (ok, out, err) = kubectl(&["get", "--raw", &path, "--as", TRACE_USER]);
+    let t: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+    (ok && t["kind"] == "ScalingTrace")
+        .then_some(())
+        .ok_or_else(|| format!("trace of {resource}/{name}: {err}"))
+}
 /// The scenario's namespace of the current run (a new one per run: a namespace being
 /// deleted cannot be created again until the namespace controller is done with it).
 static SCENARIO: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
@@ -92,6 +107,12 @@ const NEEDED_BY: &[(&str, &str, &str)] = &[
     // replicas, shares its key with the HPA controller's: the scenario runs one replica,
     // so no step needs it yet (`forwarded-read` is not in the scenario).
     ("*", "list", "forwarded-read"),
+    // A trace asked of a replica that does not own the object is forwarded to the owner
+    // and authorized there as a get: one replica here, so no step needs it yet.
+    ("scaledobjects", "get", "forwarded-trace"),
+    // The trace-reader role lets kube-apiserver pass a user's trace request on.
+    ("scaledobjects/trace", "get", "trace"),
+    ("scaledjobs/trace", "get", "scaled-job-trace"),
     ("*", "list", "hpa-reads-metric"),
     ("system:auth-delegator", "bind", "hpa-reads-metric"),
     ("extension-apiserver-authentication-reader", "bind", "ready"),
@@ -470,6 +491,14 @@ fn scenario_yaml(prom: &str, prom_auth: &str, user: &str) -> String {
             "Deployment",
             "  - type: kubernetes-workload\n    metadata: {podSelector: 'app=nothing-here', value: '1'}\n",
         ),
+        // A user who may read the objects, and so their traces.
+        format!(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: object-reader}}\nrules:\n\
+             - apiGroups: [keda.sh]\n  resources: [scaledobjects, scaledjobs]\n  verbs: [get]\n---\n\
+             apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: object-reader}}\n\
+             roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: object-reader}}\n\
+             subjects: [{{kind: User, name: {TRACE_USER}, apiGroup: rbac.authorization.k8s.io}}]\n"
+        ),
     ];
     docs.join("---\n")
 }
@@ -621,6 +650,11 @@ fn scenario(
             }),
         ),
         (
+            "trace",
+            s,
+            Box::new(|| trace_as_user("scaledobjects", "web")),
+        ),
+        (
             "hpa-drift",
             s,
             Box::new({
@@ -722,6 +756,11 @@ fn scenario(
                     .then_some(())
                     .ok_or_else(|| "no Job of sj".into())
             }),
+        ),
+        (
+            "scaled-job-trace",
+            s,
+            Box::new(|| trace_as_user("scaledjobs", "sj")),
         ),
         (
             "scaled-job-history",
