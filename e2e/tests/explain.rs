@@ -52,21 +52,7 @@ fn explain(args: &[&str]) -> (bool, String, String) {
 }
 
 fn deployment(name: &str, replicas: u32) -> String {
-    format!(
-        r#"apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: {name}}}
-spec:
-  replicas: {replicas}
-  selector: {{matchLabels: {{app: {name}}}}}
-  template:
-    metadata: {{labels: {{app: {name}}}}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers: [{{name: c, image: localhost/eventscale/demo:v1, imagePullPolicy: Never}}]
----
-"#
-    )
+    format!("{}---\n", crate::deployment(name, replicas, &[]))
 }
 
 fn scaled_object(name: &str, annotations: &str, extra: &str, trigger: &str) -> String {

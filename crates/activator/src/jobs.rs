@@ -554,16 +554,7 @@ async fn poll(
     let mut metrics = Vec::with_capacity(samples.len());
     let mut records = Vec::with_capacity(samples.len());
     for (index, sample) in samples {
-        records.push(SampleRecord {
-            index,
-            metric: sample.metric.clone(),
-            result: sample
-                .result
-                .as_ref()
-                .map(|s| (s.value, s.active))
-                .map_err(Clone::clone),
-            source: Source::Live,
-        });
+        records.push(SampleRecord::of(index, &sample, Source::Live));
         match sample.result {
             Ok(s) => {
                 let target = match runtime.scaler(index) {

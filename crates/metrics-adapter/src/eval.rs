@@ -286,6 +286,27 @@ async fn ask(rt: &Runtime, so: &ScaledObject) -> (Vec<TriggerResult>, Vec<Readin
     (triggers, readings)
 }
 
+/// The triggers' answers as the scale loop sees them, their errors worded as `eval`
+/// words them.
+fn samples_of(so: &ScaledObject, triggers: &[TriggerResult]) -> Vec<TriggerSample> {
+    so.spec
+        .triggers
+        .iter()
+        .zip(triggers)
+        .map(|(t, r)| TriggerSample {
+            trigger_name: t.name.clone(),
+            metric: r.metric_name.clone(),
+            result: match (r.value, &r.error) {
+                (Some(value), None) => Ok(Sample {
+                    value,
+                    active: r.active,
+                }),
+                (_, e) => Err(e.clone().unwrap_or_default()),
+            },
+        })
+        .collect()
+}
+
 /// `so`'s runtime built from the files, with no cluster.
 async fn runtime(
     inputs: &Inputs,
@@ -321,23 +342,7 @@ pub async fn evaluate(
     let composite = scaler_core::modifiers::of_scaled_object(so).map(|m| {
         let m = m.map_err(|e| e.to_string())?;
         // The triggers' answers, their errors worded as above.
-        let samples: Vec<TriggerSample> = so
-            .spec
-            .triggers
-            .iter()
-            .zip(&triggers)
-            .map(|(t, r)| TriggerSample {
-                trigger_name: t.name.clone(),
-                metric: r.metric_name.clone(),
-                result: match (r.value, &r.error) {
-                    (Some(value), None) => Ok(Sample {
-                        value,
-                        active: r.active,
-                    }),
-                    (_, e) => Err(e.clone().unwrap_or_default()),
-                },
-            })
-            .collect();
+        let samples = samples_of(so, &triggers);
         // No failure history here: a failure is never past a threshold.
         match composite_read(so, &m, &samples, &Default::default()) {
             CompositeRead::Value { value, active } => Ok((value, m.target, active)),
@@ -515,23 +520,7 @@ pub async fn explain(
     let rt = runtime(inputs, so, operator_ns, pools).await;
     let (triggers, _) = ask(&rt, so).await;
     let specs = crate::provider::trigger_specs(&rt.scalers());
-    let samples: Vec<TriggerSample> = so
-        .spec
-        .triggers
-        .iter()
-        .zip(&triggers)
-        .map(|(t, r)| TriggerSample {
-            trigger_name: t.name.clone(),
-            metric: r.metric_name.clone(),
-            result: match (r.value, &r.error) {
-                (Some(value), None) => Ok(Sample {
-                    value,
-                    active: r.active,
-                }),
-                (_, e) => Err(e.clone().unwrap_or_default()),
-            },
-        })
-        .collect();
+    let samples = samples_of(so, &triggers);
     let mut warnings = vec![
         "offline (eval): one poll, no failure history, no HPA status; the target taken at --current-replicas, all ready".to_string(),
     ];
@@ -566,16 +555,7 @@ pub async fn explain(
             samples: samples
                 .iter()
                 .enumerate()
-                .map(|(index, s)| SampleRecord {
-                    index,
-                    metric: s.metric.clone(),
-                    result: s
-                        .result
-                        .as_ref()
-                        .map(|s| (s.value, s.active))
-                        .map_err(Clone::clone),
-                    source: Source::Live,
-                })
+                .map(|(index, s)| SampleRecord::of(index, s, Source::Live))
                 .collect(),
         }),
         decision,

@@ -418,6 +418,15 @@ fn eval_inputs(a: &EvalArgs) -> anyhow::Result<eval::Inputs> {
     Ok(inputs)
 }
 
+/// Append each of `items` to `out` as one line of JSON.
+fn json_lines<T: serde::Serialize>(out: &mut String, items: &[T]) -> anyhow::Result<()> {
+    for i in items {
+        out.push_str(&serde_json::to_string(i).context("serializing")?);
+        out.push('\n');
+    }
+    Ok(())
+}
+
 /// `eval --explain`: each ScaledObject's trace; ScaledJobs as `eval` prints them.
 async fn explain_offline(
     a: &EvalArgs,
@@ -444,14 +453,8 @@ async fn explain_offline(
             out.push_str(&eval::render_jobs_text(&job_evals));
         }
         Output::Json => {
-            for t in &traces {
-                out.push_str(&serde_json::to_string(t).context("serializing")?);
-                out.push('\n');
-            }
-            for e in &job_evals {
-                out.push_str(&serde_json::to_string(e).context("serializing")?);
-                out.push('\n');
-            }
+            json_lines(&mut out, &traces)?;
+            json_lines(&mut out, &job_evals)?;
         }
     }
     emit(&out)?;
@@ -557,14 +560,8 @@ async fn eval_command(a: EvalArgs) -> anyhow::Result<std::process::ExitCode> {
         ))?,
         Output::Json => {
             let mut out = String::new();
-            for e in &evals {
-                out.push_str(&serde_json::to_string(e).context("serializing")?);
-                out.push('\n');
-            }
-            for e in &job_evals {
-                out.push_str(&serde_json::to_string(e).context("serializing")?);
-                out.push('\n');
-            }
+            json_lines(&mut out, &evals)?;
+            json_lines(&mut out, &job_evals)?;
             emit(&out)?;
         }
     }

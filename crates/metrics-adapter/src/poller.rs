@@ -160,16 +160,7 @@ pub async fn poll_once(
     let mut samples = Vec::with_capacity(polled.len());
     let mut records = Vec::with_capacity(polled.len());
     for (index, sample, source) in polled {
-        records.push(SampleRecord {
-            index,
-            metric: sample.metric.clone(),
-            result: sample
-                .result
-                .as_ref()
-                .map(|s| (s.value, s.active))
-                .map_err(Clone::clone),
-            source,
-        });
+        records.push(SampleRecord::of(index, &sample, source));
         let spec = rt.scaler(index).and_then(Result::ok);
         if let Some(spec) = spec.as_ref().map(|s| s.metric_spec()) {
             if so.spec.fallback.is_some() {

@@ -526,16 +526,24 @@ impl MetricsProvider for ScaledObjectProvider {
 
 impl ScaledObjectProvider {
     /// Ask the owner of `kind` `namespace/name` for its trace, when another replica owns
-    /// it: `Ok(None)` when this replica answers (it owns it, or cannot forward), with the
-    /// reason as a warning when it could not be asked.
+    /// it and the request was not forwarded already: `Ok(None)` when this replica answers
+    /// (it owns it, or cannot forward), with the reason as a warning when it could not be
+    /// asked.
     async fn trace_of_owner(
         &self,
         kind: TraceKind,
-        shard_kind: &str,
+        forwarded: bool,
         namespace: &str,
         name: &str,
         warnings: &mut Vec<String>,
     ) -> Result<Option<ScalingTrace>, ApiError> {
+        let shard_kind = match kind {
+            TraceKind::ScaledJob => kinds::SCALED_JOB,
+            _ => kinds::SCALED_OBJECT,
+        };
+        if forwarded {
+            return Ok(None);
+        }
         let Some(owner) = self.shard.other_owner(shard_kind, namespace, name) else {
             return Ok(None);
         };
@@ -663,19 +671,17 @@ impl ScaledObjectProvider {
                 ))
             })?;
         let mut warnings = Vec::new();
-        if !forwarded {
-            if let Some(t) = self
-                .trace_of_owner(
-                    TraceKind::ScaledObject,
-                    kinds::SCALED_OBJECT,
-                    namespace,
-                    name,
-                    &mut warnings,
-                )
-                .await?
-            {
-                return Ok(t);
-            }
+        if let Some(t) = self
+            .trace_of_owner(
+                TraceKind::ScaledObject,
+                forwarded,
+                namespace,
+                name,
+                &mut warnings,
+            )
+            .await?
+        {
+            return Ok(t);
         }
         let served_by = self.served_by(config, kinds::SCALED_OBJECT, namespace, name);
         if !served_by.is_owner && served_by.owner.is_none() && config.mode == "full" {
@@ -750,19 +756,17 @@ impl ScaledObjectProvider {
                 ))
             })?;
         let mut warnings = Vec::new();
-        if !forwarded {
-            if let Some(t) = self
-                .trace_of_owner(
-                    TraceKind::ScaledJob,
-                    kinds::SCALED_JOB,
-                    namespace,
-                    name,
-                    &mut warnings,
-                )
-                .await?
-            {
-                return Ok(t);
-            }
+        if let Some(t) = self
+            .trace_of_owner(
+                TraceKind::ScaledJob,
+                forwarded,
+                namespace,
+                name,
+                &mut warnings,
+            )
+            .await?
+        {
+            return Ok(t);
         }
         let Some(runtimes) = config.jobs.clone() else {
             return Err(ApiError::not_found(format!(

@@ -1303,8 +1303,8 @@ fn summary(t: &ScalingTrace, i: &Inputs, rule: Option<Rule>, replicas: Option<i3
                 },
             );
             let then = match (&t.fallback, f.and_then(|f| f.health.as_ref())) {
-                (Some(fb), Some(h)) => format!("; the fallback ({} replicas) applies after {} failures, {} so far; replicas left{now_at}", fb.replicas, fb.failure_threshold + 1, h.number_of_failures),
-                _ => format!("; no fallback: nothing is scaled, replicas left{now_at}"),
+                (Some(fb), Some(h)) => format!("; the fallback ({} replicas) applies after {} failures, {} so far; the target is left{now_at}", fb.replicas, fb.failure_threshold + 1, h.number_of_failures),
+                _ => format!("; no fallback: nothing is scaled, the target is left{now_at}"),
             };
             say("SourceDown", format!("{what}{then}"))
         }

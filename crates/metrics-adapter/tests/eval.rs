@@ -58,16 +58,27 @@ stringData: {{password: "{password}"}}
     )
 }
 
-#[test]
-fn eval_against_real_prometheus_with_trigger_authentication() {
+/// The Prometheus behind basic auth, a directory `eventscale-<what>-<pid>` with
+/// `good.yaml` (the manifests against it) and `env` (its user): (sources' environment,
+/// directory, good.yaml, env).
+fn prometheus_files(
+    what: &str,
+) -> (
+    std::collections::BTreeMap<String, String>,
+    std::path::PathBuf,
+    String,
+    String,
+) {
     let env = sources::sources_env(&["prometheus"]);
-    let dir = std::env::temp_dir().join(format!("eventscale-eval-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("eventscale-{what}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
-    let password = &env["EVENTSCALE_PROMETHEUS_PASSWORD"];
     let good = dir.join("good.yaml");
     std::fs::write(
         &good,
-        manifests(&env["EVENTSCALE_PROMETHEUS_AUTH_URL"], password),
+        manifests(
+            &env["EVENTSCALE_PROMETHEUS_AUTH_URL"],
+            &env["EVENTSCALE_PROMETHEUS_PASSWORD"],
+        ),
     )
     .expect("write");
     let env_file = dir.join("env");
@@ -77,6 +88,13 @@ fn eval_against_real_prometheus_with_trigger_authentication() {
     )
     .expect("write");
     let (good, env_file) = (good.display().to_string(), env_file.display().to_string());
+    (env, dir, good, env_file)
+}
+
+#[test]
+fn eval_against_real_prometheus_with_trigger_authentication() {
+    let (env, dir, good, env_file) = prometheus_files("eval");
+    let password = &env["EVENTSCALE_PROMETHEUS_PASSWORD"];
 
     let (code, out, err) = eval(&["-f", &good, "--env-file", &env_file, "-o", "json"]);
     assert_eq!(code, 0, "{out}{err}");
@@ -551,4 +569,55 @@ stringData: {{pg: "{pg_password}", amqp: "{amqp}/%2F"}}
     sources::redis_cli(&env, 0, &["DEL", &list, &stream]);
     sources::rabbit_api(&env, "DELETE", &format!("/queues/%2F/{queue}"), None);
     let _ = std::fs::remove_file(&file);
+}
+
+/// `eval --explain`: the trace the cluster would serve, built from one poll of the real
+/// Prometheus: the rule, the HPA's arithmetic, a source down; never the credentials.
+#[test]
+fn explain_offline_against_real_prometheus() {
+    let (env, dir, good, env_file) = prometheus_files("explain");
+    let password = &env["EVENTSCALE_PROMETHEUS_PASSWORD"];
+    let explain = |file: &str, extra: &[&str]| {
+        let mut args = vec!["-f", file, "--env-file", &env_file, "--explain"];
+        args.extend(extra);
+        eval(&args)
+    };
+
+    // At 2 replicas, 35 over 5: the HPA's ceil(35 / 5) = 7, within [1, 20].
+    let (code, out, err) = explain(&good, &["--current-replicas", "2", "-o", "json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let t: Value = serde_json::from_str(out.trim()).expect("one trace");
+    assert_eq!(t["kind"], "ScalingTrace");
+    assert_eq!(t["servedBy"]["mode"], "eval");
+    assert_eq!(t["summary"]["cause"], "Active", "{t}");
+    assert_eq!(t["activation"]["rule"], "ActiveHpaScales", "{t}");
+    assert_eq!(t["triggers"][0]["value"], 35.0);
+    assert_eq!(t["hpa"]["metrics"][0]["formula"], "ceil(35 / 5) = 7", "{t}");
+    assert_eq!(t["hpa"]["clamped"], 7, "{t}");
+    assert!(
+        !out.contains(password.as_str()),
+        "a trace shows no credentials"
+    );
+    // At zero (the default): activated first, to 1.
+    let (code, out, _) = explain(&good, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("Decision: rule Activate "), "{out}");
+    assert!(out.contains("scaled from 0 to 1"), "{out}");
+    assert!(!out.contains(password.as_str()));
+
+    // The source down: the cause, the error, and exit 1.
+    let down = dir.join("down.yaml");
+    std::fs::write(&down, manifests("http://127.0.0.1:1", password)).expect("write");
+    let (code, out, err) = explain(&down.display().to_string(), &["--current-replicas", "3"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("Cause:    SourceDown"), "{out}");
+    assert!(
+        out.contains("no fallback: nothing is scaled, the target is left at 3 replicas"),
+        "{out}"
+    );
+    assert!(out.contains("Connection refused"), "{out}");
+
+    // --current-replicas belongs to --explain.
+    let (code, _, err) = eval(&["-f", &good, "--current-replicas", "1"]);
+    assert_eq!(code, 2, "{err}");
 }

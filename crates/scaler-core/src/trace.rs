@@ -50,6 +50,22 @@ pub struct SampleRecord {
     pub source: Source,
 }
 
+impl SampleRecord {
+    /// Trigger `index`'s answer in a poll, from `source`.
+    pub fn of(index: usize, sample: &crate::poll::TriggerSample, source: Source) -> Self {
+        Self {
+            index,
+            metric: sample.metric.clone(),
+            result: sample
+                .result
+                .as_ref()
+                .map(|s| (s.value, s.active))
+                .map_err(Clone::clone),
+            source,
+        }
+    }
+}
+
 /// A poll of an object's triggers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PollRecord {
