@@ -775,8 +775,14 @@ fn hpa_trace(
         }
     }
     t.note = Some(match replicas {
-        Some(r) if r.spec == 0 => "the target is at 0: the HPA does not scale it (ScalingActive False); eventscale's activation takes it from 0".into(),
-        Some(_) => "the HPA's behavior (stabilization windows, rate policies) applies after this proposal; desiredReplicas is its own answer".into(),
+        Some(r) if r.spec == 0 => {
+            "the target is at 0: the HPA does not scale it (ScalingActive False); \
+            eventscale's activation takes it from 0"
+                .into()
+        }
+        Some(_) => "the HPA's behavior (stabilization windows, rate policies) applies after this \
+            proposal; desiredReplicas is its own answer"
+            .into(),
         None => "the target's replicas could not be read: no arithmetic".into(),
     });
     t
@@ -1132,17 +1138,31 @@ fn summary(t: &ScalingTrace, i: &Inputs, rule: Option<Rule>, replicas: Option<i3
         return match t.pause.replicas {
             Some(n) => say(
                 "PausedReplicas",
-                format!("paused by annotation {}={n}: held at {n}, the HPA removed; remove the annotation to resume", activation::PAUSED_REPLICAS),
+                format!(
+                    "paused by annotation {}={n}: held at {n}, the HPA removed; \
+                    remove the annotation to resume",
+                    activation::PAUSED_REPLICAS
+                ),
             ),
             None => say(
                 "Paused",
-                format!("paused by annotation {}: held{now_at}, the HPA removed; remove the annotation to resume", activation::PAUSED),
+                format!(
+                    "paused by annotation {}: held{now_at}, the HPA removed; remove \
+                    the annotation to resume",
+                    activation::PAUSED
+                ),
             ),
         };
     }
     if i.kind != TraceKind::ScaledJob {
         if let Some(why) = rejected(i.so) {
-            return say("NotAccepted", format!("the ScaledObject is not accepted (Ready False, ScaledObjectCheckFailed): {why}"));
+            return say(
+                "NotAccepted",
+                format!(
+                    "the ScaledObject is not accepted (Ready False, \
+                ScaledObjectCheckFailed): {why}"
+                ),
+            );
         }
     }
     if let Some(j) = &t.job {
@@ -1203,7 +1223,18 @@ fn summary(t: &ScalingTrace, i: &Inputs, rule: Option<Rule>, replicas: Option<i3
         } else {
             "MetricsOnly"
         };
-        return say(cause, format!("metrics-only mode: another operator activates and owns the HPA; eventscale serves the values{}", failing(&t.triggers).map_or_else(String::new, |f| format!(" ({} failing: {})", trigger_line(f), f.error.as_deref().unwrap_or_default()))));
+        return say(
+            cause,
+            format!(
+                "metrics-only mode: another operator activates and owns the HPA; \
+            eventscale serves the values{}",
+                failing(&t.triggers).map_or_else(String::new, |f| format!(
+                    " ({} failing: {})",
+                    trigger_line(f),
+                    f.error.as_deref().unwrap_or_default()
+                ))
+            ),
+        );
     }
     let Some(rule) = rule else {
         return say(
@@ -1276,7 +1307,11 @@ fn summary(t: &ScalingTrace, i: &Inputs, rule: Option<Rule>, replicas: Option<i3
                 String::new()
             };
             let from_zero = match (rule, a.and_then(|a| a.scale_to)) {
-                (Rule::Activate, Some(n)) => format!("; scaled from {} to {n} (minReplicaCount, at least 1), then the HPA takes over", a.map_or(0, |a| a.current)),
+                (Rule::Activate, Some(n)) => format!(
+                    "; scaled from {} to {n} (minReplicaCount, at least 1), \
+                    then the HPA takes over",
+                    a.map_or(0, |a| a.current)
+                ),
                 _ => String::new(),
             };
             say(
@@ -1303,7 +1338,13 @@ fn summary(t: &ScalingTrace, i: &Inputs, rule: Option<Rule>, replicas: Option<i3
                 },
             );
             let then = match (&t.fallback, f.and_then(|f| f.health.as_ref())) {
-                (Some(fb), Some(h)) => format!("; the fallback ({} replicas) applies after {} failures, {} so far; the target is left{now_at}", fb.replicas, fb.failure_threshold + 1, h.number_of_failures),
+                (Some(fb), Some(h)) => format!(
+                    "; the fallback ({} replicas) applies after {} failures, {} so \
+                    far; the target is left{now_at}",
+                    fb.replicas,
+                    fb.failure_threshold + 1,
+                    h.number_of_failures
+                ),
                 _ => format!("; no fallback: nothing is scaled, the target is left{now_at}"),
             };
             say("SourceDown", format!("{what}{then}"))
@@ -1654,7 +1695,19 @@ pub fn render_text(t: &ScalingTrace) -> String {
         }
     }
     if let Some(j) = &t.job {
-        let _ = writeln!(o, "Jobs:     at {}: active={} queue {} maxScale {} running {} pending {} create {} (created {})", j.at, j.active, j.queue_length, j.max_scale, j.running.unwrap_or(0), j.pending.unwrap_or(0), j.create.unwrap_or(0), j.created);
+        let _ = writeln!(
+            o,
+            "Jobs:     at {}: active={} queue {} maxScale {} running {} \
+            pending {} create {} (created {})",
+            j.at,
+            j.active,
+            j.queue_length,
+            j.max_scale,
+            j.running.unwrap_or(0),
+            j.pending.unwrap_or(0),
+            j.create.unwrap_or(0),
+            j.created
+        );
     }
     match &t.last_scale_write {
         Some(w) => {
