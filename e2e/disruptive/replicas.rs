@@ -198,6 +198,32 @@ async fn replicas_share_the_objects_and_ask_each_question_once() {
         })
         .await;
     }
+    // Each object's trace, read through the aggregator (which reaches the cluster's
+    // replica), comes from its owner: the owner built it, and decided on it.
+    for (i, owner) in owners.iter().enumerate() {
+        let path = format!(
+            "/apis/explain.eventscale.sh/v1alpha1/namespaces/{}/scaledobjects/web{i}/trace",
+            ns.0
+        );
+        let t: Value = eventually(Duration::from_secs(20), "a decided trace", || {
+            let (ok, out, _) = kubectl(&["get", "--raw", &path]);
+            let t = ok
+                .then(|| serde_json::from_str::<Value>(&out).ok())
+                .flatten()
+                .filter(|t| t["activation"]["rule"].is_string());
+            async move { t }
+        })
+        .await;
+        assert_eq!(
+            (
+                t["servedBy"]["replica"].as_str(),
+                t["servedBy"]["isOwner"].as_bool()
+            ),
+            (Some(owner.as_str()), Some(true)),
+            "web{i}'s trace comes from its owner: {t}"
+        );
+        assert_eq!(t["warnings"], serde_json::json!([]), "web{i}: {t}");
+    }
     // None of them failed over to a local query (the logs of every replica, this
     // namespace's lines).
     let failed: Vec<String> = logs(&ids)
