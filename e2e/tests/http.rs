@@ -359,6 +359,19 @@ async fn the_scaled_object_follows_its_http_scaled_object() {
         so["spec"]["triggers"][0]["metadata"]["httpScaledObject"], "a",
         "{so}"
     );
+    // Its trace is the trace of that ScaledObject, saying so.
+    let path = format!(
+        "/apis/explain.eventscale.sh/v1alpha1/namespaces/{}/httpscaledobjects/a/trace",
+        ns.0
+    );
+    let (ok, out, err) = kubectl(&["get", "--raw", &path]);
+    assert!(ok, "{err}");
+    let trace: serde_json::Value = serde_json::from_str(&out).expect("trace");
+    assert_eq!(trace["http"]["scaledObject"], "a", "{trace}");
+    assert_eq!(trace["triggers"][0]["type"], "external-push", "{trace}");
+    let missing = path.replace("/a/trace", "/nothing/trace");
+    let (ok, _, err) = kubectl(&["get", "--raw", &missing]);
+    assert!(!ok && err.contains("NotFound"), "{err}");
     // An edit to the ScaledObject is undone.
     kubectl(&[
         "-n",
