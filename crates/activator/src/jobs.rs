@@ -35,7 +35,7 @@ use scaler_core::scaled_job::{
     as_scaled_object, paused_by_annotation, ScaledJob, ScaledJobStatus, SCALED_JOB_NAME_LABEL,
 };
 use scaler_core::scaled_object::{triggers_and_authentications_types, Condition, TriggerActivity};
-use scaler_core::trace::{JobRecord, PollRecord, SampleRecord, Source};
+use scaler_core::trace::{JobRecord, SampleRecord, Source};
 use tracing::{debug, info, warn, Instrument};
 
 use crate::events::{publish, EventReason};
@@ -612,14 +612,7 @@ async fn poll(
     }
     let (ns, name) = (sj.namespace().unwrap_or_default(), sj.name_any());
     let at = chrono::Utc::now();
-    ctx.runtimes.trace.poll(
-        &ns,
-        &name,
-        PollRecord {
-            at,
-            samples: records,
-        },
-    );
+    ctx.runtimes.trace.poll(&ns, &name, at, records);
     ctx.runtimes.trace.job(
         &ns,
         &name,

@@ -558,7 +558,7 @@ pub async fn explain(
                 .map(|(index, s)| SampleRecord::of(index, s, Source::Live))
                 .collect(),
         }),
-        decision,
+        decision: decision.map(Box::new),
         ..Record::default()
     };
     // The HPA eventscale would make (it needs a uid; offline there is none).

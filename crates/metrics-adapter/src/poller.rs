@@ -24,7 +24,7 @@ use scaler_core::conditions::{ConditionType, Reason};
 use scaler_core::poll::{next_aligned, Cached, TriggerSample};
 use scaler_core::runtime::Runtimes;
 use scaler_core::scalers::external::{PushEvent, Pushed};
-use scaler_core::trace::{PollRecord, SampleRecord, Source};
+use scaler_core::trace::{SampleRecord, Source};
 use scaler_core::ScaledObject;
 use tracing::{debug, warn, Instrument};
 
@@ -189,14 +189,9 @@ pub async fn poll_once(
     if !cached.is_empty() {
         runtimes.cache.put(&ns, &so_name, cached);
     }
-    runtimes.trace.poll(
-        &ns,
-        &so_name,
-        PollRecord {
-            at: chrono::Utc::now(),
-            samples: records,
-        },
-    );
+    runtimes
+        .trace
+        .poll(&ns, &so_name, chrono::Utc::now(), records);
     samples
 }
 

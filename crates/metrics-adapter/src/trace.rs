@@ -828,7 +828,7 @@ fn trigger_traces(i: &Inputs, record: Option<&Record>) -> Vec<TriggerTrace> {
                 }
             }
             let key = spec.metric.to_ascii_lowercase();
-            if let Some(r) = record.and_then(|r| r.hpa_reads.get(&key)) {
+            if let Some(r) = record.and_then(|r| r.hpa_read(&key)) {
                 tt.hpa_read = Some(HpaReadTrace {
                     at: time(r.at),
                     value: r.result.as_ref().ok().copied(),
@@ -848,16 +848,21 @@ fn trigger_traces(i: &Inputs, record: Option<&Record>) -> Vec<TriggerTrace> {
         .collect()
 }
 
-/// The samples of the last poll, as the scale loop folded them.
-fn samples_of(record: Option<&Record>) -> Vec<TriggerSample> {
+/// The samples of the last poll, as the scale loop folded them: each with its metric
+/// name and its trigger's name (the formula names triggers).
+fn samples_of(i: &Inputs, record: Option<&Record>) -> Vec<TriggerSample> {
     record
         .and_then(|r| r.poll.as_ref())
         .map(|p| {
             p.samples
                 .iter()
                 .map(|s| TriggerSample {
-                    trigger_name: None,
-                    metric: s.metric.clone(),
+                    trigger_name: i.so.spec.triggers.get(s.index).and_then(|t| t.name.clone()),
+                    metric: i
+                        .specs
+                        .get(s.index)
+                        .map(|x| x.metric.clone())
+                        .unwrap_or_default(),
                     result: s
                         .result
                         .clone()
@@ -895,17 +900,7 @@ fn modifiers_trace(i: &Inputs, record: Option<&Record>) -> Option<ModifiersTrace
     if record.and_then(|r| r.poll.as_ref()).is_none() {
         return Some(t);
     }
-    // The formula names triggers: put the names back on the samples.
-    let mut samples = samples_of(record);
-    if let Some(p) = record.and_then(|r| r.poll.as_ref()) {
-        for (s, rec) in samples.iter_mut().zip(&p.samples) {
-            s.trigger_name =
-                i.so.spec
-                    .triggers
-                    .get(rec.index)
-                    .and_then(|t| t.name.clone());
-        }
-    }
+    let samples = samples_of(i, record);
     let samples: Vec<_> = samples
         .into_iter()
         .filter(|s| s.trigger_name.is_some())
@@ -1780,7 +1775,6 @@ spec:
             at: at(990),
             samples: vec![SampleRecord {
                 index: 0,
-                metric: "s0-prometheus".into(),
                 result,
                 source: Source::Live,
             }],
@@ -1868,7 +1862,7 @@ spec:
         let so = so("");
         let record = Record {
             poll: Some(poll(Ok((0.0, false)))),
-            decision: Some(decided(input(&so, 1, false, false))),
+            decision: Some(Box::new(decided(input(&so, 1, false, false)))),
             ..Record::default()
         };
         let t = trace_of(&so, record, BTreeMap::new(), 1);
@@ -1904,7 +1898,7 @@ spec:
                 .collect(),
         );
         let record = Record {
-            decision: Some(decided(input(&so, 2, false, false))),
+            decision: Some(Box::new(decided(input(&so, 2, false, false)))),
             ..Record::default()
         };
         let t = trace_of(&so, record, BTreeMap::new(), 2);
@@ -1935,7 +1929,7 @@ spec:
         // Past the threshold the poll counts as active: the HPA is served the fallback.
         let record = Record {
             poll: Some(poll(Err("connection refused".into()))),
-            decision: Some(decided(input(&so, 4, true, false))),
+            decision: Some(Box::new(decided(input(&so, 4, true, false)))),
             ..Record::default()
         };
         let t = trace_of(&so, record, health, 4);
@@ -1960,7 +1954,7 @@ spec:
         let so = so("");
         let record = Record {
             poll: Some(poll(Err("connection refused".into()))),
-            decision: Some(decided(input(&so, 2, false, true))),
+            decision: Some(Box::new(decided(input(&so, 2, false, true)))),
             ..Record::default()
         };
         let t = trace_of(&so, record, BTreeMap::new(), 2);
@@ -1983,14 +1977,14 @@ spec:
         let so = so("");
         let record = Record {
             poll: Some(poll(Ok((12.0, true)))),
-            decision: Some(decided(input(&so, 1, true, false))),
-            write: Some(WriteRecord {
+            decision: Some(Box::new(decided(input(&so, 1, true, false)))),
+            write: Some(Box::new(WriteRecord {
                 at: at(500),
                 from: 0,
                 to: 1,
                 rule: Rule::Activate,
                 outcome: WriteOutcome::Scaled,
-            }),
+            })),
             ..Record::default()
         };
         let t = trace_of(&so, record, BTreeMap::new(), 1);
@@ -2029,7 +2023,7 @@ spec:
         i.last_active = None;
         let record = Record {
             poll: Some(poll(Ok((1.0, false)))),
-            decision: Some(decided(i)),
+            decision: Some(Box::new(decided(i))),
             ..Record::default()
         };
         let t = trace_of(&so, record, BTreeMap::new(), 0);
@@ -2050,6 +2044,59 @@ spec:
             .as_ref()
             .and_then(|h| h.note.as_deref())
             .is_some_and(|n| n.contains("at 0")));
+    }
+
+    #[test]
+    fn the_composite_is_the_formula_over_the_last_poll() {
+        let so: ScaledObject = serde_yaml::from_str(
+            r#"
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata: {name: worker, namespace: demo}
+spec:
+  scaleTargetRef: {name: worker}
+  advanced:
+    scalingModifiers: {formula: "a + b", target: "4", activationTarget: "10"}
+  triggers:
+  - {type: prometheus, name: a, metadata: {serverAddress: "http://127.0.0.1:1", query: q, threshold: "5"}}
+  - {type: prometheus, name: b, metadata: {serverAddress: "http://127.0.0.1:1", query: q, threshold: "5"}}
+"#,
+        )
+        .expect("ScaledObject");
+        let mut specs = specs();
+        specs.push(TriggerSpec {
+            metric: "s1-prometheus".into(),
+            ..specs[0].clone()
+        });
+        let sample = |index, v| SampleRecord {
+            index,
+            result: Ok((v, false)),
+            source: Source::Live,
+        };
+        let t = build(Inputs {
+            so: &so,
+            kind: TraceKind::ScaledObject,
+            record: Some(Record {
+                poll: Some(PollRecord {
+                    at: at(990),
+                    samples: vec![sample(0, 3.0), sample(1, 4.0)],
+                }),
+                ..Record::default()
+            }),
+            health: BTreeMap::new(),
+            specs,
+            hpa: None,
+            target: None,
+            tolerance: 0.1,
+            now: at(1000),
+            served_by: ServedBy::default(),
+            polling_interval: 30,
+            warnings: Vec::new(),
+        });
+        let m = t.scaling_modifiers.expect("modifiers");
+        assert_eq!((m.value, m.active, m.target), (Some(7.0), Some(false), 4.0));
+        assert_eq!(m.formula, "a + b");
+        assert_eq!(t.triggers[1].metric_name.as_deref(), Some("s1-prometheus"));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! last decision. One entry per object, its strings bounded, dropped with the object's
 //! runtime.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
@@ -42,8 +42,6 @@ pub enum Source {
 pub struct SampleRecord {
     /// Index in `spec.triggers`.
     pub index: usize,
-    /// The metric name.
-    pub metric: String,
     /// The value and activity, or the error.
     pub result: Result<(f64, bool), String>,
     /// Where it came from.
@@ -55,7 +53,6 @@ impl SampleRecord {
     pub fn of(index: usize, sample: &crate::poll::TriggerSample, source: Source) -> Self {
         Self {
             index,
-            metric: sample.metric.clone(),
             result: sample
                 .result
                 .as_ref()
@@ -155,82 +152,133 @@ pub struct JobRecord {
     pub created: i64,
 }
 
-/// Everything kept for one object.
+/// Everything kept for one object: about 90 bytes inline, the rarer parts boxed (one is
+/// kept for every object a replica polls or serves).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Record {
     /// The last poll.
     pub poll: Option<PollRecord>,
     /// The last activation decision.
-    pub decision: Option<DecisionRecord>,
+    pub decision: Option<Box<DecisionRecord>>,
     /// The last `/scale` write.
-    pub write: Option<WriteRecord>,
+    pub write: Option<Box<WriteRecord>>,
     /// The last HPA read of each metric (lowercase name) served by this replica.
-    pub hpa_reads: BTreeMap<String, HpaRead>,
+    pub hpa_reads: Vec<(Box<str>, HpaRead)>,
     /// A ScaledJob's last poll.
-    pub job: Option<JobRecord>,
+    pub job: Option<Box<JobRecord>>,
+}
+
+impl Record {
+    /// The last HPA read of `metric` (any case).
+    pub fn hpa_read(&self, metric: &str) -> Option<&HpaRead> {
+        self.hpa_reads
+            .iter()
+            .find(|(m, _)| m.eq_ignore_ascii_case(metric))
+            .map(|(_, r)| r)
+    }
 }
 
 /// The records of every object, by (namespace, name).
 #[derive(Debug, Default)]
 pub struct TraceStore {
-    entries: Mutex<HashMap<(String, String), Record>>,
+    /// By namespace, then name: looked up by `&str`, so keeping a record allocates only
+    /// the first time.
+    entries: Mutex<HashMap<String, HashMap<String, Record>>>,
+}
+
+/// Cut `e` to [`MAX_ERROR`] bytes in place.
+fn bound(e: &mut String) {
+    if e.len() > MAX_ERROR {
+        *e = bounded(e);
+    }
 }
 
 impl TraceStore {
     fn with(&self, ns: &str, name: &str, f: impl FnOnce(&mut Record)) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        match entries.get_mut(&(ns.to_string(), name.to_string())) {
-            Some(r) => f(r),
-            None => {
-                let mut r = Record::default();
-                f(&mut r);
-                entries.insert((ns.to_string(), name.to_string()), r);
-            }
+        if let Some(r) = entries.get_mut(ns).and_then(|names| names.get_mut(name)) {
+            return f(r);
         }
+        let mut r = Record::default();
+        f(&mut r);
+        entries
+            .entry(ns.to_string())
+            .or_default()
+            .insert(name.to_string(), r);
     }
 
-    /// Keep a poll of `ns/name`.
-    pub fn poll(&self, ns: &str, name: &str, mut poll: PollRecord) {
-        for s in &mut poll.samples {
-            if let Err(e) = &mut s.result {
-                *e = bounded(e);
-            }
-        }
-        self.with(ns, name, |r| r.poll = Some(poll));
+    /// Keep a poll of `ns/name` at `at` (its samples replace the last poll's, in place).
+    pub fn poll(
+        &self,
+        ns: &str,
+        name: &str,
+        at: DateTime<Utc>,
+        samples: impl IntoIterator<Item = SampleRecord>,
+    ) {
+        self.with(ns, name, |r| {
+            let poll = r.poll.get_or_insert_with(|| PollRecord {
+                at,
+                samples: Vec::new(),
+            });
+            poll.at = at;
+            poll.samples.clear();
+            poll.samples.extend(samples.into_iter().map(|mut s| {
+                if let Err(e) = &mut s.result {
+                    bound(e);
+                }
+                s
+            }));
+        });
     }
 
     /// Keep a decision about `ns/name`.
     pub fn decision(&self, ns: &str, name: &str, mut d: DecisionRecord) {
-        d.failure = d.failure.as_deref().map(bounded);
-        self.with(ns, name, |r| r.decision = Some(d));
+        if let Some(f) = &mut d.failure {
+            bound(f);
+        }
+        self.with(ns, name, |r| match &mut r.decision {
+            Some(last) => **last = d,
+            None => r.decision = Some(Box::new(d)),
+        });
     }
 
     /// Keep a write of `ns/name`'s target.
     pub fn write(&self, ns: &str, name: &str, mut w: WriteRecord) {
         if let WriteOutcome::Failed(e) = &mut w.outcome {
-            *e = bounded(e);
+            bound(e);
         }
-        self.with(ns, name, |r| r.write = Some(w));
+        self.with(ns, name, |r| r.write = Some(Box::new(w)));
     }
 
     /// Keep an HPA read of `metric` of `ns/name`.
     pub fn hpa_read(&self, ns: &str, name: &str, metric: &str, mut read: HpaRead) {
         if let Err(e) = &mut read.result {
-            *e = bounded(e);
+            bound(e);
         }
-        let metric = metric.to_ascii_lowercase();
         self.with(ns, name, |r| {
-            // A ScaledObject has a handful of metrics; a read of a name it does not have
-            // is refused before it gets here.
-            if r.hpa_reads.len() < 64 || r.hpa_reads.contains_key(&metric) {
-                r.hpa_reads.insert(metric, read);
+            let full = r.hpa_reads.len() >= 64;
+            match r
+                .hpa_reads
+                .iter_mut()
+                .find(|(m, _)| m.eq_ignore_ascii_case(metric))
+            {
+                Some((_, last)) => *last = read,
+                // A ScaledObject has a handful of metrics; a read of a name it does not
+                // have is refused before it gets here.
+                None if !full => r
+                    .hpa_reads
+                    .push((metric.to_ascii_lowercase().into_boxed_str(), read)),
+                None => {}
             }
         });
     }
 
     /// Keep a ScaledJob's poll.
     pub fn job(&self, ns: &str, name: &str, job: JobRecord) {
-        self.with(ns, name, |r| r.job = Some(job));
+        self.with(ns, name, |r| match &mut r.job {
+            Some(last) => **last = job,
+            None => r.job = Some(Box::new(job)),
+        });
     }
 
     /// What is kept for `ns/name`.
@@ -238,21 +286,28 @@ impl TraceStore {
         self.entries
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&(ns.to_string(), name.to_string()))
+            .get(ns)
+            .and_then(|names| names.get(name))
             .cloned()
     }
 
     /// Forget every object `keep` says no to.
     pub fn retain(&self, keep: impl Fn(&str, &str) -> bool) {
-        self.entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|(ns, name), _| keep(ns, name));
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.retain(|ns, names| {
+            names.retain(|name, _| keep(ns, name));
+            !names.is_empty()
+        });
     }
 
     /// How many objects have records.
     pub fn len(&self) -> usize {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(HashMap::len)
+            .sum()
     }
 
     /// Whether none has.
@@ -272,19 +327,18 @@ mod tests {
     #[test]
     fn records_are_kept_per_object_replaced_and_forgotten() {
         let t = TraceStore::default();
-        let poll = |v: f64| PollRecord {
-            at: at(0),
-            samples: vec![SampleRecord {
+        let poll = |v: f64| {
+            [SampleRecord {
                 index: 0,
-                metric: "s0-cron".into(),
                 result: Ok((v, true)),
                 source: Source::Live,
-            }],
+            }]
         };
-        t.poll("a", "x", poll(1.0));
-        t.poll("a", "x", poll(2.0));
-        t.poll("b", "x", poll(3.0));
+        t.poll("a", "x", at(0), poll(1.0));
+        t.poll("a", "x", at(1), poll(2.0));
+        t.poll("b", "x", at(0), poll(3.0));
         let got = t.get("a", "x").and_then(|r| r.poll).expect("poll");
+        assert_eq!((got.at, got.samples.len()), (at(1), 1));
         assert_eq!(got.samples[0].result, Ok((2.0, true)));
         assert_eq!(t.len(), 2);
         t.hpa_read(
@@ -299,7 +353,10 @@ mod tests {
         );
         let r = t.get("a", "x").expect("record");
         assert!(r.poll.is_some(), "a read keeps the poll");
-        assert_eq!(r.hpa_reads["s0-cron"].served, Served::Live);
+        assert_eq!(
+            r.hpa_read("s0-cron").map(|h| &h.served),
+            Some(&Served::Live)
+        );
         t.retain(|ns, _| ns == "b");
         assert!(t.get("a", "x").is_none());
         assert_eq!(t.len(), 1);
@@ -330,6 +387,11 @@ mod tests {
 
     #[test]
     fn hpa_reads_of_one_object_are_capped() {
+        assert!(
+            std::mem::size_of::<Record>() <= 96,
+            "{}",
+            std::mem::size_of::<Record>()
+        );
         let t = TraceStore::default();
         for i in 0..100 {
             t.hpa_read(
