@@ -121,8 +121,11 @@ impl JobsContext {
     /// Forget what is kept for ScaledJobs that are gone: their memory and their runtimes.
     fn prune(&self, sjs: &Store<ScaledJob>) {
         let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
-        // The usual case, nothing deleted since: no copy of the store.
-        if memory.len() <= sjs.len() {
+        // The usual case, nothing deleted since: no copy of the store. Runtimes and traces
+        // are counted too: other replicas' ScaledJobs (a trace asked here) and paused ones
+        // have them without memory.
+        let kept = self.runtimes.len().max(self.runtimes.trace.len());
+        if memory.len() <= sjs.len() && kept <= sjs.len() {
             return;
         }
         let live = sjs.state();

@@ -495,16 +495,17 @@ async fn explain_command(a: ExplainArgs) -> anyhow::Result<std::process::ExitCod
         );
         return Ok(std::process::ExitCode::from(2));
     };
+    let config = kube_config(a.kubeconfig.as_ref()).await?;
+    // A bare NAME is in -n, else the kubeconfig context's namespace, as kubectl takes it.
     let (namespace, name) = match (a.target.split_once('/'), &a.namespace) {
         (Some((ns, name)), _) => (ns.to_string(), name.to_string()),
         (None, Some(ns)) => (ns.clone(), a.target.clone()),
-        (None, None) => ("default".to_string(), a.target.clone()),
+        (None, None) => (config.default_namespace.clone(), a.target.clone()),
     };
     if namespace.is_empty() || name.is_empty() || name.contains('/') {
         eprintln!("error: {:?} is not NAMESPACE/NAME", a.target);
         return Ok(std::process::ExitCode::from(2));
     }
-    let config = kube_config(a.kubeconfig.as_ref()).await?;
     let client = Client::try_from(config).context("building the Kubernetes client")?;
     let request = axum::http::Request::get(kind.path(&namespace, &name))
         .body(Vec::new())

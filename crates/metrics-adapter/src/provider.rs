@@ -399,7 +399,6 @@ impl ScaledObjectProvider {
             }
         }
         self.telemetry.metric_cache(false);
-        answered.served = Some(Served::Live);
         let rt = self.runtimes.get(&so).await;
         let target = rt
             .scalers()
@@ -407,6 +406,10 @@ impl ScaledObjectProvider {
             .filter_map(Result::ok)
             .find(|s| s.metric_spec().name.eq_ignore_ascii_case(metric))
             .map(|s| (s.metric_spec().target.value(), s.metric_spec().target_type));
+        // Only a metric the object has is kept for its trace.
+        if target.is_some() {
+            answered.served = Some(Served::Live);
+        }
         let result = rt.sample_metric(metric).await;
         if let Some(fb) = &so.spec.fallback {
             match &result {
@@ -498,8 +501,18 @@ impl MetricsProvider for ScaledObjectProvider {
                     .await
             }
             TraceKind::HttpScaledObject => {
-                // The ScaledObject made for it has its name.
+                // The ScaledObject made for it has its name, and it as owner (by kind and
+                // name, as the add-on checks).
                 self.http_scaled_object(namespace, name).await?;
+                let owned = self
+                    .store
+                    .get(&ObjectRef::new(name).within(namespace))
+                    .is_some_and(|so| activator::http::owned_by(&so, name));
+                if !owned {
+                    return Err(ApiError::not_found(format!(
+                        "HTTPScaledObject {namespace}/{name} has no ScaledObject of its own (skipped with httpscaledobject.keda.sh/skip-scaledobject-creation, or not made yet: see its Ready condition)"
+                    )));
+                }
                 let mut trace = self
                     .scaled_object_trace(&config, namespace, name, forwarded)
                     .await
@@ -722,17 +735,26 @@ impl ScaledObjectProvider {
         }))
     }
 
+    /// Whether HTTPScaledObject `namespace/name` exists (read by a list of that one name:
+    /// eventscale may list HTTPScaledObjects, not get them); NotFound when it or its CRD
+    /// does not.
     async fn http_scaled_object(&self, namespace: &str, name: &str) -> Result<(), ApiError> {
         let api: kube::Api<scaler_core::http_scaled_object::HttpScaledObject> =
             kube::Api::namespaced(self.client.clone(), namespace);
+        let not_found = || {
+            ApiError::not_found(format!(
+                "httpscaledobjects.http.keda.sh \"{name}\" not found in namespace \"{namespace}\""
+            ))
+        };
         let found = api
             .list(&kube::api::ListParams::default().fields(&format!("metadata.name={name}")))
             .await
-            .map_err(|e| ApiError::internal(format!("listing HTTPScaledObjects: {e}")))?;
+            .map_err(|e| match e {
+                kube::Error::Api(s) if s.code == 404 => not_found(),
+                e => ApiError::internal(format!("listing HTTPScaledObjects: {e}")),
+            })?;
         if found.items.is_empty() {
-            return Err(ApiError::not_found(format!(
-                "httpscaledobjects.http.keda.sh \"{name}\" not found in namespace \"{namespace}\""
-            )));
+            return Err(not_found());
         }
         Ok(())
     }

@@ -637,8 +637,15 @@ fn served(s: &Served) -> String {
     }
 }
 
-fn pause_trace(so: &ScaledObject) -> PauseTrace {
+fn pause_trace(so: &ScaledObject, kind: TraceKind) -> PauseTrace {
     let a = so.metadata.annotations.clone().unwrap_or_default();
+    if kind == TraceKind::ScaledJob {
+        // A ScaledJob knows `paused` only.
+        return PauseTrace {
+            paused: scaler_core::scaled_job::paused_by_annotation(Some(&a)),
+            ..PauseTrace::default()
+        };
+    }
     let (paused, replicas, error) = match activation::pause_of(&a) {
         Ok(Pause::No) => (false, None, None),
         Ok(Pause::Freeze) => (true, None, None),
@@ -1004,7 +1011,7 @@ pub fn build(i: Inputs) -> ScalingTrace {
     let triggers = trigger_traces(&i, record);
     let modifiers = modifiers_trace(&i, record);
     let fallback = fallback_trace(&i, &triggers);
-    let pause = pause_trace(so);
+    let pause = pause_trace(so, i.kind);
     let decision = record.and_then(|r| r.decision.as_ref());
     let activation = decision.map(|d| ActivationTrace {
         decided_at: time(d.at),
@@ -1127,6 +1134,15 @@ fn summary(t: &ScalingTrace, i: &Inputs, rule: Option<Rule>, replicas: Option<i3
         return say(
             "NotAccepted",
             format!("invalid pause annotation: {e}; nothing is scaled"),
+        );
+    }
+    if t.pause.paused && i.kind == TraceKind::ScaledJob {
+        return say(
+            "Paused",
+            format!(
+                "paused by annotation {}: no Jobs are created; remove the annotation to resume",
+                activation::PAUSED
+            ),
         );
     }
     if t.pause.paused {
@@ -1414,10 +1430,20 @@ fn summary(t: &ScalingTrace, i: &Inputs, rule: Option<Rule>, replicas: Option<i3
             } else {
                 format!(": {under}")
             };
-            say(
-                "Inactive",
-                format!("inactive{now_at}, its resting count{rest}"),
-            )
+            // Above minReplicaCount (no idle count) the HPA holds it, down to min.
+            match (a, hpa) {
+                (Some(a), Some(h)) if a.idle.is_none() && a.current > a.min.max(1) => say(
+                    "Inactive",
+                    format!(
+                        "inactive{now_at}, above minReplicaCount {}: the HPA decides{rest}; {h}",
+                        a.min
+                    ),
+                ),
+                _ => say(
+                    "Inactive",
+                    format!("inactive{now_at}, its resting count{rest}"),
+                ),
+            }
         }
         Rule::Paused | Rule::PausedReplicas => say(rule.as_str(), format!("paused{now_at}")),
     }
@@ -2044,6 +2070,82 @@ spec:
             .as_ref()
             .and_then(|h| h.note.as_deref())
             .is_some_and(|n| n.contains("at 0")));
+    }
+
+    /// Inactive above minReplicaCount: the HPA holds it, not eventscale.
+    #[test]
+    fn inactive_above_min_is_the_hpas() {
+        let so = so("  minReplicaCount: 2");
+        let record = Record {
+            poll: Some(poll(Ok((0.0, false)))),
+            decision: Some(Box::new(decided(input(&so, 4, false, false)))),
+            ..Record::default()
+        };
+        let t = trace_of(&so, record, BTreeMap::new(), 4);
+        assert_eq!(
+            (
+                t.summary.cause.as_str(),
+                t.activation.as_ref().map(|a| a.rule.as_str())
+            ),
+            ("Inactive", Some("Inactive"))
+        );
+        assert!(
+            t.summary
+                .message
+                .contains("above minReplicaCount 2: the HPA decides"),
+            "{}",
+            t.summary.message
+        );
+        assert!(
+            t.summary.message.contains("the HPA: ceil(0 / 5) = 0"),
+            "{}",
+            t.summary.message
+        );
+    }
+
+    /// A ScaledJob knows `paused` only: `paused-replicas` is no pause for it.
+    #[test]
+    fn a_scaled_job_is_paused_by_paused_only() {
+        let mut so = so("");
+        so.metadata.annotations = Some(
+            [(activation::PAUSED_REPLICAS.to_string(), "2".to_string())]
+                .into_iter()
+                .collect(),
+        );
+        let mut i = inputs_of(&so);
+        i.kind = TraceKind::ScaledJob;
+        assert!(!build(i).pause.paused);
+        so.metadata.annotations = Some(
+            [(activation::PAUSED.to_string(), "true".to_string())]
+                .into_iter()
+                .collect(),
+        );
+        let mut i = inputs_of(&so);
+        i.kind = TraceKind::ScaledJob;
+        let t = build(i);
+        assert_eq!(t.summary.cause, "Paused");
+        assert!(
+            t.summary.message.contains("no Jobs are created"),
+            "{}",
+            t.summary.message
+        );
+    }
+
+    fn inputs_of(so: &ScaledObject) -> Inputs<'_> {
+        Inputs {
+            so,
+            kind: TraceKind::ScaledObject,
+            record: None,
+            health: BTreeMap::new(),
+            specs: specs(),
+            hpa: None,
+            target: None,
+            tolerance: 0.1,
+            now: at(1000),
+            served_by: ServedBy::default(),
+            polling_interval: 30,
+            warnings: Vec::new(),
+        }
     }
 
     #[test]

@@ -170,7 +170,8 @@ pub enum Rule {
     ActivePartialError,
     /// Active: the HPA decides the count.
     ActiveHpaScales,
-    /// Triggers failing past the fallback's threshold: the HPA is served the fallback.
+    /// Triggers failing, a fallback of non-zero replicas configured: nothing is scaled
+    /// here; past `failureThreshold` the HPA is served the fallback.
     FallbackHolds,
     /// Triggers failing, no fallback: nothing is scaled.
     TriggerError,

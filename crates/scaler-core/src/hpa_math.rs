@@ -2,7 +2,7 @@
 //! show what the HPA will do with the values eventscale serves: each metric's usage ratio,
 //! whether it is inside the tolerance (then the count is kept), the count it proposes, the
 //! largest proposal, clamped to the HPA's bounds. As kube-controller-manager's replica
-//! calculator does it: values in milli-units rounded up, an `AverageValue` target against
+//! calculator does it: values in milli-units as served (truncated), an `AverageValue` target against
 //! the target's `status.replicas`, a `Value` target against `spec.replicas` and the ready
 //! pods. The HPA's `behavior` (stabilisation windows, rate limits) comes after this and is
 //! not simulated: its own `status.desiredReplicas` says where it ended.
@@ -36,8 +36,14 @@ pub struct MetricProposal {
     pub formula: String,
 }
 
-/// Milli-units, rounded up, as `Quantity::MilliValue`.
-fn milli(v: f64) -> f64 {
+/// A served value in milli-units: as eventscale serves it (truncated, as KEDA does), which
+/// is what the HPA computes on.
+fn served_milli(v: f64) -> f64 {
+    crate::quantity::milli(v) as f64
+}
+
+/// A target in milli-units, rounded up, as `Quantity::MilliValue` reads the HPA's spec.
+fn target_milli(v: f64) -> f64 {
     (v * 1000.0).ceil()
 }
 
@@ -65,7 +71,7 @@ pub fn metric_proposal(
     replicas: Replicas,
     tolerance: f64,
 ) -> Option<MetricProposal> {
-    let (usage, target_m) = (milli(value), milli(target));
+    let (usage, target_m) = (served_milli(value), target_milli(target));
     if !value.is_finite() || target_m <= 0.0 {
         return None;
     }
@@ -192,10 +198,13 @@ mod tests {
     }
 
     #[test]
-    fn milli_units_round_up_and_bad_targets_propose_nothing() {
-        // 0.0001 is 1m to the HPA: a proposal of 1, not 0.
+    fn values_as_served_and_bad_targets_propose_nothing() {
+        // 0.0001 is served as 0 (milli-units, truncated): the HPA proposes 0.
         let p = metric_proposal(AverageValue, 0.0001, 5.0, r(0, 0, 0), 0.1).expect("p");
-        assert_eq!(p.replicas, 1);
+        assert_eq!(p.replicas, 0);
+        // 4.0002 is served as 4: ceil(4 / 2) = 2, not 3.
+        let p = metric_proposal(AverageValue, 4.0002, 2.0, r(0, 0, 0), 0.1).expect("p");
+        assert_eq!(p.replicas, 2);
         assert_eq!(
             metric_proposal(AverageValue, 1.0, 0.0, r(1, 1, 1), 0.1),
             None

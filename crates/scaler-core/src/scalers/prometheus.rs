@@ -580,11 +580,12 @@ impl PrometheusScaler {
                 .insert(reqwest::header::AUTHORIZATION, token);
         }
         let resp = self.client.execute(req).await.map_err(|e| {
-            ScalerError::Query(format!(
+            // A serverAddress may carry userinfo: never in an error.
+            ScalerError::Query(super::anonymize(&format!(
                 "querying prometheus at {}: {}",
                 m.server_address,
                 super::error_chain(&e)
-            ))
+            )))
         })?;
         let status = resp.status().as_u16();
         let reading = |e: String| {
