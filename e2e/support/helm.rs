@@ -28,10 +28,13 @@ pub fn helm(args: &[&str]) -> (bool, String, String) {
     )
 }
 
-/// `values` as a JSON file for helm.py (kept in the system's temporary directory).
+/// `values` as a JSON file for helm.py (kept in the system's temporary directory), one
+/// file per call: tests rendering the same release side by side must not share one.
 pub fn values_file(tag: &str, values: &Value) -> String {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let path = std::env::temp_dir().join(format!(
-        "eventscale-values-{tag}-{}.json",
+        "eventscale-values-{tag}-{}-{seq}.json",
         std::process::id()
     ));
     std::fs::write(&path, values.to_string()).expect("write the values file");
