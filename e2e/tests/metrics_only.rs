@@ -151,6 +151,19 @@ async fn metrics_only_serves_values_and_writes_nothing() {
     )
     .await;
     assert_eq!(value, "4");
+    // Its trace: the values it serves, the HPA the other operator made (read with the
+    // metrics-only RBAC), and no decision of its own.
+    let trace_path = format!(
+        "/apis/explain.eventscale.sh/v1alpha1/namespaces/{}/scaledobjects/web/trace",
+        ns.0
+    );
+    let (code, t) = curl_at(&base, &trace_path, &args);
+    assert_eq!(code, 200, "{t}");
+    assert_eq!(t["servedBy"]["mode"], "metricsOnly", "{t}");
+    assert_eq!(t["summary"]["cause"], "MetricsOnly", "{t}");
+    assert!(t["activation"].is_null(), "{t}");
+    assert!(t["hpa"]["error"].is_null(), "the HPA is readable: {t}");
+    assert_eq!(t["triggers"][0]["hpaRead"]["value"], 4.0, "{t}");
 
     // Long enough for a controller to have acted on the ScaledObject several times over.
     tokio::time::sleep(Duration::from_secs(5)).await;
