@@ -867,13 +867,20 @@ fn setup() -> (
         pid_of("eventscale").expect("the cluster's eventscale PID"),
         "-TERM",
     );
-    let (ok, _, err) = kubectl(&[
-        "delete",
-        "clusterrolebinding",
+    // The cluster's own bindings of what the chart binds would grant it whatever the
+    // chart's roles lose (the restore applies them again).
+    for binding in [
         "eventscale:hpa-controller-external-metrics",
-        "--ignore-not-found",
-    ]);
-    assert!(ok, "{err}");
+        "eventscale:trace-readers",
+    ] {
+        let (ok, _, err) = kubectl(&[
+            "delete",
+            "clusterrolebinding",
+            binding,
+            "--ignore-not-found",
+        ]);
+        assert!(ok, "{err}");
+    }
     (docs, kubeconfig, env, restore)
 }
 
