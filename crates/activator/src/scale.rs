@@ -25,6 +25,15 @@ use crate::status::write_if_changed;
 use crate::target::{desired, Target};
 use crate::{Context, Error};
 
+/// `status.lastActiveTime`, when set and readable.
+fn status_last_active(so: &ScaledObject) -> Option<DateTime<Utc>> {
+    so.status
+        .as_ref()
+        .and_then(|s| s.last_active_time.as_deref())
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
 /// The inputs of KEDA's decision, read off the ScaledObject, the target and the poll.
 pub fn input(
     so: &ScaledObject,
@@ -46,12 +55,7 @@ pub fn input(
         current,
         min: spec.min_replica_count.unwrap_or(0),
         idle: spec.idle_replica_count,
-        last_active: so
-            .status
-            .as_ref()
-            .and_then(|s| s.last_active_time.as_deref())
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.with_timezone(&Utc)),
+        last_active: status_last_active(so),
         created: so
             .metadata
             .creation_timestamp
@@ -329,12 +333,7 @@ pub async fn act(
         return Ok(());
     };
     let (ns, so_name) = (so.namespace().unwrap_or_default(), so.name_any());
-    let status_last_active = so
-        .status
-        .as_ref()
-        .and_then(|s| s.last_active_time.as_deref())
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        .map(|t| t.with_timezone(&Utc));
+    let status_last_active = status_last_active(so);
     let record = |input: &activation::Input, decision: &activation::Decision| {
         ctx.runtimes.trace.decision(
             &ns,

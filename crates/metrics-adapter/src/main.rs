@@ -469,14 +469,7 @@ async fn explain_offline(
                 .filter_map(|t| t.error.as_ref()),
         )
         .collect::<Vec<_>>();
-    for e in &failed {
-        eprintln!("error: {e}");
-    }
-    Ok(if failed.is_empty() {
-        std::process::ExitCode::SUCCESS
-    } else {
-        std::process::ExitCode::from(1)
-    })
+    Ok(exit_for(&failed))
 }
 
 /// `eventscale explain`: GET the trace through the API server (so its authentication,
@@ -583,14 +576,19 @@ async fn eval_command(a: EvalArgs) -> anyhow::Result<std::process::ExitCode> {
         .filter_map(|t| t.error.as_ref())
         .chain(&composite_errors)
         .collect::<Vec<_>>();
-    for e in &failed {
+    Ok(exit_for(&failed))
+}
+
+/// `eval`'s exit: each error on standard error, then 1 when there was any, else 0.
+fn exit_for(failed: &[&String]) -> std::process::ExitCode {
+    for e in failed {
         eprintln!("error: {e}");
     }
-    Ok(if failed.is_empty() {
+    if failed.is_empty() {
         std::process::ExitCode::SUCCESS
     } else {
         std::process::ExitCode::FAILURE
-    })
+    }
 }
 
 #[derive(clap::Args)]
